@@ -1,0 +1,39 @@
+"""lames_cube: find and measure mines in Sentinel-2 imagery, from one site to a whole country.
+
+The public entry points are plain functions (see ``../shared/DESIGN.md`` §7). Importing the
+package is cheap and never imports torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Lazy attributes: heavy modules load on first use, so ``import lames_cube`` stays light.
+_LAZY = {
+    "search": ("lames_cube.search", "search"),
+    "errors": ("lames_cube.errors", None),
+    "annotations": ("lames_cube.annotations", None),
+    "synthetic": ("lames_cube.synthetic", None),
+    "bands": ("lames_cube.bands", None),
+    "items": ("lames_cube.items", None),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lames_cube import annotations, bands, errors, items, synthetic
+    from lames_cube.search import search
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'lames_cube' has no attribute {name!r}") from None
+    module = import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value

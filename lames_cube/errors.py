@@ -1,0 +1,52 @@
+"""The exception tree of lames_cube.
+
+Every error the library raises on bad input is a :class:`LamesCubeError`. The leaves also
+subclass the matching builtin (``ValueError``, ``KeyError``, ``FileNotFoundError``,
+``ConnectionError``), so callers that catch builtins keep working. Messages say what was wrong,
+the value given, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class LamesCubeError(Exception):
+    """Base class of every lames_cube error."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep messages readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class DataDirError(LamesCubeError, FileNotFoundError):
+    """The LAMES data directory is missing or lacks the expected files."""
+
+
+class UnknownSiteError(LamesCubeError, KeyError):
+    """A LAMES site id that is not in the annotations."""
+
+
+class InvalidBBoxError(LamesCubeError, ValueError):
+    """A bounding box that is not ``(west, south, east, north)`` in degrees."""
+
+
+class InvalidQueryError(LamesCubeError, ValueError):
+    """A search argument of the wrong type or range."""
+
+
+class EmptySearchError(LamesCubeError, ValueError):
+    """A search that matched no item."""
+
+
+class CatalogUnreachableError(LamesCubeError, ConnectionError):
+    """A STAC API that does not answer, or a local catalogue that does not exist."""
+
+
+class UnknownBandError(LamesCubeError, KeyError):
+    """An asset key or band name that the band table does not know."""
+
+
+class WorldError(LamesCubeError, ValueError):
+    """A synthetic-world specification that cannot be built."""
+
+
+class StacServerError(LamesCubeError, RuntimeError):
+    """The local STAC API could not be installed, started or loaded."""
