@@ -1,0 +1,457 @@
+"""The synthetic Sentinel-2 L2A world: its specification, tiles, acquisitions and pixels.
+
+A :class:`World` is fully determined by a :class:`WorldSpec` (and the LAMES sectors it draws).
+It knows its tiles (MGRS-like squares in the sites' UTM zones), its acquisitions (dates, platform,
+processing baseline, clouds, nodata edges) and renders any of them, or any window of any grid, on
+demand. :func:`lames_cube.synthetic.write.write_world` turns it into COGs and a STAC catalogue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+
+from lames_cube.bands import WORLD_BANDS
+from lames_cube.errors import WorldError
+from lames_cube.synthetic.landscape import (
+    REFLECTANCE_BANDS,
+    CloudState,
+    atmosphere,
+    pixel_centres,
+    rasterize_classes,
+    surface,
+)
+from lames_cube.synthetic.mgrs import latitude_band, square_100km, utm_epsg
+from lames_cube.synthetic.mines import SECTOR_CLASSES, MineModel, fallback_sites
+from lames_cube.synthetic.noise import hash_uniform
+
+#: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
+BASELINE_04_START = dt.date(2022, 1, 25)
+#: Largest harmonised value the world writes, so that value + 1000 still fits in uint16.
+MAX_REFLECTANCE_DN = 64_000
+
+STYLES = ("earth-search", "planetary-computer")
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that determines a synthetic world.
+
+    Parameters
+    ----------
+    seed
+        Seed of every random choice and texture.
+    site_ids
+        LAMES site ids to draw; None picks ``n_sites`` of them (train and test) by seed.
+    n_sites
+        How many sites when ``site_ids`` is None.
+    years
+        Years with acquisitions; mines grow across them.
+    scenes_per_year
+        Acquisition dates per year (all tiles are acquired on each date).
+    grid_km
+        Side of the square each tile is named after (km); tiles overlap their neighbours.
+    tile_px
+        Tile side in 10 m pixels (``tile_px * 10`` m must be at least ``grid_km`` km).
+    margin_m
+        Ground around each site that the tiles must cover.
+    style
+        ``"earth-search"`` (asset keys ``red``, ``nir``, ``scl`` with ``raster:bands``) or
+        ``"planetary-computer"`` (``B04``, ``SCL``, no scale/offset metadata).
+    collection
+        Collection id of the items.
+    use_lames
+        Draw the real LAMES sectors (True) or synthetic ones with the same schema (False).
+    """
+
+    seed: int = 0
+    site_ids: tuple[str, ...] | None = None
+    n_sites: int = 4
+    years: tuple[int, ...] = (2020, 2021, 2022, 2023)
+    scenes_per_year: int = 2
+    grid_km: int = 10
+    tile_px: int = 1098
+    margin_m: float = 1000.0
+    style: Literal["earth-search", "planetary-computer"] = "earth-search"
+    collection: str = "sentinel-2-l2a"
+    use_lames: bool = True
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise WorldError(f"style={self.style!r} is not one of {STYLES}; pick one of them.")
+        if self.tile_px * 10 < self.grid_km * 1000 or self.grid_km < 1:
+            raise WorldError(
+                f"tile_px={self.tile_px} (x 10 m) does not cover grid_km={self.grid_km} km; "
+                f"use tile_px >= {self.grid_km * 100} or a smaller grid_km."
+            )
+        if not self.years or self.scenes_per_year < 1:
+            raise WorldError(
+                f"years={self.years!r}, scenes_per_year={self.scenes_per_year}: a world needs at "
+                "least one year and one scene per year."
+            )
+        if self.tile_px % 2:
+            raise WorldError(f"tile_px={self.tile_px} must be even (20 m bands halve it).")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (recorded in the world's manifest)."""
+        d = dataclasses.asdict(self)
+        d["site_ids"] = list(self.site_ids) if self.site_ids is not None else None
+        d["years"] = list(self.years)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorldSpec:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        if d.get("site_ids") is not None:
+            d["site_ids"] = tuple(str(s) for s in d["site_ids"])
+        d["years"] = tuple(d["years"])
+        return cls(**d)
+
+    def digest(self) -> str:
+        """Short hash of the spec, used to name cached worlds."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One synthetic tile: a square of the MGRS-like grid in a UTM zone."""
+
+    tile_id: str
+    epsg: int
+    x0: float  #: west edge (m)
+    y0: float  #: north edge (m)
+    size_px: int
+
+    def geobox(self, resolution: int = 10) -> GeoBox:
+        """The tile's grid at ``resolution`` metres (10 or 20)."""
+        n = self.size_px * 10 // resolution
+        span = n * resolution
+        return GeoBox.from_bbox(
+            (self.x0, self.y0 - span, self.x0 + span, self.y0), f"EPSG:{self.epsg}",
+            resolution=resolution,
+        )
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One acquisition of one tile: what a STAC item describes."""
+
+    tile: Tile
+    date: dt.date
+    datetime: dt.datetime
+    platform: str  #: "sentinel-2a" or "sentinel-2b"
+    baseline: str  #: processing baseline, e.g. "02.14", "04.00"
+    edge: tuple[float, float, float] | None  #: nodata half-plane (x, y, angle) or None
+    orbit: int
+
+    @property
+    def dn_offset(self) -> int:
+        """Offset in the scene's digital numbers (1000 from baseline 04.00 on)."""
+        return 1000 if float(self.baseline) >= 4.0 else 0
+
+    @property
+    def id(self) -> str:
+        """Item id, Earth Search style."""
+        short = "S2A" if self.platform.endswith("a") else "S2B"
+        return f"{short}_{self.tile.tile_id}_{self.date:%Y%m%d}_0_L2A"
+
+
+def _u(seed: int, *keys: int) -> float:
+    """One deterministic uniform number for (seed, keys)."""
+    key = seed
+    for k in keys:
+        key = key * 1_000_003 + k
+    return float(hash_uniform(np.array([key % 2**62]), np.array([len(keys)]), seed + 99)[0])
+
+
+class World:
+    """A synthetic Sentinel-2 L2A world built from a :class:`WorldSpec`.
+
+    Parameters
+    ----------
+    spec
+        The world's specification.
+    sectors
+        Sector polygons to draw (``site_id``, ``class``, geometry); by default the LAMES sectors
+        of ``spec.site_ids`` (read through ``data_dir``) or, with ``spec.use_lames=False``, the
+        synthetic fallback sites.
+    data_dir
+        LAMES data directory (see :func:`lames_cube.config.find_data_dir`).
+
+    Examples
+    --------
+    >>> w = World(WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1))
+    >>> len(w.scenes) == len(w.tiles)
+    True
+    """
+
+    def __init__(
+        self,
+        spec: WorldSpec,
+        sectors: gpd.GeoDataFrame | None = None,
+        data_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.spec = spec
+        if sectors is None:
+            sectors = self._default_sectors(data_dir)
+        sectors = sectors[sectors["class"].isin(SECTOR_CLASSES)]
+        if len(sectors) == 0:
+            raise WorldError("The world has no mine sectors to draw; check site_ids.")
+        self.sectors = sectors.reset_index(drop=True)
+        self.mines = MineModel(self.sectors, tuple(spec.years))
+        self._surface_cache: dict = {}
+
+    def _default_sectors(self, data_dir) -> gpd.GeoDataFrame:
+        spec = self.spec
+        if not spec.use_lames:
+            sectors = fallback_sites(spec.n_sites, spec.seed)
+            if spec.site_ids is not None:
+                from lames_cube.annotations import select_sites
+
+                keep = select_sites(
+                    sectors.drop_duplicates("site_id")[["site_id", "geometry"]], spec.site_ids
+                )
+                sectors = sectors[sectors.site_id.isin(keep.site_id)]
+            return sectors
+        from lames_cube.annotations import load_sectors, load_sites, select_sites
+
+        sites = load_sites("all", data_dir=data_dir)
+        if spec.site_ids is not None:
+            chosen = select_sites(sites, spec.site_ids)
+        else:
+            chosen = self.pick_sites(sites, spec.n_sites, spec.seed)
+        sectors = load_sectors(data_dir=data_dir)
+        sectors = sectors[sectors.site_id.isin(set(chosen.site_id))]
+        return sectors.merge(chosen[["site_id", "split"]], on="site_id")
+
+    @staticmethod
+    def pick_sites(sites: gpd.GeoDataFrame, n: int, seed: int) -> gpd.GeoDataFrame:
+        """Pick ``n`` sites, alternating train and test, by seed (smallest sites first skipped)."""
+        sites = sites.copy()
+        sites["rank"] = [
+            _u(seed, int(s)) if s.isdigit() else _u(seed, len(s)) for s in sites.site_id
+        ]
+        picked = []
+        for i in range(n):
+            split = "test" if i % 4 == 3 else "train"
+            pool = sites[(sites.split == split) & ~sites.site_id.isin(picked)].sort_values("rank")
+            if len(pool):
+                picked.append(pool.site_id.iloc[0])
+        return sites[sites.site_id.isin(picked)].drop(columns="rank")
+
+    # ------------------------------------------------------------------ geometry
+    @cached_property
+    def texture_epsg(self) -> int:
+        """EPSG code in which textures are defined: the UTM zone of the sites' centre."""
+        lon, lat = shapely.centroid(shapely.union_all(self.sectors.geometry.values)).coords[0]
+        return utm_epsg(lon, lat)
+
+    @cached_property
+    def sites(self) -> gpd.GeoDataFrame:
+        """One row per drawn site: ``site_id``, ``split``, ``epsg`` and the full footprint."""
+        cols = ["site_id", "split"] if "split" in self.sectors else ["site_id"]
+        sites = self.sectors.dissolve(by=cols, as_index=False)[[*cols, "geometry"]]
+        sites["epsg"] = [utm_epsg(*shapely.centroid(g).coords[0]) for g in sites.geometry]
+        return sites.sort_values("site_id").reset_index(drop=True)
+
+    @cached_property
+    def tiles(self) -> list[Tile]:
+        """Tiles covering every site (plus ``margin_m``), sorted by id."""
+        spec = self.spec
+        step = spec.grid_km * 1000
+        found: dict[str, Tile] = {}
+        for site in self.sites.itertuples():
+            local = gpd.GeoSeries([site.geometry], crs=4326).to_crs(site.epsg)
+            w, s, e, n = local.total_bounds
+            w, s, e, n = w - spec.margin_m, s - spec.margin_m, e + spec.margin_m, n + spec.margin_m
+            span = spec.tile_px * 10
+            # Fewest tiles per axis: the square holding the west (north) edge, and the next one
+            # when the site runs past the tile's far edge.
+            first_x = int(w // step) * step
+            xs = [first_x] if e <= first_x + span else [first_x, first_x + step]
+            first_y = int(n // step) * step  # square whose north edge is at first_y + step
+            ys = [first_y] if s >= first_y + step - span else [first_y, first_y - step]
+            for sx in xs:
+                for sy in ys:
+                    lat = float(
+                        gpd.GeoSeries([shapely.Point(sx + step / 2, sy + step / 2)], crs=site.epsg)
+                        .to_crs(4326).iloc[0].y
+                    )
+                    tid = self._tile_name(site.epsg, sx, sy, lat)
+                    found[tid] = Tile(tid, site.epsg, float(sx), float(sy + step), spec.tile_px)
+        return [found[k] for k in sorted(found)]
+
+    def _tile_name(self, epsg: int, sx: int, sy: int, lat: float) -> str:
+        zone = epsg % 100
+        digits = 1 if self.spec.grid_km >= 10 else 2
+        unit = 10_000 if digits == 1 else 1_000
+        e = int(sx % 100_000 // unit)
+        n = int(sy % 100_000 // unit)
+        return f"{zone:02d}{latitude_band(lat)}{square_100km(zone, sx, sy)}{e:0{digits}d}{n:0{digits}d}"
+
+    # ------------------------------------------------------------------ time
+    @cached_property
+    def dates(self) -> list[dt.date]:
+        """Acquisition dates, ascending (the same for every tile)."""
+        spec = self.spec
+        out = []
+        for year in spec.years:
+            gap = 365 // spec.scenes_per_year
+            for k in range(spec.scenes_per_year):
+                day = 10 + k * gap + int(_u(spec.seed, year, k, 1) * max(gap - 20, 1))
+                out.append(dt.date(year, 1, 1) + dt.timedelta(days=min(day, 364)))
+        return sorted(out)
+
+    def clouds(self, date: dt.date) -> CloudState:
+        """The atmosphere of one date: about half the dates clear, some very cloudy."""
+        seed = self.spec.seed
+        k = date.toordinal()
+        u = _u(seed, k, 2)
+        cover = 0.0 if u < 0.45 else (0.05 + 0.3 * _u(seed, k, 3) if u < 0.8 else 0.5 + 0.4 * _u(seed, k, 3))
+        angle = 2 * np.pi * _u(seed, k, 4)
+        dist = 300 + 500 * _u(seed, k, 5)
+        return CloudState(
+            key=(seed * 7919 + k) % 2**31, cover=cover, shadow_dx=float(dist * np.cos(angle)),
+            shadow_dy=float(dist * np.sin(angle)), cirrus=_u(seed, k, 6) < 0.3,
+        )
+
+    def baseline(self, tile: Tile, date: dt.date) -> str:
+        """Processing baseline of a scene: by date, but some old scenes were reprocessed (05.00)."""
+        if date >= BASELINE_04_START:
+            return "04.00" if date.year == 2022 else "05.09"
+        if _u(self.spec.seed, date.toordinal(), int(tile.x0 + tile.y0) % 100_003, 7) < 0.15:
+            return "05.00"
+        return "02.14"
+
+    @cached_property
+    def scenes(self) -> list[Scene]:
+        """Every acquisition of every tile, sorted by date then tile id."""
+        seed = self.spec.seed
+        out = []
+        for date in self.dates:
+            k = date.toordinal()
+            platform = "sentinel-2a" if k % 2 else "sentinel-2b"
+            for tile in self.tiles:
+                t = int(tile.x0 // 1000 + tile.y0 // 1000)
+                seconds = 14 * 3600 + 40 * 60 + 30 * _u(seed, k, t, 8)
+                when = dt.datetime.combine(date, dt.time(), dt.UTC) + dt.timedelta(
+                    seconds=round(seconds, 3)
+                )
+                edge = None
+                if _u(seed, k, t, 9) < 0.2:
+                    span = tile.size_px * 10
+                    edge = (
+                        tile.x0 + span * (0.3 + 0.4 * _u(seed, k, t, 10)),
+                        tile.y0 - span / 2,
+                        float(np.deg2rad(-100 + 20 * _u(seed, k, t, 11))),
+                    )
+                out.append(Scene(tile, date, when, platform, self.baseline(tile, date), edge, k % 143))
+        return out
+
+    # ------------------------------------------------------------------ pixels
+    def mine_classes(self, gbox: GeoBox, year: int) -> np.ndarray:
+        """LAMES class values of the mines of ``year`` on ``gbox`` (the label truth)."""
+        return rasterize_classes(self.mines.sectors_in_year(year), gbox)
+
+    def _surface(self, gbox: GeoBox, year: int, cache_key=None):
+        if cache_key is not None and (cache_key, year) in self._surface_cache:
+            return self._surface_cache[(cache_key, year)]
+        classes = self.mine_classes(gbox, year)
+        out = surface(gbox, texture_epsg=self.texture_epsg, seed=self.spec.seed, classes=classes)
+        if cache_key is not None:
+            self._surface_cache = {k: v for k, v in self._surface_cache.items() if k[0] == cache_key}
+            self._surface_cache[(cache_key, year)] = out
+        return out
+
+    def read(
+        self, gbox: GeoBox, date: dt.date | None = None, *, clouds: bool = True, _cache_key=None
+    ) -> dict[str, np.ndarray]:
+        """Render any window of the world procedurally, without files.
+
+        Parameters
+        ----------
+        gbox
+            The grid to render (any CRS, axis-aligned).
+        date
+            Acquisition date; its year sets the mines, and, when it is one of :attr:`dates`
+            and ``clouds`` is True, its clouds. None renders the last year, cloud-free.
+        clouds
+            False renders the cloud-free surface.
+
+        Returns
+        -------
+        dict
+            ``B02`` … ``B12`` as uint16 harmonised reflectance × 10 000 (no baseline offset,
+            never 0), and ``SCL`` as uint8.
+        """
+        year = date.year if date is not None else self.spec.years[-1]
+        refl, scl = self._surface(gbox, year, _cache_key)
+        state = self.clouds(date) if (clouds and date is not None and date in self.dates) else None
+        refl, scl = atmosphere(refl, scl, gbox, texture_epsg=self.texture_epsg, clouds=state)
+        dn = np.clip(np.rint(refl * 10_000.0), 1, MAX_REFLECTANCE_DN).astype(np.uint16)
+        out = {band: dn[i] for i, band in enumerate(REFLECTANCE_BANDS)}
+        out["SCL"] = scl
+        return out
+
+    def scene_arrays(self, scene: Scene, resolution: int) -> dict[str, np.ndarray]:
+        """Digital numbers of a scene's bands at ``resolution`` (10: B02-B08, 20: B11, B12, SCL).
+
+        Pixels carry the baseline offset, and 0 outside the scene's nodata edge.
+        """
+        gbox = scene.tile.geobox(resolution)
+        data = self.read(gbox, scene.date, _cache_key=(scene.tile.tile_id, resolution))
+        names = [b for b in WORLD_BANDS if (b in ("B11", "B12", "SCL")) == (resolution == 20)]
+        valid = self.valid_mask(scene, gbox)
+        out = {}
+        for name in names:
+            arr = data[name]
+            if name != "SCL":
+                arr = arr + np.uint16(scene.dn_offset)
+            out[name] = np.where(valid, arr, 0).astype(arr.dtype)
+        return out
+
+    @staticmethod
+    def valid_mask(scene: Scene, gbox: GeoBox) -> np.ndarray:
+        """True where the scene has data (inside its swath edge)."""
+        if scene.edge is None:
+            return np.ones(gbox.shape, dtype=bool)
+        ex, ey, angle = scene.edge
+        xs, ys = pixel_centres(gbox)
+        return ((xs - ex) * np.cos(angle) + (ys - ey) * np.sin(angle)) >= 0
+
+    def footprint(self, scene: Scene) -> Geometry:
+        """The scene's valid-data footprint in EPSG:4326."""
+        gbox = scene.tile.geobox(10)
+        poly = gbox.extent.geom
+        if scene.edge is not None:
+            ex, ey, angle = scene.edge
+            nx, ny = np.cos(angle), np.sin(angle)
+            far = 1e6
+            # Half-plane n·(p - e) >= 0 as a large polygon.
+            tx, ty = -ny, nx
+            half = shapely.Polygon([
+                (ex + tx * far, ey + ty * far), (ex - tx * far, ey - ty * far),
+                (ex - tx * far + nx * far, ey - ty * far + ny * far),
+                (ex + tx * far + nx * far, ey + ty * far + ny * far),
+            ])
+            poly = poly.intersection(half)
+        return Geometry(poly, crs=gbox.crs).to_crs("EPSG:4326", resolution=100.0)
+
+    def truth(self) -> pd.DataFrame:
+        """True mined area per site and year (see :meth:`MineModel.truth`)."""
+        return self.mines.truth()

@@ -1,0 +1,248 @@
+"""Write a synthetic world to disk: COGs, a static STAC catalogue and a stac-geoparquet index.
+
+Layout of a world directory::
+
+    manifest.json                     spec, digest, counts (written last: marks a complete world)
+    truth.csv                         true mined area per site and year
+    sectors.geojson                   the sectors drawn (full extent, EPSG:4326)
+    stac/catalog.json                 static catalogue (relative links)
+    stac/<collection>/collection.json
+    stac/<collection>/<item>/<item>.json, B02.tif, ..., SCL.tif
+    index.parquet                     stac-geoparquet index of the items (absolute hrefs)
+
+A world is written under a temporary name and renamed when complete, so a crash never leaves a
+half-written world behind; an existing complete world with the same spec is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from tqdm.auto import tqdm
+
+from lames_cube.errors import WorldError
+from lames_cube.synthetic.stac import asset_key, collection_dict, item_dict
+from lames_cube.synthetic.world import Scene, World, WorldSpec
+
+MANIFEST = "manifest.json"
+INDEX = "index.parquet"
+
+_COG_OPTIONS = {"compress": "deflate", "blocksize": 512, "predictor": 2, "num_threads": 1}
+
+
+def write_cog(path: Path, array: np.ndarray, gbox, *, categorical: bool) -> None:
+    """Write one band as a Cloud-Optimised GeoTIFF (nodata 0, deflate, internal overviews)."""
+    profile = {
+        "driver": "COG",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": array.dtype.name,
+        "crs": gbox.crs.to_wkt(),
+        "transform": gbox.affine,
+        "nodata": 0,
+        "overview_resampling": "nearest" if categorical else "average",
+        **_COG_OPTIONS,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array, 1)
+
+
+def _dump(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _scene_stats(scl: np.ndarray) -> dict:
+    valid = scl > 0
+    n_valid = int(valid.sum())
+    cloudy = int(np.isin(scl, (8, 9, 10)).sum())
+    return {
+        "cloud_cover": round(100.0 * cloudy / n_valid, 4) if n_valid else 100.0,
+        "nodata_percentage": round(100.0 * (1 - n_valid / scl.size), 4),
+    }
+
+
+def _write_tile(world: World, scenes: list[Scene], folder: Path) -> list[dict]:
+    """Write the COGs and item JSON of the scenes of one tile; returns the item dicts."""
+    from lames_cube.bands import BAND_BY_NAME
+
+    items = []
+    for scene in scenes:
+        item_id = item_dict(world, scene, {"cloud_cover": 0, "nodata_percentage": 0}, {})["id"]
+        item_dir = folder / item_id
+        item_dir.mkdir(parents=True, exist_ok=True)
+        hrefs, stats = {}, None
+        for res in (10, 20):
+            gbox = scene.tile.geobox(res)
+            for band, arr in world.scene_arrays(scene, res).items():
+                write_cog(item_dir / f"{band}.tif", arr, gbox,
+                          categorical=BAND_BY_NAME[band].categorical)
+                hrefs[band] = f"./{band}.tif"
+                if band == "SCL":
+                    stats = _scene_stats(arr)
+        order = ("B02", "B03", "B04", "B08", "B11", "B12", "SCL")
+        item = item_dict(world, scene, stats, {b: hrefs[b] for b in order})
+        item["links"] = [
+            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+            {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+        ]
+        _dump(item_dir / f"{item_id}.json", item)
+        items.append(item)
+    return items
+
+
+def _write_tile_job(args) -> list[dict]:
+    world, scenes, folder = args
+    return _write_tile(world, scenes, folder)
+
+
+def _absolute(item: dict, item_dir: Path) -> dict:
+    out = json.loads(json.dumps(item))
+    for asset in out["assets"].values():
+        asset["href"] = str((item_dir / asset["href"]).resolve())
+    out["links"] = []
+    return out
+
+
+def write_index(items: list[dict], path: Path) -> None:
+    """Write a stac-geoparquet index of ``items`` (hrefs as given)."""
+    import rustac
+
+    rustac.write_sync(str(path), items, format="geoparquet")
+
+
+def write_world(
+    path: str | os.PathLike,
+    spec: WorldSpec | None = None,
+    *,
+    world: World | None = None,
+    data_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate a synthetic world and write it to ``path``.
+
+    Parameters
+    ----------
+    path
+        Target directory. Written under a temporary name, renamed when complete.
+    spec
+        The world's specification (default :class:`WorldSpec()`); ignored when ``world`` is given.
+    world
+        An already built :class:`World` (e.g. with custom sectors).
+    data_dir
+        LAMES data directory for the sectors.
+    overwrite
+        Replace an existing world at ``path``. Without it, a complete world with the same spec is
+        reused and anything else raises.
+    workers
+        Processes to write tiles in parallel (default: CPU count, at most the number of tiles).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The world directory.
+
+    Raises
+    ------
+    WorldError
+        ``path`` holds something that is not this world and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> from lames_cube.synthetic import WorldSpec, write_world
+    >>> root = write_world("/tmp/w", WorldSpec(use_lames=False, n_sites=1, years=(2021,)))  # doctest: +SKIP
+    """
+    world = world if world is not None else World(spec or WorldSpec(), data_dir=data_dir)
+    spec = world.spec
+    root = Path(path).expanduser().resolve()
+    manifest_path = root / MANIFEST
+    if root.exists():
+        if manifest_path.is_file() and not overwrite:
+            existing = json.loads(manifest_path.read_text())
+            if existing.get("digest") == spec.digest() and existing.get("root") == str(root):
+                return root
+            raise WorldError(
+                f"{root} holds another world (digest {existing.get('digest')}, this spec "
+                f"{spec.digest()}). Pass overwrite=True (--overwrite) or pick another path."
+            )
+        if not overwrite and any(root.iterdir()):
+            raise WorldError(
+                f"{root} exists and is not a lames_cube world; pick an empty or new directory, "
+                "or pass overwrite=True."
+            )
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    coll_dir = tmp / "stac" / spec.collection
+    coll_dir.mkdir(parents=True)
+    try:
+        by_tile: dict[str, list[Scene]] = {}
+        for scene in world.scenes:
+            by_tile.setdefault(scene.tile.tile_id, []).append(scene)
+        jobs = [(world, scenes, coll_dir) for scenes in by_tile.values()]
+        n = workers or min(os.cpu_count() or 1, len(jobs))
+        items: list[dict] = []
+        bar = tqdm(total=len(world.scenes), desc="synthetic scenes", unit="scene",
+                   disable=not progress)
+        if n > 1:
+            with ProcessPoolExecutor(max_workers=n) as pool:
+                for result in pool.map(_write_tile_job, jobs):
+                    items.extend(result)
+                    bar.update(len(result))
+        else:
+            for job in jobs:
+                result = _write_tile_job(job)
+                items.extend(result)
+                bar.update(len(result))
+        bar.close()
+        items.sort(key=lambda i: (i["properties"]["datetime"], i["id"]))
+        collection = collection_dict(world, items)
+        collection["links"] = [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        ] + [
+            {"rel": "item", "href": f"./{i['id']}/{i['id']}.json", "type": "application/geo+json"}
+            for i in items
+        ]
+        _dump(coll_dir / "collection.json", collection)
+        _dump(tmp / "stac" / "catalog.json", {
+            "type": "Catalog", "stac_version": "1.0.0", "id": f"lames-world-{spec.digest()}",
+            "description": "Synthetic Sentinel-2 L2A world written by lames_cube.",
+            "links": [
+                {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+                {"rel": "child", "href": f"./{spec.collection}/collection.json",
+                 "type": "application/json"},
+            ],
+        })
+        final_coll = root / "stac" / spec.collection
+        write_index([_absolute(i, final_coll / i["id"]) for i in items], tmp / INDEX)
+        world.truth().to_csv(tmp / "truth.csv", index=False, float_format="%.3f")
+        world.sectors.to_file(tmp / "sectors.geojson", driver="GeoJSON")
+        _dump(tmp / MANIFEST, {
+            "spec": spec.to_dict(), "digest": spec.digest(), "root": str(root),
+            "collection": spec.collection, "n_items": len(items), "n_tiles": len(by_tile),
+            "sites": list(world.sites.site_id), "texture_epsg": world.texture_epsg,
+        })
+        if root.exists():
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def asset_href(item: dict, band: str, style: str) -> str:
+    """Href of a canonical band in an item dict of the given style."""
+    return item["assets"][asset_key(band, style)]["href"]
