@@ -66,7 +66,8 @@ _KEY_ORDER: dict[str, int] = {name: i for i, name in enumerate([*_NATIVE_RES])}
 
 _RES_SUFFIX = re.compile(r"^(?P<base>.+?)[_-](?P<res>10|20|60)m$")
 _JP2_SUFFIX = "-jp2"
-_MGRS = re.compile(r"^\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}$")
+# A 100 km square, optionally refined by an MGRS grid reference (synthetic tiles: "19KEQ20").
+_MGRS = re.compile(r"^\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}(?:\d\d){0,4}$")
 _TILE_IN_ID = re.compile(r"_T(\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2})_")
 _ES_TILE_IN_ID = re.compile(r"^S2[A-D]_(\d{1,2}[C-HJ-NP-X][A-HJ-NP-Z]{2})_\d{8}_")
 _BASELINE_IN_NAME = re.compile(r"_N(\d{2})\.?(\d{2})(?:_|$|\.)")
@@ -114,6 +115,23 @@ def normalize_item(
         The item is not a Sentinel-2 L2A item (Sentinel-1, Landsat, Sentinel-2 L1C), has no
         CRS, no asset grid (``proj:shape``/``proj:transform``), no datetime or footprint, or
         contradictory metadata.
+
+    Notes
+    -----
+    * ``s2:processing_baseline`` comes from ``s2:processing_baseline`` or
+      ``sentinel:processing_baseline``; old Earth Search v0 items have neither, and then it is
+      read from the product name (``…_N0214_…`` in ``s2:product_uri``/``sentinel:product_id``,
+      ``…_N02.14`` in ``s2:datatake_id``), which ESA defines as the baseline.
+    * ``lames:dn_offset`` is 1000 when the baseline is 04.00 or later and the provider has not
+      removed it (``earthsearch:boa_offset_applied``/``sentinel:boa_offset_applied`` true → 0),
+      else 0 (``lames:dn_offset_source`` ``"baseline"``). Without a baseline, the reflectance
+      assets' raster offset decides (−0.1 at scale 1e-4 → 1000, unless the applied-flag is
+      set; source ``"raster:bands"``); without either, 0 (``"default"``).
+    * ``lames:solar_day`` is the date of the UTC datetime shifted by the footprint centroid's
+      longitude / 15 hours (antimeridian-safe).
+    * The input goes through pystac's migration first (``proj:epsg`` → ``proj:code``, extension
+      URIs), so a raw dict and the same item read by ``pystac.Item.from_dict`` give identical
+      results; ``proj:code`` is the only CRS field kept (projection extension v2.0.0).
 
     Examples
     --------
@@ -319,19 +337,18 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
             for i, s in shapes.items()
         }
         order = sorted(idx, key=lambda i: (-areas[i], items[i].id))
-        kept_shapes: list[Any] = []
+        union = None  # of the footprints kept so far
         for i in order:
             shape = shapes[i]
             if shape is None or areas[i] == 0:
                 continue
-            if kept_shapes:
-                union = shapely.union_all(kept_shapes)
+            if union is not None:
                 inter = shape.intersection(union)
                 covered = abs(geod.geometry_area_perimeter(inter)[0]) if not inter.is_empty else 0
                 if covered / areas[i] >= tolerance:
                     dropped.add(i)
                     continue
-            kept_shapes.append(shape)
+            union = shape if union is None else shapely.union(union, shape)
     return [it for i, it in enumerate(items) if i not in dropped]
 
 
@@ -677,7 +694,7 @@ def _mgrs_tile(props: Mapping[str, Any], ident: Any, crs: str) -> str | None:
     if not tile:
         return None
     tile = str(tile).strip().upper()
-    m = re.match(r"^(\d{1,2})([A-Z]{3})$", tile)
+    m = re.match(r"^(\d{1,2})([A-Z]{3}\d*)$", tile)
     if m:
         tile = f"{int(m[1]):02d}{m[2]}"
     if not _MGRS.match(tile):

@@ -450,7 +450,7 @@ class World:
                 (ex + tx * far + nx * far, ey + ty * far + ny * far),
             ])
             poly = poly.intersection(half)
-        return Geometry(poly, crs=gbox.crs).to_crs("EPSG:4326", resolution=100.0)
+        return Geometry(poly, crs=gbox.crs).to_crs("EPSG:4326", resolution=2000.0)
 
     def truth(self) -> pd.DataFrame:
         """True mined area per site and year (see :meth:`MineModel.truth`)."""
