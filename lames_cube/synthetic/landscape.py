@@ -102,8 +102,8 @@ def ground(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndar
     _blend(refl, (basin > 0.70) & ~salty, SPECTRA["dry_lake"], crust)
     # Vegetation along moist valleys, and small lakes.
     veg = fbm(x, y, 1800.0, seed * 7 + 6, 3)
-    _blend(refl, veg > 0.74, SPECTRA["vegetation"], 0.8 + 0.4 * detail)
-    scl[np.broadcast_to(veg > 0.74, shape)] = 4
+    _blend(refl, veg > 0.80, SPECTRA["vegetation"], 0.8 + 0.4 * detail)
+    scl[np.broadcast_to(veg > 0.80, shape)] = 4
     lake = fbm(x, y, 3000.0, seed * 7 + 7, 3)
     _blend(refl, lake > 0.80, SPECTRA["water"])
     scl[np.broadcast_to(lake > 0.80, shape)] = 6

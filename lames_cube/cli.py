@@ -1,0 +1,142 @@
+"""The ``lames-cube`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lames_cube.errors import LamesCubeError
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from lames_cube.demo import run_demo
+
+    run_demo(args.path, data_dir=args.data_dir, workers=args.workers)
+
+
+def _cmd_world_create(args: argparse.Namespace) -> None:
+    from lames_cube.synthetic import WorldSpec, write_world
+
+    spec = WorldSpec(
+        seed=args.seed,
+        site_ids=tuple(args.sites) if args.sites else None,
+        n_sites=args.n_sites,
+        years=tuple(args.years),
+        scenes_per_year=args.scenes_per_year,
+        style=args.style,
+        use_lames=not args.no_lames,
+    )
+    root = write_world(args.path, spec, data_dir=args.data_dir, overwrite=args.overwrite,
+                       workers=args.workers)
+    print(root)
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    from lames_cube.search import search
+
+    items = search(
+        args.catalog, bbox=args.bbox, sites=args.sites, datetime=args.datetime,
+        collections=args.collections, max_cloud=args.max_cloud, max_nodata=args.max_nodata,
+        data_dir=args.data_dir,
+    )
+    if args.json:
+        json.dump(items.to_dict(), sys.stdout, indent=1)
+        print()
+        return
+    for item in items:
+        p = item.properties
+        print(f"{item.id}  {item.datetime:%Y-%m-%d}  tile {p.get('s2:mgrs_tile')}  "
+              f"cloud {p.get('eo:cloud_cover')}  baseline {p.get('s2:processing_baseline')}")
+    print(f"{len(items)} items")
+
+
+def _cmd_stac_serve(args: argparse.Namespace) -> None:
+    from lames_cube.stac_server import serve_world
+
+    serve_world(args.world, port=args.port)
+
+
+def _cmd_stac_install(args: argparse.Namespace) -> None:
+    from lames_cube.stac_server import ensure_server_env
+
+    print(ensure_server_env())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lames-cube`` (every subcommand has ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="lames-cube",
+        description="Find and measure mines in Sentinel-2 imagery (LAMES, at country scale).",
+    )
+    parser.add_argument("--data-dir", help="LAMES data directory (default: $LAMES_DATA_DIR "
+                        "or ../shared/lames beside the repository)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="generate a small synthetic world and search it",
+                       description="Generate (or reuse) the demo world over real LAMES sites, "
+                       "search it and print what was found.")
+    p.add_argument("--path", help="world directory (default: the cache)")
+    p.add_argument("--workers", type=int, help="processes for world generation")
+    p.set_defaults(func=_cmd_demo)
+
+    world = sub.add_parser("world", help="synthetic Sentinel-2 worlds",
+                           description="Create synthetic Sentinel-2 L2A worlds.")
+    wsub = world.add_subparsers(dest="world_command", required=True, metavar="SUBCOMMAND")
+    p = wsub.add_parser("create", help="write a world (COGs, STAC, geoparquet index)",
+                        description="Write a synthetic world to PATH.")
+    p.add_argument("path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sites", nargs="+", help="LAMES site ids (default: --n-sites by seed)")
+    p.add_argument("--n-sites", type=int, default=4)
+    p.add_argument("--years", type=int, nargs="+", default=[2020, 2021, 2022, 2023])
+    p.add_argument("--scenes-per-year", type=int, default=2)
+    p.add_argument("--style", choices=["earth-search", "planetary-computer"], default="earth-search")
+    p.add_argument("--no-lames", action="store_true", help="synthetic sites instead of LAMES")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=_cmd_world_create)
+
+    p = sub.add_parser("search", help="search a STAC API or a local index",
+                       description="Search Sentinel-2 L2A items (a STAC API URL, a "
+                       "stac-geoparquet file or a world directory).")
+    p.add_argument("catalog")
+    p.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"))
+    p.add_argument("--sites", nargs="+", help="LAMES site ids")
+    p.add_argument("--datetime", help="'2021', '2021-03', or 'start/end'")
+    p.add_argument("--collections", nargs="+")
+    p.add_argument("--max-cloud", type=float)
+    p.add_argument("--max-nodata", type=float)
+    p.add_argument("--json", action="store_true", help="print the ItemCollection as JSON")
+    p.set_defaults(func=_cmd_search)
+
+    stac = sub.add_parser("stac", help="a local STAC API (pgstac)",
+                          description="Serve a world over a real STAC API on 127.0.0.1.")
+    ssub = stac.add_subparsers(dest="stac_command", required=True, metavar="SUBCOMMAND")
+    p = ssub.add_parser("serve", help="serve a world until Ctrl-C",
+                        description="Load a world into PostgreSQL/pgstac and serve it with "
+                        "stac-fastapi-pgstac on 127.0.0.1.")
+    p.add_argument("world", help="world directory")
+    p.add_argument("--port", type=int, default=8081)
+    p.set_defaults(func=_cmd_stac_serve)
+    p = ssub.add_parser("install", help="install PostgreSQL/PostGIS and the server venv",
+                        description="Install what the local STAC API needs.")
+    p.set_defaults(func=_cmd_stac_install)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``lames-cube``; returns the exit code (2 for bad input, with the error's message)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LamesCubeError as exc:
+        print(f"lames-cube: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
