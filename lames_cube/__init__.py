@@ -22,8 +22,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lames_cube import annotations, bands, errors, items, synthetic
-    from lames_cube.search import search
+    from lames_cube import annotations, bands, errors, items, synthetic  # noqa: F401
+    from lames_cube.search import search  # noqa: F401
 
 __all__ = sorted(_LAZY)
 

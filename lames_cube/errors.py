@@ -50,3 +50,7 @@ class WorldError(LamesCubeError, ValueError):
 
 class StacServerError(LamesCubeError, RuntimeError):
     """The local STAC API could not be installed, started or loaded."""
+
+
+class InvalidItemError(InvalidQueryError):
+    """A STAC item that cannot be read as Sentinel-2 L2A (no CRS, no grid, not L2A, ...)."""

@@ -33,7 +33,7 @@ import pystac
 from pystac.utils import make_absolute_href, str_to_datetime
 
 from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, BANDS
-from lames_cube.errors import InvalidQueryError
+from lames_cube.errors import InvalidItemError
 
 __all__ = [
     "PROVIDERS",
@@ -111,7 +111,7 @@ def normalize_item(
 
     Raises
     ------
-    InvalidQueryError
+    InvalidItemError
         The item is not a Sentinel-2 L2A item (Sentinel-1, Landsat, Sentinel-2 L1C), has no
         CRS, no asset grid (``proj:shape``/``proj:transform``), no datetime or footprint, or
         contradictory metadata.
@@ -159,13 +159,13 @@ def normalize_item(
     elif isinstance(item, Mapping):
         raw = copy.deepcopy(dict(item))
     else:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"normalize_item expects a pystac.Item or a STAC Item dict, got "
             f"{type(item).__name__}. Read the JSON first, e.g. pystac.Item.from_file(path)."
         )
     reason = unsupported_reason(raw)
     if reason:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {raw.get('id')!r} (collection {raw.get('collection')!r}) cannot be "
             f"normalised: {reason}. lames_cube works on Sentinel-2 L2A items only; search with "
             "collections=['sentinel-2-l2a'] (or 'sentinel-2-c1-l2a'), or pass "
@@ -191,7 +191,7 @@ def normalize_items(
     on_unsupported
         What to do with items that are not Sentinel-2 L2A (a search without ``collections``
         also returns Sentinel-1 GRD, Sentinel-2 L1C and Landsat items): ``"raise"`` (default)
-        raises :class:`~lames_cube.errors.InvalidQueryError`; ``"skip"`` leaves them out and
+        raises :class:`~lames_cube.errors.InvalidItemError`; ``"skip"`` leaves them out and
         lists them, with the reason, in ``extra_fields["lames:skipped"]`` of the result.
     href
         Where the items' JSON was read from, for relative asset hrefs.
@@ -212,7 +212,7 @@ def normalize_items(
     (0, 'S1A_IW_GRDH_x')
     """
     if on_unsupported not in ("raise", "skip"):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"on_unsupported must be 'raise' or 'skip', got {on_unsupported!r}."
         )
     out: list[pystac.Item] = []
@@ -259,7 +259,7 @@ def dedupe_items(
 
     Raises
     ------
-    InvalidQueryError
+    InvalidItemError
         An item is not in normal form (call :func:`normalize_items` first).
 
     Examples
@@ -303,7 +303,7 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
 
     Raises
     ------
-    InvalidQueryError
+    InvalidItemError
         ``tolerance`` out of range, or an item not in normal form.
 
     Examples
@@ -311,7 +311,7 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
     >>> kept = drop_covered(normalize_items(items), tolerance=0.99)  # doctest: +SKIP
     """
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance <= 1):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"tolerance must be a fraction in (0, 1], got {tolerance!r}; e.g. 0.99 drops items "
             "99 % covered by others."
         )
@@ -442,7 +442,7 @@ def _migrated(raw: dict[str, Any]) -> dict[str, Any]:
             )
             parsed = pystac.Item.from_dict(raw, migrate=True, preserve_dict=True)
     except (KeyError, TypeError, ValueError, pystac.STACError) as err:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {raw.get('id')!r} is not a valid STAC Item ({type(err).__name__}: {err}). "
             "Expected a GeoJSON Feature with id, geometry, bbox, properties.datetime, links "
             "and assets."
@@ -566,7 +566,7 @@ def _fill_grid(
     if (shape is None or transform is None) and not required:
         return
     if shape is None or transform is None:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Asset {band!r} (provider key {asset.get('lames:source_key')!r}) of item {ident!r} "
             f"has no pixel grid: proj:shape={shape!r}, proj:transform={transform!r}, at asset "
             "and item level. Expected proj:shape [rows, cols] and a 6-element proj:transform "
@@ -574,19 +574,19 @@ def _fill_grid(
             "publishes them (Earth Search, Planetary Computer)."
         )
     if len(shape) != 2:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"proj:shape of asset {band!r} of item {ident!r} is {shape!r}; expected [rows, cols]."
         )
     transform = list(transform)
     if len(transform) == 9:
         if [float(v) for v in transform[6:]] != [0.0, 0.0, 1.0]:
-            raise InvalidQueryError(
+            raise InvalidItemError(
                 f"proj:transform of asset {band!r} of item {ident!r} is {transform!r}: a 3×3 "
                 "matrix whose last row is not (0, 0, 1), so not affine. Fix the item metadata."
             )
         transform = transform[:6]
     if len(transform) != 6:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"proj:transform of asset {band!r} of item {ident!r} has {len(transform)} "
             f"elements ({transform!r}); expected 6 (a, b, c, d, e, f) or 9 (3×3 with 0, 0, 1)."
         )
@@ -621,7 +621,7 @@ def _crs_of(fields: Mapping[str, Any]) -> str | None:
 def _check_crs_conflict(fields: Mapping[str, Any], where: str) -> None:
     epsg, code = fields.get("proj:epsg"), fields.get("proj:code")
     if epsg is not None and code and _crs_of({"proj:epsg": epsg}) != _crs_of({"proj:code": code}):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"The {where} has proj:epsg={epsg!r} and proj:code={code!r}, which disagree. "
             "Expected one CRS; fix the item metadata (keep the correct one)."
         )
@@ -636,11 +636,11 @@ def _item_crs(d: Mapping[str, Any]) -> str:
     if len(found) == 1:
         return found.pop()
     if len(found) > 1:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {d.get('id')!r} has no item-level CRS and its assets disagree: "
             f"{sorted(found)}. A Sentinel-2 tile has one CRS; fix the item metadata."
         )
-    raise InvalidQueryError(
+    raise InvalidItemError(
         f"Item {d.get('id')!r} has no CRS: no proj:code, proj:epsg, proj:wkt2 or proj:projjson "
         "in its properties or assets. Expected e.g. proj:code 'EPSG:32719' (projection "
         "extension). Fix: add it, or use a provider that publishes it."
@@ -659,7 +659,7 @@ def _baseline(props: Mapping[str, Any], ident: Any) -> str | None:
         return None
     text = str(value).strip()
     if not _BASELINE_TEXT.match(text):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {ident!r} has processing baseline {value!r}; expected a number such as "
             "'04.00'. Fix the item's s2:processing_baseline."
         )
@@ -698,7 +698,7 @@ def _mgrs_tile(props: Mapping[str, Any], ident: Any, crs: str) -> str | None:
     if m:
         tile = f"{int(m[1]):02d}{m[2]}"
     if not _MGRS.match(tile):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {ident!r} has MGRS tile {tile!r}; expected a zone, a latitude band and a "
             "100 km square such as '24MUV'. Fix the item's tile metadata."
         )
@@ -718,7 +718,7 @@ def _platform(props: Mapping[str, Any], ident: Any) -> str:
     m = _PLATFORM_IN_ID.match(str(ident or ""))
     if m:
         return f"sentinel-2{m[1].lower()}"
-    raise InvalidQueryError(
+    raise InvalidItemError(
         f"Item {ident!r} has no platform and its id does not name one; expected e.g. "
         "platform 'sentinel-2a'. Fix the item metadata."
     )
@@ -733,7 +733,7 @@ def _cloud_cover(props: Mapping[str, Any], ident: Any) -> float | None:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {ident!r} has eo:cloud_cover {value!r}; expected a percentage 0..100."
         ) from None
     return value if math.isfinite(value) else None
@@ -828,7 +828,7 @@ def _item_datetime(props: Mapping[str, Any], ident: Any = None) -> datetime:
         start = str_to_datetime(props["start_datetime"])
         return start + (str_to_datetime(props["end_datetime"]) - start) / 2
     if value is None:
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Item {ident!r} has no datetime (nor start_datetime/end_datetime); expected an "
             "ISO 8601 UTC time such as '2025-07-31T13:03:27Z'."
         )
@@ -852,7 +852,7 @@ def _centroid_lon(d: Mapping[str, Any]) -> float:
     centroid = (d.get("properties") or {}).get("proj:centroid")
     if isinstance(centroid, Mapping) and "lon" in centroid:
         return float(centroid["lon"])
-    raise InvalidQueryError(
+    raise InvalidItemError(
         f"Item {d.get('id')!r} has no geometry, bbox or proj:centroid, so its solar day is "
         "unknown. Expected a GeoJSON footprint in longitude/latitude."
     )
@@ -866,7 +866,7 @@ def _centroid_lon(d: Mapping[str, Any]) -> float:
 def _require_normal(item: Any, caller: str) -> None:
     if not isinstance(item, pystac.Item) or "lames:solar_day" not in item.properties:
         ident = getattr(item, "id", None) or (item.get("id") if isinstance(item, Mapping) else None)
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"{caller} expects normalised pystac Items, but item {ident!r} "
             f"({type(item).__name__}) has no 'lames:solar_day'. Fix: pass the items through "
             "lames_cube.items.normalize_items() first."
@@ -961,12 +961,12 @@ def _iter_items(items: Any) -> Iterable[pystac.Item | Mapping[str, Any]]:
             return list(items.get("features", []))
         if items.get("type") == "Feature":
             return [items]
-        raise InvalidQueryError(
+        raise InvalidItemError(
             f"Expected a STAC FeatureCollection or Item dict, got a dict of type "
             f"{items.get('type')!r}."
         )
     if isinstance(items, (str, bytes)):
-        raise InvalidQueryError(
+        raise InvalidItemError(
             "normalize_items expects items, not a string; read the file first, e.g. "
             "pystac.ItemCollection.from_file(path)."
         )

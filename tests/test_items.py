@@ -22,7 +22,7 @@ import pytest
 import shapely
 import shapely.geometry
 
-from lames_cube.errors import InvalidQueryError
+from lames_cube.errors import InvalidItemError
 from lames_cube.items import (
     dedupe_items,
     drop_covered,
@@ -250,7 +250,7 @@ def test_plain_json_array_of_items(stac_dir):
 def test_mixed_search_rejects_or_skips_non_s2_l2a(stac_dir):
     path = find(stac_dir, "earth_search_v1/itemcollections", "mixed_S1_S2")
     doc = json.loads(path.read_text())
-    with pytest.raises(InvalidQueryError, match=r"S1A_IW_GRDH.*sentinel-1-grd.*not Sentinel-2"):
+    with pytest.raises(InvalidItemError, match=r"S1A_IW_GRDH.*sentinel-1-grd.*not Sentinel-2"):
         normalize_items(doc)
     out = normalize_items(doc, on_unsupported="skip")
     reasons = {s["id"]: s["reason"] for s in out.extra_fields["lames:skipped"]}
@@ -264,12 +264,12 @@ def test_mixed_search_rejects_or_skips_non_s2_l2a(stac_dir):
 
 def test_l1c_and_landsat_items_are_rejected(stac_dir):
     for path in json_files(stac_dir, "earth_search_v1/items/sentinel-2-l1c"):
-        with pytest.raises(InvalidQueryError, match=r"Level-1C.*L2A"):
+        with pytest.raises(InvalidItemError, match=r"Level-1C.*L2A"):
             normalize_item(raw_items(path)[0])
     path = find(stac_dir, "earth_search_v1/itemcollections", "landsat")
     landsat = next(r for r in raw_items(path) if r["collection"] == "landsat-c2-l2")
     assert "landsat" in unsupported_reason(landsat)
-    with pytest.raises(InvalidQueryError, match="LC08"):
+    with pytest.raises(InvalidItemError, match="LC08"):
         normalize_item(landsat)
 
 
@@ -534,14 +534,14 @@ def test_crs_only_on_assets(stac_dir):
 def test_no_crs_anywhere_is_an_error(stac_dir):
     raw = _es_v1(stac_dir)
     del raw["properties"]["proj:epsg"]
-    with pytest.raises(InvalidQueryError, match=r"S2B_24MUV_20250731_0_L2A.*has no CRS.*proj:code"):
+    with pytest.raises(InvalidItemError, match=r"S2B_24MUV_20250731_0_L2A.*has no CRS.*proj:code"):
         normalize_item(raw)
 
 
 def test_conflicting_crs_is_an_error(stac_dir):
     raw = _es_v1(stac_dir)
     raw["properties"]["proj:code"] = "EPSG:32723"
-    with pytest.raises(InvalidQueryError, match=r"32724.*32723.*disagree"):
+    with pytest.raises(InvalidItemError, match=r"32724.*32723.*disagree"):
         normalize_item(raw)
 
 
@@ -559,7 +559,7 @@ def test_grid_filled_from_item_level(stac_dir):
         assert item.assets[band].extra_fields["proj:shape"] == b04["proj:shape"]
         assert item.assets[band].extra_fields["proj:transform"] == b04["proj:transform"]
     del raw["properties"]["proj:transform"]
-    with pytest.raises(InvalidQueryError, match=r"no pixel grid.*proj:transform"):
+    with pytest.raises(InvalidItemError, match=r"no pixel grid.*proj:transform"):
         normalize_item(raw)
 
 
@@ -627,19 +627,19 @@ def test_synthetic_items_are_recognised(stac_dir):
 
 
 def test_bad_inputs_raise_clear_errors(stac_dir):
-    with pytest.raises(InvalidQueryError, match=r"pystac\.Item or a STAC Item dict, got int"):
+    with pytest.raises(InvalidItemError, match=r"pystac\.Item or a STAC Item dict, got int"):
         normalize_item(42)  # type: ignore[arg-type]
     raw = _es_v1(stac_dir)
     raw["properties"]["s2:processing_baseline"] = "latest"
-    with pytest.raises(InvalidQueryError, match=r"'latest'.*'04\.00'"):
+    with pytest.raises(InvalidItemError, match=r"'latest'.*'04\.00'"):
         normalize_item(raw)
-    with pytest.raises(InvalidQueryError, match="normalize_items"):
+    with pytest.raises(InvalidItemError, match="normalize_items"):
         dedupe_items([via_pystac(_es_v1(stac_dir))])
-    with pytest.raises(InvalidQueryError, match="normalize_items"):
+    with pytest.raises(InvalidItemError, match="normalize_items"):
         drop_covered([_es_v1(stac_dir)])  # type: ignore[list-item]
-    with pytest.raises(InvalidQueryError, match=r"tolerance.*\(0, 1\].*1.5"):
+    with pytest.raises(InvalidItemError, match=r"tolerance.*\(0, 1\].*1.5"):
         drop_covered([], tolerance=1.5)
-    with pytest.raises(InvalidQueryError, match="'raise' or 'skip'"):
+    with pytest.raises(InvalidItemError, match="'raise' or 'skip'"):
         normalize_items([], on_unsupported="ignore")  # type: ignore[arg-type]
-    with pytest.raises(InvalidQueryError, match="not a string"):
+    with pytest.raises(InvalidItemError, match="not a string"):
         normalize_items("items.json")

@@ -17,13 +17,13 @@ def utm_epsg(lon: float, lat: float) -> int:
     >>> utm_epsg(-69.07, -24.27), utm_epsg(-1.6, 6.2)
     (32719, 32630)
     """
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    zone = math.floor((lon + 180.0) / 6.0) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
 
 
 def latitude_band(lat: float) -> str:
     """MGRS latitude band letter (C..X) of a latitude."""
-    index = min(max(int(math.floor((lat + 80.0) / 8.0)), 0), len(_BANDS) - 1)
+    index = min(max(math.floor((lat + 80.0) / 8.0), 0), len(_BANDS) - 1)
     return _BANDS[index]
 
 

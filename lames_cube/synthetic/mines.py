@@ -81,7 +81,7 @@ class MineModel:
             parts = []
             for site_id, row in self._sites.iterrows():
                 local = self.sectors[self.sectors.site_id == site_id].to_crs(row.epsg)
-                disc = shapely.buffer(row.center, row.reach * self.fraction(year) + 1e-6, 64)
+                disc = shapely.buffer(row.center, row.reach * self.fraction(year) + 1e-6, quad_segs=64)
                 grown = local.copy()
                 grown["geometry"] = shapely.intersection(local.geometry.values, disc)
                 grown = grown[~grown.geometry.is_empty]

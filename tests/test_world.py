@@ -1,0 +1,206 @@
+"""The synthetic world: determinism, valid COGs, readable STAC, planted truth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from lames_cube.config import find_data_dir
+from lames_cube.errors import DataDirError, WorldError
+from lames_cube.synthetic import World, WorldSpec
+from lames_cube.testing import SMALL_SPEC, small_world
+
+
+def _items(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("stac/*/*/*.json"))]
+
+
+def _files(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and (p.suffix == ".tif" or (p.parent.name != root.name and p.suffix == ".json")):
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_same_seed_gives_identical_bytes(world, tmp_path, lames_dir):
+    again = small_world(tmp_path / "again", data_dir=lames_dir, workers=1)
+    a, b = _files(world), _files(again)
+    assert len(a) > 100
+    assert a == b
+    other = small_world(tmp_path / "other", data_dir=lames_dir, seed=1)
+    assert _files(other) != a
+
+
+def test_every_cog_is_valid(world):
+    tifs = sorted(world.rglob("*.tif"))
+    assert len(tifs) == 7 * len(_items(world))
+    for tif in tifs:
+        valid, errors, _ = cog_validate(str(tif), quiet=True)
+        assert valid, (tif, errors)
+
+
+def test_catalogue_loads_with_pystac(world):
+    catalog = pystac.Catalog.from_file(str(world / "stac" / "catalog.json"))
+    items = list(catalog.get_items(recursive=True))
+    manifest = json.loads((world / "manifest.json").read_text())
+    assert len(items) == manifest["n_items"] == len(World(SMALL_SPEC).scenes)
+    for item in items:
+        href = item.assets["red"].get_absolute_href()
+        assert Path(href).is_file()
+        assert item.properties["proj:code"].startswith("EPSG:327")
+
+
+def test_item_metadata_follows_earth_search(world):
+    for item in _items(world):
+        p = item["properties"]
+        pb = float(p["s2:processing_baseline"])
+        offset = item["assets"]["red"]["raster:bands"][0]["offset"]
+        assert offset == (-0.1 if pb >= 4 else 0.0)
+        assert p["earthsearch:boa_offset_applied"] is False
+        assert set(item["assets"]) == {"blue", "green", "red", "nir", "swir16", "swir22", "scl"}
+        assert item["assets"]["scl"]["proj:shape"] == [165, 165]
+        assert item["assets"]["red"]["proj:shape"] == [330, 330]
+        assert len(item["assets"]["red"]["proj:transform"]) == 6
+
+
+def test_planetary_computer_style(world_pc):
+    for item in _items(world_pc):
+        assert set(item["assets"]) == {"B02", "B03", "B04", "B08", "B11", "B12", "SCL"}
+        assert all("raster:bands" not in a for a in item["assets"].values())
+        assert item["properties"]["platform"] in ("Sentinel-2A", "Sentinel-2B")
+        assert item["id"].startswith(("S2A_MSIL2A_", "S2B_MSIL2A_"))
+
+
+def test_pixels_carry_offset_by_baseline_and_match_procedural_read(world, lames_dir):
+    """COG digital numbers = procedural harmonised values (+1000 from baseline 04.00), nodata 0."""
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    seen = set()
+    for scene in w.scenes:
+        gbox = scene.tile.geobox(10)
+        truth = w.read(gbox, scene.date)
+        folder = next(world.glob(f"stac/*/{scene.id}"))
+        valid = w.valid_mask(scene, gbox)
+        with rasterio.open(folder / "B04.tif") as src:
+            dn = src.read(1)
+        expected_offset = 1000 if float(scene.baseline) >= 4 else 0
+        seen.add(expected_offset)
+        np.testing.assert_array_equal(dn[valid], truth["B04"][valid] + expected_offset)
+        assert (dn[~valid] == 0).all()
+        assert (dn[valid] > 0).all()
+    assert seen == {0, 1000}
+
+
+def test_cloud_cover_and_nodata_match_scl(world):
+    cloudy = 0
+    edges = 0
+    for item in _items(world):
+        folder = next(world.glob(f"stac/*/{item['id']}"))
+        with rasterio.open(folder / "SCL.tif") as scl_src, rasterio.open(folder / "B11.tif") as b11:
+            scl = scl_src.read(1)
+            swir = b11.read(1)
+        valid = scl > 0
+        cover = 100 * np.isin(scl, (8, 9, 10)).sum() / valid.sum()
+        assert item["properties"]["eo:cloud_cover"] == pytest.approx(cover, abs=1e-3)
+        nodata = 100 * (~valid).mean()
+        assert item["properties"]["s2:nodata_pixel_percentage"] == pytest.approx(nodata, abs=1e-3)
+        np.testing.assert_array_equal(swir == 0, ~valid)
+        cloudy += cover > 5
+        edges += nodata > 1
+    assert cloudy >= 2 and edges >= 2
+
+
+def test_clouds_brighten_and_shadows_darken(world, lames_dir):
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    scene = next(s for s in w.scenes if w.clouds(s.date).cover > 0.3)
+    gbox = scene.tile.geobox(20)
+    seen = w.read(gbox, scene.date)
+    clear = w.read(gbox, scene.date, clouds=False)
+    scl = seen["SCL"]
+    assert (seen["B02"][scl == 9] > clear["B02"][scl == 9]).mean() > 0.95
+    if (scl == 3).any():
+        assert (seen["B02"][scl == 3] < clear["B02"][scl == 3]).mean() > 0.95
+
+
+def test_mines_are_planted_where_the_sectors_are(lames_dir):
+    """The pixels' mine classes equal an independent rasterisation, and their area the truth."""
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    truth = w.truth().set_index(["site_id", "year"])
+    site = w.sites.set_index("site_id").loc["2355"]
+    for year in SMALL_SPEC.years:
+        sectors = w.mines.sectors_in_year(year)
+        local = sectors[sectors.site_id == "2355"].to_crs(site.epsg)
+        w_, s_, e_, n_ = local.total_bounds
+        from odc.geo.geobox import GeoBox
+
+        gbox = GeoBox.from_bbox((w_ - 200, s_ - 200, e_ + 200, n_ + 200), f"EPSG:{site.epsg}",
+                                resolution=10)
+        classes = w.mine_classes(gbox, year)
+        ref = rasterize(zip(local.geometry, local["class"], strict=True), out_shape=gbox.shape,
+                        transform=gbox.affine, fill=0, all_touched=False, dtype="uint8")
+        np.testing.assert_array_equal(classes, ref)
+        area = (classes > 0).sum() * 100.0
+        assert area == pytest.approx(truth.loc[("2355", year), "area_m2"], rel=0.03)
+        assert isinstance(gpd.GeoDataFrame, type)
+    first, last = (truth.loc[("2355", y), "area_m2"] for y in SMALL_SPEC.years)
+    assert last > first * 1.05
+
+
+def test_mines_differ_from_desert_but_not_by_brightness_alone(lames_dir):
+    """Waste rock is about as bright as natural dry lakes and salt flats are brighter."""
+    from lames_cube.synthetic.landscape import SPECTRA
+
+    wr = SPECTRA["waste_rock"].ravel()[:3].mean()
+    assert SPECTRA["salt"].ravel()[:3].mean() > wr
+    assert abs(SPECTRA["dry_lake"].ravel()[:3].mean() - wr) < 0.1
+
+
+def test_window_reads_agree_with_whole_tile(lames_dir):
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    scene = w.scenes[0]
+    gbox = scene.tile.geobox(10)
+    whole = w.read(gbox, scene.date)
+    part = w.read(gbox[100:180, 40:300], scene.date)
+    np.testing.assert_array_equal(part["B08"], whole["B08"][100:180, 40:300])
+    np.testing.assert_array_equal(part["SCL"], whole["SCL"][100:180, 40:300])
+
+
+def test_fallback_world_without_lames(tmp_path):
+    spec = WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1, grid_km=3,
+                     tile_px=330)
+    w = World(spec)
+    assert {"site_id", "class", "Name", "geometry"} <= set(w.sectors.columns)
+    assert len(w.scenes) >= 1
+
+
+def test_bad_world_specs():
+    with pytest.raises(WorldError, match="tile_px=100"):
+        WorldSpec(grid_km=3, tile_px=100)
+    with pytest.raises(WorldError, match="style='nasa'"):
+        WorldSpec(style="nasa")
+    with pytest.raises(Exception, match="Unknown LAMES site id"):
+        World(WorldSpec(site_ids=("nope",)))
+
+
+def test_existing_other_world_is_not_overwritten(world, lames_dir):
+    with pytest.raises(WorldError, match="holds another world"):
+        small_world(world, data_dir=lames_dir, seed=5)
+
+
+def test_data_dir_without_lames_files(tmp_path, monkeypatch):
+    (tmp_path / "annotations").mkdir()
+    with pytest.raises(DataDirError, match=r"missing annotations/Chile_LSM_sectors\.geojson"):
+        find_data_dir(tmp_path)
+    monkeypatch.setenv("LAMES_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataDirError, match="LAMES_DATA_DIR="):
+        World(WorldSpec(n_sites=1))
