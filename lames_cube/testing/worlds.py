@@ -17,10 +17,13 @@ SMALL_SPEC = WorldSpec(
 )
 
 
-def small_world(path: str | os.PathLike, *, data_dir=None, workers: int = 1, **changes) -> Path:
+def small_world(
+    path: str | os.PathLike, *, data_dir=None, workers: int = 1, overwrite: bool = False, **changes
+) -> Path:
     """Write (or reuse) :data:`SMALL_SPEC`, optionally changed, at ``path``."""
     spec = dataclasses.replace(SMALL_SPEC, **changes)
-    return write_world(path, spec, data_dir=data_dir, workers=workers, progress=False)
+    return write_world(path, spec, data_dir=data_dir, workers=workers, overwrite=overwrite,
+                       progress=False)
 
 
 def stac_data_dir() -> Path:

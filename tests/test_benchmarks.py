@@ -1,0 +1,40 @@
+"""Run every asv benchmark once, so that a broken benchmark fails the tests."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import benchmarks  # noqa: E402
+
+
+def _cases():
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        module = importlib.import_module(f"benchmarks.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
+                continue
+            for name in dir(cls):
+                if name.startswith(("time_", "track_", "peakmem_", "mem_")):
+                    yield pytest.param(cls, name, id=f"{info.name}.{cls.__name__}.{name}")
+
+
+@pytest.mark.parametrize("cls, name", list(_cases()))
+def test_benchmark_runs_once(cls, name, lames_dir):
+    bench = cls()
+    if hasattr(bench, "setup"):
+        bench.setup()
+    try:
+        result = getattr(bench, name)()
+        if name.startswith("track_"):
+            assert result > 0
+    finally:
+        if hasattr(bench, "teardown"):
+            bench.teardown()
