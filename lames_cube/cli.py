@@ -52,9 +52,11 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_stac_serve(args: argparse.Namespace) -> None:
-    from lames_cube.stac_server import serve_world
+    from lames_cube.stac_server import serve_forever
+    from lames_cube.synthetic.write import read_world_stac
 
-    serve_world(args.world, port=args.port)
+    collection, items = read_world_stac(args.world)
+    serve_forever([collection], items, args.port)
 
 
 def _cmd_stac_install(args: argparse.Namespace) -> None:

@@ -246,3 +246,29 @@ def write_world(
 def asset_href(item: dict, band: str, style: str) -> str:
     """Href of a canonical band in an item dict of the given style."""
     return item["assets"][asset_key(band, style)]["href"]
+
+
+def read_world_stac(path: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """The collection and items of a written world as dicts, with absolute asset hrefs.
+
+    This is what a STAC API loads (see :mod:`lames_cube.stac_server`).
+
+    Raises
+    ------
+    WorldError
+        ``path`` is not a complete world directory.
+    """
+    root = Path(path).expanduser().resolve()
+    if not (root / MANIFEST).is_file():
+        raise WorldError(
+            f"{root} is not a complete lames_cube world (no {MANIFEST}); create one with "
+            "`lames-cube world create PATH`."
+        )
+    manifest = json.loads((root / MANIFEST).read_text())
+    coll_dir = root / "stac" / manifest["collection"]
+    collection = json.loads((coll_dir / "collection.json").read_text())
+    collection["links"] = []
+    items = []
+    for item_file in sorted(coll_dir.glob("*/*.json")):
+        items.append(_absolute(json.loads(item_file.read_text()), item_file.parent))
+    return collection, items
