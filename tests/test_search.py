@@ -179,3 +179,31 @@ def test_bad_arguments(world):
         search(world, datetime="2022/2021")
     with pytest.raises(InvalidQueryError, match="outside 0..100"):
         search(world, max_cloud=120)
+
+
+def test_real_provider_items_normalise_like_synthetic_ones(world, stac_dir):
+    """Real ES v0/v1 and PC item JSON gets the same band keys and CRS fields as the world's items."""
+    from lames_cube.items import normalize_item
+
+    synthetic = search(world)[0]
+    fields = ("proj:code", "s2:mgrs_tile", "s2:processing_baseline", "lames:dn_offset", "platform")
+    files = [
+        *sorted((stac_dir / "earth_search_v1/items/sentinel-2-l2a").glob("*.json")),
+        *sorted((stac_dir / "earth_search_v0/items").rglob("*.json")),
+        *sorted((stac_dir / "planetary_computer/items").rglob("*.json"))[:6],
+    ]
+    files = [f for f in files if "ARRAY" not in f.name]
+    assert len(files) >= 15
+    for path in files:
+        raw = json.loads(path.read_text())
+        item = normalize_item(raw)
+        assert set(synthetic.assets) <= set(item.assets), path.name
+        for field in fields:
+            if field == "s2:processing_baseline" and item.properties.get(field) is None:
+                continue
+            assert type(item.properties[field]) is type(synthetic.properties[field]), (path.name, field)
+        code = item.properties["proj:code"]
+        epsg = raw["properties"].get("proj:epsg") or int(str(raw["properties"].get("proj:code")).split(":")[1])
+        assert code == f"EPSG:{epsg}"
+        for band in synthetic.assets:
+            assert len(item.assets[band].extra_fields["proj:transform"]) == 6
