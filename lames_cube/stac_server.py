@@ -118,8 +118,18 @@ _LOG_PREFIX = "[lames-cube stac]"
 _APT_UPDATED = False
 _PR_SET_PDEATHSIG = 1
 # Variables of the calling environment that must not leak into the server processes.
-_SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PGDATA", "PGSERVICE", "PGSERVICEFILE",
-                 "PGPASSFILE", "PGSSLMODE", "PGOPTIONS", "DATABASE_URL")
+_SCRUBBED_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "PGDATA",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGPASSFILE",
+    "PGSSLMODE",
+    "PGOPTIONS",
+    "DATABASE_URL",
+)
 
 
 def _say(message: str) -> None:
@@ -191,8 +201,15 @@ def _run_logged(cmd: Sequence[str], what: str, *, timeout: float, env: dict | No
     """Run ``cmd`` with its output captured; raise StacServerError with the tail on failure."""
     with tempfile.NamedTemporaryFile("w+", prefix="lames-stac-", suffix=".log") as log:
         try:
-            proc = subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout, env=env, check=False)
+            proc = subprocess.run(
+                list(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                env=env,
+                check=False,
+            )
         except FileNotFoundError as exc:
             raise StacServerError(f"{what} failed: {cmd[0]!r} not found ({exc}).") from exc
         except subprocess.TimeoutExpired as exc:
@@ -211,22 +228,35 @@ def _install_venv(venv_dir: Path) -> None:
     python = _venv_python(venv_dir)
     if python.exists():
         wanted = f"{sys.version_info[0]}.{sys.version_info[1]}"
-        probe = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True, check=False)
+        probe = subprocess.run(
+            [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if probe.returncode != 0 or probe.stdout.strip() != wanted:
             _say(f"the venv at {venv_dir} is broken or not Python {wanted}; rebuilding it")
             python.unlink()
     if not python.exists():
         _say(f"creating the STAC API server venv at {venv_dir}")
         venv_dir.parent.mkdir(parents=True, exist_ok=True)
-        _run_logged([sys.executable, "-m", "venv", "--clear", str(venv_dir)],
-                    "Creating the STAC API server venv", timeout=300)
-    _say(f"installing {len(SERVER_PINS)} pinned packages (stac-fastapi-pgstac, pypgstac, "
-         "uvicorn, ...) into it")
+        _run_logged(
+            [sys.executable, "-m", "venv", "--clear", str(venv_dir)],
+            "Creating the STAC API server venv",
+            timeout=300,
+        )
+    _say(
+        f"installing {len(SERVER_PINS)} pinned packages (stac-fastapi-pgstac, pypgstac, "
+        "uvicorn, ...) into it"
+    )
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    _run_logged([str(python), "-m", "pip", "install", "--no-input", *SERVER_PINS],
-                "Installing the STAC API server packages", timeout=1800, env=env)
+    _run_logged(
+        [str(python), "-m", "pip", "install", "--no-input", *SERVER_PINS],
+        "Installing the STAC API server packages",
+        timeout=1800,
+        env=env,
+    )
     tmp = venv_dir / (_MARKER_NAME + ".tmp")
     tmp.write_text(_marker_text())
     tmp.replace(venv_dir / _MARKER_NAME)
@@ -275,19 +305,28 @@ def _candidate_bindirs() -> list[Path]:
         match = re.search(r"/postgresql/(\d+)/bin$", path)
         return (int(match.group(1)) if match else -1, path)
 
-    found += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key,
-                                      reverse=True)]
+    found += [
+        Path(p)
+        for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True)
+    ]
     unique: list[Path] = []
     for path in found:
-        if path not in unique and all(os.access(path / exe, os.X_OK) for exe in ("initdb", "postgres")):
+        if path not in unique and all(
+            os.access(path / exe, os.X_OK) for exe in ("initdb", "postgres")
+        ):
             unique.append(path)
     return unique
 
 
 def _probe(bindir: Path) -> PostgresInstall | None:
     try:
-        out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
-                             text=True, timeout=30, check=False).stdout
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"\(PostgreSQL\)\s+(\d+)", out) or re.search(r"(\d+)\.\d+", out)
@@ -298,17 +337,31 @@ def _probe(bindir: Path) -> PostgresInstall | None:
     pg_config = bindir / "pg_config"
     if os.access(pg_config, os.X_OK):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            shared = subprocess.run([str(pg_config), "--sharedir"], capture_output=True,
-                                    text=True, timeout=30, check=False).stdout.strip()
+            shared = subprocess.run(
+                [str(pg_config), "--sharedir"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.strip()
             if shared:
                 sharedirs.append(Path(shared))
-    sharedirs += [Path(f"/usr/share/postgresql/{major}"), bindir.parent / "share" / "postgresql",
-                  bindir.parent / "share"]
-    sharedir = next((d for d in sharedirs if (d / "extension" / "plpgsql.control").is_file()),
-                    sharedirs[0])
-    missing = tuple(ext for ext in REQUIRED_PG_EXTENSIONS
-                    if not (sharedir / "extension" / f"{ext}.control").is_file())
-    return PostgresInstall(bindir=bindir, major=major, sharedir=sharedir, missing_extensions=missing)
+    sharedirs += [
+        Path(f"/usr/share/postgresql/{major}"),
+        bindir.parent / "share" / "postgresql",
+        bindir.parent / "share",
+    ]
+    sharedir = next(
+        (d for d in sharedirs if (d / "extension" / "plpgsql.control").is_file()), sharedirs[0]
+    )
+    missing = tuple(
+        ext
+        for ext in REQUIRED_PG_EXTENSIONS
+        if not (sharedir / "extension" / f"{ext}.control").is_file()
+    )
+    return PostgresInstall(
+        bindir=bindir, major=major, sharedir=sharedir, missing_extensions=missing
+    )
 
 
 def find_postgres_installs() -> list[PostgresInstall]:
@@ -358,15 +411,21 @@ def _apt_install(packages: list[str]) -> None:
         _run_logged(["apt-get", "update"], "apt-get update", timeout=900, env=env)
         _APT_UPDATED = True
     _say(f"apt-get install -y {' '.join(packages)}")
-    _run_logged(["apt-get", "install", "-y", "--no-install-recommends", *packages],
-                "apt-get install", timeout=1800, env=env)
+    _run_logged(
+        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+        "apt-get install",
+        timeout=1800,
+        env=env,
+    )
 
 
 def _describe_missing(install: PostgresInstall | None) -> str:
     if install is None:
         return "no PostgreSQL server (initdb/postgres not on PATH nor in /usr/lib/postgresql/*/bin)"
-    return (f"the PostgreSQL {install.major} server in {install.bindir} lacks the extension(s) "
-            f"{', '.join(install.missing_extensions)} (looked in {install.sharedir / 'extension'})")
+    return (
+        f"the PostgreSQL {install.major} server in {install.bindir} lacks the extension(s) "
+        f"{', '.join(install.missing_extensions)} (looked in {install.sharedir / 'extension'})"
+    )
 
 
 def _ensure_postgres(*, install: bool) -> PostgresInstall:
@@ -374,8 +433,7 @@ def _ensure_postgres(*, install: bool) -> PostgresInstall:
     if found is not None and not found.missing_extensions:
         return found
     packages = _apt_packages()
-    command = ("apt-get update && apt-get install -y --no-install-recommends "
-               + " ".join(packages))
+    command = "apt-get update && apt-get install -y --no-install-recommends " + " ".join(packages)
     if not install or os.geteuid() != 0:
         why = "not running as root" if install else "install=False"
         raise StacServerError(
@@ -462,10 +520,14 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn: have the kernel send SIGKILL to the child when its parent thread dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(signum: int) -> Any:
+    """Return a preexec_fn that has the kernel send ``signum`` to the child when its parent dies."""
+
+    def preexec() -> None:  # pragma: no cover - runs in the forked child
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+    return preexec
 
 
 @dataclass
@@ -484,9 +546,21 @@ def _ensure_pg_os_user() -> _OsUser:
         entry = pwd.getpwnam(_PG_OS_USER)
     except KeyError:
         _say(f"creating the system user {_PG_OS_USER!r} to run PostgreSQL (it refuses root)")
-        _run_logged(["useradd", "--system", "--user-group", "--no-create-home",
-                     "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", _PG_OS_USER],
-                    f"Creating the OS user {_PG_OS_USER}", timeout=60)
+        _run_logged(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                _PG_OS_USER,
+            ],
+            f"Creating the OS user {_PG_OS_USER}",
+            timeout=60,
+        )
         entry = pwd.getpwnam(_PG_OS_USER)
     return _OsUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
@@ -513,12 +587,16 @@ def _stop_process(proc: subprocess.Popen | None, first_signal: int, grace: float
 
 
 def _check_stac_dicts(collections: Any, items: Any) -> tuple[list[dict], list[dict]]:
-    if not isinstance(collections, (list, tuple)) or not all(isinstance(c, dict) for c in collections):
+    if not isinstance(collections, (list, tuple)) or not all(
+        isinstance(c, dict) for c in collections
+    ):
         raise StacServerError(
             f"collections must be a list of STAC collection dicts, got {type(collections).__name__}."
         )
     if not isinstance(items, (list, tuple)) or not all(isinstance(i, dict) for i in items):
-        raise StacServerError(f"items must be a list of STAC item dicts, got {type(items).__name__}.")
+        raise StacServerError(
+            f"items must be a list of STAC item dicts, got {type(items).__name__}."
+        )
     ids = []
     for collection in collections:
         cid = collection.get("id")
@@ -601,11 +679,14 @@ class StacApiServer:
         startup_timeout: float = 60.0,
     ) -> None:
         self._collections, self._items = _check_stac_dicts(collections, items)
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                                 or not 1 <= port <= 65535):
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+        ):
             raise StacServerError(f"port must be an int in 1..65535 or None; got {port!r}.")
         if not isinstance(startup_timeout, (int, float)) or startup_timeout <= 0:
-            raise StacServerError(f"startup_timeout must be a positive number; got {startup_timeout!r}.")
+            raise StacServerError(
+                f"startup_timeout must be a positive number; got {startup_timeout!r}."
+            )
         self._requested_port = port
         self._workdir = Path(workdir) if workdir is not None else None
         self._venv_dir = venv_dir
@@ -631,8 +712,12 @@ class StacApiServer:
     @property
     def running(self) -> bool:
         """True while the API and database processes are alive."""
-        return (self._api_proc is not None and self._api_proc.poll() is None
-                and self._pg_proc is not None and self._pg_proc.poll() is None)
+        return (
+            self._api_proc is not None
+            and self._api_proc.poll() is None
+            and self._pg_proc is not None
+            and self._pg_proc.poll() is None
+        )
 
     @property
     def tmpdir(self) -> Path | None:
@@ -670,8 +755,10 @@ class StacApiServer:
             except BaseException:
                 self.stop()
                 raise
-            _say(f"STAC API at {self._url} ({len(self._collections)} collection(s), "
-                 f"{len(self._items)} item(s)) started in {time.monotonic() - started:.1f} s")
+            _say(
+                f"STAC API at {self._url} ({len(self._collections)} collection(s), "
+                f"{len(self._items)} item(s)) started in {time.monotonic() - started:.1f} s"
+            )
             return self
 
     def stop(self) -> None:
@@ -695,21 +782,29 @@ class StacApiServer:
     def __enter__(self) -> StacApiServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def __repr__(self) -> str:
         state = self._url if self._url else "stopped"
-        return (f"StacApiServer({len(self._collections)} collection(s), {len(self._items)} "
-                f"item(s), {state})")
+        return (
+            f"StacApiServer({len(self._collections)} collection(s), {len(self._items)} "
+            f"item(s), {state})"
+        )
 
     def logs(self, lines: int = 40) -> str:
         """Return the last ``lines`` lines of the PostgreSQL and API logs (while running)."""
         if self._tmp is None:
             return "(not running)"
-        return (f"PostgreSQL log:\n{_tail(self._tmp / 'postgres.log', lines)}\n"
-                f"API log:\n{_tail(self._tmp / 'api.log', lines)}")
+        return (
+            f"PostgreSQL log:\n{_tail(self._tmp / 'postgres.log', lines)}\n"
+            f"API log:\n{_tail(self._tmp / 'api.log', lines)}"
+        )
 
     def raise_if_dead(self) -> None:
         """Raise StacServerError (with the logs) if the API or PostgreSQL process has exited."""
@@ -728,8 +823,14 @@ class StacApiServer:
         self._tmp = tmp
         if os.geteuid() == 0:
             os.chown(tmp, user.uid, user.gid)
-            probe = subprocess.run(["test", "-w", str(tmp), "-a", "-x", str(tmp)], user=user.uid,
-                                   group=user.gid, extra_groups=[], cwd="/", check=False)
+            probe = subprocess.run(
+                ["test", "-w", str(tmp), "-a", "-x", str(tmp)],
+                user=user.uid,
+                group=user.gid,
+                extra_groups=[],
+                cwd="/",
+                check=False,
+            )
             if probe.returncode != 0:
                 raise StacServerError(
                     f"The OS user {user.name!r} (PostgreSQL refuses to run as root) cannot reach "
@@ -738,32 +839,58 @@ class StacApiServer:
                 )
         return tmp
 
-    def _spawn(self, cmd: list[str], log: Path, *, env: dict[str, str], cwd: Path,
-               as_user: _OsUser | None) -> subprocess.Popen:
+    def _spawn(
+        self,
+        cmd: list[str],
+        log: Path,
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        as_user: _OsUser | None,
+        death_signal: int = signal.SIGKILL,
+    ) -> subprocess.Popen:
         kwargs: dict[str, Any] = {}
         if as_user is not None and os.geteuid() == 0:
             kwargs.update(user=as_user.uid, group=as_user.gid, extra_groups=[])
         if threading.current_thread() is threading.main_thread():
             # Kill the child if this process dies without running stop() (e.g. SIGKILL). Only from
             # the main thread: the signal fires when the *thread* that forked exits.
-            kwargs["preexec_fn"] = _die_with_parent
+            kwargs["preexec_fn"] = _die_with_parent(death_signal)
         with open(log, "ab") as handle:
-            return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                    start_new_session=True, **kwargs)
+            return subprocess.Popen(
+                cmd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                **kwargs,
+            )
 
-    def _run_step(self, cmd: list[str], what: str, log: Path, *, env: dict[str, str],
-                  cwd: Path, as_user: _OsUser | None = None, timeout: float = 300) -> None:
+    def _run_step(
+        self,
+        cmd: list[str],
+        what: str,
+        log: Path,
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        as_user: _OsUser | None = None,
+        timeout: float = 300,
+    ) -> None:
         proc = self._spawn(cmd, log, env=env, cwd=cwd, as_user=as_user)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             _stop_process(proc, signal.SIGTERM, grace=5)
-            raise StacServerError(f"{what} did not finish within {timeout:.0f} s.\n"
-                                  f"Log ({log.name}):\n{_tail(log)}") from exc
+            raise StacServerError(
+                f"{what} did not finish within {timeout:.0f} s.\nLog ({log.name}):\n{_tail(log)}"
+            ) from exc
         if code != 0:
-            raise StacServerError(f"{what} failed with exit code {code}.\n"
-                                  f"Log ({log.name}):\n{_tail(log)}")
+            raise StacServerError(
+                f"{what} failed with exit code {code}.\nLog ({log.name}):\n{_tail(log)}"
+            )
 
     def _wait_for(self, ready: Any, proc: subprocess.Popen, what: str, log: Path) -> None:
         deadline = time.monotonic() + self._startup_timeout
@@ -771,11 +898,15 @@ class StacApiServer:
             if ready():
                 return
             if proc.poll() is not None:
-                raise StacServerError(f"{what} exited with code {proc.returncode} while starting."
-                                      f"\nLog ({log.name}):\n{_tail(log)}")
+                raise StacServerError(
+                    f"{what} exited with code {proc.returncode} while starting."
+                    f"\nLog ({log.name}):\n{_tail(log)}"
+                )
             if time.monotonic() > deadline:
-                raise StacServerError(f"{what} did not answer within {self._startup_timeout:.0f} s."
-                                      f"\nLog ({log.name}):\n{_tail(log)}")
+                raise StacServerError(
+                    f"{what} did not answer within {self._startup_timeout:g} s."
+                    f"\nLog ({log.name}):\n{_tail(log)}"
+                )
             time.sleep(0.1)
 
     def _start(self, venv: Path, pg: PostgresInstall) -> None:
@@ -791,25 +922,62 @@ class StacApiServer:
             os.chown(pwfile, user.uid, user.gid)
         os.chmod(pwfile, 0o600)
 
-        base_env = {k: v for k, v in os.environ.items()
-                    if k not in _SCRUBBED_ENV and not k.startswith("PG")}
+        base_env = {
+            k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV and not k.startswith("PG")
+        }
         pg_env = dict(base_env, LC_ALL="C", LANG="C", HOME=str(tmp))
         pg_env.pop("LANGUAGE", None)
         pg_log = tmp / "postgres.log"
 
         _say(f"initdb (PostgreSQL {pg.major}) in {tmp}")
-        self._run_step([str(pg.bindir / "initdb"), "-D", str(tmp / "pgdata"), "-U", _PG_DB_USER,
-                        "--auth-local=trust", "--auth-host=scram-sha-256",
-                        f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale", "--no-sync"],
-                       "initdb", tmp / "initdb.log", env=pg_env, cwd=tmp, as_user=user)
+        self._run_step(
+            [
+                str(pg.bindir / "initdb"),
+                "-D",
+                str(tmp / "pgdata"),
+                "-U",
+                _PG_DB_USER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            "initdb",
+            tmp / "initdb.log",
+            env=pg_env,
+            cwd=tmp,
+            as_user=user,
+        )
         pwfile.unlink()
 
         self.pg_port = _free_port()
         self._pg_proc = self._spawn(
-            [str(pg.bindir / "postgres"), "-D", str(tmp / "pgdata"), "-p", str(self.pg_port),
-             "-k", str(sockdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-            pg_log, env=pg_env, cwd=tmp, as_user=user)
+            [
+                str(pg.bindir / "postgres"),
+                "-D",
+                str(tmp / "pgdata"),
+                "-p",
+                str(self.pg_port),
+                "-k",
+                str(sockdir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            # SIGQUIT if this process dies: immediate shutdown, the postmaster reaps its backends.
+            pg_log,
+            env=pg_env,
+            cwd=tmp,
+            as_user=user,
+            death_signal=signal.SIGQUIT,
+        )
 
         def pg_ready() -> bool:
             try:
@@ -824,26 +992,55 @@ class StacApiServer:
 
         self._wait_for(pg_ready, self._pg_proc, "PostgreSQL", pg_log)
 
-        client_env = dict(base_env, PGHOST="127.0.0.1", PGPORT=str(self.pg_port),
-                          PGUSER=_PG_DB_USER, PGPASSWORD=password, PGDATABASE=_PG_DATABASE)
+        client_env = dict(
+            base_env,
+            PGHOST="127.0.0.1",
+            PGPORT=str(self.pg_port),
+            PGUSER=_PG_DB_USER,
+            PGPASSWORD=password,
+            PGDATABASE=_PG_DATABASE,
+        )
+        for key, value in (
+            ("STAC_FASTAPI_TITLE", "lames_cube local STAC API"),
+            ("STAC_FASTAPI_DESCRIPTION", "Throw-away STAC API (pgstac) on loopback"),
+            ("STAC_FASTAPI_LANDING_ID", "lames-cube-local"),
+            ("STAC_FASTAPI_VERSION", "7.2.0"),
+        ):
+            client_env.setdefault(key, value)
         bindir = venv / "bin"
         client_env["PATH"] = f"{bindir}{os.pathsep}{client_env.get('PATH', '')}"
         pypgstac = str(bindir / "pypgstac")
         _say("pypgstac migrate")
-        self._run_step([pypgstac, "migrate"], "pypgstac migrate", tmp / "pypgstac.log",
-                       env=client_env, cwd=tmp)
+        self._run_step(
+            [pypgstac, "migrate"], "pypgstac migrate", tmp / "pypgstac.log", env=client_env, cwd=tmp
+        )
         if self._collections:
             _write_ndjson(tmp / "collections.ndjson", self._collections)
             _say(f"pypgstac load collections ({len(self._collections)})")
-            self._run_step([pypgstac, "load", "collections", str(tmp / "collections.ndjson"),
-                            "--method", "insert"], "pypgstac load collections",
-                           tmp / "pypgstac.log", env=client_env, cwd=tmp)
+            self._run_step(
+                [
+                    pypgstac,
+                    "load",
+                    "collections",
+                    str(tmp / "collections.ndjson"),
+                    "--method",
+                    "insert",
+                ],
+                "pypgstac load collections",
+                tmp / "pypgstac.log",
+                env=client_env,
+                cwd=tmp,
+            )
         if self._items:
             _write_ndjson(tmp / "items.ndjson", self._items)
             _say(f"pypgstac load items ({len(self._items)})")
-            self._run_step([pypgstac, "load", "items", str(tmp / "items.ndjson"),
-                            "--method", "insert"], "pypgstac load items",
-                           tmp / "pypgstac.log", env=client_env, cwd=tmp)
+            self._run_step(
+                [pypgstac, "load", "items", str(tmp / "items.ndjson"), "--method", "insert"],
+                "pypgstac load items",
+                tmp / "pypgstac.log",
+                env=client_env,
+                cwd=tmp,
+            )
 
         self.api_port = self._requested_port if self._requested_port is not None else _free_port()
         url = f"http://127.0.0.1:{self.api_port}"
@@ -851,9 +1048,24 @@ class StacApiServer:
         _say(f"uvicorn {APP_FACTORY} on {url}")
         # cwd=tmp: stac-fastapi-pgstac's settings also read a ".env" file from the cwd.
         self._api_proc = self._spawn(
-            [str(_venv_python(venv)), "-m", "uvicorn", "--factory", APP_FACTORY,
-             "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "info"],
-            api_log, env=client_env, cwd=tmp, as_user=None)
+            [
+                str(_venv_python(venv)),
+                "-m",
+                "uvicorn",
+                "--factory",
+                APP_FACTORY,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "info",
+            ],
+            api_log,
+            env=client_env,
+            cwd=tmp,
+            as_user=None,
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
         def api_ready() -> bool:
@@ -867,8 +1079,13 @@ class StacApiServer:
         self._url = url
 
 
-def serve_forever(collections: list[dict], items: list[dict], port: int | None = None, *,
-                  workdir: str | os.PathLike | None = None) -> None:
+def serve_forever(
+    collections: list[dict],
+    items: list[dict],
+    port: int | None = None,
+    *,
+    workdir: str | os.PathLike | None = None,
+) -> None:
     """Serve ``collections`` and ``items`` as a STAC API until Ctrl-C (or SIGTERM).
 
     Installs what is missing (:func:`ensure_server_env`), starts a :class:`StacApiServer`,
@@ -890,7 +1107,8 @@ def serve_forever(collections: list[dict], items: list[dict], port: int | None =
     """
     ensure_server_env()
     server = StacApiServer(collections, items, port=port, workdir=workdir)
-    previous = None
+    previous: Any = signal.SIG_DFL
+    previous_int: Any = signal.default_int_handler
     in_main = threading.current_thread() is threading.main_thread()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -898,6 +1116,8 @@ def serve_forever(collections: list[dict], items: list[dict], port: int | None =
 
     if in_main:
         previous = signal.signal(signal.SIGTERM, on_term)
+        # Ctrl-C must interrupt even when SIGINT was ignored by whoever started us (e.g. `cmd &`).
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with server:
             print(server.url, flush=True)
@@ -908,5 +1128,9 @@ def serve_forever(collections: list[dict], items: list[dict], port: int | None =
     except KeyboardInterrupt:
         _say("stopped")
     finally:
-        if in_main and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if in_main:  # None: a handler installed outside Python, which cannot be restored
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(
+                signal.SIGINT,
+                previous_int if previous_int is not None else signal.default_int_handler,
+            )

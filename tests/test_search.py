@@ -55,7 +55,7 @@ def test_search_everything(world):
 
 
 def test_search_bbox(world):
-    w, s, e, n = shapely.geometry.shape(_raw(world)[0]["geometry"]).bounds
+    w, s, _e, _n = shapely.geometry.shape(_raw(world)[0]["geometry"]).bounds
     bbox = (w + 0.001, s + 0.001, w + 0.004, s + 0.004)
     got = {i.id for i in search(world, bbox=bbox)}
     assert got == brute_force(world, area=shapely.box(*bbox))
@@ -177,7 +177,7 @@ def test_bad_arguments(world):
         search(world, bbox=(-70, -25, -69, -24), sites=["2203"])
     with pytest.raises(InvalidQueryError, match="starts after it ends"):
         search(world, datetime="2022/2021")
-    with pytest.raises(InvalidQueryError, match="outside 0..100"):
+    with pytest.raises(InvalidQueryError, match=r"outside 0\.\.100"):
         search(world, max_cloud=120)
 
 

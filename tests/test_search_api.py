@@ -36,7 +36,7 @@ def _comparable(items) -> list[dict]:
 
 def _queries(world, lames_dir):
     first = json.loads(next(world.glob("stac/*/*/*.json")).read_text())
-    w, s, e, n = shapely.geometry.shape(first["geometry"]).bounds
+    w, s, _e, _n = shapely.geometry.shape(first["geometry"]).bounds
     geom = shapely.box(w + 0.002, s + 0.002, w + 0.006, s + 0.006)
     return {
         "bbox": {"bbox": (w + 0.001, s + 0.001, w + 0.004, s + 0.004)},

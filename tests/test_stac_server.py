@@ -39,8 +39,9 @@ def _collection() -> dict:
     }
 
 
-def _item(item_id: str, bbox: tuple[float, float, float, float], when: str, cloud: float,
-          href: Path) -> dict:
+def _item(
+    item_id: str, bbox: tuple[float, float, float, float], when: str, cloud: float, href: Path
+) -> dict:
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -99,8 +100,9 @@ def test_search_through_a_real_stac_api(server_env: Path, tmp_path: Path) -> Non
         found = client.search(collections=[COLLECTION_ID], bbox=[-69.8, -29.8, -69.6, -29.6])
         assert [i.id for i in found.items()] == ["scene-a"]
 
-        found = client.search(collections=[COLLECTION_ID],
-                              datetime="2021-06-01T00:00:00Z/2021-08-31T23:59:59Z")
+        found = client.search(
+            collections=[COLLECTION_ID], datetime="2021-06-01T00:00:00Z/2021-08-31T23:59:59Z"
+        )
         assert [i.id for i in found.items()] == ["scene-b"]
 
         cql2 = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 10]}
