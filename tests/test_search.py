@@ -120,9 +120,7 @@ def test_odc_stac_pixels_equal_rasterio(world):
     np.testing.assert_array_equal(data["B04"].isel(time=0).values, ref)
     with rasterio.open(item.assets["SCL"].href) as src:
         scl = src.read(1)
-    from odc.geo.geobox import GeoBox as GB
-
-    g20 = GB(scl.shape, src.transform, crs.to_wkt())
+    g20 = GeoBox(scl.shape, src.transform, crs.to_wkt())
     data20 = odc.stac.load([item], bands=["SCL"], geobox=g20, groupby="id")
     np.testing.assert_array_equal(data20["SCL"].isel(time=0).values, scl)
 

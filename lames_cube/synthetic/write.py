@@ -27,7 +27,7 @@ import rasterio
 from tqdm.auto import tqdm
 
 from lames_cube.errors import WorldError
-from lames_cube.synthetic.stac import asset_key, collection_dict, item_dict
+from lames_cube.synthetic.stac import collection_dict, item_dict
 from lames_cube.synthetic.world import Scene, World, WorldSpec
 
 MANIFEST = "manifest.json"
@@ -241,11 +241,6 @@ def write_world(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
-
-
-def asset_href(item: dict, band: str, style: str) -> str:
-    """Href of a canonical band in an item dict of the given style."""
-    return item["assets"][asset_key(band, style)]["href"]
 
 
 def read_world_stac(path: str | os.PathLike) -> tuple[dict, list[dict]]:
