@@ -33,7 +33,7 @@ def _read(path: os.PathLike) -> gpd.GeoDataFrame:
         gdf["class"] = gdf["class"].astype("int64")
     geoms = shapely.force_2d(gdf.geometry.values)
     geoms = shapely.make_valid(geoms, method="structure", keep_collapsed=False)
-    gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs="EPSG:4326"))
+    gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs or "EPSG:4326"))
     return gdf.to_crs("EPSG:4326")
 
 

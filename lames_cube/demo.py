@@ -76,10 +76,10 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     """
     t0 = time.perf_counter()
     spec = demo_spec(data_dir)
-    root = Path(path) if path else cache_dir() / "worlds" / f"demo-{spec.digest()}"
     source = "real LAMES sites" if spec.use_lames else "synthetic sites (no LAMES data found)"
     print(f"lames-cube demo: synthetic Sentinel-2 L2A world over {source}")
     world = World(spec, data_dir=data_dir)
+    root = Path(path) if path else cache_dir() / "worlds" / f"demo-{world.digest()}"
     print(f"  sites  {', '.join(f'{r.site_id} ({r.split})' for r in world.sites.itertuples())}")
     print(f"  tiles  {len(world.tiles)}: {', '.join(t.tile_id for t in world.tiles)}")
     print(f"  dates  {len(world.dates)} from {world.dates[0]} to {world.dates[-1]}")

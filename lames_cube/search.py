@@ -49,7 +49,7 @@ def check_bbox(bbox: Any) -> tuple[float, float, float, float]:
     (-70.0, -25.0, -69.0, -24.0)
     """
     hint = "Give bbox as (west, south, east, north) in degrees (EPSG:4326), e.g. (-70, -25, -69, -24)."
-    if isinstance(bbox, (str, bytes)) or not isinstance(bbox, Sequence) or len(bbox) != 4:
+    if isinstance(bbox, (str, bytes, dict)) or not hasattr(bbox, "__len__") or len(bbox) != 4:
         raise InvalidBBoxError(f"bbox={bbox!r} is not four numbers. {hint}")
     try:
         w, s, e, n = (float(v) for v in bbox)
@@ -132,7 +132,8 @@ def _when(value: Any) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return text.removesuffix(".000000") + "Z"
     raise TypeError
 
 
@@ -147,9 +148,9 @@ def check_datetime(datetime: Any) -> str | None:
     Examples
     --------
     >>> check_datetime("2021")
-    '2021-01-01T00:00:00Z/2021-12-31T23:59:59Z'
+    '2021-01-01T00:00:00Z/2021-12-31T23:59:59.999999Z'
     >>> check_datetime(("2021-03-01", "2021-03-31"))
-    '2021-03-01T00:00:00Z/2021-03-31T23:59:59Z'
+    '2021-03-01T00:00:00Z/2021-03-31T23:59:59.999999Z'
     """
     if datetime is None:
         return None
@@ -202,7 +203,7 @@ def _bound(part: Any, end: bool) -> str:
             day = dt.date(*pieces)
         else:
             raise ValueError(text)
-    clock = dt.time(23, 59, 59) if end else dt.time(0, 0, 0)
+    clock = dt.time(23, 59, 59, 999_999) if end else dt.time(0, 0, 0)
     return _when(dt.datetime.combine(day, clock, dt.UTC))
 
 
@@ -240,7 +241,7 @@ def cql2_filter(max_cloud: float | None, max_nodata: float | None) -> dict | Non
 
 # --------------------------------------------------------------------------- backends
 def _is_url(catalog: Any) -> bool:
-    return isinstance(catalog, str) and catalog.split("://", 1)[0] in ("http", "https")
+    return isinstance(catalog, str) and catalog.split("://", 1)[0].lower() in ("http", "https")
 
 
 def _world_dir(catalog: Any) -> Path | None:
@@ -414,7 +415,7 @@ def search(
     usable = [d for d in raw if unsupported_reason(d) is None]
     items = [normalize_item(d) for d in usable]
     items = drop_covered(dedupe_items(items, collection_order=collections))
-    items.sort(key=lambda i: (i.datetime, i.id))
+    items.sort(key=lambda i: (i.datetime or i.common_metadata.start_datetime, i.id))
     if not items:
         shown = {k: v for k, v in query.items() if v is not None and k != "intersects"}
         if geometry is not None:

@@ -205,3 +205,16 @@ def test_real_provider_items_normalise_like_synthetic_ones(world, stac_dir):
         assert code == f"EPSG:{epsg}"
         for band in synthetic.assets:
             assert len(item.assets[band].extra_fields["proj:transform"]) == 6
+
+
+def test_bbox_from_numpy_and_subsecond_periods(world):
+    import geopandas as gpd
+
+    first = _raw(world)[0]
+    bounds = gpd.GeoSeries([shapely.geometry.shape(first["geometry"])], crs=4326).total_bounds
+    assert first["id"] in {i.id for i in search(world, bbox=bounds)}
+    when = _when(first)
+    start = (when - dt.timedelta(milliseconds=1)).isoformat().replace("+00:00", "Z")
+    end = (when + dt.timedelta(milliseconds=1)).isoformat().replace("+00:00", "Z")
+    got = search(world, datetime=f"{start}/{end}")
+    assert first["id"] in {i.id for i in got}

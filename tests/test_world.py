@@ -202,3 +202,49 @@ def test_data_dir_without_lames_files(tmp_path, monkeypatch):
     monkeypatch.setenv("LAMES_DATA_DIR", str(tmp_path))
     with pytest.raises(DataDirError, match="LAMES_DATA_DIR="):
         World(WorldSpec(n_sites=1))
+
+
+@pytest.mark.parametrize(
+    "site_ids, changes",
+    [(("2800", "2007"), {}), (("2800",), {"grid_km": 1, "tile_px": 100}),
+     (("2007",), {"grid_km": 5, "tile_px": 500}), (("2203", "2355"), {})],
+)
+def test_tiles_cover_every_site_and_margin(lames_dir, site_ids, changes):
+    import dataclasses
+
+    import geopandas as gpd
+    import shapely
+
+    spec = dataclasses.replace(SMALL_SPEC, site_ids=site_ids, **changes)
+    w = World(spec, data_dir=lames_dir)
+    for site in w.sites.itertuples():
+        local = gpd.GeoSeries([site.geometry], crs=4326).to_crs(site.epsg).iloc[0]
+        need = shapely.box(*local.bounds).buffer(spec.margin_m - 1e-6, join_style="mitre")
+        cover = shapely.union_all([shapely.box(*t.geobox(10).extent.boundingbox)
+                                   for t in w.tiles if t.epsg == site.epsg])
+        assert cover.contains(need), site.site_id
+
+
+def test_dates_are_distinct_even_at_a_five_day_revisit():
+    w = World(WorldSpec(use_lames=False, n_sites=1, years=(2021, 2024), scenes_per_year=73))
+    assert len(w.dates) == len(set(w.dates)) == 146
+    with pytest.raises(WorldError, match=r"1\.\.365 scenes per year"):
+        WorldSpec(scenes_per_year=400)
+
+
+def test_overwrite_never_deletes_a_directory_that_is_not_a_world(tmp_path):
+    spec = WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1, grid_km=3,
+                     tile_px=330)
+    mine = tmp_path / "data"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep me")
+    with pytest.raises(WorldError, match="never deleted"):
+        from lames_cube.synthetic import write_world
+
+        write_world(mine, spec, overwrite=True, progress=False, workers=1)
+    assert (mine / "precious.txt").read_text() == "keep me"
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    with pytest.raises(WorldError, match="is a file"):
+        write_world(afile, spec, overwrite=True, progress=False, workers=1)
+    assert not list(tmp_path.glob(".*tmp-*"))

@@ -183,11 +183,13 @@ def atmosphere(
     x, y = texture_coords(gbox, texture_epsg)
     opacity = cloud_opacity(x, y, clouds)
     shadow = cloud_opacity(x + clouds.shadow_dx, y + clouds.shadow_dy, clouds)
-    shade = (shadow > 0.3) & (opacity <= 0.3)
+    # A shadow is marked (and darkens) only where no cloud lies over it.
+    shade = (shadow > 0.3) & (opacity < 0.02)
     refl = np.where(shade, refl * (1.0 - 0.65 * shadow), refl)
     scl[shade] = 3
     if clouds.cirrus:
         thin = np.clip((fbm(x, y, 12000.0, clouds.key + 5, 3) - 0.62) * 3.0, 0.0, 0.25)
+        thin = np.where(shade, 0.0, thin)
         refl = refl + thin * 0.12
         scl[(thin > 0.05) & (opacity <= 0.3) & ~shade] = 10
     refl = refl * (1 - opacity) + SPECTRA["cloud"] * opacity

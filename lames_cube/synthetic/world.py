@@ -40,6 +40,8 @@ from lames_cube.synthetic.noise import hash_uniform
 
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
 BASELINE_04_START = dt.date(2022, 1, 25)
+#: Bumped whenever the generator draws different pixels or metadata for the same spec.
+GENERATOR_VERSION = 2
 #: Largest harmonised value the world writes, so that value + 1000 still fits in uint16.
 MAX_REFLECTANCE_DN = 64_000
 
@@ -97,10 +99,10 @@ class WorldSpec:
                 f"tile_px={self.tile_px} (x 10 m) does not cover grid_km={self.grid_km} km; "
                 f"use tile_px >= {self.grid_km * 100} or a smaller grid_km."
             )
-        if not self.years or self.scenes_per_year < 1:
+        if not self.years or not 1 <= self.scenes_per_year <= 365:
             raise WorldError(
                 f"years={self.years!r}, scenes_per_year={self.scenes_per_year}: a world needs at "
-                "least one year and one scene per year."
+                "least one year and 1..365 scenes per year."
             )
         if self.tile_px % 2:
             raise WorldError(f"tile_px={self.tile_px} must be even (20 m bands halve it).")
@@ -120,11 +122,6 @@ class WorldSpec:
             d["site_ids"] = tuple(str(s) for s in d["site_ids"])
         d["years"] = tuple(d["years"])
         return cls(**d)
-
-    def digest(self) -> str:
-        """Short hash of the spec, used to name cached worlds."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -254,6 +251,16 @@ class World:
                 picked.append(pool.site_id.iloc[0])
         return sites[sites.site_id.isin(picked)].drop(columns="rank")
 
+    def digest(self) -> str:
+        """Short hash of what determines the world's bytes: spec, sectors and generator version."""
+        h = hashlib.sha256(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
+        h.update(f"generator-{GENERATOR_VERSION}".encode())
+        for value in shapely.to_wkb(self.sectors.geometry.values, hex=True):
+            h.update(value.encode())
+        h.update(",".join(f"{a}:{b}" for a, b in zip(self.sectors.site_id, self.sectors["class"],
+                                                       strict=True)).encode())
+        return h.hexdigest()[:12]
+
     # ------------------------------------------------------------------ geometry
     @cached_property
     def texture_epsg(self) -> int:
@@ -280,12 +287,15 @@ class World:
             w, s, e, n = local.total_bounds
             w, s, e, n = w - spec.margin_m, s - spec.margin_m, e + spec.margin_m, n + spec.margin_m
             span = spec.tile_px * 10
-            # Fewest tiles per axis: the square holding the west (north) edge, and the next one
-            # when the site runs past the tile's far edge.
-            first_x = int(w // step) * step
-            xs = [first_x] if e <= first_x + span else [first_x, first_x + step]
-            first_y = int(n // step) * step  # square whose north edge is at first_y + step
-            ys = [first_y] if s >= first_y + step - span else [first_y, first_y - step]
+            # Tiles along each axis from the square holding the west (north) edge until the
+            # site's far edge is covered (tiles reach span - step beyond their square).
+            xs = [int(w // step) * step]
+            while xs[-1] + span < e:
+                xs.append(xs[-1] + step)
+            top = int(n // step) * step  # square whose north edge is at top + step
+            ys = [top]
+            while ys[-1] + step - span > s:
+                ys.append(ys[-1] - step)
             for sx in xs:
                 for sy in ys:
                     lat = float(
@@ -311,10 +321,11 @@ class World:
         spec = self.spec
         out = []
         for year in spec.years:
-            gap = 365 // spec.scenes_per_year
+            n_days = (dt.date(year + 1, 1, 1) - dt.date(year, 1, 1)).days
+            gap = n_days / spec.scenes_per_year
             for k in range(spec.scenes_per_year):
-                day = 10 + k * gap + int(_u(spec.seed, year, k, 1) * max(gap - 20, 1))
-                out.append(dt.date(year, 1, 1) + dt.timedelta(days=min(day, 364)))
+                jitter = int(_u(spec.seed, year, k, 1) * max(gap - 1, 0))
+                out.append(dt.date(year, 1, 1) + dt.timedelta(days=int(k * gap) + jitter))
         return sorted(out)
 
     def clouds(self, date: dt.date) -> CloudState:

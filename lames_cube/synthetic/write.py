@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def write_world(
     Parameters
     ----------
     path
-        Target directory. Written under a temporary name, renamed when complete.
+        Target directory. Written under a temporary name, renamed when complete. An existing
+        directory is only replaced when it holds a lames_cube world (or is empty).
     spec
         The world's specification (default :class:`WorldSpec()`); ignored when ``world`` is given.
     world
@@ -165,24 +167,27 @@ def write_world(
     """
     world = world if world is not None else World(spec or WorldSpec(), data_dir=data_dir)
     spec = world.spec
+    digest = world.digest()
     root = Path(path).expanduser().resolve()
     manifest_path = root / MANIFEST
     if root.exists():
-        if manifest_path.is_file() and not overwrite:
+        if not root.is_dir():
+            raise WorldError(f"{root} is a file, not a directory; pick a directory path for the world.")
+        if manifest_path.is_file():
             existing = json.loads(manifest_path.read_text())
-            if existing.get("digest") == spec.digest() and existing.get("root") == str(root):
+            if existing.get("digest") == digest and existing.get("root") == str(root) and not overwrite:
                 return root
+            if not overwrite:
+                raise WorldError(
+                    f"{root} holds another world (digest {existing.get('digest')}, this world "
+                    f"{digest}). Pass overwrite=True (--overwrite) or pick another path."
+                )
+        elif any(root.iterdir()):
             raise WorldError(
-                f"{root} holds another world (digest {existing.get('digest')}, this spec "
-                f"{spec.digest()}). Pass overwrite=True (--overwrite) or pick another path."
+                f"{root} exists, is not empty and is not a lames_cube world (no {MANIFEST}); it is "
+                "never deleted, even with overwrite=True. Pick an empty or new directory."
             )
-        if not overwrite and any(root.iterdir()):
-            raise WorldError(
-                f"{root} exists and is not a lames_cube world; pick an empty or new directory, "
-                "or pass overwrite=True."
-            )
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = root.with_name(f".{root.name}.tmp-{uuid.uuid4().hex[:12]}")
     coll_dir = tmp / "stac" / spec.collection
     coll_dir.mkdir(parents=True)
     try:
@@ -216,7 +221,7 @@ def write_world(
         ]
         _dump(coll_dir / "collection.json", collection)
         _dump(tmp / "stac" / "catalog.json", {
-            "type": "Catalog", "stac_version": "1.0.0", "id": f"lames-world-{spec.digest()}",
+            "type": "Catalog", "stac_version": "1.0.0", "id": f"lames-world-{digest}",
             "description": "Synthetic Sentinel-2 L2A world written by lames_cube.",
             "links": [
                 {"rel": "root", "href": "./catalog.json", "type": "application/json"},
@@ -229,14 +234,16 @@ def write_world(
         world.truth().to_csv(tmp / "truth.csv", index=False, float_format="%.3f")
         world.sectors.to_file(tmp / "sectors.geojson", driver="GeoJSON")
         _dump(tmp / MANIFEST, {
-            "spec": spec.to_dict(), "digest": spec.digest(), "root": str(root),
+            "spec": spec.to_dict(), "digest": digest, "root": str(root),
             "collection": spec.collection, "n_items": len(items), "n_tiles": len(by_tile),
             "sites": list(world.sites.site_id), "texture_epsg": world.texture_epsg,
         })
-        if root.exists():
-            shutil.rmtree(root)
         root.parent.mkdir(parents=True, exist_ok=True)
+        trash = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:12]}")
+        if root.exists():
+            root.rename(trash)  # swap by renames: a crash leaves the old or the new world
         tmp.rename(root)
+        shutil.rmtree(trash, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
