@@ -13,6 +13,7 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from lames_cube.config import find_data_dir
+from lames_cube.demo import DEMO_SPEC
 from lames_cube.errors import DataDirError, WorldError
 from lames_cube.synthetic import World, WorldSpec
 from lames_cube.testing import SMALL_SPEC, small_world
@@ -154,13 +155,28 @@ def test_mines_are_planted_where_the_sectors_are(lames_dir):
     assert last > first * 1.05
 
 
-def test_mines_differ_from_desert_but_not_by_brightness_alone(lames_dir):
-    """Waste rock is about as bright as natural dry lakes and salt flats are brighter."""
-    from lames_cube.synthetic.landscape import SPECTRA
+def test_brightness_alone_cannot_find_the_mines(lames_dir):
+    """The best brightness threshold finds mines poorly (decoys: salt flats, dry lakes, roads)."""
+    import geopandas as gpd
+    from odc.geo.geobox import GeoBox
 
-    wr = SPECTRA["waste_rock"].ravel()[:3].mean()
-    assert SPECTRA["salt"].ravel()[:3].mean() > wr
-    assert abs(SPECTRA["dry_lake"].ravel()[:3].mean() - wr) < 0.1
+    w = World(DEMO_SPEC, data_dir=lames_dir)
+    brightness, mine = [], []
+    for site in w.sites.itertuples():
+        b = gpd.GeoSeries([site.geometry], crs=4326).to_crs(site.epsg).total_bounds
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        gbox = GeoBox.from_bbox((cx - 6000, cy - 6000, cx + 6000, cy + 6000),
+                                f"EPSG:{site.epsg}", resolution=20)
+        data = w.read(gbox, None, clouds=False)
+        brightness.append(sum(data[b].astype(float) for b in ("B02", "B03", "B04")).ravel())
+        mine.append((w.mine_classes(gbox, DEMO_SPEC.years[-1]) > 0).ravel())
+    brightness, mine = np.concatenate(brightness), np.concatenate(mine)
+    assert 0.005 < mine.mean() < 0.2
+    best = 0.0
+    for t in np.quantile(brightness, np.linspace(0.3, 0.999, 150)):
+        for pred in (brightness > t, brightness < t):
+            best = max(best, 2 * (pred & mine).sum() / (pred.sum() + mine.sum()))
+    assert best < 0.5, best
 
 
 def test_window_reads_agree_with_whole_tile(lames_dir):
