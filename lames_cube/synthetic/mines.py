@@ -14,6 +14,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+import shapely.affinity
 
 from lames_cube.synthetic.mgrs import utm_epsg
 from lames_cube.synthetic.noise import hash_uniform
@@ -145,7 +146,9 @@ def fallback_sites(n_sites: int = 4, seed: int = 0) -> gpd.GeoDataFrame:
             (7, shapely.box(cx + 1800, cy + 300, cx + 2100, cy + 600)),
         ]
         site_id = str(90001 + i)
-        geoms = gpd.GeoSeries([g for _, g in shapes], crs=epsg).to_crs(4326)
+        size = 0.5 + float(hash_uniform(np.array([i]), np.array([2]), seed + 17)[0])
+        scaled = [shapely.affinity.scale(g, size, size, origin=(cx, cy)) for _, g in shapes]
+        geoms = gpd.GeoSeries(scaled, crs=epsg).to_crs(4326)
         for n, ((cls, _), geom) in enumerate(zip(shapes, geoms, strict=True), start=1):
             rows.append({"Name": f"{site_id}_{n}", "class": cls, "date": pd.NA, "date2": pd.NA,
                          "system": "synthetic", "site_id": site_id, "geometry": geom})
