@@ -54,3 +54,15 @@ class StacServerError(LamesCubeError, RuntimeError):
 
 class InvalidItemError(InvalidQueryError):
     """A STAC item that cannot be read as Sentinel-2 L2A (no CRS, no grid, not L2A, ...)."""
+
+
+class InvalidGridError(LamesCubeError, ValueError):
+    """A grid (GeoBox, CRS, resolution, chunks) that cannot hold a cube."""
+
+
+class EmptyCubeError(LamesCubeError, ValueError):
+    """A cube whose area no item covers."""
+
+
+class MixedCollectionsError(LamesCubeError, ValueError):
+    """Items from several collections whose bands cannot be mapped onto one band table."""

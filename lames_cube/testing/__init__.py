@@ -1,5 +1,5 @@
 """Fixture builders shared by tests, benchmarks and docs."""
 
-from lames_cube.testing.worlds import SMALL_SPEC, small_world, stac_data_dir
+from lames_cube.testing.worlds import SMALL_SPEC, FixedBaselineWorld, small_world, stac_data_dir
 
-__all__ = ["SMALL_SPEC", "small_world", "stac_data_dir"]
+__all__ = ["SMALL_SPEC", "FixedBaselineWorld", "small_world", "stac_data_dir"]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from lames_cube.errors import DataDirError
-from lames_cube.synthetic import WorldSpec, write_world
+from lames_cube.synthetic import World, WorldSpec, write_world
 
 #: Two real LAMES sites (one test, one train), two years across the 04.00 baseline change,
 #: 3 km tiles of 330 px: 5 tiles, 20 scenes, written in a few seconds.
@@ -42,3 +42,17 @@ def stac_data_dir() -> Path:
             "LAMES_STAC_DIR to the folder holding earth_search_v1/, planetary_computer/ and pixels/."
         )
     return path
+
+
+class FixedBaselineWorld(World):
+    """A world whose every scene has one processing baseline (for baseline-twin tests)."""
+
+    def __init__(self, spec: WorldSpec, baseline: str, **kwargs) -> None:
+        super().__init__(spec, **kwargs)
+        self.fixed_baseline = baseline
+
+    def baseline(self, tile, date) -> str:
+        return self.fixed_baseline
+
+    def digest(self) -> str:
+        return f"{super().digest()}-pb{self.fixed_baseline}"

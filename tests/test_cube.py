@@ -1,0 +1,262 @@
+"""build_cube: lazy, harmonised, fused per solar day, equal to the source COGs; composites."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import dask
+import numpy as np
+import pytest
+import rasterio
+from odc.geo.geobox import GeoBox
+
+from lames_cube.composite import (
+    clear_fraction,
+    least_cloudy_composite,
+    median_composite,
+    to_rgb8,
+    yearly_composites,
+)
+from lames_cube.cube import build_cube
+from lames_cube.errors import (
+    EmptyCubeError,
+    InvalidGridError,
+    MixedCollectionsError,
+    UnknownBandError,
+)
+from lames_cube.items import normalize_item
+from lames_cube.search import search
+from lames_cube.synthetic import World, write_world
+from lames_cube.testing import SMALL_SPEC, FixedBaselineWorld, small_world
+
+ONE_YEAR = dataclasses.replace(SMALL_SPEC, years=(2021,), scenes_per_year=6)
+
+
+class _Counter:
+    """A dask scheduler that counts how often it is asked to compute."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, dsk, keys, **kwargs):
+        self.calls += 1
+        return dask.get(dsk, keys, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def year_world(tmp_path_factory, lames_dir):
+    root = small_world(tmp_path_factory.mktemp("cube") / "w6", data_dir=lames_dir, workers=2,
+                       years=(2021,), scenes_per_year=6)
+    return root, World(ONE_YEAR, data_dir=lames_dir)
+
+
+def test_building_computes_nothing(world):
+    items = search(world)
+    counter = _Counter()
+    with dask.config.set(scheduler=counter):
+        cube = build_cube(items, chunks=512)
+        assert cube.dims == ("time", "band", "y", "x")
+        assert cube.dtype == np.uint16
+    assert counter.calls == 0
+    assert cube.chunks[2][0] == 512 and cube.chunks[3][0] == 512
+
+
+def test_cube_equals_the_cogs_after_harmonisation(world, lames_dir):
+    """Sampled pixels of every item equal rasterio reads of its COGs minus the item's offset."""
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    items = search(world)
+    tile = w.tiles[0]
+    gbox = tile.geobox(10)
+    cube = build_cube(items, geobox=gbox, bands=["B04", "B08", "SCL"], chunks=256).compute()
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for item in items:
+        if item.properties["s2:mgrs_tile"] != tile.tile_id:
+            continue
+        day = np.datetime64(item.properties["lames:solar_day"], "D")
+        t = int(np.flatnonzero(cube.solar_day.values == day)[0])
+        offset = item.properties["lames:dn_offset"]
+        offsets.add(offset)
+        rows, cols = rng.integers(0, gbox.shape[0], 400), rng.integers(0, gbox.shape[1], 400)
+        for band in ("B04", "B08"):
+            with rasterio.open(item.assets[band].href) as src:
+                dn = src.read(1)[rows, cols].astype(int)
+            got = cube.sel(band=band).values[t][rows, cols].astype(int)
+            valid = dn > 0
+            np.testing.assert_array_equal(got[valid], np.maximum(dn[valid] - offset, 1))
+        with rasterio.open(item.assets["SCL"].href) as src:
+            scl = src.read(1)[rows // 2, cols // 2]
+        got = cube.sel(band="SCL").values[t][rows, cols]
+        np.testing.assert_array_equal(got[scl > 0], scl[scl > 0])
+    assert offsets == {0, 1000}
+
+
+def test_chunked_and_unchunked_loads_are_identical(world):
+    items = search(world, sites=["2203"])
+    small = build_cube(items, chunks=256, bands=["B03", "SCL"])
+    whole = build_cube(items, chunks=4096, bands=["B03", "SCL"])
+    assert whole.chunks[2] == (whole.sizes["y"],)
+    np.testing.assert_array_equal(small.values, whole.values)
+
+
+def test_one_time_step_per_solar_day_without_double_counting(world):
+    items = search(world)
+    cube = build_cube(items, bands=["B04", "SCL"], chunks=512)
+    days = sorted({i.properties["lames:solar_day"] for i in items})
+    assert [str(d)[:10] for d in cube.solar_day.values] == days
+    assert int(cube.n_items.sum()) == len(items)
+
+
+def test_odc_and_stackstac_give_the_same_pixels(world, lames_dir):
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    gbox = w.tiles[2].geobox(10)
+    items = search(world, datetime="2022")
+    odc = build_cube(items, geobox=gbox, bands=["B02", "B11", "SCL"], chunks=512)
+    stk = build_cube(items, geobox=gbox, bands=["B02", "B11", "SCL"], chunks=512, engine="stackstac")
+    np.testing.assert_array_equal(odc.values, stk.values)
+    np.testing.assert_array_equal(odc.time.values, stk.time.values)
+
+
+def test_real_29rkh_tile_loads_with_reflectance_dn_times_1e4(stac_dir):
+    folder = stac_dir / "pixels" / "rio-tiler-pds_S2A_29RKH_20200219_0_L2A_decimated10x"
+    path = folder / "S2A_29RKH_20200219_0_L2A.LOCAL_DERIVED.json"
+    item = normalize_item(json.loads(path.read_text()), href=str(path))
+    assert item.properties["s2:processing_baseline"] == "02.14"
+    assert item.properties["lames:dn_offset"] == 0
+    with rasterio.open(folder / "B04.tif") as src:
+        dn = src.read(1)
+        gbox = GeoBox(dn.shape, src.transform, src.crs.to_wkt())
+    padded = gbox.pad(5)  # 5 px beyond the tile on every side: nodata there
+    cube = build_cube([item], geobox=padded, bands=["B04", "B02"], chunks=1024)
+    got = cube.sel(band="B04").isel(time=0).values
+    np.testing.assert_array_equal(got[5:-5, 5:-5], dn)
+    assert (got[:5] == 0).all() and (got[:, -5:] == 0).all()
+    assert cube.attrs["scale"] == 1e-4 and cube.attrs["nodata"] == 0
+    reflectance = got[5:-5, 5:-5] * cube.attrs["scale"]
+    np.testing.assert_allclose(reflectance, dn * 1e-4)
+
+
+def _twin(path, base, baseline, style):
+    spec = dataclasses.replace(ONE_YEAR, style=style, scenes_per_year=2)
+    world = FixedBaselineWorld(spec, baseline, data_dir=base)
+    return write_world(path, world=world, workers=2, progress=False)
+
+
+def test_baseline_04_twins_harmonise_to_the_same_values(tmp_path, lames_dir):
+    old = _twin(tmp_path / "old", lames_dir, "02.14", "earth-search")
+    new_es = _twin(tmp_path / "new_es", lames_dir, "05.09", "earth-search")
+    new_pc = _twin(tmp_path / "new_pc", lames_dir, "04.00", "planetary-computer")
+    gbox = World(ONE_YEAR, data_dir=lames_dir).tiles[0].geobox(10)
+    cubes = [build_cube(search(p), geobox=gbox, chunks=512).compute() for p in (old, new_es, new_pc)]
+    with rasterio.open(next(new_es.glob("stac/*/*/B04.tif"))) as src:
+        assert src.read(1).max() > 1000
+    assert (cubes[0].values > 0).any()
+    np.testing.assert_array_equal(cubes[0].values, cubes[1].values)
+    np.testing.assert_array_equal(cubes[0].values, cubes[2].values)
+    assert ((cubes[0].values == 0) == (cubes[2].values == 0)).all()
+
+
+def test_median_composite_recovers_the_cloud_free_truth(year_world):
+    root, w = year_world
+    tile = w.tiles[1]
+    gbox = tile.geobox(10)
+    cube = build_cube(search(root), geobox=gbox, chunks=512)
+    assert (cube.cloud_cover.values > 30).sum() >= 2  # a cloudy stack
+    comp = median_composite(cube).compute()
+    truth = w.read(gbox, w.dates[0], clouds=False)
+    for i, band in enumerate(("B02", "B03", "B04", "B08")):
+        got = comp.reflectance.values[i].astype(float)
+        rel = np.abs(got - truth[band]) / truth[band]
+        # Tolerance: 98 % of pixels within 2 % (thin cloud edges that SCL does not flag remain).
+        assert (rel < 0.02).mean() > 0.98, band
+        assert np.median(rel) == 0.0
+
+
+def _covered(scene, gbox):
+    """Where a scene has data on ``gbox``: inside its tile and its swath edge."""
+    from lames_cube.synthetic.landscape import pixel_centres
+
+    xs, ys = pixel_centres(gbox)
+    b = scene.tile.geobox(10).boundingbox
+    inside = (xs > b.left) & (xs < b.right) & (ys > b.bottom) & (ys < b.top)
+    return World.valid_mask(scene, gbox) & inside
+
+
+def test_clear_observation_count_is_right(year_world):
+    """The composite's count equals clear observations computed procedurally from the world."""
+    root, w = year_world
+    g20 = w.tiles[1].geobox(20)
+    cube = build_cube(search(root), geobox=g20, bands=["B11", "SCL"], chunks=256)
+    count = median_composite(cube).clear_count.values
+    expected = np.zeros(g20.shape, int)
+    for date in w.dates:
+        scl = w.read(g20, date)["SCL"]
+        seen = np.zeros(g20.shape, bool)
+        for scene in (s for s in w.scenes if s.date == date):
+            seen |= _covered(scene, g20)
+        expected += seen & ~np.isin(scl, (3, 8, 9, 10))
+    assert expected.max() >= 3 and (expected < len(w.dates)).any()
+    np.testing.assert_array_equal(count, expected)
+    frac = clear_fraction(cube).values
+    np.testing.assert_allclose(frac.sum() * count.size, expected.sum())
+
+
+def test_least_cloudy_mosaic_takes_the_clearest_scene_first(year_world):
+    root, w = year_world
+    gbox = w.tiles[1].geobox(20)
+    cube = build_cube(search(root), geobox=gbox, bands=["B04", "SCL"], chunks=256)
+    out = least_cloudy_composite(cube, max_cloud=100).compute()
+    clearest = int(np.argmin(cube.cloud_cover.values))
+    first = cube.isel(time=clearest).compute()
+    ok = (first.sel(band="SCL") != 0) & ~first.sel(band="SCL").isin([3, 8, 9, 10])
+    np.testing.assert_array_equal(out.reflectance.sel(band="B04").values[ok.values],
+                                  first.sel(band="B04").values[ok.values])
+    assert (out.source_time.values[ok.values] == cube.time.values[clearest]).all()
+    with pytest.raises(Exception, match="raise max_cloud"):
+        least_cloudy_composite(cube, max_cloud=-1)
+
+
+def test_yearly_composites_and_rgb(world, lames_dir):
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    cube = build_cube(search(world), geobox=w.tiles[0].geobox(20), chunks=256)
+    yearly = yearly_composites(cube).compute()
+    assert list(yearly.year.values) == list(SMALL_SPEC.years)
+    rgb = to_rgb8(yearly.reflectance.sel(year=2022)).values
+    refl = yearly.reflectance.sel(year=2022, band="B04").values.astype(float)
+    assert rgb.dtype == np.uint8
+    expected = np.where(refl == 0, 0, np.clip(np.round(refl * 255 / 3000), 1, 255))
+    np.testing.assert_array_equal(rgb[0], expected)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_band_the_items_lack(world):
+    with pytest.raises(UnknownBandError, match=r"Band 'B05' is missing from"):
+        build_cube(search(world), bands=["B04", "B05"])
+    with pytest.raises(UnknownBandError, match="Unknown Sentinel-2 band"):
+        build_cube(search(world), bands=["ndvi"])
+
+
+def test_zero_size_grid(world):
+    items = search(world)
+    gbox = GeoBox((0, 10), items[0].assets["B04"].extra_fields["proj:transform"][:6] and
+                  __import__("affine").Affine(10, 0, 456000, 0, -10, 7068000), "EPSG:32719")
+    with pytest.raises(InvalidGridError, match="zero size"):
+        build_cube(items, geobox=gbox)
+    with pytest.raises(InvalidGridError, match="resolution=-10"):
+        build_cube(items, resolution=-10)
+    with pytest.raises(InvalidGridError, match="multiple of the 256-px patch"):
+        build_cube(items, chunks=300)
+
+
+def test_area_outside_every_item(world):
+    with pytest.raises(EmptyCubeError, match="outside every item"):
+        build_cube(search(world), bbox=(10, 10, 10.1, 10.1))
+
+
+def test_mixed_collections_without_band_mapping(stac_dir):
+    path = stac_dir / "earth_search_v1/itemcollections/es_v1_search_s2l2a+landsat_point_2023-10-08.json"
+    features = json.loads(path.read_text())["features"]
+    assert len({f["collection"] for f in features}) > 1
+    with pytest.raises(MixedCollectionsError, match=r"band_map=\{collection"):
+        build_cube(features)
