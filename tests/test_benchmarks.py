@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LAMES_BENCH_QUICK", "1")  # small inputs: run each benchmark once, fast
 import benchmarks  # noqa: E402
 
 
@@ -26,15 +28,23 @@ def _cases():
                     yield pytest.param(cls, name, id=f"{info.name}.{cls.__name__}.{name}")
 
 
+_CACHE: dict[type, object] = {}
+
+
 @pytest.mark.parametrize("cls, name", list(_cases()))
 def test_benchmark_runs_once(cls, name, lames_dir):
     bench = cls()
+    args = ()
+    if hasattr(bench, "setup_cache"):  # asv passes setup_cache's result to setup and benchmarks
+        if cls not in _CACHE:
+            _CACHE[cls] = bench.setup_cache()
+        args = (_CACHE[cls],)
     if hasattr(bench, "setup"):
-        bench.setup()
+        bench.setup(*args)
     try:
-        result = getattr(bench, name)()
+        result = getattr(bench, name)(*args)
         if name.startswith("track_"):
             assert result > 0
     finally:
         if hasattr(bench, "teardown"):
-            bench.teardown()
+            bench.teardown(*args)

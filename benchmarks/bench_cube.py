@@ -1,0 +1,110 @@
+"""Benchmarks of cube building: load throughput vs rasterio, and the Chile mosaic graph."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import rasterio
+
+from lames_cube.cube import build_cube
+from lames_cube.search import search
+from lames_cube.synthetic import World, WorldSpec, write_world
+from lames_cube.testing.catalogs import CHILE_BBOX, fake_items
+
+#: One real LAMES site, two dates, 4392-px tiles (40 km at 10 m): per-file overheads matter
+#: little at this size, as with real 10980-px tiles. LAMES_BENCH_QUICK=1 (the pytest smoke
+#: test) uses 1098-px tiles instead.
+LOAD_SPEC = (
+    WorldSpec(seed=0, site_ids=("2657",), years=(2021,), scenes_per_year=2)
+    if os.environ.get("LAMES_BENCH_QUICK")
+    else WorldSpec(seed=0, site_ids=("2657",), years=(2021,), scenes_per_year=2, grid_km=40,
+                   tile_px=4392)
+)
+BANDS = ("B02", "B03", "B04", "B08")
+
+
+class CubeLoad:
+    """Loading a tile's 10 m bands through build_cube vs plain rasterio reads of the same COGs."""
+
+    timeout = 600
+
+    def setup_cache(self):
+        root = Path(tempfile.mkdtemp(prefix="lames-bench-")) / "world"
+        write_world(root, LOAD_SPEC, progress=False)
+        return str(root)
+
+    def setup(self, root):
+        world = World(LOAD_SPEC)
+        self.tile = world.tiles[0]
+        self.items = [i for i in search(root) if i.properties["s2:mgrs_tile"] == self.tile.tile_id]
+        self.gbox = self.tile.geobox(10)
+        self.cube = build_cube(self.items, geobox=self.gbox, bands=list(BANDS), chunks=2304)
+
+    def _cube(self):
+        with dask.config.set(scheduler="threads"):
+            return self.cube.values
+
+    def _rasterio(self):
+        out = []
+        for item in self.items:
+            for band in BANDS:
+                with rasterio.open(item.assets[band].href) as src:
+                    out.append(src.read(1))
+        return out
+
+    def time_cube_load(self, root):
+        self._cube()
+
+    def time_rasterio_read(self, root):
+        self._rasterio()
+
+    def track_throughput_ratio(self, root):
+        """rasterio time / cube compute time over the same pixels (target >= 0.8); printed.
+
+        The graph is built in setup: graph construction is measured by ChileMosaicGraph.
+        """
+        best = {}
+        for name, fn in (("cube", self._cube), ("rasterio", self._rasterio)):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            best[name] = float(np.median(times))
+        ratio = best["rasterio"] / best["cube"]
+        print(f"cube load throughput ratio (rasterio/cube, median of 3): {ratio:.2f} "
+              f"(cube {best['cube']:.3f} s, rasterio {best['rasterio']:.3f} s)")
+        return ratio
+
+    track_throughput_ratio.unit = "ratio"
+
+
+class ChileMosaicGraph:
+    """Graph construction for the chile-mosaic grid (EPSG:32719, 10 m, 2304-px chunks)."""
+
+    timeout = 600
+
+    def setup(self):
+        self.items = fake_items(CHILE_BBOX)
+
+    def _build(self):
+        return build_cube(self.items, crs="EPSG:32719", resolution=10, bbox=CHILE_BBOX,
+                          chunks=2304, bands=["B04", "B08", "SCL"])
+
+    def time_build_graph(self):
+        self._build()
+
+    def track_tasks_per_tile(self):
+        """Tasks per 2304-px tile (2 dates, 3 bands); printed with the total."""
+        cube = self._build()
+        tiles = len(cube.chunks[2]) * len(cube.chunks[3])
+        tasks = len(cube.__dask_graph__())
+        print(f"chile-mosaic graph: {tasks} tasks for {tiles} tiles = {tasks / tiles:.1f} per tile")
+        return tasks / tiles
+
+    track_tasks_per_tile.unit = "tasks/tile"

@@ -1,0 +1,1234 @@
+"""Zarr v3 persistence of datacubes: the only module of lames_cube that writes stores.
+
+A cube is a lazy :class:`xarray.DataArray` with dims ``(time, band, y, x)`` (or ``(band, y, x)``,
+``(y, x)``) on an odc-geo GeoBox. :func:`write_cube` writes it as a Zarr **v3** store holding one
+variable; :func:`open_cube` reads it back lazily, with the CRS visible to both rioxarray
+(``.rio.crs``) and odc-geo (``.odc.geobox``) and the coordinates bit for bit.
+
+Writes are resumable (DESIGN.md, "Nothing lost"). A write first records its plan in a ledger,
+``<store>/.lames/ledger.jsonl``, then writes the metadata (``to_zarr(..., compute=False)``), then
+the pixels one *region* at a time -- a region is one Zarr chunk along y and x and every time step
+and band -- and appends one line to the ledger per finished region. A crash leaves a store that
+:func:`open_cube` refuses (unless ``allow_incomplete=True``); ``write_cube(cube, store,
+mode="resume")`` with the same cube writes only the missing regions and gives the same bytes as an
+uninterrupted write.
+
+The ledger holds one JSON object per line::
+
+    {"event": "begin", "job": "3f2a...", "op": "write", "time": [0, 3],
+     "grid": {"y": [0, 512, 256], "x": [0, 768, 256]}, "template": {...}, "lames_ledger": 1}
+    {"event": "metadata", "job": "3f2a..."}
+    {"event": "done", "t": [0, 3], "y": [0, 256], "x": [0, 256]}
+    ...
+    {"event": "complete", "job": "3f2a..."}
+
+``begin`` declares a job (``op`` is ``write``, ``init`` or ``append``): the time range it fills and
+its chunk grid (``[start, stop, chunk]`` per spatial dim); ``template`` describes the cube (name,
+dims, shape, chunks, dtype, attrs and a SHA-256 of every coordinate) so that a resume with another
+cube is refused. ``done`` records a finished region (absolute index ranges, ``t`` = ``[0, 0]`` for
+cubes without time). A job is complete when every region of its grid has a ``done`` line whose
+``t`` range contains the job's; the store is complete when every job is. Lines are appended with
+one ``write`` call each, so concurrent region writers (one process per tile) can share a ledger on
+a local file system. The ledger guards against a crashed *process*; it does not fsync.
+
+Modes (``mode=``), by operation:
+
+========================  ===============================  ==========================  =====================================
+operation                 ``"w-"`` (default)               ``"w"``                     ``"resume"``
+========================  ===============================  ==========================  =====================================
+full write                refuse an existing store         delete it and write anew    finish an interrupted write of the
+                                                                                       same cube (no-op if complete; a fresh
+                                                                                       write if there is no store)
+``region=``               refuse regions already written   overwrite them              skip regions already written
+``append_dim="time"``     append new time steps            refused                     finish an interrupted append of the
+                                                                                       same cube (no-op if complete)
+========================  ===============================  ==========================  =====================================
+
+Other choices: ``consolidated=False`` everywhere (consolidated metadata is not part of the Zarr v3
+specification and every region write would have to rewrite it); ``time`` is stored as int64
+``nanoseconds since 1970-01-01`` so every ``datetime64[ns]`` value round-trips exactly and appended
+times never need other units; string coordinates are stored as Zarr v3 variable-length ``string``
+and come back as NumPy fixed-width unicode (``<U3``); only local paths are supported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from lames_cube.errors import LamesCubeError
+
+__all__ = [
+    "LEDGER_NAME",
+    "ChunkError",
+    "GridMismatchError",
+    "IncompleteStoreError",
+    "RegionError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "TemplateMismatchError",
+    "init_cube_store",
+    "open_cube",
+    "store_status",
+    "write_cube",
+]
+
+#: Path of the ledger inside a store. It lives in an empty Zarr group (``.lames/zarr.json``) so
+#: that zarr does not warn about an unknown object when xarray lists the store's root.
+LEDGER_NAME = ".lames/ledger.jsonl"
+_LEDGER_GROUP = {"zarr_format": 3, "node_type": "group",
+                 "attributes": {"description": "lames_cube write ledger (ledger.jsonl)"}}
+_LEDGER_VERSION = 1
+_MODES = ("w-", "w", "resume")
+_TIME_ENCODING = {
+    "units": "nanoseconds since 1970-01-01",
+    "calendar": "proleptic_gregorian",
+    "dtype": "int64",
+}
+_ZARR_KW: dict[str, Any] = {"zarr_format": 3, "consolidated": False}
+
+Mode = Literal["w-", "w", "resume"]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class StoreError(LamesCubeError, ValueError):
+    """A store or a write request that cannot be honoured (bad mode, chunks, region, ...)."""
+
+
+class StoreNotFoundError(LamesCubeError, FileNotFoundError):
+    """No store at the given path."""
+
+
+class StoreExistsError(LamesCubeError, FileExistsError):
+    """A store already exists where ``mode="w-"`` was asked to create one."""
+
+
+class IncompleteStoreError(StoreError):
+    """A store whose resumable write has not finished."""
+
+
+class TemplateMismatchError(StoreError):
+    """A cube that does not match the store it should resume, append to or fill."""
+
+
+class GridMismatchError(TemplateMismatchError):
+    """A cube whose GeoBox differs from the store's (the message prints both)."""
+
+
+class ChunkError(StoreError):
+    """Chunks that are not multiples of the patch size, or an invalid ``chunks=``/``patch_size=``."""
+
+
+class RegionError(StoreError):
+    """A ``region=`` that is malformed, not chunk-aligned or does not fit the sub-cube."""
+
+
+class _SimulatedCrash(RuntimeError):
+    """Raised by the ``_fail_after`` test hook of :func:`write_cube`."""
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing a cube: one Dataset whose dask chunks are the Zarr chunks
+
+
+@dataclass
+class _Prepared:
+    ds: xr.Dataset  # one data variable; dask chunks == Zarr chunks; encodings set
+    name: str
+    spatial: tuple[str, str]  # (y dim, x dim)
+    gbox: Any  # odc.geo.geobox.GeoBox
+    named: bool = True  # False: the cube had no name (the variable is called "data")
+
+    @property
+    def var(self) -> xr.DataArray:
+        return self.ds[self.name]
+
+    @property
+    def chunks(self) -> dict[Hashable, int]:
+        """The Zarr chunks (the dask chunks may start with a partial one, see ``_conform``)."""
+        return dict(zip(self.var.dims, self.var.encoding["chunks"], strict=True))
+
+    def replace(self, **kw: Any) -> _Prepared:
+        return _Prepared(**{"ds": self.ds, "name": self.name, "spatial": self.spatial,
+                            "gbox": self.gbox, "named": self.named, **kw})
+
+
+def _is_regular(chunks: tuple[int, ...]) -> bool:
+    """Equal chunks, except a last one that may be smaller."""
+    return all(c == chunks[0] for c in chunks[:-1]) and chunks[-1] <= chunks[0]
+
+
+def _check_patch_size(patch_size: Any) -> int:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int | np.integer) or patch_size < 1:
+        raise ChunkError(f"patch_size must be a positive integer (e.g. 256); got {patch_size!r}.")
+    return int(patch_size)
+
+
+def _default_chunk(dim: Hashable, size: int, spatial: tuple[str, str], patch: int) -> int:
+    if dim in spatial:
+        return min(size, 4 * patch)
+    return 1 if dim == "time" else size
+
+
+def _rechunk(cube: xr.DataArray, chunks: Mapping[Hashable, int] | None, spatial: tuple[str, str],
+             patch: int, check: bool = True) -> xr.DataArray:
+    """Apply ``chunks=``, chunk NumPy cubes, make irregular chunks regular and check the patch rule.
+
+    Rule for irregular dask chunks along a dim: rechunk to the largest chunk there, rounded up to
+    a multiple of ``patch`` for y and x, and capped at the dim's size.
+    """
+    if chunks is not None:
+        if not isinstance(chunks, Mapping):
+            raise ChunkError(f"chunks must be a mapping of dim name to chunk size, e.g. "
+                             f"{{'y': 1024, 'x': 1024}}; got {chunks!r}.")
+        unknown = [d for d in chunks if d not in cube.dims]
+        if unknown:
+            raise ChunkError(f"chunks names dims {unknown} that the cube does not have; its dims "
+                             f"are {list(cube.dims)}.")
+        for d, c in chunks.items():
+            if isinstance(c, bool) or not isinstance(c, int | np.integer) or (c < 1 and c != -1):
+                raise ChunkError(f"chunks[{d!r}] must be a positive integer or -1; got {c!r}.")
+        cube = cube.chunk({d: (cube.sizes[d] if c == -1 else int(c)) for d, c in chunks.items()})
+    if cube.chunks is None:
+        cube = cube.chunk({d: _default_chunk(d, cube.sizes[d], spatial, patch) for d in cube.dims})
+    fix = {}
+    for d, c in zip(cube.dims, cube.chunks, strict=True):
+        if not _is_regular(c):
+            size = max(c)
+            if d in spatial:
+                size = patch * math.ceil(size / patch)
+            fix[d] = min(size, cube.sizes[d])
+    if fix:
+        cube = cube.chunk(fix)
+    for d, c in zip(cube.dims, cube.chunks, strict=True):
+        if check and d in spatial and c[0] % patch and len(c) > 1:
+            lo = max(patch, c[0] // patch * patch)
+            raise ChunkError(
+                f"chunks along {d!r} are {c[0]} px, not a multiple of patch_size={patch} (and "
+                f"the dim, {cube.sizes[d]} px, spans several chunks). Rechunk, e.g. "
+                f"chunks={{{d!r}: {lo}}} or {{{d!r}: {lo + patch}}}, or pass another patch_size."
+            )
+    return cube
+
+
+def _crs_coord_name(cube: xr.DataArray, crs: Any) -> str | None:
+    """Name of a grid-mapping coordinate whose WKT describes ``crs``, or None."""
+    from odc.geo.crs import CRS
+
+    names = [cube.encoding.get("grid_mapping"), cube.attrs.get("grid_mapping"), "spatial_ref"]
+    names += [n for n, c in cube.coords.items() if c.ndim == 0 and "crs_wkt" in c.attrs]
+    for name in names:
+        if not isinstance(name, str) or name not in cube.coords:
+            continue
+        wkt = cube.coords[name].attrs.get("crs_wkt") or cube.coords[name].attrs.get("spatial_ref")
+        try:
+            if wkt and CRS(wkt) == crs:
+                return name
+        except Exception:  # an unparsable WKT: fall back to writing a fresh one
+            continue
+    return None
+
+
+def _is_text(values: np.ndarray) -> bool:
+    if values.dtype.kind in "US" or values.dtype.kind == "T":
+        return True
+    return values.dtype == object and all(isinstance(v, str) for v in values.ravel())
+
+
+def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
+             check_chunks: bool = True) -> _Prepared:
+    """Validate a cube and turn it into the Dataset that is written.
+
+    ``check_chunks=False`` (region and append writes) skips the patch rule: those cubes are
+    rechunked to the store's chunks afterwards.
+    """
+    import odc.geo.xr  # noqa: F401  (registers .odc)
+
+    patch = _check_patch_size(patch_size)
+    if not isinstance(cube, xr.DataArray):
+        raise StoreError(f"write_cube expects an xarray.DataArray cube; got {type(cube).__name__}. "
+                         f"Pick the variable of a Dataset first, e.g. ds['reflectance'].")
+    gbox = cube.odc.geobox
+    if gbox is None:
+        raise StoreError(
+            f"the cube {cube.name!r} (dims {list(cube.dims)}) has no CRS/GeoBox, so the store could "
+            f"not say where its pixels are. Assign one, e.g. cube.odc.assign_crs('EPSG:32719')."
+        )
+    spatial = tuple(str(d) for d in cube.odc.spatial_dims)
+    if tuple(cube.dims[-2:]) != spatial:
+        raise StoreError(f"the spatial dims {spatial} must be the last two dims of the cube; got "
+                         f"{list(cube.dims)}. Use cube.transpose(..., {spatial[0]!r}, "
+                         f"{spatial[1]!r}).")
+    name = cube.name if cube.name is not None else "data"
+    if not isinstance(name, str) or not name or name in cube.coords:
+        raise StoreError(f"the cube's name {name!r} cannot name the store's variable (it must be "
+                         f"a non-empty string that is not a coordinate name); rename the cube, "
+                         f"e.g. cube.rename('reflectance').")
+    cube = _rechunk(cube, chunks, spatial, patch, check=check_chunks)
+
+    # Grid mapping: keep a coordinate that already describes the CRS, else write one (rioxarray).
+    crs_name = _crs_coord_name(cube, gbox.crs)
+    if crs_name is None:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        cube = cube.rio.write_crs(gbox.crs.to_wkt())
+        crs_name = cube.rio.grid_mapping
+
+    ds = cube.to_dataset(name=name, promote_attrs=False)
+    # Coordinates are small and written with the metadata: load lazy ones now.
+    lazy = {k: v.compute() for k, v in ds.coords.items() if v.chunks is not None}
+    if lazy:
+        ds = ds.assign_coords(lazy)
+    # Fresh encodings (a cube read from another store carries that store's chunks and codecs).
+    new_coords = {}
+    for k, v in ds.coords.items():
+        v = v.copy(deep=False)
+        v.encoding = {}
+        if v.dtype.kind == "M":
+            v.encoding = dict(_TIME_ENCODING)
+        elif _is_text(np.asarray(v.values)):
+            v = v.copy(data=np.asarray(v.values).astype(str).astype(object))
+            v.encoding = {}
+        new_coords[k] = v
+    ds = ds.assign_coords(new_coords)
+    var = ds[name]
+    var.attrs = {k: a for k, a in var.attrs.items() if k not in ("grid_mapping", "coordinates")}
+    chunk_sizes = tuple(c[0] for c in var.chunks)
+    var.encoding = {"chunks": chunk_sizes, "grid_mapping": crs_name}
+    ds[name] = var
+    return _Prepared(ds=ds, name=name, spatial=spatial, gbox=gbox,  # type: ignore[arg-type]
+                     named=cube.name is not None)
+
+
+def _metadata_template(prep: _Prepared) -> xr.Dataset:
+    """The Dataset with the cube's data replaced by cheap zeros: writing it writes metadata only."""
+    var = prep.var
+    zeros = dsa.zeros(var.shape, dtype=var.dtype, chunks=var.chunks)
+    ds = prep.ds.copy()
+    ds[prep.name] = var.copy(data=zeros)
+    ds[prep.name].encoding = dict(var.encoding)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# Template summaries (what a resume must match)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _hash_values(values: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(values.shape).encode())
+    if _is_text(values):
+        h.update("\x1f".join(str(v) for v in values.ravel()).encode())
+    elif values.dtype.kind in "mM":
+        h.update(values.astype("datetime64[ns]" if values.dtype.kind == "M" else "timedelta64[ns]")
+                 .view("int64").tobytes())
+    else:
+        h.update(values.dtype.str.encode())
+        h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()
+
+
+def _template(prep: _Prepared) -> dict[str, Any]:
+    var = prep.var
+    return {
+        "name": prep.name,
+        "dims": [str(d) for d in var.dims],
+        "shape": list(var.shape),
+        "chunks": [int(prep.chunks[d]) for d in var.dims],
+        "dtype": var.dtype.str,
+        "attrs": json.loads(json.dumps(var.attrs, sort_keys=True, default=_json_default)),
+        "coords": {str(k): {"dims": [str(d) for d in c.dims], "sha256": _hash_values(np.asarray(c.values))}
+                   for k, c in sorted(prep.ds.coords.items(), key=lambda kv: str(kv[0]))},
+    }
+
+
+def _template_diff(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in ("name", "dims", "shape", "chunks", "dtype", "attrs"):
+        if stored.get(key) != new.get(key):
+            out.append(f"{key}: store {stored.get(key)!r}, cube {new.get(key)!r}")
+    sc, nc = stored.get("coords", {}), new.get("coords", {})
+    for k in sorted(set(sc) | set(nc)):
+        if k not in sc:
+            out.append(f"coordinate {k!r}: only in the cube")
+        elif k not in nc:
+            out.append(f"coordinate {k!r}: only in the store")
+        elif sc[k] != nc[k]:
+            out.append(f"coordinate {k!r}: different values")
+    return out
+
+
+def _job_id(template: Mapping[str, Any], time: list[int]) -> str:
+    text = json.dumps({"template": template, "time": time}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger
+
+_Region = tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+def _grid_regions(grid: Mapping[str, list[int]], spatial: tuple[str, str]) -> list[_Region]:
+    (y0, y1, cy), (x0, x1, cx) = grid[spatial[0]], grid[spatial[1]]
+    return [(ya, min(ya + cy, y1), xa, min(xa + cx, x1))
+            for ya in range(y0, y1, cy) for xa in range(x0, x1, cx)]
+
+
+@dataclass
+class _LedgerState:
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metadata: set[str] = field(default_factory=set)
+    done: dict[_Region, list[tuple[int, int]]] = field(default_factory=dict)
+    complete: set[str] = field(default_factory=set)
+
+    def is_done(self, region: _Region, t: tuple[int, int]) -> bool:
+        return any(a <= t[0] and t[1] <= b for a, b in self.done.get(region, ()))
+
+    def regions(self, job: str) -> list[_Region]:
+        rec = self.jobs[job]
+        return _grid_regions(rec["grid"], tuple(rec["template"]["dims"][-2:]))  # type: ignore[arg-type]
+
+    def missing(self, job: str) -> list[_Region]:
+        t = tuple(self.jobs[job]["time"])
+        return [r for r in self.regions(job) if not self.is_done(r, t)]  # type: ignore[arg-type]
+
+    def job_complete(self, job: str) -> bool:
+        return job in self.complete or (job in self.metadata and not self.missing(job))
+
+    def incomplete_jobs(self) -> list[str]:
+        return [j for j in self.jobs if not self.job_complete(j)]
+
+
+class _Ledger:
+    def __init__(self, store: Path) -> None:
+        self.path = store / LEDGER_NAME
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=_json_default)
+        data = (line + "\n").encode()
+        group = self.path.parent / "zarr.json"
+        if not group.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            group.write_text(json.dumps(_LEDGER_GROUP, indent=2))
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size:  # a crash may have left a torn last line: start on a fresh one
+                with open(self.path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        data = b"\n" + data
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def read(self) -> _LedgerState:
+        state = _LedgerState()
+        if not self.exists():
+            return state
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line torn by a crash
+                continue
+            event = rec.get("event")
+            if event == "begin":
+                if rec.get("lames_ledger") != _LEDGER_VERSION:
+                    raise StoreError(f"the ledger {self.path} has version "
+                                     f"{rec.get('lames_ledger')!r}; this lames_cube reads version "
+                                     f"{_LEDGER_VERSION}. Rewrite the store with mode='w'.")
+                state.jobs[rec["job"]] = rec
+            elif event == "metadata":
+                state.metadata.add(rec["job"])
+            elif event == "done":
+                region = (*rec["y"], *rec["x"])
+                state.done.setdefault(region, []).append(tuple(rec["t"]))  # type: ignore[arg-type]
+            elif event == "complete":
+                state.complete.add(rec["job"])
+        return state
+
+    def mark_complete(self) -> _LedgerState:
+        state = self.read()
+        for job in state.jobs:
+            if job not in state.complete and state.job_complete(job):
+                self.append({"event": "complete", "job": job})
+                state.complete.add(job)
+        return state
+
+
+def _describe_incomplete(path: Path, state: _LedgerState) -> str:
+    if not state.jobs:
+        return (f"the store {str(path)!r} is incomplete: its creation was interrupted before any "
+                f"job was recorded. Rewrite it with write_cube(cube, {str(path)!r}, mode='w').")
+    parts = []
+    for job in state.incomplete_jobs():
+        rec = state.jobs[job]
+        total = len(state.regions(job))
+        missing = state.missing(job) if job in state.metadata else state.regions(job)
+        shape = tuple(rec["template"]["shape"])
+        first = ", ".join(f"y[{r[0]}:{r[1]}] x[{r[2]}:{r[3]}]" for r in missing[:3])
+        more = ", ..." if len(missing) > 3 else ""
+        if rec["op"] == "init":
+            how = (f"write the missing regions with write_cube(subcube, {str(path)!r}, "
+                   f"region={{...}}), or the whole cube with mode='resume'")
+        elif rec["op"] == "append":
+            how = (f"finish it with write_cube(new_cube, {str(path)!r}, append_dim='time', "
+                   f"mode='resume') using the same new cube")
+        else:
+            how = (f"finish it with write_cube(cube, {str(path)!r}, mode='resume') using the same "
+                   f"cube")
+        parts.append(f"the {rec['op']} of a cube of shape {shape} (time steps "
+                     f"{rec['time'][0]}..{rec['time'][1]}) has {total - len(missing)} of {total} "
+                     f"regions written (missing: {first}{more}); {how}")
+    return (f"the store {str(path)!r} is incomplete: " + "; ".join(parts) +
+            ". Or pass allow_incomplete=True to read it anyway (unwritten chunks read as the fill "
+            "value, 0).")
+
+
+# --------------------------------------------------------------------------------------------
+# Store helpers
+
+
+def _as_path(store: Any) -> Path:
+    if isinstance(store, str) and "://" in store:
+        raise StoreError(f"only local stores are supported; got the URL {store!r}. Write to a local "
+                         f"path and copy the store.")
+    if not isinstance(store, str | os.PathLike):
+        raise StoreError(f"store must be a path (str or pathlib.Path); got {type(store).__name__}.")
+    return Path(store)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _remove_store(path: Path) -> None:
+    """Delete a store (only something that looks like one: a safety net against typos)."""
+    if path.is_file() or (not (path / "zarr.json").exists() and not (path / LEDGER_NAME).exists()
+                          and not _is_empty_dir(path)):
+        raise StoreError(f"refusing to delete {str(path)!r}: it is not a Zarr store (no zarr.json "
+                         f"nor {LEDGER_NAME}). Pick another path or remove it yourself.")
+    shutil.rmtree(path)
+
+
+def _clear_except_ledger(path: Path) -> None:
+    for child in path.iterdir():
+        if child.name == LEDGER_NAME.split("/")[0]:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _open_dataset(path: Path) -> xr.Dataset:
+    return xr.open_zarr(path, decode_coords="all", **_ZARR_KW)
+
+
+def _data_var(ds: xr.Dataset, path: Path, variable: str | None) -> str:
+    names = [str(n) for n in ds.data_vars]
+    if variable is not None:
+        if variable not in names:
+            raise StoreError(f"the store {str(path)!r} has no variable {variable!r}; it has {names}.")
+        return variable
+    if len(names) != 1:
+        raise StoreError(f"the store {str(path)!r} holds {len(names)} variables {names}, not one "
+                         f"cube; pass variable= to pick one.")
+    return names[0]
+
+
+def _store_chunks(var: xr.DataArray) -> dict[Hashable, int]:
+    enc = var.encoding.get("chunks") or var.encoding.get("preferred_chunks")
+    if isinstance(enc, Mapping):
+        return dict(enc)
+    return dict(zip(var.dims, enc, strict=True))
+
+
+def _restore_coords(da: xr.DataArray) -> xr.DataArray:
+    """Load the small (0-d and 1-d) coordinates; variable-length strings (StringDType or object)
+    become fixed-width unicode, as cubes carry them."""
+    new = {}
+    for k, c in da.coords.items():
+        if c.ndim > 1 or (k in da.indexes and c.dtype.kind not in "OT"):
+            continue
+        values = np.asarray(c.values)
+        if values.dtype.kind in "OT" and _is_text(values):
+            values = values.astype(object).astype(str)
+        new[k] = c.copy(data=values)
+    return da.assign_coords(new) if new else da
+
+
+def _gbox_text(gbox: Any) -> str:
+    """A one-line GeoBox: shape, CRS (EPSG code when there is one), affine and bounds."""
+    crs = gbox.crs
+    name = f"EPSG:{crs.epsg}" if crs is not None and crs.epsg is not None else str(crs)
+    a = gbox.affine
+    return (f"GeoBox(shape={tuple(gbox.shape)}, crs={name}, affine=({a.a!r}, {a.b!r}, {a.c!r}, "
+            f"{a.d!r}, {a.e!r}, {a.f!r}), bounds={tuple(gbox.extent.boundingbox)})")
+
+
+def _check_store_grid(store_gbox: Any, cube_gbox: Any, path: Path, what: str) -> None:
+    if store_gbox != cube_gbox:
+        raise GridMismatchError(
+            f"the {what} is not on the store's grid ({str(path)!r}).\n"
+            f"  store: {_gbox_text(store_gbox)}\n  cube:  {_gbox_text(cube_gbox)}\n"
+            f"Reproject or crop the cube onto the store's GeoBox (e.g. cube.odc.reproject(store "
+            f"geobox)) or write it to another store."
+        )
+
+
+def _check_coords_equal(prep: _Prepared, stored: xr.DataArray, names: Iterable[Hashable],
+                        path: Path, what: str) -> None:
+    for k in names:
+        if k not in stored.coords:
+            raise TemplateMismatchError(f"the {what} has a coordinate {k!r} that the store "
+                                        f"{str(path)!r} lacks; drop it (cube.drop_vars({k!r})).")
+        a, b = np.asarray(prep.ds.coords[k].values), np.asarray(stored.coords[k].values)
+        if a.shape != b.shape or _hash_values(a) != _hash_values(b):
+            raise TemplateMismatchError(
+                f"coordinate {k!r} of the {what} differs from the store's ({str(path)!r}): "
+                f"store {_short(b)}, cube {_short(a)}. Give the cube the store's values (e.g. "
+                f"select the same labels) or write it to another store."
+            )
+
+
+def _short(values: np.ndarray) -> str:
+    flat = values.ravel().tolist()
+    return repr(flat if len(flat) <= 6 else [*flat[:3], "...", *flat[-2:]])
+
+
+def _compatible(prep: _Prepared, stored: xr.DataArray, path: Path, what: str) -> None:
+    """Same dims, dtype and coordinate names as the store's variable."""
+    if tuple(stored.dims) != tuple(prep.var.dims):
+        raise TemplateMismatchError(f"the {what} has dims {list(prep.var.dims)}; the store "
+                                    f"{str(path)!r} has {list(stored.dims)}. Transpose the cube.")
+    if stored.dtype != prep.var.dtype:
+        raise TemplateMismatchError(f"the {what} has dtype {prep.var.dtype}; the store "
+                                    f"{str(path)!r} holds {stored.dtype}. Cast it, e.g. "
+                                    f"cube.astype({str(stored.dtype)!r}).")
+    extra = set(prep.ds.coords) - set(stored.coords)
+    lacking = {k for k in stored.coords if k not in prep.ds.coords}
+    if extra or lacking:
+        raise TemplateMismatchError(
+            f"the {what}'s coordinates differ from the store's ({str(path)!r}): only in the cube "
+            f"{sorted(map(str, extra))}, only in the store {sorted(map(str, lacking))}. Add or "
+            f"drop coordinates to match."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing regions
+
+
+def _aligned_chunks(offset: int, length: int, chunk: int) -> tuple[int, ...]:
+    """Chunks of ``length`` items starting at ``offset`` whose edges fall on multiples of chunk."""
+    out, pos, end = [], offset, offset + length
+    while pos < end:
+        nxt = min((pos // chunk + 1) * chunk, end)
+        out.append(nxt - pos)
+        pos = nxt
+    return tuple(out)
+
+
+def _conform(prep: _Prepared, store_chunks: Mapping[Hashable, int],
+             offsets: Mapping[Hashable, int]) -> _Prepared:
+    """Rechunk to the store's Zarr chunks, aligned with where the cube lands in the store."""
+    var = prep.var
+    chunks = {d: _aligned_chunks(offsets.get(d, 0), var.sizes[d], int(store_chunks[d]))
+              for d in var.dims}
+    ds = prep.ds.copy()
+    enc = dict(var.encoding)
+    ds[prep.name] = var.chunk(chunks)
+    enc["chunks"] = tuple(int(store_chunks[d]) for d in var.dims)
+    ds[prep.name].encoding = enc
+    return prep.replace(ds=ds)
+
+
+def _write_regions(prep: _Prepared, path: Path, regions: list[_Region], *, t: tuple[int, int],
+                   offset: tuple[int, int], skip: _LedgerState | None, progress: bool,
+                   fail_after: int | None, partial_time: bool = False) -> None:
+    """Write ``regions`` (absolute indices) of the prepared cube, one ``to_zarr`` call each."""
+    ledger = _Ledger(path)
+    var = prep.var
+    data = prep.ds[[prep.name]].drop_vars(list(prep.ds.coords))
+    ydim, xdim = prep.spatial
+    todo = [r for r in regions if skip is None or not skip.is_done(r, t)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="region",
+                   desc=f"write_cube {path.name}")
+    written = 0
+    try:
+        for y0, y1, x0, x1 in todo:
+            if fail_after is not None and written >= fail_after:
+                raise _SimulatedCrash(f"simulated crash after {written} regions (_fail_after)")
+            part = data.isel({ydim: slice(y0 - offset[0], y1 - offset[0]),
+                              xdim: slice(x0 - offset[1], x1 - offset[1])})
+            where: dict[Hashable, slice] = {d: slice(0, var.sizes[d]) for d in var.dims}
+            if "time" in var.dims:
+                where["time"] = slice(*t)
+            where[ydim], where[xdim] = slice(y0, y1), slice(x0, x1)
+            part.to_zarr(path, region=where, mode="a" if partial_time else "r+", **_ZARR_KW)
+            ledger.append({"event": "done", "t": list(t), "y": [y0, y1], "x": [x0, x1]})
+            written += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    ledger.mark_complete()
+
+
+def _time_range(prep: _Prepared, t0: int = 0) -> tuple[int, int]:
+    n = prep.var.sizes.get("time", 0)
+    return (t0, t0 + n) if "time" in prep.var.dims else (0, 0)
+
+
+def _grid(prep: _Prepared, start: tuple[int, int] = (0, 0)) -> dict[str, list[int]]:
+    ydim, xdim = prep.spatial
+    return {ydim: [start[0], start[0] + prep.var.sizes[ydim], int(prep.chunks[ydim])],
+            xdim: [start[1], start[1] + prep.var.sizes[xdim], int(prep.chunks[xdim])]}
+
+
+def _begin(path: Path, prep: _Prepared, op: str, t: tuple[int, int]) -> str:
+    template = _template(prep)
+    job = _job_id(template, list(t))
+    _Ledger(path).append({"event": "begin", "lames_ledger": _LEDGER_VERSION, "job": job, "op": op,
+                          "time": list(t), "grid": _grid(prep), "template": template})
+    return job
+
+
+def _check_fail_after(fail_after: Any) -> int | None:
+    if fail_after is None:
+        return None
+    if isinstance(fail_after, bool) or not isinstance(fail_after, int) or fail_after < 0:
+        raise StoreError(f"_fail_after must be None or an integer >= 0; got {fail_after!r}.")
+    return fail_after
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
+                    chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
+                    mode: Literal["w-", "w"] = "w-") -> Path:
+    """Create a store with the metadata of ``template`` and no pixels, for later region writes.
+
+    Writes the Zarr v3 metadata and every coordinate (nothing of the template's data is computed)
+    and records an ``init`` job in the ledger. The store stays incomplete -- :func:`open_cube`
+    refuses it -- until every region has been written with ``write_cube(subcube, store,
+    region=...)`` (by any number of processes, one per tile) or the whole cube with
+    ``write_cube(cube, store, mode="resume")``.
+
+    Parameters
+    ----------
+    template : xarray.DataArray
+        The full cube (lazy; only its metadata is used), as for :func:`write_cube`.
+    store : str or path-like
+        Local path of the new store.
+    chunks : mapping, optional
+        Zarr chunks per dim (default: the template's dask chunks, see :func:`write_cube`).
+    patch_size : int, default 256
+        Chunks along y and x must be multiples of it.
+    mode : {"w-", "w"}, default "w-"
+        ``"w-"`` refuses an existing store; ``"w"`` replaces it.
+
+    Returns
+    -------
+    pathlib.Path
+        The store's path.
+
+    Examples
+    --------
+    >>> init_cube_store(cube, "tiles.zarr")                                    # doctest: +SKIP
+    >>> for ys, xs in tiles:                                                  # doctest: +SKIP
+    ...     write_cube(cube.isel(y=ys, x=xs), "tiles.zarr", region={"y": ys, "x": xs})
+    """
+    if mode not in ("w-", "w"):
+        raise StoreError(f"init_cube_store mode must be 'w-' or 'w'; got {mode!r}.")
+    path = _as_path(store)
+    prep = _prepare(template, chunks, patch_size)
+    _start_store(prep, path, mode, op="init")
+    return path
+
+
+def _start_store(prep: _Prepared, path: Path, mode: str, op: str) -> str:
+    """Check the path for ``mode``, record the job and write the metadata. Returns the job id."""
+    if path.exists() and not _is_empty_dir(path):
+        if mode == "w":
+            _remove_store(path)
+        else:
+            raise StoreExistsError(
+                f"a store already exists at {str(path)!r}. Pass mode='w' to replace it, "
+                f"mode='resume' to finish an interrupted write of the same cube, or another path."
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    t = _time_range(prep)
+    job = _begin(path, prep, op, t)
+    _write_metadata(prep, path, job)
+    return job
+
+
+def _write_metadata(prep: _Prepared, path: Path, job: str) -> None:
+    # mode="a": the directory already holds the ledger, which mode="w" would delete.
+    _metadata_template(prep).to_zarr(path, mode="a", compute=False, **_ZARR_KW)
+    _Ledger(path).append({"event": "metadata", "job": job})
+
+
+def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode = "w-",
+               chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
+               progress: bool = False, region: Mapping[str, slice] | None = None,
+               append_dim: str | None = None, _fail_after: int | None = None) -> Path:
+    """Write a cube to a Zarr v3 store, region by region and resumably.
+
+    The store holds one variable named after ``cube.name`` (``"data"`` if unnamed), with the
+    cube's coordinates (including per-time ones such as ``cloud_cover``), attrs and CRS (a
+    grid-mapping coordinate readable by rioxarray and odc-geo). Zarr chunks equal the dask chunks;
+    the pixels are computed and written one region (one chunk along y and x, every time step and
+    band) at a time, so memory holds at most one region's chunks per worker thread and the whole
+    cube is never computed at once. The ledger ``<store>/.lames/ledger.jsonl`` records each
+    finished region (see the module docstring).
+
+    Parameters
+    ----------
+    cube : xarray.DataArray
+        Dims ``(..., y, x)`` -- ``(time, band, y, x)``, ``(band, y, x)`` or ``(y, x)`` -- with an
+        odc-geo GeoBox (``cube.odc.geobox``). Usually dask-backed; a NumPy cube is chunked by
+        ``time`` 1, other dims whole and y/x ``4 * patch_size``.
+    store : str or path-like
+        Local path of the store.
+    mode : {"w-", "w", "resume"}, default "w-"
+        Full write: ``"w-"`` refuses an existing store, ``"w"`` deletes and rewrites it,
+        ``"resume"`` finishes an interrupted write of the same cube (refused with
+        :class:`TemplateMismatchError` if the cube's shape, chunks, dtype, coords or attrs differ;
+        a no-op if the store is complete). With ``region``: ``"w-"`` refuses regions already
+        written, ``"w"`` overwrites them, ``"resume"`` skips them. With ``append_dim``: ``"w-"``
+        appends, ``"resume"`` finishes an interrupted append of the same cube.
+    chunks : mapping of dim to int, optional
+        Rechunk before writing (``-1`` = whole dim). Default: the cube's dask chunks. Irregular
+        dask chunks along a dim are replaced by the largest chunk there, rounded up to a multiple
+        of ``patch_size`` for y/x and capped at the dim's size. Ignored for ``region`` and
+        ``append_dim`` writes, which take the store's chunks.
+    patch_size : int, default 256
+        Chunks along y and x must be multiples of it unless one chunk spans the whole dim.
+    progress : bool, default False
+        Show a tqdm progress bar over regions.
+    region : mapping of spatial dim to slice, optional
+        Write the cube as the sub-cube ``store[..., region[y], region[x]]`` of a store initialised
+        with :func:`init_cube_store` (or written before). Slices must start on a chunk edge and end
+        on one or at the dim's end; the cube must be on the store's grid there
+        (:class:`GridMismatchError` prints both GeoBoxes), with the store's time/band coordinates.
+    append_dim : {"time"}, optional
+        Append the cube's time steps after the store's. Grid, bands, other coordinates, dtype and
+        attrs must match the store; times must be new and later than the store's last one.
+    _fail_after : int, optional
+        Test hook: raise ``RuntimeError`` after writing this many regions (a simulated crash).
+
+    Returns
+    -------
+    pathlib.Path
+        The store's path.
+
+    Raises
+    ------
+    StoreExistsError
+        ``mode="w-"`` and a store exists.
+    ChunkError
+        y/x chunks that are not multiples of ``patch_size``.
+    TemplateMismatchError, GridMismatchError
+        Resume, append or region write with a cube that does not fit the store.
+    RegionError
+        A malformed or misaligned ``region``.
+    IncompleteStoreError
+        Appending to a store whose write has not finished.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_zeros
+    >>> gbox = GeoBox.from_bbox((300000, 7000000, 305120, 7002560), "EPSG:32719", resolution=10)
+    >>> cube = xr_zeros(gbox, dtype="uint16", chunks=(256, 256)).rename("reflectance")
+    >>> path = write_cube(cube, tmp / "demo.zarr")                               # doctest: +SKIP
+    >>> open_cube(path).odc.geobox == gbox                                       # doctest: +SKIP
+    True
+    """
+    if mode not in _MODES:
+        raise StoreError(f"mode must be one of {_MODES}; got {mode!r}.")
+    fail_after = _check_fail_after(_fail_after)
+    if region is not None and append_dim is not None:
+        raise StoreError("pass region= or append_dim=, not both: append first, then write "
+                         "regions of the appended store.")
+    path = _as_path(store)
+    if append_dim is not None:
+        if append_dim != "time":
+            raise StoreError(f"append_dim must be 'time'; got {append_dim!r}.")
+        prep = _prepare(cube, None, patch_size, check_chunks=False)
+        _append(prep, path, mode, progress=progress, fail_after=fail_after)
+        return path
+    if region is not None:
+        prep = _prepare(cube, None, patch_size, check_chunks=False)
+        _write_region(prep, path, region, mode, progress=progress, fail_after=fail_after)
+        return path
+
+    prep = _prepare(cube, chunks, patch_size)
+    template = _template(prep)
+    t = _time_range(prep)
+    if mode == "resume" and path.exists() and not _is_empty_dir(path):
+        ledger = _Ledger(path)
+        if not ledger.exists():
+            raise StoreError(f"cannot resume {str(path)!r}: it has no {LEDGER_NAME}, so it was not "
+                             f"written by write_cube. Replace it with mode='w'.")
+        state = ledger.read()
+        job = _job_id(template, list(t))
+        if job not in state.jobs:
+            known = [j for j in state.jobs.values() if j["op"] in ("write", "init")]
+            diff = _template_diff(known[0]["template"], template) if known else []
+            raise TemplateMismatchError(
+                f"cannot resume {str(path)!r} with this cube: the store was started with another "
+                f"cube ({'; '.join(diff) or 'different time range'}). Resume with the same cube, "
+                f"or replace the store with mode='w'."
+            )
+        if state.job_complete(job):
+            ledger.mark_complete()
+            return path
+        if job not in state.metadata:  # crashed while writing metadata: redo it
+            _clear_except_ledger(path)
+            _write_metadata(prep, path, job)
+            state = ledger.read()
+        _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=state,
+                       progress=progress, fail_after=fail_after)
+        return path
+
+    job = _start_store(prep, path, "w" if mode == "w" else "w-", op="write")
+    state = _Ledger(path).read()
+    _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=None,
+                   progress=progress, fail_after=fail_after)
+    return path
+
+
+def _open_for_update(path: Path, prep: _Prepared, what: str) -> xr.DataArray:
+    if not (path / "zarr.json").exists():
+        raise StoreNotFoundError(
+            f"no Zarr store at {str(path)!r} to {what} into. Create it first with "
+            f"write_cube(cube, {str(path)!r})" + (" or init_cube_store(template, path)"
+                                                   if what == "write a region" else "") + "."
+        )
+    ds = _open_dataset(path)
+    if prep.name not in ds.data_vars:
+        names = [str(n) for n in ds.data_vars]
+        if len(names) == 1 and not prep.named:
+            name = names[0]
+        else:
+            raise TemplateMismatchError(f"the cube is named {prep.name!r} but the store "
+                                        f"{str(path)!r} holds {names}; rename the cube, e.g. "
+                                        f"cube.rename({names[0]!r}).")
+    else:
+        name = prep.name
+    return ds[name]
+
+
+def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
+            fail_after: int | None) -> None:
+    if mode == "w":
+        raise StoreError("mode='w' cannot be combined with append_dim (it would delete the store). "
+                         "Use mode='w-' to append or mode='resume' to finish an interrupted append.")
+    if "time" not in prep.var.dims:
+        raise StoreError(f"append_dim='time' needs a cube with a time dim; got dims "
+                         f"{list(prep.var.dims)}.")
+    ledger = _Ledger(path)
+    stored = _open_for_update(path, prep, "append")
+    if stored.name != prep.name:
+        prep = _rename(prep, str(stored.name))
+    prep = _conform(prep, _store_chunks(stored), {"time": stored.sizes["time"]})
+    template = _template(prep)
+    state = ledger.read()
+
+    if mode == "resume":
+        for job, rec in state.jobs.items():
+            if rec["op"] == "append" and rec["template"] == template:
+                t = (rec["time"][0], rec["time"][1])
+                if state.job_complete(job):
+                    ledger.mark_complete()
+                    return
+                if job not in state.metadata:
+                    _rollback_time(path, t[0])
+                    _metadata_template(prep).to_zarr(path, append_dim="time", mode="a",
+                                                     compute=False, **_ZARR_KW)
+                    ledger.append({"event": "metadata", "job": job})
+                    state = ledger.read()
+                prep = _conform(prep, _store_chunks(stored), {"time": t[0]})
+                _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=state,
+                               progress=progress, fail_after=fail_after,
+                               partial_time=t[0] % int(_store_chunks(stored)["time"]) != 0)
+                return
+
+    incomplete = state.incomplete_jobs() if ledger.exists() else []
+    if incomplete:
+        raise IncompleteStoreError("cannot append: " + _describe_incomplete(path, state))
+    _compatible(prep, stored, path, "cube to append")
+    _check_store_grid(stored.odc.geobox, prep.gbox, path, "cube to append")
+    not_time = [k for k, c in prep.ds.coords.items() if "time" not in c.dims]
+    _check_coords_equal(prep, stored, not_time, path, "cube to append")
+    new_attrs = _template(prep)["attrs"]
+    old_attrs = json.loads(json.dumps(stored.attrs, sort_keys=True, default=_json_default))
+    if new_attrs != old_attrs:
+        keys = sorted(k for k in set(new_attrs) | set(old_attrs)
+                      if new_attrs.get(k) != old_attrs.get(k))
+        raise TemplateMismatchError(
+            f"the attrs of the cube to append differ from the store's ({str(path)!r}) in {keys}: "
+            f"store {[old_attrs.get(k) for k in keys]}, cube {[new_attrs.get(k) for k in keys]}. "
+            f"A store has one set of attrs; align them (cube.attrs = store attrs) or keep "
+            f"time-dependent values in per-time coordinates."
+        )
+    old_t = stored["time"].values
+    new_t = prep.ds["time"].values
+    dup = np.intersect1d(old_t, new_t)
+    if dup.size:
+        raise TemplateMismatchError(
+            f"cannot append: {dup.size} time label(s) of the cube are already in the store "
+            f"{str(path)!r}: {_short(dup.astype(str))}. Drop them, e.g. "
+            f"cube.drop_sel(time=...), or mode='resume' to finish an interrupted append."
+        )
+    if (new_t.size > 1 and not (np.diff(new_t) > np.timedelta64(0)).all()) or (
+            old_t.size and new_t[0] <= old_t[-1]):
+        raise TemplateMismatchError(
+            f"cannot append: the store's time index must stay increasing, but its last time is "
+            f"{old_t[-1] if old_t.size else None} and the cube's times are {_short(new_t.astype(str))}. "
+            f"Sort the cube (cube.sortby('time')) and append only later times; rewrite the store "
+            f"to insert earlier ones."
+        )
+    t = (int(old_t.size), int(old_t.size + new_t.size))
+    template = _template(prep)
+    job = _job_id(template, list(t))
+    ledger.append({"event": "begin", "lames_ledger": _LEDGER_VERSION, "job": job, "op": "append",
+                   "time": list(t), "grid": _grid(prep), "template": template})
+    _metadata_template(prep).to_zarr(path, append_dim="time", mode="a", compute=False, **_ZARR_KW)
+    ledger.append({"event": "metadata", "job": job})
+    state = ledger.read()
+    _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=None,
+                   progress=progress, fail_after=fail_after,
+                   partial_time=t[0] % int(_store_chunks(stored)["time"]) != 0)
+
+
+def _rename(prep: _Prepared, name: str) -> _Prepared:
+    var = prep.var
+    ds = prep.ds.drop_vars(prep.name)
+    ds[name] = var
+    ds[name].encoding = dict(var.encoding)
+    return prep.replace(ds=ds, name=name)
+
+
+def _rollback_time(path: Path, length: int) -> None:
+    """Shrink every array with a time dim back to ``length`` (undo a half-done append resize)."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    for _, arr in group.arrays():
+        dims = list(arr.metadata.dimension_names or ())
+        if "time" in dims:
+            axis = dims.index("time")
+            if arr.shape[axis] != length:
+                arr.resize((*arr.shape[:axis], length, *arr.shape[axis + 1:]))
+
+
+def _normalise_region(region: Any, stored: xr.DataArray, spatial: tuple[str, str],
+                      chunks: Mapping[Hashable, int], path: Path) -> dict[str, slice]:
+    if not isinstance(region, Mapping):
+        raise RegionError(f"region must be a mapping like {{'y': slice(0, 512), 'x': slice(256, "
+                          f"768)}}; got {region!r}.")
+    extra = [k for k in region if k not in spatial]
+    if extra:
+        raise RegionError(f"region may only name the spatial dims {list(spatial)}; got {extra}. "
+                          f"Region writes always cover every time step and band.")
+    out = {}
+    for d in spatial:
+        size = stored.sizes[d]
+        s = region.get(d, slice(None))
+        if not isinstance(s, slice) or s.step not in (None, 1) or any(
+                v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer))
+                for v in (s.start, s.stop)):
+            raise RegionError(f"region[{d!r}] must be an integer slice with step 1, e.g. "
+                              f"slice(0, 512); got {s!r}.")
+        start, stop, _ = s.indices(size)
+        c = int(chunks[d])
+        if stop <= start:
+            raise RegionError(f"region[{d!r}] = {s!r} is empty for the store's {d} size {size}.")
+        if start % c or (stop % c and stop != size):
+            raise RegionError(
+                f"region[{d!r}] = slice({start}, {stop}) is not aligned with the store's "
+                f"{c}-px chunks along {d!r} ({str(path)!r}): start must be a multiple of {c} and "
+                f"stop a multiple of {c} or the dim's end ({size}). Try slice({start // c * c}, "
+                f"{min(size, -(-stop // c) * c)})."
+            )
+        out[d] = slice(start, stop)
+    return out
+
+
+def _write_region(prep: _Prepared, path: Path, region: Mapping[str, slice], mode: str, *,
+                  progress: bool, fail_after: int | None) -> None:
+    ledger = _Ledger(path)
+    stored = _open_for_update(path, prep, "write a region")
+    if not ledger.exists():
+        raise StoreError(f"the store {str(path)!r} has no {LEDGER_NAME}; region writes need a "
+                         f"store created by init_cube_store or write_cube.")
+    if stored.name != prep.name:
+        prep = _rename(prep, str(stored.name))
+    _compatible(prep, stored, path, "sub-cube")
+    store_chunks = _store_chunks(stored)
+    where = _normalise_region(region, stored, prep.spatial, store_chunks, path)
+    ydim, xdim = prep.spatial
+    for d in (ydim, xdim):
+        want = where[d].stop - where[d].start
+        if prep.var.sizes[d] != want:
+            raise RegionError(f"region[{d!r}] = slice({where[d].start}, {where[d].stop}) spans "
+                              f"{want} px but the sub-cube has {prep.var.sizes[d]} px along "
+                              f"{d!r}; pass the slice the sub-cube was cut with.")
+    _check_store_grid(stored.odc.geobox[where[ydim], where[xdim]], prep.gbox, path, "sub-cube")
+    not_spatial = [k for k, c in prep.ds.coords.items() if not set(c.dims) & {ydim, xdim}]
+    _check_coords_equal(prep, stored, not_spatial, path, "sub-cube")
+    prep = _conform(prep, store_chunks, {ydim: where[ydim].start, xdim: where[xdim].start})
+    t = (0, stored.sizes["time"]) if "time" in stored.dims else (0, 0)
+    grid = {ydim: [where[ydim].start, where[ydim].stop, int(store_chunks[ydim])],
+            xdim: [where[xdim].start, where[xdim].stop, int(store_chunks[xdim])]}
+    regions = _grid_regions(grid, (ydim, xdim))
+    state = ledger.read()
+    if mode == "w-":
+        done = [r for r in regions if state.is_done(r, t)]
+        if done:
+            r = done[0]
+            raise StoreError(
+                f"{len(done)} of the {len(regions)} regions to write are already written in "
+                f"{str(path)!r} (first: y[{r[0]}:{r[1]}] x[{r[2]}:{r[3]}]). Pass mode='w' to "
+                f"overwrite them or mode='resume' to skip them."
+            )
+    _write_regions(prep, path, regions, t=t, offset=(where[ydim].start, where[xdim].start),
+                   skip=state if mode == "resume" else None, progress=progress,
+                   fail_after=fail_after)
+
+
+def store_status(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """Progress of the resumable writes of a store, from its ledger.
+
+    Parameters
+    ----------
+    store : str or path-like
+        Local path of a store.
+
+    Returns
+    -------
+    dict
+        ``complete`` (bool), ``ledger`` (bool: the store has one), ``regions_total`` and
+        ``regions_done`` (over all jobs) and ``jobs``: one dict per job with ``op``, ``time``,
+        ``regions_total``, ``regions_done`` and ``complete``.
+
+    Examples
+    --------
+    >>> store_status("cube.zarr")["complete"]                                   # doctest: +SKIP
+    True
+    """
+    path = _as_path(store)
+    if not path.exists():
+        raise StoreNotFoundError(f"no store at {str(path)!r}.")
+    ledger = _Ledger(path)
+    state = ledger.read()
+    jobs = []
+    for job, rec in state.jobs.items():
+        total = len(state.regions(job))
+        missing = len(state.missing(job)) if job in state.metadata else total
+        jobs.append({"job": job, "op": rec["op"], "time": rec["time"], "regions_total": total,
+                     "regions_done": total - missing, "complete": state.job_complete(job)})
+    has = ledger.exists()
+    return {
+        "complete": (not has) or (bool(state.jobs) and not state.incomplete_jobs()),
+        "ledger": has,
+        "regions_total": sum(j["regions_total"] for j in jobs),
+        "regions_done": sum(j["regions_done"] for j in jobs),
+        "jobs": jobs,
+    }
+
+
+def open_cube(store: str | os.PathLike[str], *, allow_incomplete: bool = False,
+              variable: str | None = None) -> xr.DataArray:
+    """Open a store written by :func:`write_cube` as a lazy cube.
+
+    The result is dask-backed with the Zarr chunks, and has the written name, dims, dtype,
+    coordinates (string ones as fixed-width unicode) and attrs. The CRS is decoded from the
+    grid-mapping coordinate (``decode_coords="all"``), so ``.rio.crs`` (rioxarray is imported
+    here) and ``.odc.geobox`` both work, equal to the written ones.
+
+    Parameters
+    ----------
+    store : str or path-like
+        Local path of the store.
+    allow_incomplete : bool, default False
+        Open a store whose write has not finished (unwritten chunks read as 0, the nodata value).
+    variable : str, optional
+        The variable to open when a store holds several.
+
+    Returns
+    -------
+    xarray.DataArray
+        The lazy cube.
+
+    Raises
+    ------
+    StoreNotFoundError
+        No store at ``store``.
+    IncompleteStoreError
+        The store's write has not finished; the message says how to resume it.
+
+    Examples
+    --------
+    >>> cube = open_cube("cube.zarr")                                            # doctest: +SKIP
+    >>> cube.rio.crs, cube.odc.geobox                                            # doctest: +SKIP
+    """
+    import odc.geo.xr  # noqa: F401  (registers .odc)
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    path = _as_path(store)
+    if not path.exists():
+        raise StoreNotFoundError(f"no store at {str(path)!r}. Check the path, or write one with "
+                                 f"write_cube(cube, {str(path)!r}).")
+    ledger = _Ledger(path)
+    if not (path / "zarr.json").exists():
+        if ledger.exists():
+            raise IncompleteStoreError(_describe_incomplete(path, ledger.read()))
+        raise StoreNotFoundError(f"{str(path)!r} is not a Zarr v3 store (no zarr.json). Check "
+                                 f"the path.")
+    if ledger.exists() and not allow_incomplete:
+        state = ledger.read()
+        if not state.jobs or state.incomplete_jobs():
+            raise IncompleteStoreError(_describe_incomplete(path, state))
+    ds = _open_dataset(path)
+    name = _data_var(ds, path, variable)
+    return _restore_coords(ds[name])
