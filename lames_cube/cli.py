@@ -51,6 +51,21 @@ def _cmd_search(args: argparse.Namespace) -> None:
     print(f"{len(items)} items")
 
 
+def _cmd_cube_build(args: argparse.Namespace) -> None:
+    from lames_cube.pipeline import run_recipe
+
+    for store in run_recipe(args.recipe, data_dir=args.data_dir, output=args.output,
+                            overwrite=args.overwrite, progress=not args.quiet):
+        print(store)
+
+
+def _cmd_cube_list(args: argparse.Namespace) -> None:
+    from lames_cube.recipes import list_recipes, load_recipe
+
+    for name in list_recipes():
+        print(f"{name:14s} {load_recipe(name).description.splitlines()[0] if load_recipe(name).description else ''}")
+
+
 def _cmd_stac_serve(args: argparse.Namespace) -> None:
     from lames_cube.stac_server import serve_forever
     from lames_cube.synthetic.write import read_world_stac
@@ -111,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nodata", type=float)
     p.add_argument("--json", action="store_true", help="print the ItemCollection as JSON")
     p.set_defaults(func=_cmd_search)
+
+    cube = sub.add_parser("cube", help="build datacubes from recipes",
+                          description="Build lazy Sentinel-2 datacubes from recipes into Zarr.")
+    csub = cube.add_subparsers(dest="cube_command", required=True, metavar="SUBCOMMAND")
+    p = csub.add_parser("build", help="run a recipe end to end (search, cube, composite, Zarr)",
+                        description="Run a cube recipe (a name in cubes/ or a YAML path) and write "
+                        "its cubes to Zarr; a rerun resumes an interrupted write.")
+    p.add_argument("recipe", help="recipe name (e.g. demo) or path to a YAML file")
+    p.add_argument("--output", help="output store (or folder for per-site recipes)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite existing stores")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_cube_build)
+    p = csub.add_parser("list", help="list the shipped recipes", description="List the recipes in cubes/.")
+    p.set_defaults(func=_cmd_cube_list)
 
     stac = sub.add_parser("stac", help="a local STAC API (pgstac)",
                           description="Serve a world over a real STAC API on 127.0.0.1.")

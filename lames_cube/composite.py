@@ -5,6 +5,7 @@ All functions take and return lazy xarray objects: nothing is computed until ask
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,6 +73,13 @@ def _reflectance(cube: xr.DataArray) -> xr.DataArray:
     return cube.sel(band=[b for b in cube.band.values if b != "SCL"])
 
 
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN; all-NaN pixels give NaN without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(values, axis=-1)
+
+
 def median_composite(cube: xr.DataArray, **mask_kwargs) -> xr.Dataset:
     """Per-pixel median of the clear observations, with the number of clear observations.
 
@@ -82,8 +90,11 @@ def median_composite(cube: xr.DataArray, **mask_kwargs) -> xr.Dataset:
         ``clear_count`` ``(y, x)`` uint16.
     """
     clear = clear_mask(cube, **mask_kwargs)
-    refl = _reflectance(cube).chunk({"time": -1})
-    med = refl.where(clear).median("time", skipna=True)
+    masked = _reflectance(cube).where(clear).chunk({"time": -1})
+    med = xr.apply_ufunc(
+        _nanmedian, masked, input_core_dims=[["time"]], dask="parallelized",
+        output_dtypes=[np.float64],
+    )
     count = clear.sum("time").astype("uint16")
     out = xr.where(count > 0, np.round(med), 0).astype("uint16")
     return _composite_dataset(cube, out, count, "median")
