@@ -5,7 +5,6 @@ All functions take and return lazy xarray objects: nothing is computed until ask
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -73,13 +72,6 @@ def _reflectance(cube: xr.DataArray) -> xr.DataArray:
     return cube.sel(band=[b for b in cube.band.values if b != "SCL"])
 
 
-def _nanmedian(values: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN; all-NaN pixels give NaN without a warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(values, axis=-1)
-
-
 def median_composite(cube: xr.DataArray, **mask_kwargs) -> xr.Dataset:
     """Per-pixel median of the clear observations, with the number of clear observations.
 
@@ -90,12 +82,10 @@ def median_composite(cube: xr.DataArray, **mask_kwargs) -> xr.Dataset:
         ``clear_count`` ``(y, x)`` uint16.
     """
     clear = clear_mask(cube, **mask_kwargs)
-    masked = _reflectance(cube).where(clear).chunk({"time": -1})
-    med = xr.apply_ufunc(
-        _nanmedian, masked, input_core_dims=[["time"]], dask="parallelized",
-        output_dtypes=[np.float64],
-    )
     count = clear.sum("time").astype("uint16")
+    # Pixels never clear keep their values (no all-NaN medians); they are set to 0 below.
+    masked = _reflectance(cube).where(clear | (count == 0)).chunk({"time": -1})
+    med = masked.median("time", skipna=True)
     out = xr.where(count > 0, np.round(med), 0).astype("uint16")
     return _composite_dataset(cube, out, count, "median")
 
