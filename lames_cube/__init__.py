@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # Lazy attributes: heavy modules load on first use, so ``import lames_cube`` stays light.
 _LAZY = {
     "search": ("lames_cube.search", "search"),
+    "build_cube": ("lames_cube.cube", "build_cube"),
     "errors": ("lames_cube.errors", None),
     "annotations": ("lames_cube.annotations", None),
     "synthetic": ("lames_cube.synthetic", None),
@@ -23,6 +24,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from lames_cube import annotations, bands, errors, items, synthetic  # noqa: F401
+    from lames_cube.cube import build_cube  # noqa: F401
     from lames_cube.search import search  # noqa: F401
 
 __all__ = sorted(_LAZY)

@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 
 from lames_cube.config import cache_dir, find_data_dir
+from lames_cube.pipeline import run_recipe
+from lames_cube.recipes import Recipe, load_recipe
 from lames_cube.search import search
 from lames_cube.synthetic import World, WorldSpec, write_world
 
-#: The demo world: four LAMES sites (three train, one test), four years, two dates a year.
-DEMO_SPEC = WorldSpec(seed=0, n_sites=4, years=(2020, 2021, 2022, 2023), scenes_per_year=2)
+#: The demo world: four LAMES sites (three train, one test), four years, three dates a year.
+DEMO_SPEC = WorldSpec(seed=0, n_sites=4, years=(2020, 2021, 2022, 2023), scenes_per_year=3)
 
 
 def demo_spec(data_dir=None) -> WorldSpec:
@@ -25,44 +27,34 @@ def demo_spec(data_dir=None) -> WorldSpec:
     return DEMO_SPEC
 
 
-def quicklook(world: World, items, out: Path, *, margin_m: float = 800.0) -> Path:
-    """Save true-colour crops of each site in its first and last clear scene (mines grow)."""
-    import geopandas as gpd
+def demo_recipe(world: World, root: Path) -> Recipe:
+    """The ``demo`` cube recipe pointed at this world and its sites (works for fallback sites)."""
+    data = load_recipe("demo").to_dict()
+    data.update({"catalog": str(root), "area": {"sites": list(world.sites.site_id)},
+                 "output": str(root / "cubes")})
+    return Recipe.from_dict(data)
+
+
+def quicklook(stores: list[Path], out: Path) -> Path:
+    """Save true-colour quicklooks of each site's first and last yearly composite."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import rasterio
-    import shapely
-    from rasterio.windows import from_bounds
 
-    sites = world.sites.head(4)
-    fig, axes = plt.subplots(2, len(sites), figsize=(4 * len(sites), 8), squeeze=False)
-    for col, site in enumerate(sites.itertuples()):
-        local = gpd.GeoSeries([site.geometry], crs=4326).to_crs(site.epsg)
-        box = shapely.box(*local.total_bounds).buffer(margin_m, join_style="mitre")
-        box4326 = gpd.GeoSeries([box], crs=site.epsg).to_crs(4326).iloc[0]
-        def overlap(item, box4326=box4326):
-            return shapely.geometry.shape(item.geometry).intersection(box4326).area
+    from lames_cube.composite import to_rgb8
+    from lames_cube.io import open_cube
 
-        covering = [i for i in items if overlap(i) > 0.5 * box4326.area]
-        dates = sorted({i.datetime.date() for i in covering})
-        picks = [max((i for i in covering if i.datetime.date() == d), key=overlap)
-                 for d in (dates[:1] + dates[-1:])]
-        for row, item in enumerate(picks):
-            offset = item.properties["lames:dn_offset"]
-            rgb = []
-            for band in ("B04", "B03", "B02"):
-                with rasterio.open(item.assets[band].href) as src:
-                    window = from_bounds(*box.bounds, src.transform)
-                    dn = src.read(1, window=window, boundless=True, fill_value=0).astype(float)
-                rgb.append(np.where(dn > 0, (dn - offset) / 10_000, np.nan))
-            axes[row, col].imshow(np.nan_to_num(np.clip(np.dstack(rgb) * 3.0, 0, 1)))
-            axes[row, col].set_title(f"site {site.site_id} ({site.split}) {item.datetime:%Y-%m-%d}",
-                                     fontsize=9)
-        for row in range(2):
+    stores = stores[:4]
+    fig, axes = plt.subplots(2, len(stores), figsize=(4 * len(stores), 8.4), squeeze=False)
+    for col, store in enumerate(stores):
+        cube = open_cube(store)
+        for row, year in enumerate((int(cube.year.values[0]), int(cube.year.values[-1]))):
+            rgb = to_rgb8(cube.sel(year=year)).transpose("y", "x", "band").values
+            axes[row, col].imshow(rgb)
+            axes[row, col].set_title(f"{store.stem} {year} median", fontsize=9)
             axes[row, col].axis("off")
-    fig.suptitle("Synthetic Sentinel-2 true colour: each site in its first and last clear scene")
+    fig.suptitle("Synthetic Sentinel-2: yearly median composites, 8-bit true colour (mines grow)")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
     plt.close(fig)
@@ -109,8 +101,18 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     truth = world.truth().pivot(index="site_id", columns="year", values="area_m2") / 1e6
     print("\nTrue mined area per site and year (km², the growth the pixels show):")
     print(truth.round(3).to_string())
-    clear_items = [i for i in everything if i.properties["eo:cloud_cover"] < 5]
-    png = quicklook(world, clear_items, root / "quicklook.png")
+    recipe = demo_recipe(world, root)
+    print(f"\ncube build (recipe 'demo': {recipe.composite.method} {recipe.composite.period}ly "
+          f"composites, {recipe.grid.resolution:g} m, one UTM grid per site):")
+    stores = run_recipe(recipe, items=everything, data_dir=data_dir, progress=False)
+    from lames_cube.io import open_cube
+
+    for store in stores:
+        cube = open_cube(store)
+        count = cube.sel(band="clear_count")
+        print(f"  {store.name}: {dict(cube.sizes)}, clear observations per pixel and year: "
+              f"median {float(np.median(count.values)):.0f}, min {int(count.min())}")
+    png = quicklook(stores, root / "quicklook.png")
     print(f"\nquicklook: {png}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return root

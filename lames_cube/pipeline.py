@@ -138,6 +138,7 @@ def run_recipe(
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    items: pystac.ItemCollection | None = None,
 ) -> list[Path]:
     """Build every cube of a recipe and write it to Zarr (resumable).
 
@@ -156,7 +157,7 @@ def run_recipe(
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     root = Path(output) if output is not None else recipe.output_path
     stores = []
-    for name, cube in recipe_cubes(recipe, data_dir=data_dir):
+    for name, cube in recipe_cubes(recipe, items=items, data_dir=data_dir):
         store = root / f"{name}.zarr" if per_site(recipe) else root
         store.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
