@@ -33,22 +33,26 @@ a local file system. The ledger guards against a crashed *process*; it does not 
 
 Modes (``mode=``), by operation:
 
-========================  ===============================  ==========================  =====================================
-operation                 ``"w-"`` (default)               ``"w"``                     ``"resume"``
-========================  ===============================  ==========================  =====================================
-full write                refuse an existing store         delete it and write anew    finish an interrupted write of the
-                                                                                       same cube (no-op if complete; a fresh
-                                                                                       write if there is no store)
-``region=``               refuse regions already written   overwrite them              skip regions already written
-``append_dim="time"``     append new time steps            refused                     finish an interrupted append of the
-                                                                                       same cube (no-op if complete)
-========================  ===============================  ==========================  =====================================
+* full write -- ``"w-"`` (default) refuses an existing store; ``"w"`` deletes it (only if it looks
+  like a store) and writes anew; ``"resume"`` finishes an interrupted write of the same cube (a
+  no-op if the store is complete, a plain write if there is no store).
+* ``region=`` -- ``"w-"`` refuses regions already written; ``"w"`` overwrites them; ``"resume"``
+  skips them.
+* ``append_dim="time"`` -- ``"w-"`` appends new time steps (refused while the store is
+  incomplete); ``"w"`` is refused; ``"resume"`` finishes an interrupted append of the same cube
+  (a no-op if it completed).
+
+The ledger lives in an empty Zarr group, ``<store>/.lames/`` (with its own ``zarr.json``): a
+plain file at the store's root makes zarr warn "Object at ... is not recognized as a component of
+a Zarr hierarchy" every time xarray lists the root.
 
 Other choices: ``consolidated=False`` everywhere (consolidated metadata is not part of the Zarr v3
 specification and every region write would have to rewrite it); ``time`` is stored as int64
 ``nanoseconds since 1970-01-01`` so every ``datetime64[ns]`` value round-trips exactly and appended
 times never need other units; string coordinates are stored as Zarr v3 variable-length ``string``
-and come back as NumPy fixed-width unicode (``<U3``); only local paths are supported.
+(fixed-width unicode has no v3 specification and warns) and come back as NumPy fixed-width unicode
+(``<U3``); the zarr ``fill_value`` is the dtype's default (0 for integers = nodata, NaN for
+floats), so unwritten chunks read as nodata; only local paths are supported.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import dask
 import dask.array as dsa
 import numpy as np
 import xarray as xr
@@ -250,6 +255,46 @@ def _is_text(values: np.ndarray) -> bool:
     return values.dtype == object and all(isinstance(v, str) for v in values.ravel())
 
 
+_CF_ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+def _numpy_json(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
+
+
+def _attrs_json(attrs: Mapping[Any, Any]) -> dict[str, Any]:
+    """Attrs as they read back from the store's JSON."""
+    return json.loads(json.dumps(dict(attrs), sort_keys=True, default=_numpy_json))
+
+
+def _as_text_objects(values: np.ndarray) -> np.ndarray:
+    """Strings as an object array (written as Zarr v3 variable-length ``string``)."""
+    out = np.empty(values.shape, dtype=object)
+    out.ravel()[:] = [str(v) for v in values.ravel()]
+    return out
+
+
+def _check_attrs(cube: xr.DataArray) -> None:
+    """Refuse attrs that xarray treats as encoding, and values that cannot be stored as JSON."""
+    clash = [k for k in _CF_ENCODING_ATTRS if k in cube.attrs]
+    if clash:
+        raise StoreError(
+            f"the cube's attrs hold CF encoding keys {clash}, which xarray would apply when "
+            f"writing and reading; remove them (e.g. cube.attrs.pop({clash[0]!r})) and record "
+            f"the no-data value as attrs['nodata']."
+        )
+    for k, v in cube.attrs.items():
+        try:
+            json.dumps(v, default=_numpy_json)
+        except (TypeError, ValueError) as err:
+            raise StoreError(f"attrs[{k!r}] = {v!r} cannot be stored as JSON ({err}); convert it "
+                             f"to a number, string, list or dict first.") from None
+
+
 def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
              check_chunks: bool = True) -> _Prepared:
     """Validate a cube and turn it into the Dataset that is written.
@@ -264,7 +309,7 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
         raise StoreError(f"write_cube expects an xarray.DataArray cube; got {type(cube).__name__}. "
                          f"Pick the variable of a Dataset first, e.g. ds['reflectance'].")
     gbox = cube.odc.geobox
-    if gbox is None:
+    if gbox is None or gbox.crs is None:
         raise StoreError(
             f"the cube {cube.name!r} (dims {list(cube.dims)}) has no CRS/GeoBox, so the store could "
             f"not say where its pixels are. Assign one, e.g. cube.odc.assign_crs('EPSG:32719')."
@@ -279,6 +324,7 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
         raise StoreError(f"the cube's name {name!r} cannot name the store's variable (it must be "
                          f"a non-empty string that is not a coordinate name); rename the cube, "
                          f"e.g. cube.rename('reflectance').")
+    _check_attrs(cube)
     cube = _rechunk(cube, chunks, spatial, patch, check=check_chunks)
 
     # Grid mapping: keep a coordinate that already describes the CRS, else write one (rioxarray).
@@ -302,7 +348,7 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
         if v.dtype.kind == "M":
             v.encoding = dict(_TIME_ENCODING)
         elif _is_text(np.asarray(v.values)):
-            v = v.copy(data=np.asarray(v.values).astype(str).astype(object))
+            v = v.copy(data=_as_text_objects(np.asarray(v.values)))
             v.encoding = {}
         new_coords[k] = v
     ds = ds.assign_coords(new_coords)
@@ -329,14 +375,6 @@ def _metadata_template(prep: _Prepared) -> xr.Dataset:
 # Template summaries (what a resume must match)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
 def _hash_values(values: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(str(values.shape).encode())
@@ -359,8 +397,9 @@ def _template(prep: _Prepared) -> dict[str, Any]:
         "shape": list(var.shape),
         "chunks": [int(prep.chunks[d]) for d in var.dims],
         "dtype": var.dtype.str,
-        "attrs": json.loads(json.dumps(var.attrs, sort_keys=True, default=_json_default)),
-        "coords": {str(k): {"dims": [str(d) for d in c.dims], "sha256": _hash_values(np.asarray(c.values))}
+        "attrs": _attrs_json(var.attrs),
+        "coords": {str(k): {"dims": [str(d) for d in c.dims],
+                            "sha256": _hash_values(np.asarray(c.values))}
                    for k, c in sorted(prep.ds.coords.items(), key=lambda kv: str(kv[0]))},
     }
 
@@ -431,7 +470,7 @@ class _Ledger:
         return self.path.is_file()
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=_json_default)
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"))
         data = (line + "\n").encode()
         group = self.path.parent / "zarr.json"
         if not group.exists():
@@ -504,12 +543,12 @@ def _describe_incomplete(path: Path, state: _LedgerState) -> str:
         else:
             how = (f"finish it with write_cube(cube, {str(path)!r}, mode='resume') using the same "
                    f"cube")
-        parts.append(f"the {rec['op']} of a cube of shape {shape} (time steps "
-                     f"{rec['time'][0]}..{rec['time'][1]}) has {total - len(missing)} of {total} "
+        parts.append(f"the {rec['op']} of a cube of shape {shape} (time index "
+                     f"{rec['time'][0]}:{rec['time'][1]}) has {total - len(missing)} of {total} "
                      f"regions written (missing: {first}{more}); {how}")
     return (f"the store {str(path)!r} is incomplete: " + "; ".join(parts) +
             ". Or pass allow_incomplete=True to read it anyway (unwritten chunks read as the fill "
-            "value, 0).")
+            "value: 0 for integer cubes, NaN for float ones).")
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,13 +613,14 @@ def _store_chunks(var: xr.DataArray) -> dict[Hashable, int]:
 def _restore_coords(da: xr.DataArray) -> xr.DataArray:
     """Load the small (0-d and 1-d) coordinates; variable-length strings (StringDType or object)
     become fixed-width unicode, as cubes carry them."""
+    small = {k: c for k, c in da.coords.items()
+             if c.ndim <= 1 and not (k in da.indexes and c.dtype.kind not in "OT")}
+    loaded = dask.compute(*(c.data for c in small.values()))  # one scheduler call
     new = {}
-    for k, c in da.coords.items():
-        if c.ndim > 1 or (k in da.indexes and c.dtype.kind not in "OT"):
-            continue
-        values = np.asarray(c.values)
+    for (k, c), values in zip(small.items(), loaded, strict=True):
+        values = np.asarray(values)
         if values.dtype.kind in "OT" and _is_text(values):
-            values = values.astype(object).astype(str)
+            values = np.asarray(_as_text_objects(values).tolist(), dtype=str)
         new[k] = c.copy(data=values)
     return da.assign_coords(new) if new else da
 
@@ -606,6 +646,7 @@ def _check_store_grid(store_gbox: Any, cube_gbox: Any, path: Path, what: str) ->
 
 def _check_coords_equal(prep: _Prepared, stored: xr.DataArray, names: Iterable[Hashable],
                         path: Path, what: str) -> None:
+    names = sorted(names, key=lambda k: k not in prep.var.dims)  # dimension coordinates first
     for k in names:
         if k not in stored.coords:
             raise TemplateMismatchError(f"the {what} has a coordinate {k!r} that the store "
@@ -708,15 +749,16 @@ def _write_regions(prep: _Prepared, path: Path, regions: list[_Region], *, t: tu
     ledger.mark_complete()
 
 
-def _time_range(prep: _Prepared, t0: int = 0) -> tuple[int, int]:
-    n = prep.var.sizes.get("time", 0)
-    return (t0, t0 + n) if "time" in prep.var.dims else (0, 0)
+def _time_range(prep: _Prepared) -> tuple[int, int]:
+    """The job's time range: all of the cube's time steps, or ``(0, 0)`` without a time dim."""
+    return (0, prep.var.sizes["time"]) if "time" in prep.var.dims else (0, 0)
 
 
-def _grid(prep: _Prepared, start: tuple[int, int] = (0, 0)) -> dict[str, list[int]]:
+def _grid(prep: _Prepared) -> dict[str, list[int]]:
+    """``[start, stop, chunk]`` per spatial dim, for a job covering the whole cube."""
     ydim, xdim = prep.spatial
-    return {ydim: [start[0], start[0] + prep.var.sizes[ydim], int(prep.chunks[ydim])],
-            xdim: [start[1], start[1] + prep.var.sizes[xdim], int(prep.chunks[xdim])]}
+    return {ydim: [0, prep.var.sizes[ydim], int(prep.chunks[ydim])],
+            xdim: [0, prep.var.sizes[xdim], int(prep.chunks[xdim])]}
 
 
 def _begin(path: Path, prep: _Prepared, op: str, t: tuple[int, int]) -> str:
@@ -837,8 +879,8 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     chunks : mapping of dim to int, optional
         Rechunk before writing (``-1`` = whole dim). Default: the cube's dask chunks. Irregular
         dask chunks along a dim are replaced by the largest chunk there, rounded up to a multiple
-        of ``patch_size`` for y/x and capped at the dim's size. Ignored for ``region`` and
-        ``append_dim`` writes, which take the store's chunks.
+        of ``patch_size`` for y/x and capped at the dim's size. Not allowed with ``region`` and
+        ``append_dim``: those writes rechunk the cube to the store's chunks.
     patch_size : int, default 256
         Chunks along y and x must be multiples of it unless one chunk spans the whole dim.
     progress : bool, default False
@@ -888,6 +930,9 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     if region is not None and append_dim is not None:
         raise StoreError("pass region= or append_dim=, not both: append first, then write "
                          "regions of the appended store.")
+    if chunks is not None and (region is not None or append_dim is not None):
+        raise StoreError("chunks= cannot be combined with region= or append_dim=: those writes "
+                         "use the store's chunks. Drop chunks=.")
     path = _as_path(store)
     if append_dim is not None:
         if append_dim != "time":
@@ -966,12 +1011,23 @@ def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
         raise StoreError(f"append_dim='time' needs a cube with a time dim; got dims "
                          f"{list(prep.var.dims)}.")
     ledger = _Ledger(path)
+    state = ledger.read()
+    incomplete = state.incomplete_jobs() if ledger.exists() else []
+    if incomplete and mode != "resume":
+        raise IncompleteStoreError("cannot append: " + _describe_incomplete(path, state))
+    for job in incomplete:
+        # An append that crashed before its metadata was recorded may have resized some arrays
+        # and not others (the store would not even open): shrink them back. No region of that
+        # append can have been written yet.
+        rec = state.jobs[job]
+        if rec["op"] == "append" and job not in state.metadata:
+            _rollback_time(path, rec["time"][0])
     stored = _open_for_update(path, prep, "append")
     if stored.name != prep.name:
         prep = _rename(prep, str(stored.name))
-    prep = _conform(prep, _store_chunks(stored), {"time": stored.sizes["time"]})
+    store_chunks = _store_chunks(stored)
+    prep = _conform(prep, store_chunks, {"time": stored.sizes["time"]})
     template = _template(prep)
-    state = ledger.read()
 
     if mode == "resume":
         for job, rec in state.jobs.items():
@@ -980,27 +1036,24 @@ def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
                 if state.job_complete(job):
                     ledger.mark_complete()
                     return
+                prep = _conform(prep, store_chunks, {"time": t[0]})
                 if job not in state.metadata:
-                    _rollback_time(path, t[0])
                     _metadata_template(prep).to_zarr(path, append_dim="time", mode="a",
                                                      compute=False, **_ZARR_KW)
                     ledger.append({"event": "metadata", "job": job})
                     state = ledger.read()
-                prep = _conform(prep, _store_chunks(stored), {"time": t[0]})
                 _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=state,
                                progress=progress, fail_after=fail_after,
-                               partial_time=t[0] % int(_store_chunks(stored)["time"]) != 0)
+                               partial_time=t[0] % int(store_chunks["time"]) != 0)
                 return
-
-    incomplete = state.incomplete_jobs() if ledger.exists() else []
-    if incomplete:
-        raise IncompleteStoreError("cannot append: " + _describe_incomplete(path, state))
+        if incomplete:
+            raise IncompleteStoreError("cannot append: " + _describe_incomplete(path, state))
     _compatible(prep, stored, path, "cube to append")
     _check_store_grid(stored.odc.geobox, prep.gbox, path, "cube to append")
     not_time = [k for k, c in prep.ds.coords.items() if "time" not in c.dims]
     _check_coords_equal(prep, stored, not_time, path, "cube to append")
     new_attrs = _template(prep)["attrs"]
-    old_attrs = json.loads(json.dumps(stored.attrs, sort_keys=True, default=_json_default))
+    old_attrs = _attrs_json(stored.attrs)
     if new_attrs != old_attrs:
         keys = sorted(k for k in set(new_attrs) | set(old_attrs)
                       if new_attrs.get(k) != old_attrs.get(k))
@@ -1037,7 +1090,7 @@ def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
     state = ledger.read()
     _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=None,
                    progress=progress, fail_after=fail_after,
-                   partial_time=t[0] % int(_store_chunks(stored)["time"]) != 0)
+                   partial_time=t[0] % int(store_chunks["time"]) != 0)
 
 
 def _rename(prep: _Prepared, name: str) -> _Prepared:
