@@ -359,7 +359,7 @@ def build_cube(
         time=np.array([np.datetime64(first[d].replace(tzinfo=None), "ns") for d in unique]),
         band=names,
     ).assign_coords(
-        solar_day=("time", np.array([np.datetime64(d, "D") for d in unique])),
+        solar_day=("time", np.array([np.datetime64(d, "D") for d in unique]).astype("datetime64[ns]")),
         cloud_cover=("time", np.array([cover[d] for d in unique])),
         n_items=("time", np.array([count[d] for d in unique])),
     )

@@ -345,7 +345,8 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
     for k, v in ds.coords.items():
         v = v.copy(deep=False)
         v.encoding = {}
-        if v.dtype.kind == "M":
+        if v.dtype.kind == "M":  # any datetime unit is stored as int64 nanoseconds
+            v = v.copy(data=np.asarray(v.values).astype("datetime64[ns]"))
             v.encoding = dict(_TIME_ENCODING)
         elif _is_text(np.asarray(v.values)):
             v = v.copy(data=_as_text_objects(np.asarray(v.values)))

@@ -260,3 +260,18 @@ def test_mixed_collections_without_band_mapping(stac_dir):
     assert len({f["collection"] for f in features}) > 1
     with pytest.raises(MixedCollectionsError, match=r"band_map=\{collection"):
         build_cube(features)
+
+
+def test_a_built_cube_round_trips_through_zarr(world, tmp_path, lames_dir):
+    from lames_cube.io import open_cube, write_cube
+
+    w = World(SMALL_SPEC, data_dir=lames_dir)
+    cube = build_cube(search(world), geobox=w.tiles[0].geobox(10), chunks=256)
+    store = write_cube(cube, tmp_path / "c.zarr")
+    back = open_cube(store)
+    np.testing.assert_array_equal(back.values, cube.values)
+    assert back.odc.geobox == cube.odc.geobox
+    assert back.rio.crs.to_epsg() == 32719
+    for coord in ("time", "solar_day", "cloud_cover", "n_items", "band"):
+        np.testing.assert_array_equal(back[coord].values, cube[coord].values)
+    assert back.attrs == cube.attrs
