@@ -10,6 +10,7 @@ and UTM zones fused (first valid pixel), never double-counted. Nothing is read u
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ import shapely
 import shapely.geometry
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from rasterio.errors import NotGeoreferencedWarning
 
 from lames_cube.bands import BAND_BY_NAME, WORLD_BANDS, canonical_band
 from lames_cube.errors import (
@@ -27,6 +29,12 @@ from lames_cube.errors import (
     MixedCollectionsError,
     UnknownBandError,
 )
+
+# odc-loader reprojects numpy windows with rasterio.warp when a grid is not pixel-aligned with an
+# asset (e.g. 20 m bands on a 10 m grid offset by one pixel); rasterio then warns that the
+# in-memory array has no geotransform although the transforms are passed. Values are right
+# (tests/test_cube.py); the warning is noise for users.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
 
 #: Default y/x chunk (px): a multiple of the 256-px patch size.
 DEFAULT_CHUNK = 1024
