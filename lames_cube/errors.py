@@ -66,3 +66,19 @@ class EmptyCubeError(LamesCubeError, ValueError):
 
 class MixedCollectionsError(LamesCubeError, ValueError):
     """Items from several collections whose bands cannot be mapped onto one band table."""
+
+
+class GridMismatchError(LamesCubeError, ValueError):
+    """Two grids (GeoBoxes) that should be the same are not; the message prints both."""
+
+
+class AnnotationError(LamesCubeError, ValueError):
+    """Annotation polygons that cannot be used as given (no class column, wrong CRS, empty)."""
+
+
+class MetadataFormatError(AnnotationError):
+    """A LAMES metadata table whose layout differs from the published one."""
+
+
+class NoOverlapError(LamesCubeError, ValueError):
+    """A grid that does not overlap the polygons to rasterise."""

@@ -72,6 +72,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from lames_cube import errors
 from lames_cube.errors import LamesCubeError
 
 __all__ = [
@@ -131,7 +132,7 @@ class TemplateMismatchError(StoreError):
     """A cube that does not match the store it should resume, append to or fill."""
 
 
-class GridMismatchError(TemplateMismatchError):
+class GridMismatchError(TemplateMismatchError, errors.GridMismatchError):
     """A cube whose GeoBox differs from the store's (the message prints both)."""
 
 
