@@ -4,8 +4,6 @@ The public entry points are plain functions (see ``../shared/DESIGN.md`` §7). I
 package is cheap and never imports torch.
 """
 
-from __future__ import annotations
-
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +18,27 @@ _LAZY = {
     "synthetic": ("lames_cube.synthetic", None),
     "bands": ("lames_cube.bands", None),
     "items": ("lames_cube.items", None),
+    "classes": ("lames_cube.classes", None),
+    "grid": ("lames_cube.grid", None),
+    "splits": ("lames_cube.splits", None),
+    "labels": ("lames_cube.labels", None),
+    "rasterize": ("lames_cube.labels", "rasterize"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lames_cube import annotations, bands, errors, items, synthetic  # noqa: F401
+    from lames_cube import (  # noqa: F401
+        annotations,
+        bands,
+        classes,
+        errors,
+        grid,
+        items,
+        labels,
+        splits,
+        synthetic,
+    )
     from lames_cube.cube import build_cube  # noqa: F401
+    from lames_cube.labels import rasterize  # noqa: F401
     from lames_cube.search import search  # noqa: F401
 
 __all__ = sorted(_LAZY)

@@ -16,11 +16,12 @@ import pandas as pd
 import shapely
 import shapely.affinity
 
+from lames_cube.classes import SECTOR_MINE_CLASSES
 from lames_cube.synthetic.mgrs import utm_epsg
 from lames_cube.synthetic.noise import hash_uniform
 
-#: LAMES sector classes drawn by the synthetic world (mask values, see DESIGN.md §5).
-SECTOR_CLASSES = (3, 4, 5, 6, 7, 8, 9)
+#: LAMES sector classes drawn by the synthetic world (mask values 3..9, see DESIGN.md §5).
+SECTOR_CLASSES = tuple(int(c) for c in SECTOR_MINE_CLASSES)
 
 
 @dataclass

@@ -232,7 +232,7 @@ class World:
             chosen = select_sites(sites, spec.site_ids)
         else:
             chosen = self.pick_sites(sites, spec.n_sites, spec.seed)
-        sectors = load_sectors(data_dir=data_dir)
+        sectors, _report = load_sectors(data_dir=data_dir, report=True)
         sectors = sectors[sectors.site_id.isin(set(chosen.site_id))]
         return sectors.merge(chosen[["site_id", "split"]], on="site_id")
 
