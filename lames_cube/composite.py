@@ -69,7 +69,13 @@ def valid_fraction(cube: xr.DataArray) -> xr.DataArray:
 
 
 def _reflectance(cube: xr.DataArray) -> xr.DataArray:
-    return cube.sel(band=[b for b in cube.band.values if b != "SCL"])
+    bands = [b for b in cube.band.values if b != "SCL"]
+    if not bands:
+        raise InvalidQueryError(
+            "The cube has no reflectance band besides SCL; build it with bands such as "
+            "['B04', 'B03', 'B02', 'SCL'] to composite it."
+        )
+    return cube.sel(band=bands)
 
 
 def median_composite(cube: xr.DataArray, **mask_kwargs) -> xr.Dataset:
@@ -152,11 +158,31 @@ def composite(cube: xr.DataArray, method: str = "median", **kwargs) -> xr.Datase
 
 
 def yearly_composites(cube: xr.DataArray, method: str = "median", **kwargs) -> xr.Dataset:
-    """One composite per calendar year of the cube's time steps, stacked along ``year``."""
-    years = sorted(set(cube.time.dt.year.values.tolist()))
-    parts = [composite(cube.sel(time=cube.time.dt.year == y), method, **kwargs) for y in years]
-    return xr.concat(parts, dim=xr.DataArray(years, dims="year", name="year"),
-                     combine_attrs="drop_conflicts")
+    """One composite per calendar year (of the local solar day), stacked along ``year``.
+
+    With ``method="least_cloudy"`` and ``max_cloud``, a year without any scene under the limit
+    is left out (listed in ``attrs["skipped_years"]``); if every year is, it raises.
+    """
+    when = cube.solar_day if "solar_day" in cube.coords else cube.time
+    year_of = when.dt.year
+    years = sorted(set(year_of.values.tolist()))
+    skipped = []
+    if method == "least_cloudy" and kwargs.get("max_cloud") is not None:
+        ok = {y: bool((cube.cloud_cover.values[year_of.values == y] <= kwargs["max_cloud"]).any())
+              for y in years}
+        skipped = [y for y in years if not ok[y]]
+        years = [y for y in years if ok[y]]
+        if not years:
+            raise InvalidQueryError(
+                f"No year has a scene with cloud_cover <= max_cloud={kwargs['max_cloud']}; "
+                "raise max_cloud."
+            )
+    parts = [composite(cube.isel(time=np.flatnonzero(year_of.values == y)), method, **kwargs)
+             for y in years]
+    out = xr.concat(parts, dim=xr.DataArray(years, dims="year", name="year"),
+                    combine_attrs="drop_conflicts")
+    out.attrs["skipped_years"] = skipped
+    return out
 
 
 def to_rgb8(

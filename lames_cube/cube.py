@@ -26,6 +26,7 @@ from lames_cube.bands import BAND_BY_NAME, WORLD_BANDS, canonical_band
 from lames_cube.errors import (
     EmptyCubeError,
     InvalidGridError,
+    InvalidItemError,
     MixedCollectionsError,
     UnknownBandError,
 )
@@ -160,8 +161,8 @@ def cube_geobox(
             f"The grid has zero size (shape {tuple(geobox.shape)}): {geobox!r}. Give an area and a "
             "resolution that leave at least one pixel."
         )
-    extent = geobox.extent.to_crs("EPSG:4326").geom
-    if not any(extent.intersects(f) for f in footprints):
+    if not any(overlaps(geobox, f) for f in footprints):
+        extent = geobox.extent.to_crs("EPSG:4326").geom
         bounds = tuple(round(v, 5) for v in extent.bounds)
         items_bounds = tuple(round(v, 5) for v in shapely.union_all(footprints).bounds)
         raise EmptyCubeError(
@@ -169,6 +170,18 @@ def cube_geobox(
             f"{items_bounds}). Search the grid's area, or pass a grid inside the items."
         )
     return geobox
+
+
+def overlaps(geobox: GeoBox, footprint) -> bool:
+    """True when a lon/lat footprint overlaps the grid, tested in the grid's CRS (safe where a
+    grid's lon/lat outline would wrap the antimeridian)."""
+    from odc.geo.geom import Geometry
+
+    try:
+        local = Geometry(footprint, "EPSG:4326").to_crs(geobox.crs).geom
+    except Exception:  # a footprint that cannot be projected into the grid's CRS
+        return False
+    return bool(local.is_valid and geobox.extent.geom.intersects(local))
 
 
 def _check_chunks(chunks: int | Mapping[str, int] | None, geobox: GeoBox) -> dict[str, int]:
@@ -218,12 +231,17 @@ _STAC_CFG = {"*": {"assets": {"*": {"nodata": 0, "data_type": "uint16"},
                               "SCL": {"nodata": 0, "data_type": "uint8"}}}}
 
 
+def _solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
+    """odc-stac group key: our ``lames:solar_day`` (odc's own uses the grid's longitude)."""
+    return item.properties["lames:solar_day"]
+
+
 def _load_odc(items, bands, geobox, chunks, resampling) -> xr.DataArray:
     import odc.stac
 
     ds = odc.stac.load(
         items, bands=bands, geobox=geobox, chunks={"x": chunks["x"], "y": chunks["y"]},
-        groupby="solar_day", resampling={"SCL": "nearest", "*": resampling},
+        groupby=_solar_day_key, resampling={"SCL": "nearest", "*": resampling},
         stac_cfg=_STAC_CFG, fail_on_error=True,
     )
     return ds[bands].to_dataarray("band").astype("uint16")
@@ -332,8 +350,7 @@ def build_cube(
     names = _check_bands(items, bands)
     gbox = cube_geobox(items, crs=crs, resolution=resolution, geobox=geobox, bbox=bbox)
     size = _check_chunks(chunks, gbox)
-    extent = gbox.extent.to_crs("EPSG:4326").geom
-    items = [i for i in items if shapely.geometry.shape(i.geometry).intersects(extent)]
+    items = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry))]
     items.sort(key=lambda i: (i.datetime, i.id))
     refl = [b for b in names if not BAND_BY_NAME[b].categorical]
     parts: list[tuple[list[dt.date], xr.DataArray]] = []
@@ -344,9 +361,14 @@ def build_cube(
     for offset, group in sorted(by_offset.items()):
         cube = load(group, names, gbox, size, resampling)
         if engine == "odc":
-            days = sorted({solar_day(i) for i in group})  # odc groups by solar day, in order
+            days = sorted({solar_day(i) for i in group})  # odc sorts groups by key (ISO dates)
         else:
             days = [solar_day(i) for i in group]
+        if cube.sizes["time"] != len(days):
+            raise InvalidItemError(
+                f"The {engine} loader returned {cube.sizes['time']} time steps for {len(days)} "
+                "solar days; check the items' lames:solar_day (normalize_item sets it)."
+            )
         if offset and refl:
             fixed = harmonise(cube.sel(band=refl), offset)
             cube = xr.concat([fixed, cube.drop_sel(band=refl)], dim="band").sel(band=names)
@@ -360,8 +382,12 @@ def build_cube(
         stacked = _fuse_days(stacked, days) if len(set(days)) != len(days) else stacked
     unique = sorted(set(days))
     first = {d: min(i.datetime for i in items if solar_day(i) == d) for d in unique}
-    cover = {d: float(np.mean([i.properties.get("eo:cloud_cover") or 0.0 for i in items
-                               if solar_day(i) == d])) for d in unique}
+    def _cover(item):
+        value = item.properties.get("eo:cloud_cover")
+        return np.nan if value is None else float(value)
+
+    # Unknown cloud cover stays NaN: least-cloudy ranks such scenes last, max_cloud drops them.
+    cover = {d: float(np.mean([_cover(i) for i in items if solar_day(i) == d])) for d in unique}
     count = {d: sum(1 for i in items if solar_day(i) == d) for d in unique}
     stacked = stacked.assign_coords(
         time=np.array([np.datetime64(first[d].replace(tzinfo=None), "ns") for d in unique]),

@@ -20,7 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from lames_cube.composite import composite, yearly_composites
-from lames_cube.cube import build_cube
+from lames_cube.cube import build_cube, overlaps
 from lames_cube.recipes import Recipe, load_recipe
 
 
@@ -88,13 +88,13 @@ def recipe_cubes(
               "chunks": {"y": recipe.chunks.y, "x": recipe.chunks.x}, "engine": recipe.engine}
     if per_site(recipe):
         for site_id, bounds in _site_boxes(recipe, data_dir):
-            box = shapely.box(*bounds)
-            mine = [i for i in items if shapely.geometry.shape(i.geometry).intersects(box)]
-            if not mine:
-                continue
-            lon, lat = box.centroid.coords[0]
+            lon, lat = shapely.box(*bounds).centroid.coords[0]
             gbox = site_geobox(bounds, recipe.grid.crs_for(lon, lat), recipe.grid.resolution,
                                recipe.grid.patch_size)
+            # Items touching the whole (patch-padded) grid, not only the site's box.
+            mine = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry))]
+            if not mine:
+                continue
             common_site = {k: v for k, v in common.items() if k != "resolution"}
             cube = build_cube(mine, geobox=gbox, **common_site)
             yield f"site-{site_id}", _finish(recipe, cube)

@@ -275,3 +275,43 @@ def test_a_built_cube_round_trips_through_zarr(world, tmp_path, lames_dir):
     for coord in ("time", "solar_day", "cloud_cover", "n_items", "band"):
         np.testing.assert_array_equal(back[coord].values, cube[coord].values)
     assert back.attrs == cube.attrs
+
+
+def _toy_cube(covers, years):
+    """A tiny hand-made cube: B04 = 100 * (scene index + 1), SCL clear (4) everywhere."""
+    import xarray as xr
+
+    n = len(covers)
+    data = np.zeros((n, 2, 2, 2), "uint16")
+    for k in range(n):
+        data[k, 0] = 100 * (k + 1)
+        data[k, 1] = 4
+    times = np.array([np.datetime64(f"{y}-06-0{k + 1}T14:00", "ns") for k, y in enumerate(years)])
+    return xr.DataArray(
+        data, dims=("time", "band", "y", "x"),
+        coords={"time": times, "band": ["B04", "SCL"],
+                "solar_day": ("time", times.astype("datetime64[D]").astype("datetime64[ns]")),
+                "cloud_cover": ("time", np.array(covers, float))},
+    )
+
+
+def test_yearly_least_cloudy_skips_years_without_a_scene_under_the_limit():
+    from lames_cube.errors import InvalidQueryError
+
+    cube = _toy_cube([50.0, 5.0, 8.0], [2021, 2022, 2022])
+    out = yearly_composites(cube, "least_cloudy", max_cloud=10)
+    assert list(out.year.values) == [2022] and out.attrs["skipped_years"] == [2021]
+    assert (out.reflectance.sel(year=2022, band="B04").values == 200).all()  # 5 % beats 8 %
+    with pytest.raises(InvalidQueryError, match="No year has a scene"):
+        yearly_composites(cube, "least_cloudy", max_cloud=1)
+
+
+def test_unknown_cloud_cover_ranks_last_and_scl_only_cubes_are_refused():
+    from lames_cube.errors import InvalidQueryError
+
+    cube = _toy_cube([np.nan, 30.0], [2022, 2022])
+    out = least_cloudy_composite(cube)
+    assert (out.reflectance.sel(band="B04").values == 200).all()
+    assert least_cloudy_composite(cube, max_cloud=40).attrs["n_scenes"] == 1
+    with pytest.raises(InvalidQueryError, match="no reflectance band besides SCL"):
+        median_composite(cube.sel(band=["SCL"]))
