@@ -29,19 +29,9 @@ from lames_cube.items import normalize_item
 from lames_cube.search import search
 from lames_cube.synthetic import World, write_world
 from lames_cube.testing import SMALL_SPEC, FixedBaselineWorld, small_world
+from lames_cube.testing.schedulers import CountingScheduler
 
 ONE_YEAR = dataclasses.replace(SMALL_SPEC, years=(2021,), scenes_per_year=6)
-
-
-class _Counter:
-    """A dask scheduler that counts how often it is asked to compute."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.calls += 1
-        return dask.get(dsk, keys, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def year_world(tmp_path_factory, lames_dir):
 
 def test_building_computes_nothing(world):
     items = search(world)
-    counter = _Counter()
+    counter = CountingScheduler()
     with dask.config.set(scheduler=counter):
         cube = build_cube(items, chunks=512)
         assert cube.dims == ("time", "band", "y", "x")

@@ -27,20 +27,10 @@ from lames_cube.labels import burn_list, rasterize
 from lames_cube.search import search
 from lames_cube.synthetic import World
 from lames_cube.testing import SMALL_SPEC
+from lames_cube.testing.schedulers import CountingScheduler
 
 # rasterio's first rasterize calls in fresh threads may warn "no geotransform" spuriously.
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-
-
-class _Counter:
-    """A dask scheduler that counts how often it is asked to compute."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.calls += 1
-        return dask.get(dsk, keys, **kwargs)
 
 
 def _quiet(fn, *args, **kwargs):
@@ -220,7 +210,7 @@ def test_lazy_burns_only_the_polygons_touching_each_chunk(big_site, monkeypatch)
 
 def test_building_the_lazy_path_computes_nothing(cube, lames, monkeypatch):
     sectors, _ = lames
-    counter = _Counter()
+    counter = CountingScheduler()
     with dask.config.set(scheduler=counter):
         lazy = rasterize(sectors, like=cube, value="class", lazy=True)
         assert isinstance(lazy.data, dask.array.Array)
