@@ -70,3 +70,9 @@ def test_cli_search_on_a_world(world):
     )
     assert out.stdout.strip().endswith("items")
     assert "baseline 04.00" in out.stdout
+
+
+def test_code_passes_ruff():
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "lames_cube", "tests", "benchmarks"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
