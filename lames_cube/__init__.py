@@ -22,6 +22,7 @@ _LAZY = {
     "grid": ("lames_cube.grid", None),
     "splits": ("lames_cube.splits", None),
     "labels": ("lames_cube.labels", None),
+    "metrics": ("lames_cube.metrics", None),
     "rasterize": ("lames_cube.labels", "rasterize"),
 }
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
         grid,
         items,
         labels,
+        metrics,
         splits,
         synthetic,
     )

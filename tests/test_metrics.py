@@ -1,0 +1,68 @@
+"""Metrics against scikit-learn and the identity of DESIGN.md §5."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from sklearn import metrics as skm
+
+from lames_cube.errors import InvalidQueryError
+from lames_cube.metrics import confusion_matrix, scores
+
+
+@pytest.mark.parametrize("k, seed", [(2, 0), (8, 1), (10, 2)])
+def test_against_scikit_learn(k, seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, k, (64, 48))
+    pred = np.where(rng.random((64, 48)) < 0.7, truth, rng.integers(0, k, (64, 48)))
+    pred[pred == k - 1] = 0  # one class never predicted: precision 0 by convention
+    cm = confusion_matrix(pred, truth, k)
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(truth.ravel(), pred.ravel(),
+                                                           labels=range(k)))
+    s = scores(cm)
+    p, r, f, _ = skm.precision_recall_fscore_support(truth.ravel(), pred.ravel(),
+                                                     labels=range(k), zero_division=0)
+    np.testing.assert_allclose(s["precision"], p)
+    np.testing.assert_allclose(s["recall"], r)
+    np.testing.assert_allclose(s["f1"], f)
+    assert s["macro_f1"] == pytest.approx(f.mean())
+    oa = skm.accuracy_score(truth.ravel(), pred.ravel())
+    assert s["micro_accuracy"] == pytest.approx(oa)
+    assert s["macro_accuracy"] == pytest.approx(1 - 2 * (1 - oa) / k)
+
+
+def test_hand_computed_binary_case():
+    # truth: 6 background, 4 mine; pred: 5/6 background right, 3/4 mine right
+    truth = np.array([0] * 6 + [1] * 4)
+    pred = np.array([0] * 5 + [1] + [1] * 3 + [0])
+    cm = confusion_matrix(pred, truth, 2)
+    assert cm.tolist() == [[5, 1], [1, 3]]
+    s = scores(cm)
+    assert s["precision"].tolist() == pytest.approx([5 / 6, 3 / 4])
+    assert s["recall"].tolist() == pytest.approx([5 / 6, 3 / 4])
+    assert s["micro_accuracy"] == pytest.approx(0.8)
+
+
+def test_lazy_dask_and_ignore_equal_numpy():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, (100, 80)).astype("uint8")
+    truth[:10] = 255
+    pred = rng.integers(0, 3, (100, 80)).astype("uint8")
+    expected = confusion_matrix(pred, truth, 3, ignore=255)
+    assert expected.sum() == 90 * 80
+    lazy = confusion_matrix(xr.DataArray(da.from_array(pred, chunks=32), dims=("y", "x")),
+                            da.from_array(truth, chunks=32), 3, ignore=255)
+    np.testing.assert_array_equal(lazy, expected)
+
+
+def test_bad_input():
+    with pytest.raises(InvalidQueryError, match="same shape"):
+        confusion_matrix(np.zeros(4), np.zeros(5), 2)
+    with pytest.raises(InvalidQueryError, match=r"class outside 0\.\.1"):
+        confusion_matrix(np.array([0, 2]), np.array([0, 1]), 2)
+    with pytest.raises(InvalidQueryError, match="n_classes"):
+        confusion_matrix(np.zeros(4), np.zeros(4), 1)
+    with pytest.raises(InvalidQueryError, match="all zeros"):
+        scores(np.zeros((3, 3)))
