@@ -76,3 +76,15 @@ def test_code_passes_ruff():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "lames_cube", "tests", "benchmarks"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_design_entry_points_are_importable():
+    """DESIGN.md §7 names (lames_cube.ml comes with the training issue)."""
+    import lames_cube
+    from lames_cube import annotations, grid, metrics, splits
+
+    for fn in (lames_cube.search, lames_cube.build_cube, lames_cube.rasterize,
+               annotations.load_sectors, annotations.load_sites, annotations.load_footprints,
+               annotations.load_metadata, grid.lames_tiles, grid.site_boxes,
+               splits.isolation_split, metrics.confusion_matrix, metrics.scores):
+        assert callable(fn) and fn.__doc__ and "Examples" in fn.__doc__, fn.__name__
