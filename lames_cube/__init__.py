@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Imported eagerly: the function shares its name with its module, and a lazy attribute would be
+# replaced by the module as soon as anything imported ``lames_cube.search``.
+from lames_cube.search import search  # noqa: F401 (re-exported)
+
 # Lazy attributes: heavy modules load on first use, so ``import lames_cube`` stays light.
 _LAZY = {
-    "search": ("lames_cube.search", "search"),
     "build_cube": ("lames_cube.cube", "build_cube"),
     "errors": ("lames_cube.errors", None),
     "annotations": ("lames_cube.annotations", None),
@@ -41,9 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from lames_cube.cube import build_cube  # noqa: F401
     from lames_cube.labels import rasterize  # noqa: F401
-    from lames_cube.search import search  # noqa: F401
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "search"])
 
 
 def __getattr__(name: str) -> Any:
