@@ -68,6 +68,11 @@ def prepare_items(
     """
     from lames_cube.items import normalize_item, unsupported_reason
 
+    items = list(items)
+    if not band_map and items and all(
+        isinstance(i, pystac.Item) and i.properties.get("lames:provider") for i in items
+    ):
+        return items  # already normalised (search() results): no round trip through dicts
     raw = []
     for item in items:
         d = item.to_dict(transform_hrefs=False) if isinstance(item, pystac.Item) else dict(item)

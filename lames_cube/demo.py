@@ -27,6 +27,11 @@ def demo_spec(data_dir=None) -> WorldSpec:
     return DEMO_SPEC
 
 
+def demo_world_dir(world: World) -> Path:
+    """Where the demo world is cached: named by its digest, so a changed world is rebuilt."""
+    return cache_dir() / "worlds" / f"demo-{world.digest()}"
+
+
 def demo_recipe(world: World, root: Path) -> Recipe:
     """The ``demo`` cube recipe pointed at this world and its sites (works for fallback sites)."""
     data = load_recipe("demo").to_dict()
@@ -71,7 +76,7 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     source = "real LAMES sites" if spec.use_lames else "synthetic sites (no LAMES data found)"
     print(f"lames-cube demo: synthetic Sentinel-2 L2A world over {source}")
     world = World(spec, data_dir=data_dir)
-    root = Path(path) if path else cache_dir() / "worlds" / f"demo-{world.digest()}"
+    root = Path(path) if path else demo_world_dir(world)
     print(f"  sites  {', '.join(f'{r.site_id} ({r.split})' for r in world.sites.itertuples())}")
     print(f"  tiles  {len(world.tiles)}: {', '.join(t.tile_id for t in world.tiles)}")
     print(f"  dates  {len(world.dates)} from {world.dates[0]} to {world.dates[-1]}")

@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import geopandas as gpd
 import pystac
 import shapely
 import shapely.geometry
@@ -26,19 +25,10 @@ from lames_cube.recipes import Recipe, load_recipe
 
 def _site_boxes(recipe: Recipe, data_dir) -> list[tuple[str, tuple[float, float, float, float]]]:
     """(site id, lon/lat bounds) of the recipe's sites."""
-    from lames_cube.annotations import load_sites
+    from lames_cube.search import site_table
 
-    kwargs = recipe.search_kwargs(data_dir=data_dir)
-    ids = [str(s) for s in kwargs["sites"]]
-    catalog = recipe.resolve_catalog(data_dir=data_dir)
-    world_sectors = Path(str(catalog)) / "sectors.geojson"
-    if world_sectors.is_file():
-        table = gpd.read_file(world_sectors)
-        table["site_id"] = table["site_id"].astype(str)
-        table = table.dissolve(by="site_id", as_index=False)
-    else:
-        table = load_sites("all", data_dir=data_dir)
-    table = table.set_index("site_id")
+    ids = [str(s) for s in recipe.search_kwargs(data_dir=data_dir)["sites"]]
+    table = site_table(recipe.resolve_catalog(data_dir=data_dir), data_dir).set_index("site_id")
     return [(i, tuple(table.loc[i].geometry.bounds)) for i in ids if i in table.index]
 
 

@@ -347,12 +347,11 @@ class Recipe:
             return self.catalog
         if kind == "path":
             return Path(self.catalog)
-        from lames_cube.config import cache_dir
-        from lames_cube.demo import demo_spec
+        from lames_cube.demo import demo_spec, demo_world_dir
         from lames_cube.synthetic import World, write_world
 
         world = World(demo_spec(data_dir), data_dir=data_dir)
-        root = cache_dir() / "worlds" / f"demo-{world.digest()}"
+        root = demo_world_dir(world)
         return write_world(root, world=world, workers=workers, progress=False)
 
     def search(self, *, data_dir: str | os.PathLike | None = None, **overrides: Any):

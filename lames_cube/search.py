@@ -102,19 +102,21 @@ def _geometry(intersects: Any) -> dict:
     return shapely.geometry.mapping(geom)
 
 
-def _site_area(sites: Sequence[str] | str, catalog: Any, data_dir) -> dict:
-    """Union of the bounding boxes of LAMES sites, as a GeoJSON geometry."""
-    from lames_cube.annotations import load_sites, select_sites
-    from lames_cube.config import find_data_dir
+def site_table(catalog: Any = None, data_dir=None):
+    """Site footprints (``site_id``, geometry in EPSG:4326) known for a catalogue.
 
-    ids = [sites] if isinstance(sites, (str, int)) else list(sites)
-    if not ids:
-        raise InvalidQueryError("sites=[] names no site; give LAMES site ids such as ['817'].")
+    The sites of a synthetic world directory (its ``sectors.geojson``, which may hold synthetic
+    fallback sites) come first, then the LAMES sites from the data directory. Without a world,
+    a missing data directory raises :class:`~lames_cube.errors.DataDirError`.
+    """
     import geopandas as gpd
     import pandas as pd
 
+    from lames_cube.annotations import load_sites
+    from lames_cube.config import find_data_dir
+
     tables = []
-    world = _world_dir(catalog)
+    world = _world_dir(catalog) if catalog is not None else None
     if world is not None and (world / "sectors.geojson").is_file():
         sectors = gpd.read_file(world / "sectors.geojson")[["site_id", "geometry"]]
         sectors["site_id"] = sectors["site_id"].astype(str)
@@ -122,7 +124,17 @@ def _site_area(sites: Sequence[str] | str, catalog: Any, data_dir) -> dict:
     if find_data_dir(data_dir, required=not tables) is not None:
         tables.append(load_sites("all", data_dir=data_dir)[["site_id", "geometry"]])
     table = pd.concat(tables, ignore_index=True).drop_duplicates("site_id")
-    chosen = select_sites(table, [str(i) for i in ids])
+    return gpd.GeoDataFrame(table, geometry="geometry", crs="EPSG:4326")
+
+
+def _site_area(sites: Sequence[str] | str, catalog: Any, data_dir) -> dict:
+    """Union of the bounding boxes of LAMES sites, as a GeoJSON geometry."""
+    from lames_cube.annotations import select_sites
+
+    ids = [sites] if isinstance(sites, (str, int)) else list(sites)
+    if not ids:
+        raise InvalidQueryError("sites=[] names no site; give LAMES site ids such as ['817'].")
+    chosen = select_sites(site_table(catalog, data_dir), [str(i) for i in ids])
     boxes = [shapely.box(*g.bounds) for g in chosen.geometry.values]
     return shapely.geometry.mapping(shapely.union_all(boxes))
 
