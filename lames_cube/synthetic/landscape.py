@@ -1,48 +1,111 @@
 """The procedural Sentinel-2 landscape: reflectance and scene classification for any window.
 
-:func:`render` evaluates the world on any axis-aligned grid (an odc-geo GeoBox) for one
-acquisition date. The COG writer and the window-by-window source both call it, so a window read
-procedurally equals the same window of the written scene. Textures are functions of coordinates in
-the world's texture CRS; mines come from the grown LAMES sectors of the date's year; clouds and
-their shadows are fields keyed by the acquisition date, so overlapping tiles of one day agree.
+:class:`Landscape` renders the world on any axis-aligned grid (an odc-geo GeoBox) for one date.
+The COG writer and the window-by-window source both call it, so a window read procedurally
+equals the same window of the written scene.
+
+What it draws (generator 3):
+
+- **ground**: hills and gullies with relief shading (sun from the north-east), geological units
+  of different colours (red-brown, brown, grey, light tuff, dark volcanic, ochre, pinkish) in
+  warped cells, bright alluvial fans, salt flats and dry clay lakes, dry river beds with sparse
+  vegetation, rare lakes, roads; textured at 40 m, 20 m and 10 m;
+- **mines**, drawn from the local rock rather than in a colour of their own: benched open pits
+  (some with a pit lake), benched waste-rock dumps with tip lines on their tops, smooth light
+  tailings with a pond and a wet margin, heap-leach pads in cells of fresh, old and wet ore,
+  facilities with roofs and their shadows, stockyards with rows of piles, and haul roads that
+  link a site's sectors and lead out of it;
+- **atmosphere**: the date's clouds, cirrus and cloud shadows, marked in SCL.
+
+The smooth part of the ground is evaluated on a global 80 m node lattice and interpolated; the
+rest per pixel, in the numba kernels of :mod:`lames_cube.synthetic.kernels`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
+import geopandas as gpd
 import numpy as np
 import rasterio.features
+import shapely
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
+from scipy import ndimage
 
-from lames_cube.synthetic.noise import fbm, hash_uniform, value_noise
+from lames_cube.synthetic import kernels as K
+from lames_cube.synthetic.noise import hash_uniform
 
 #: Reflectance bands the world simulates, in this order.
 REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 
-# Reflectance spectra (B02, B03, B04, B08, B11, B12).
-_SPECTRA = {
-    "soil": (0.090, 0.125, 0.165, 0.195, 0.255, 0.225),
-    "grey_soil": (0.120, 0.140, 0.155, 0.180, 0.230, 0.215),
-    "vegetation": (0.035, 0.070, 0.040, 0.340, 0.180, 0.090),
-    "water": (0.060, 0.050, 0.030, 0.020, 0.010, 0.008),
-    "salt": (0.560, 0.585, 0.600, 0.615, 0.450, 0.350),
-    "dry_lake": (0.290, 0.320, 0.350, 0.380, 0.420, 0.360),
-    "asphalt": (0.070, 0.075, 0.080, 0.090, 0.110, 0.100),
-    "gravel_road": (0.220, 0.240, 0.260, 0.280, 0.330, 0.300),
-    "pit": (0.100, 0.110, 0.125, 0.145, 0.205, 0.185),
-    "waste_rock": (0.215, 0.230, 0.265, 0.285, 0.345, 0.300),
-    "tailings_water": (0.100, 0.135, 0.090, 0.040, 0.020, 0.012),
-    "tailings_beach": (0.300, 0.330, 0.350, 0.360, 0.380, 0.330),
-    "leach": (0.255, 0.285, 0.310, 0.330, 0.430, 0.365),
-    "roof_bright": (0.350, 0.370, 0.385, 0.400, 0.420, 0.400),
-    "roof_dark": (0.060, 0.062, 0.068, 0.080, 0.090, 0.082),
-    "roof_blue": (0.150, 0.180, 0.200, 0.220, 0.250, 0.220),
-    "stockpile": (0.060, 0.065, 0.070, 0.080, 0.100, 0.090),
-    "cloud": (0.640, 0.655, 0.670, 0.690, 0.500, 0.400),
+#: Spacing (m) of the lattice on which the smooth ground is evaluated.
+NODE_SPACING = 80.0
+#: How far (m) beyond a window mine structure is looked at (benches follow the pit outline
+#: up to this distance from its edge).
+MINE_HALO_M = 600.0
+
+#: Smooth ground fields: name, coarsest feature size (m), octaves (order used by the kernel).
+GROUND_FIELDS = (
+    ("elevation", 6000.0, 5),
+    ("relief", 700.0, 3),
+    ("warp_x", 2600.0, 2),
+    ("warp_y", 2600.0, 2),
+    ("albedo", 1500.0, 3),
+    ("fan", 1700.0, 3),
+    ("basin", 9000.0, 3),
+    ("salty", 15000.0, 1),
+    ("channel", 2400.0, 3),
+    ("road", 5000.0, 2),
+    ("paved", 20000.0, 1),
+    ("lake", 3000.0, 3),
+    ("vegetation", 1500.0, 2),
+    ("gully", 320.0, 2),
+    ("warp_fine_x", 500.0, 2),
+    ("warp_fine_y", 500.0, 2),
+    ("tint", 400.0, 2),
+)
+#: Pixel texture octaves (m).
+FINE_SCALES = (40.0, 20.0)
+
+# Reflectance (B02, B03, B04, B08, B11, B12) of the geological units and their shares.
+GEOLOGY = {
+    "brown": ((0.095, 0.130, 0.170, 0.215, 0.290, 0.260), 0.24),
+    "red_brown": ((0.085, 0.120, 0.190, 0.245, 0.330, 0.280), 0.15),
+    "grey": ((0.115, 0.135, 0.150, 0.180, 0.235, 0.215), 0.18),
+    "light_tuff": ((0.175, 0.210, 0.245, 0.275, 0.340, 0.300), 0.14),
+    "dark_volcanic": ((0.060, 0.068, 0.078, 0.095, 0.125, 0.115), 0.10),
+    "ochre": ((0.105, 0.150, 0.205, 0.245, 0.320, 0.250), 0.09),
+    "pinkish": ((0.140, 0.165, 0.200, 0.230, 0.300, 0.270), 0.10),
 }
-SPECTRA = {k: np.asarray(v, dtype=np.float64)[:, None, None] for k, v in _SPECTRA.items()}
+OVERLAYS = {
+    "fan_gravel": (0.190, 0.225, 0.265, 0.295, 0.355, 0.315),
+    "salt_crust": (0.400, 0.425, 0.445, 0.465, 0.400, 0.335),
+    "dry_clay": (0.265, 0.295, 0.325, 0.355, 0.400, 0.340),
+}
+#: Materials of channels, water, roads and mines (rows of the kernel's ``looks`` table).
+LOOKS = (
+    ("sand", (0.165, 0.205, 0.245, 0.275, 0.335, 0.300)),
+    ("vegetation", (0.035, 0.065, 0.045, 0.300, 0.170, 0.085)),
+    ("water", (0.050, 0.045, 0.030, 0.020, 0.010, 0.008)),
+    ("asphalt", (0.070, 0.075, 0.080, 0.090, 0.110, 0.100)),
+    ("gravel", (0.185, 0.205, 0.225, 0.245, 0.300, 0.275)),
+    ("pit_rock", (0.115, 0.130, 0.145, 0.170, 0.225, 0.205)),
+    ("tailings_grey", (0.185, 0.215, 0.245, 0.270, 0.330, 0.295)),
+    ("tailings_beige", (0.180, 0.220, 0.260, 0.290, 0.350, 0.310)),
+    ("tailings_pond", (0.095, 0.130, 0.110, 0.060, 0.025, 0.015)),
+    ("leach_ore", (0.175, 0.205, 0.240, 0.265, 0.330, 0.285)),
+    ("roof_white", (0.330, 0.345, 0.355, 0.370, 0.390, 0.370)),
+    ("roof_grey", (0.180, 0.190, 0.200, 0.215, 0.240, 0.225)),
+    ("roof_blue", (0.120, 0.155, 0.175, 0.200, 0.230, 0.205)),
+    ("roof_rust", (0.110, 0.120, 0.160, 0.200, 0.250, 0.230)),
+    ("ore_concentrate", (0.060, 0.065, 0.070, 0.082, 0.100, 0.092)),
+)
+CLOUD = (0.640, 0.655, 0.670, 0.690, 0.500, 0.400)
+#: Sun zenith and azimuth (degrees) of the relief shading.
+SUN = (35.0, 45.0)
 
 
 @dataclass(frozen=True)
@@ -68,150 +131,319 @@ def pixel_centres(gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
 
 
 def texture_coords(gbox: GeoBox, texture_epsg: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel centres of ``gbox`` in the texture CRS (broadcastable arrays)."""
+    """Pixel centres of ``gbox`` in the texture CRS, as two (H, W) arrays (maybe broadcast)."""
     xs, ys = pixel_centres(gbox)
     if gbox.crs.epsg == texture_epsg:
-        return xs, ys
+        return np.broadcast_to(xs, gbox.shape), np.broadcast_to(ys, gbox.shape)
     xx, yy = np.broadcast_arrays(xs, ys)
     tr = Transformer.from_crs(gbox.crs.epsg, texture_epsg, always_xy=True)
     tx, ty = tr.transform(xx, yy)
-    return np.asarray(tx), np.asarray(ty)
+    return np.ascontiguousarray(tx), np.ascontiguousarray(ty)
 
 
-def _blend(refl: np.ndarray, mask: np.ndarray, spectrum: np.ndarray, scale=1.0) -> None:
-    """Replace ``refl`` by ``spectrum * scale`` where ``mask`` is true (in place)."""
-    value = np.broadcast_to(spectrum * scale, refl.shape)
-    np.copyto(refl, value, where=np.broadcast_to(mask, refl.shape))
+def _key(*parts: int) -> int:
+    """A 63-bit key from integers (stable across runs)."""
+    k = 0x51ED
+    for p in parts:
+        k = (k * 1_000_003 + int(p)) % (2**63 - 25)
+    return k
 
 
-def ground(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Static ground reflectance (6, H, W) and SCL (H, W) without mines or clouds."""
-    shape = np.broadcast_shapes(np.shape(x), np.shape(y))
-    large = fbm(x, y, 2500.0, seed * 7 + 1, 4)
-    detail = fbm(x, y, 90.0, seed * 7 + 2, 3)
-    hue = value_noise(x, y, 6000.0, seed * 7 + 3)
-    albedo = 0.75 + 0.55 * (large - 0.5) + 0.22 * (detail - 0.5)
-    refl = SPECTRA["soil"] * (1 - hue) + SPECTRA["grey_soil"] * hue
-    refl = refl * albedo
-    scl = np.full(shape, 5, dtype=np.uint8)
-    # Salt flats and dry lakes: as bright as mines, but natural.
-    basin = fbm(x, y, 7000.0, seed * 7 + 4, 3)
-    salty = value_noise(x, y, 15000.0, seed * 7 + 5) > 0.5
-    crust = 0.9 + 0.2 * detail
-    _blend(refl, (basin > 0.70) & salty, SPECTRA["salt"], crust)
-    _blend(refl, (basin > 0.70) & ~salty, SPECTRA["dry_lake"], crust)
-    # Vegetation along moist valleys, and small lakes.
-    veg = fbm(x, y, 1800.0, seed * 7 + 6, 3)
-    _blend(refl, veg > 0.80, SPECTRA["vegetation"], 0.8 + 0.4 * detail)
-    scl[np.broadcast_to(veg > 0.80, shape)] = 4
-    lake = fbm(x, y, 3000.0, seed * 7 + 7, 3)
-    _blend(refl, lake > 0.80, SPECTRA["water"])
-    scl[np.broadcast_to(lake > 0.80, shape)] = 6
-    # Roads: contour lines of a smooth field, paved or gravel.
-    road_field = fbm(x, y, 4000.0, seed * 7 + 8, 2)
-    road = (np.abs(road_field - 0.5) < 0.0025) & ~(lake > 0.80)
-    paved = value_noise(x, y, 20000.0, seed * 7 + 9) > 0.6
-    _blend(refl, road & paved, SPECTRA["asphalt"])
-    _blend(refl, road & ~paved, SPECTRA["gravel_road"])
-    return refl, scl
+@dataclass
+class Octaves:
+    """Hashed value-noise lattices of several octaves, packed for the kernels."""
+
+    flat: np.ndarray  #: all node values, float64
+    meta: np.ndarray  #: (n, 5) int64: offset, ix0, iy0, nx, ny
+    inv: np.ndarray  #: (n,) 1 / scale
+
+    @classmethod
+    def build(cls, specs: list[tuple[float, int]], bounds: tuple[float, float, float, float]) -> Octaves:
+        """Lattices for octaves ``(scale, key)`` covering ``bounds`` (xmin, ymin, xmax, ymax)."""
+        xmin, ymin, xmax, ymax = bounds
+        meta = np.zeros((len(specs), 5), dtype=np.int64)
+        keys = np.zeros(len(specs), dtype=np.uint64)
+        offset = 0
+        for k, (scale, key) in enumerate(specs):
+            ix0 = math.floor(xmin / scale) - 1
+            iy0 = math.floor(ymin / scale) - 1
+            nx = math.floor(xmax / scale) + 3 - ix0
+            ny = math.floor(ymax / scale) + 3 - iy0
+            meta[k] = (offset, ix0, iy0, nx, ny)
+            keys[k] = key
+            offset += nx * ny
+        flat = np.empty(offset, dtype=np.float64)
+        K.fill_lattices(flat, meta, keys)
+        inv = np.array([1.0 / s for s, _ in specs], dtype=np.float64)
+        return cls(flat, meta, inv)
 
 
-def paint_mines(
-    refl: np.ndarray, scl: np.ndarray, classes: np.ndarray, x: np.ndarray, y: np.ndarray, seed: int
-) -> None:
-    """Draw mine sectors (LAMES class values in ``classes``) into ``refl`` and ``scl`` in place."""
-    if not classes.any():
-        return
-    texture = fbm(x, y, 60.0, seed * 11 + 1, 2)
-    rings = 0.5 + 0.5 * np.sin(2 * np.pi * value_noise(x, y, 900.0, seed * 11 + 2) * 4.0)
-    cells = hash_uniform(np.floor(x / 25.0).astype(np.int64), np.floor(y / 25.0).astype(np.int64),
-                         seed * 11 + 3)
-    stripes = (np.floor(x / 50.0) + np.floor(y / 50.0)) % 2
-    pond = fbm(x, y, 500.0, seed * 11 + 4, 3) > 0.52
-    _blend(refl, classes == 5, SPECTRA["pit"], 0.8 + 0.4 * rings)
-    _blend(refl, classes == 9, SPECTRA["waste_rock"], 0.85 + 0.3 * texture)
-    _blend(refl, (classes == 8) & pond, SPECTRA["tailings_water"])
-    _blend(refl, (classes == 8) & ~pond, SPECTRA["tailings_beach"], 0.9 + 0.2 * texture)
-    _blend(refl, classes == 3, SPECTRA["leach"], 0.88 + 0.24 * stripes)
-    build = (classes == 4) | (classes == 6)
-    _blend(refl, build & (cells < 0.4), SPECTRA["roof_bright"])
-    _blend(refl, build & (cells >= 0.4) & (cells < 0.75), SPECTRA["roof_dark"])
-    _blend(refl, build & (cells >= 0.75), SPECTRA["roof_blue"])
-    _blend(refl, classes == 7, SPECTRA["stockpile"], 0.85 + 0.3 * texture)
-    scl[classes > 0] = 5
-    scl[np.broadcast_to((classes == 8) & pond, scl.shape)] = 6
+def _field_table(seed: int, extra: list[tuple[float, int]]) -> tuple[list[tuple[float, int]], np.ndarray]:
+    """Octave specs of the ground fields (+ ``extra`` single octaves) and their index table."""
+    specs: list[tuple[float, int]] = []
+    table = np.zeros((len(GROUND_FIELDS), 2), dtype=np.int64)
+    for f, (_name, scale, n) in enumerate(GROUND_FIELDS):
+        table[f] = (len(specs), n)
+        specs += [(scale / 2**o, _key(seed, 3, f, o)) for o in range(n)]
+    return specs + extra, table
 
 
-def cloud_opacity(x: np.ndarray, y: np.ndarray, state: CloudState) -> np.ndarray:
-    """Cloud opacity in [0, 1]; about ``state.cover`` of the area has opacity > 0.3."""
-    if state.cover <= 0:
-        return np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y)))
-    field = fbm(x, y, 5000.0, state.key, 5)
-    threshold = 0.5 + 0.36 * (0.5 - state.cover)  # fbm ~ N(0.5, 0.12): a rough quantile
-    return np.clip((field - threshold) / 0.08 + 0.3, 0.0, 1.0) * (field > threshold - 0.024)
+def _geology() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    spectra = np.array([v[0] for v in GEOLOGY.values()], dtype=np.float64)
+    share = np.array([v[1] for v in GEOLOGY.values()], dtype=np.float64)
+    cdf = np.cumsum(share / share.sum())
+    over = np.array(list(OVERLAYS.values()), dtype=np.float64)
+    return spectra, cdf, over
 
 
-def surface(
-    gbox: GeoBox, *, texture_epsg: int, seed: int, classes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cloud-free surface reflectance (6, H, W) float64 and SCL (H, W) uint8 on ``gbox``.
+_GEO, _GEO_CDF, _OVER = _geology()
+_LOOKS = np.array([v for _, v in LOOKS], dtype=np.float64)
+_CLOUD = np.array(CLOUD, dtype=np.float64)
+_SUN = np.array([
+    math.sin(math.radians(SUN[0])) * math.sin(math.radians(SUN[1])),
+    math.sin(math.radians(SUN[0])) * math.cos(math.radians(SUN[1])),
+    math.cos(math.radians(SUN[0])),
+])
+_NO_MINES = (np.full((1, 1), -1, np.int32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
+             np.zeros((1, 1), np.float32), np.zeros((1, 1), np.uint8), np.zeros((1, K.N_PARAMS)))
+_NO_CLOUDS = np.zeros((K.N_CLOUD, 2, 2), np.float32)
+
+
+@dataclass
+class Canvas:
+    """Everything about one grid that does not change with the date (cached per tile and year)."""
+
+    xx: np.ndarray
+    yy: np.ndarray
+    node_x: np.ndarray
+    node_y: np.ndarray
+    nodes: np.ndarray
+    octaves: Octaves
+    fine: np.ndarray
+    mines: tuple | None
+
+
+@dataclass
+class MineLayer:
+    """The mines of one year on one grid: sector index, edge distance, relief slopes, roads."""
+
+    sid: np.ndarray
+    dist: np.ndarray
+    gx: np.ndarray
+    gy: np.ndarray
+    haul: np.ndarray
+    params: np.ndarray
+
+    def as_args(self) -> tuple:
+        return self.sid, self.dist, self.gx, self.gy, self.haul, self.params
+
+
+def _uniform(seed: int, text: str, k: int) -> float:
+    h = int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text) * 7919
+    h2 = sum((i + 1) * c for i, c in enumerate(text.encode()))
+    return float(hash_uniform(np.array([h % 2**62]), np.array([h2 * 31 + k]), seed + 4242)[0])
+
+
+class Landscape:
+    """The renderer of one world: ground, mines of any year, and atmosphere on any grid.
 
     Parameters
     ----------
-    gbox
-        Output grid (axis-aligned).
-    texture_epsg
-        EPSG code in which the world's textures are defined.
     seed
         The world's seed.
-    classes
-        LAMES class values of the mines on ``gbox`` for the date's year (0 = no mine).
+    texture_epsg
+        EPSG code in which every field is defined.
+    sectors
+        The full (last-year) sectors drawn: ``Name``, ``site_id``, ``class``, geometry (EPSG:4326).
+    sectors_in_year
+        Callable ``year -> GeoDataFrame`` of the grown sectors (same columns, burn order).
     """
-    x, y = texture_coords(gbox, texture_epsg)
-    refl, scl = ground(x, y, seed)
-    paint_mines(refl, scl, classes, x, y, seed)
-    return refl, scl
 
+    def __init__(self, seed: int, texture_epsg: int, sectors: gpd.GeoDataFrame, sectors_in_year) -> None:
+        self.seed = seed
+        self.texture_epsg = texture_epsg
+        self.sectors = sectors
+        self.sectors_in_year = sectors_in_year
+        self._local: dict = {}
 
-def atmosphere(
-    refl: np.ndarray, scl: np.ndarray, gbox: GeoBox, *, texture_epsg: int, clouds: CloudState | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Add the date's clouds, cirrus and cloud shadows to a surface; returns new arrays."""
-    scl = scl.copy()
-    if clouds is None or clouds.cover <= 0:
-        return refl.astype(np.float32), scl
-    x, y = texture_coords(gbox, texture_epsg)
-    opacity = cloud_opacity(x, y, clouds)
-    shadow = cloud_opacity(x + clouds.shadow_dx, y + clouds.shadow_dy, clouds)
-    # A shadow is marked (and darkens) only where no cloud lies over it.
-    shade = (shadow > 0.3) & (opacity < 0.02)
-    refl = np.where(shade, refl * (1.0 - 0.65 * shadow), refl)
-    scl[shade] = 3
-    if clouds.cirrus:
-        thin = np.clip((fbm(x, y, 12000.0, clouds.key + 5, 3) - 0.62) * 3.0, 0.0, 0.25)
-        thin = np.where(shade, 0.0, thin)
-        refl = refl + thin * 0.12
-        scl[(thin > 0.05) & (opacity <= 0.3) & ~shade] = 10
-    refl = refl * (1 - opacity) + SPECTRA["cloud"] * opacity
-    scl[opacity > 0.3] = 8
-    scl[opacity > 0.6] = 9
-    return refl.astype(np.float32), scl
+    # ------------------------------------------------------------------ mine parameters
+    @cached_property
+    def sector_params(self) -> dict[str, np.ndarray]:
+        """Look parameters of every sector by name (centre, orientation, hashes, water)."""
+        local = self.sectors.to_crs(self.texture_epsg)
+        out = {}
+        for name, cls, geom in zip(local["Name"], local["class"], local.geometry, strict=True):
+            name = str(name)
+            rect = shapely.minimum_rotated_rectangle(geom)
+            coords = np.asarray(rect.exterior.coords) if rect.geom_type == "Polygon" else np.zeros((3, 2))
+            e1, e2 = coords[1] - coords[0], coords[2] - coords[1]
+            axis = e1 if np.hypot(*e1) >= np.hypot(*e2) else e2
+            angle = math.atan2(axis[1], axis[0])
+            c = shapely.centroid(geom)
+            h1, h2, h3 = (_uniform(self.seed, name, k) for k in range(3))
+            water = 0.0
+            if int(cls) == 5 and h2 < 0.25:
+                water = 470.0 + 110.0 * h3
+            elif int(cls) == 8 and h2 < 0.85:
+                water = 90.0 + 160.0 * h3
+            row = np.zeros(K.N_PARAMS)
+            row[[K.P_CLASS, K.P_OX, K.P_OY, K.P_COS, K.P_SIN, K.P_H1, K.P_H2, K.P_H3, K.P_WATER_D]] = (
+                float(cls), c.x, c.y, math.cos(angle), math.sin(angle), h1, h2, h3, water)
+            out[name] = row
+        return out
 
+    @cached_property
+    def haul_roads(self) -> gpd.GeoSeries:
+        """Haul roads (15 m wide, texture CRS): from each site's main pit to its other sectors,
+        and out of the site towards the nearest town or mill."""
+        local = self.sectors.to_crs(self.texture_epsg)
+        roads = []
+        for site_id, group in local.groupby("site_id", sort=True):
+            geoms = group.geometry.values
+            areas = shapely.area(geoms)
+            pits = np.flatnonzero(group["class"].to_numpy() == 5)
+            hub = pits[np.argmax(areas[pits])] if len(pits) else int(np.argmax(areas))
+            start = shapely.point_on_surface(geoms[hub])
+            ends = [shapely.point_on_surface(g) for k, g in enumerate(geoms) if k != hub]
+            x0, y0 = start.x, start.y
+            for k in range(2):
+                angle = 2 * math.pi * _uniform(self.seed, str(site_id), 10 + k)
+                reach = 4000.0 + 6000.0 * _uniform(self.seed, str(site_id), 20 + k)
+                ends.append(shapely.Point(x0 + reach * math.cos(angle), y0 + reach * math.sin(angle)))
+            for k, end in enumerate(ends):
+                bend = (_uniform(self.seed, f"{site_id}:{k}", 30) - 0.5) * 0.5
+                mx, my = (x0 + end.x) / 2, (y0 + end.y) / 2
+                dx, dy = end.x - x0, end.y - y0
+                roads.append(shapely.LineString([(x0, y0), (mx - bend * dy, my + bend * dx), (end.x, end.y)]))
+        buffered = shapely.buffer(np.asarray(roads, dtype=object), 7.5, quad_segs=2) if roads else []
+        return gpd.GeoSeries(buffered, crs=self.texture_epsg)
 
-def render(
-    gbox: GeoBox,
-    *,
-    texture_epsg: int,
-    seed: int,
-    classes: np.ndarray,
-    clouds: CloudState | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reflectance (6, H, W) float32 and SCL (H, W) uint8 of one date on ``gbox``.
+    def _in_crs(self, crs, year: int):
+        key = (crs.to_wkt(), year)
+        if key not in self._local:
+            if len(self._local) > 8:
+                self._local.clear()
+            grown = self.sectors_in_year(year)
+            local = grown.to_crs(crs)
+            names = [str(n) for n in grown["Name"]]
+            params = np.array([self.sector_params[n] for n in names]).reshape(-1, K.N_PARAMS)
+            roads = self.haul_roads.to_crs(crs)
+            self._local[key] = (local.geometry.values, shapely.STRtree(local.geometry.values), params,
+                                roads.values, shapely.STRtree(roads.values))
+        return self._local[key]
 
-    The surface of :func:`surface` seen through the date's :func:`atmosphere`.
-    """
-    refl, scl = surface(gbox, texture_epsg=texture_epsg, seed=seed, classes=classes)
-    return atmosphere(refl, scl, gbox, texture_epsg=texture_epsg, clouds=clouds)
+    def mine_layer(self, gbox: GeoBox, year: int) -> MineLayer | None:
+        """The mines of ``year`` on ``gbox`` (None when none is near)."""
+        geoms, tree, params, roads, road_tree = self._in_crs(gbox.crs, year)
+        res = abs(gbox.affine.a)
+        halo = math.ceil(MINE_HALO_M / res)
+        big = gbox.pad(halo)
+        window = shapely.box(*big.extent.boundingbox)
+        hits = np.sort(tree.query(window, predicate="intersects"))
+        road_hits = np.sort(road_tree.query(shapely.box(*gbox.extent.boundingbox), predicate="intersects"))
+        if len(hits) == 0 and len(road_hits) == 0:
+            return None
+        h, w = gbox.shape
+        haul = np.zeros((h, w), np.uint8)
+        if len(road_hits):
+            haul = rasterio.features.rasterize(
+                ((roads[k], 1) for k in road_hits), out_shape=(h, w), transform=gbox.affine,
+                fill=0, dtype="uint8")
+        sid = np.full((h, w), -1, np.int32)
+        dist = np.zeros((h, w), np.float32)
+        gx = np.zeros((h, w), np.float32)
+        gy = np.zeros((h, w), np.float32)
+        if len(hits):
+            ids = rasterio.features.rasterize(
+                ((geoms[k], int(k) + 1) for k in hits), out_shape=big.shape, transform=big.affine,
+                fill=0, dtype="int32") - 1
+            rows, cols = np.nonzero(ids >= 0)
+            if len(rows):
+                r0, r1 = max(rows.min() - 1, 0), min(rows.max() + 2, big.shape[0])
+                c0, c1 = max(cols.min() - 1, 0), min(cols.max() + 2, big.shape[1])
+                crop = ids[r0:r1, c0:c1]
+                d, z = self._structure(crop, big[r0:r1, c0:c1], params, halo * res)
+                a = big.affine
+                dzr, dzc = np.gradient(z)
+                # Paste the crop's overlap with the window.
+                wr0, wc0 = max(r0 - halo, 0), max(c0 - halo, 0)
+                wr1, wc1 = min(r1 - halo, h), min(c1 - halo, w)
+                if wr1 > wr0 and wc1 > wc0:
+                    cr = slice(wr0 + halo - r0, wr1 + halo - r0)
+                    cc = slice(wc0 + halo - c0, wc1 + halo - c0)
+                    sid[wr0:wr1, wc0:wc1] = crop[cr, cc]
+                    dist[wr0:wr1, wc0:wc1] = d[cr, cc]
+                    gx[wr0:wr1, wc0:wc1] = dzc[cr, cc] / a.a
+                    gy[wr0:wr1, wc0:wc1] = dzr[cr, cc] / a.e
+        return MineLayer(sid, dist, gx, gy, haul, params)
+
+    def _structure(self, ids: np.ndarray, gbox: GeoBox, params: np.ndarray, cap: float):
+        """Distance to each sector's edge (m, capped) and mine relief (m) on a crop."""
+        pad = np.pad(ids, 1, mode="edge")
+        centre = pad[1:-1, 1:-1]
+        edge = ((pad[:-2, 1:-1] != centre) | (pad[2:, 1:-1] != centre)
+                | (pad[1:-1, :-2] != centre) | (pad[1:-1, 2:] != centre)) & (ids >= 0)
+        res = abs(gbox.affine.a)
+        if edge.any():
+            d = ndimage.distance_transform_edt(~edge) * res
+            d = np.minimum(d, cap).astype(np.float32)
+        else:
+            d = np.full(ids.shape, cap, np.float32)
+        xx, yy = texture_coords(gbox, self.texture_epsg)
+        z = np.empty(ids.shape, np.float64)
+        K.mine_relief(ids, d, xx, yy, params, z)
+        return d, z
+
+    # ------------------------------------------------------------------ rendering
+    def canvas(self, gbox: GeoBox, year: int) -> Canvas:
+        """The date-independent part of a render of ``gbox`` in ``year``."""
+        xx, yy = texture_coords(gbox, self.texture_epsg)
+        xmin, xmax = float(xx.min()), float(xx.max())
+        ymin, ymax = float(yy.min()), float(yy.max())
+        sp = NODE_SPACING
+        node_x = np.arange(math.floor(xmin / sp) - 1, math.floor(xmax / sp) + 3) * sp
+        node_y = np.arange(math.floor(ymin / sp) - 1, math.floor(ymax / sp) + 3) * sp
+        fine = [(s, _key(self.seed, 5, k)) for k, s in enumerate(FINE_SCALES)]
+        specs, table = _field_table(self.seed, fine)
+        margin = 4000.0  # domain warp and node margin
+        octaves = Octaves.build(specs, (node_x[0] - margin, node_y[0] - margin,
+                                        node_x[-1] + margin, node_y[-1] + margin))
+        nodes = np.empty((K.N_GROUND, len(node_y), len(node_x)), np.float32)
+        K.ground_nodes(node_x, node_y, octaves.flat, octaves.meta, octaves.inv, table, _GEO, _GEO_CDF,
+                       _OVER, np.uint64(_key(self.seed, 7)), nodes)
+        layer = self.mine_layer(gbox, year)
+        fine_idx = np.arange(len(specs) - len(fine), len(specs), dtype=np.int64)
+        return Canvas(xx, yy, node_x, node_y, nodes, octaves, fine_idx,
+                      layer.as_args() if layer is not None else None)
+
+    def cloud_nodes(self, canvas: Canvas, clouds: CloudState) -> np.ndarray:
+        """Cloud opacity, shadow and cirrus on the canvas's node lattice."""
+        nx, ny = canvas.node_x, canvas.node_y
+        specs = [(5000.0 / 2**o, _key(clouds.key, 11, o)) for o in range(5)]
+        specs += [(12000.0 / 2**o, _key(clouds.key, 13, o)) for o in range(3)]
+        sx = min(0.0, clouds.shadow_dx) - 100.0, max(0.0, clouds.shadow_dx) + 100.0
+        sy = min(0.0, clouds.shadow_dy) - 100.0, max(0.0, clouds.shadow_dy) + 100.0
+        octaves = Octaves.build(specs, (nx[0] + sx[0], ny[0] + sy[0], nx[-1] + sx[1], ny[-1] + sy[1]))
+        out = np.empty((K.N_CLOUD, len(ny), len(nx)), np.float32)
+        K.cloud_nodes(nx, ny, octaves.flat, octaves.meta, octaves.inv, 0, 5, 5, 3, clouds.cover,
+                      clouds.shadow_dx, clouds.shadow_dy, clouds.cirrus, out)
+        return out
+
+    def render(self, canvas: Canvas, clouds: CloudState | None) -> tuple[np.ndarray, np.ndarray]:
+        """Digital numbers (6, H, W) uint16 (harmonised, 1..64000) and SCL (H, W) uint8."""
+        h, w = canvas.xx.shape
+        dn = np.empty((6, h, w), np.uint16)
+        scl = np.empty((h, w), np.uint8)
+        has_clouds = clouds is not None and clouds.cover > 0
+        cnodes = self.cloud_nodes(canvas, clouds) if has_clouds else _NO_CLOUDS
+        mines = canvas.mines if canvas.mines is not None else _NO_MINES
+        o = canvas.octaves
+        K.compose(
+            canvas.xx, canvas.yy, canvas.nodes, float(canvas.node_x[0]), float(canvas.node_y[0]),
+            NODE_SPACING, o.flat, o.meta, o.inv, canvas.fine, np.uint64(_key(self.seed, 9)), _SUN,
+            canvas.mines is not None, *mines, _LOOKS, has_clouds, cnodes, _CLOUD, dn, scl,
+        )
+        return dn, scl
 
 
 def rasterize_classes(sectors, gbox: GeoBox) -> np.ndarray:

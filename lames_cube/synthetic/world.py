@@ -29,10 +29,9 @@ from lames_cube.errors import WorldError
 from lames_cube.synthetic.landscape import (
     REFLECTANCE_BANDS,
     CloudState,
-    atmosphere,
+    Landscape,
     pixel_centres,
     rasterize_classes,
-    surface,
 )
 from lames_cube.synthetic.mgrs import latitude_band, square_100km, utm_epsg
 from lames_cube.synthetic.mines import SECTOR_CLASSES, MineModel, fallback_sites
@@ -41,7 +40,7 @@ from lames_cube.synthetic.noise import hash_uniform
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
 BASELINE_04_START = dt.date(2022, 1, 25)
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Largest harmonised value the world writes, so that value + 1000 still fits in uint16.
 MAX_REFLECTANCE_DN = 64_000
 
@@ -379,11 +378,15 @@ class World:
         """LAMES class values of the mines of ``year`` on ``gbox`` (the label truth)."""
         return rasterize_classes(self.mines.sectors_in_year(year), gbox)
 
-    def _surface(self, gbox: GeoBox, year: int, cache_key=None):
+    @cached_property
+    def landscape(self) -> Landscape:
+        """The renderer of this world (ground, mines of any year, atmosphere)."""
+        return Landscape(self.spec.seed, self.texture_epsg, self.sectors, self.mines.sectors_in_year)
+
+    def _canvas(self, gbox: GeoBox, year: int, cache_key=None):
         if cache_key is not None and (cache_key, year) in self._surface_cache:
             return self._surface_cache[(cache_key, year)]
-        classes = self.mine_classes(gbox, year)
-        out = surface(gbox, texture_epsg=self.texture_epsg, seed=self.spec.seed, classes=classes)
+        out = self.landscape.canvas(gbox, year)
         if cache_key is not None:
             self._surface_cache = {k: v for k, v in self._surface_cache.items() if k[0] == cache_key}
             self._surface_cache[(cache_key, year)] = out
@@ -411,10 +414,9 @@ class World:
             never 0), and ``SCL`` as uint8.
         """
         year = date.year if date is not None else self.spec.years[-1]
-        refl, scl = self._surface(gbox, year, _cache_key)
+        canvas = self._canvas(gbox, year, _cache_key)
         state = self.clouds(date) if (clouds and date is not None and date in self.dates) else None
-        refl, scl = atmosphere(refl, scl, gbox, texture_epsg=self.texture_epsg, clouds=state)
-        dn = np.clip(np.rint(refl * 10_000.0), 1, MAX_REFLECTANCE_DN).astype(np.uint16)
+        dn, scl = self.landscape.render(canvas, state)
         out = {band: dn[i] for i, band in enumerate(REFLECTANCE_BANDS)}
         out["SCL"] = scl
         return out

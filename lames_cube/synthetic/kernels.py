@@ -1,0 +1,568 @@
+"""numba kernels of the synthetic world's renderer (plain arrays in, plain arrays out).
+
+Every field of the world is a function of map coordinates in the world's texture CRS:
+
+- **value noise** on integer lattices whose node values are hashed from (node, key), so a point
+  gets the same value in any window of any grid (:func:`fill_lattices`, :func:`_vn`);
+- **ground nodes**: the slow, smooth part of the ground (geology, relief gradient, salars, fans,
+  channel and road fields, ...) evaluated on a global 80 m node lattice (:func:`ground_nodes`)
+  and interpolated bilinearly to pixels; the node lattice is anchored on multiples of its
+  spacing, so the interpolated value at a point does not depend on the window either;
+- **pixel detail** (fine texture, grain, mines, roads, clouds) in :func:`compose`, one pass per
+  pixel that writes the final digital numbers and the scene classification.
+
+The wrappers in :mod:`lames_cube.synthetic.landscape` validate inputs and build the lattices; the
+kernels trust them (no bounds checks). Results depend only on coordinates and keys: the same
+point gives the same bytes in any window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_INV53 = 1.0 / 9007199254740992.0
+
+# Ground-node quantities (first axis of the node array).
+Q_SPEC = 0  # 6 bands of ground reflectance (geology, fans, salars, albedo)
+Q_GX, Q_GY = 6, 7  # terrain slope (dz/dx, dz/dy)
+Q_CHAN, Q_ROAD, Q_PAVED, Q_LAKE, Q_VEG, Q_ROUGH, Q_SALT = 8, 9, 10, 11, 12, 13, 14
+N_GROUND = 15
+# Cloud-node quantities.
+C_OPACITY, C_SHADOW, C_THIN = 0, 1, 2
+N_CLOUD = 3
+
+
+@nb.njit(inline="always")
+def _mix64(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@nb.njit(inline="always")
+def hash01(ix, iy, key):
+    """Uniform number in [0, 1) from two int64 lattice coordinates and a uint64 key."""
+    h = np.uint64(key) * _GOLD
+    h = _mix64(h ^ np.uint64(np.int64(ix)))
+    h = _mix64(h ^ (np.uint64(np.int64(iy)) * _GOLD))
+    return float(h >> _S11) * _INV53
+
+
+@nb.njit(cache=False)
+def fill_lattices(flat, meta, keys):
+    """Hash every node of every octave lattice into ``flat`` (see :func:`lattice_meta`)."""
+    for k in range(meta.shape[0]):
+        off, ix0, iy0, nx, ny = meta[k, 0], meta[k, 1], meta[k, 2], meta[k, 3], meta[k, 4]
+        key = keys[k]
+        for j in range(ny):
+            for i in range(nx):
+                flat[off + j * nx + i] = hash01(ix0 + i, iy0 + j, key)
+
+
+@nb.njit(inline="always")
+def _vn(flat, meta, inv, k, x, y):
+    """Smooth value noise of octave ``k`` at (x, y), in [0, 1)."""
+    fx = x * inv[k]
+    fy = y * inv[k]
+    x0 = math.floor(fx)
+    y0 = math.floor(fy)
+    tx = fx - x0
+    ty = fy - y0
+    tx = tx * tx * (3.0 - 2.0 * tx)
+    ty = ty * ty * (3.0 - 2.0 * ty)
+    nx = meta[k, 3]
+    p = meta[k, 0] + (np.int64(y0) - meta[k, 2]) * nx + (np.int64(x0) - meta[k, 1])
+    v00 = flat[p]
+    v10 = flat[p + 1]
+    v01 = flat[p + nx]
+    v11 = flat[p + nx + 1]
+    top = v00 + (v10 - v00) * tx
+    bottom = v01 + (v11 - v01) * tx
+    return top + (bottom - top) * ty
+
+
+@nb.njit(inline="always")
+def _vn_grad(flat, meta, inv, k, x, y):
+    """Value noise of octave ``k`` and its gradient (per metre)."""
+    s = inv[k]
+    fx = x * s
+    fy = y * s
+    x0 = math.floor(fx)
+    y0 = math.floor(fy)
+    rx = fx - x0
+    ry = fy - y0
+    tx = rx * rx * (3.0 - 2.0 * rx)
+    ty = ry * ry * (3.0 - 2.0 * ry)
+    dtx = 6.0 * rx * (1.0 - rx) * s
+    dty = 6.0 * ry * (1.0 - ry) * s
+    nx = meta[k, 3]
+    p = meta[k, 0] + (np.int64(y0) - meta[k, 2]) * nx + (np.int64(x0) - meta[k, 1])
+    v00 = flat[p]
+    v10 = flat[p + 1]
+    v01 = flat[p + nx]
+    v11 = flat[p + nx + 1]
+    top = v00 + (v10 - v00) * tx
+    bottom = v01 + (v11 - v01) * tx
+    value = top + (bottom - top) * ty
+    dx = ((v10 - v00) * (1.0 - ty) + (v11 - v01) * ty) * dtx
+    dy = (bottom - top) * dty
+    return value, dx, dy
+
+
+@nb.njit(inline="always")
+def _fbm(flat, meta, inv, first, n, x, y):
+    total = 0.0
+    norm = 0.0
+    amp = 1.0
+    for o in range(n):
+        total += amp * _vn(flat, meta, inv, first + o, x, y)
+        norm += amp
+        amp *= 0.5
+    return total / norm
+
+
+@nb.njit(inline="always")
+def _fbm_grad(flat, meta, inv, first, n, x, y):
+    total = 0.0
+    gx = 0.0
+    gy = 0.0
+    norm = 0.0
+    amp = 1.0
+    for o in range(n):
+        v, dx, dy = _vn_grad(flat, meta, inv, first + o, x, y)
+        total += amp * v
+        gx += amp * dx
+        gy += amp * dy
+        norm += amp
+        amp *= 0.5
+    return total / norm, gx / norm, gy / norm
+
+
+@nb.njit(inline="always")
+def _smooth(e0, e1, x):
+    t = (x - e0) / (e1 - e0)
+    if t <= 0.0:
+        return 0.0
+    if t >= 1.0:
+        return 1.0
+    return t * t * (3.0 - 2.0 * t)
+
+
+@nb.njit(cache=False)
+def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, out):
+    """Evaluate the smooth ground at the nodes ``xs`` × ``ys`` (texture CRS metres).
+
+    Parameters
+    ----------
+    xs, ys
+        Node coordinates (1-D).
+    flat, meta, inv
+        Octave lattices (see :func:`lames_cube.synthetic.landscape.Octaves`).
+    fields
+        (n_fields, 2) int64: first octave index and octave count of each named field, in the
+        order of ``landscape.GROUND_FIELDS``.
+    geo
+        (n_units, 6) reflectance of the geological units; ``geo_cdf`` their cumulative
+        probabilities.
+    over
+        (3, 6) reflectance of the overlays: bright fan gravel, salt crust, dry clay.
+    cell_key
+        Key of the geological cells.
+    out
+        (N_GROUND, len(ys), len(xs)) float32 output.
+    """
+    n_units = geo.shape[0]
+    for j in range(ys.shape[0]):
+        y = ys[j]
+        for i in range(xs.shape[0]):
+            x = xs[i]
+            # Relief: hills (700 m) and gullies (90 m) with analytic slopes.
+            _, ex, ey = _fbm_grad(flat, meta, inv, fields[0, 0], fields[0, 1], x, y)
+            _, rx, ry = _fbm_grad(flat, meta, inv, fields[1, 0], fields[1, 1], x, y)
+            _, fx_, fy_ = _fbm_grad(flat, meta, inv, fields[13, 0], fields[13, 1], x, y)
+            gx = 1700.0 * ex + 240.0 * rx + 45.0 * fx_
+            gy = 1700.0 * ey + 240.0 * ry + 45.0 * fy_
+            # Geology: domain-warped cells, each one unit, blended over ~100 m at boundaries.
+            wx = x + 1800.0 * (_fbm(flat, meta, inv, fields[2, 0], fields[2, 1], x, y) - 0.5)
+            wy = y + 1800.0 * (_fbm(flat, meta, inv, fields[3, 0], fields[3, 1], x, y) - 0.5)
+            wx += 500.0 * (_fbm(flat, meta, inv, fields[14, 0], fields[14, 1], x, y) - 0.5)
+            wy += 500.0 * (_fbm(flat, meta, inv, fields[15, 0], fields[15, 1], x, y) - 0.5)
+            cx = math.floor(wx / 2200.0)
+            cy = math.floor(wy / 2200.0)
+            d1 = 1e30
+            d2 = 1e30
+            u1 = 0.0
+            u2 = 0.0
+            for dj in range(-1, 2):
+                for di in range(-1, 2):
+                    px = (cx + di + hash01(cx + di, cy + dj, cell_key)) * 2200.0
+                    py = (cy + dj + hash01(cx + di, cy + dj, cell_key + np.uint64(1))) * 2200.0
+                    d = math.sqrt((wx - px) ** 2 + (wy - py) ** 2)
+                    u = hash01(cx + di, cy + dj, cell_key + np.uint64(2))
+                    if d < d1:
+                        d2 = d1
+                        u2 = u1
+                        d1 = d
+                        u1 = u
+                    elif d < d2:
+                        d2 = d
+                        u2 = u
+            k1 = 0
+            while k1 < n_units - 1 and u1 >= geo_cdf[k1]:
+                k1 += 1
+            k2 = 0
+            while k2 < n_units - 1 and u2 >= geo_cdf[k2]:
+                k2 += 1
+            w2 = 0.5 * (1.0 - _smooth(0.0, 100.0, d2 - d1))
+            albedo = 0.86 + 0.28 * _fbm(flat, meta, inv, fields[4, 0], fields[4, 1], x, y)
+            tint = _fbm(flat, meta, inv, fields[16, 0], fields[16, 1], x, y) - 0.5
+            fan = _smooth(0.60, 0.655, _fbm(flat, meta, inv, fields[5, 0], fields[5, 1], x, y))
+            basin = _fbm(flat, meta, inv, fields[6, 0], fields[6, 1], x, y)
+            salty = _vn(flat, meta, inv, fields[7, 0], x, y) > 0.45
+            salt = _smooth(0.69, 0.72, basin)
+            crust = 1 if salty else 2
+            for b in range(6):
+                g = (geo[k1, b] * (1.0 - w2) + geo[k2, b] * w2) * albedo
+                g *= 1.0 + tint * (0.25 if b == 0 else (0.1 if b == 1 else 0.0))
+                g = g * (1.0 - fan) + over[0, b] * fan
+                g = g * (1.0 - salt) + over[crust, b] * salt
+                out[Q_SPEC + b, j, i] = g
+            out[Q_GX, j, i] = gx * (1.0 - salt)
+            out[Q_GY, j, i] = gy * (1.0 - salt)
+            out[Q_CHAN, j, i] = _fbm(flat, meta, inv, fields[8, 0], fields[8, 1], x, y)
+            out[Q_ROAD, j, i] = _fbm(flat, meta, inv, fields[9, 0], fields[9, 1], x, y)
+            out[Q_PAVED, j, i] = 1.0 if _vn(flat, meta, inv, fields[10, 0], x, y) > 0.6 else 0.0
+            out[Q_LAKE, j, i] = _fbm(flat, meta, inv, fields[11, 0], fields[11, 1], x, y)
+            out[Q_VEG, j, i] = _fbm(flat, meta, inv, fields[12, 0], fields[12, 1], x, y)
+            out[Q_ROUGH, j, i] = 1.0 + 0.6 * salt - 0.45 * fan
+            out[Q_SALT, j, i] = salt
+
+
+@nb.njit(cache=False)
+def cloud_nodes(xs, ys, flat, meta, inv, first, n, thin_first, thin_n, cover, dx, dy, cirrus, out):
+    """Cloud opacity, shadow opacity and cirrus at the nodes ``xs`` × ``ys``."""
+    threshold = 0.5 + 0.36 * (0.5 - cover)
+    for j in range(ys.shape[0]):
+        for i in range(xs.shape[0]):
+            x = xs[i]
+            y = ys[j]
+            f = _fbm(flat, meta, inv, first, n, x, y)
+            op = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.024 else 0.0
+            f = _fbm(flat, meta, inv, first, n, x + dx, y + dy)
+            sh = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.024 else 0.0
+            thin = 0.0
+            if cirrus:
+                t = _fbm(flat, meta, inv, thin_first, thin_n, x, y)
+                thin = min(max((t - 0.62) * 3.0, 0.0), 0.25)
+            out[C_OPACITY, j, i] = op
+            out[C_SHADOW, j, i] = sh
+            out[C_THIN, j, i] = thin
+
+
+@nb.njit(inline="always")
+def _line_distance(nodes, k, ix, iy, tx, ty, nsp, value):
+    """Distance (m) to the 0.5 contour of node field ``k``, from its local gradient."""
+    dx = ((nodes[k, iy, ix + 1] - nodes[k, iy, ix]) * (1.0 - ty)
+          + (nodes[k, iy + 1, ix + 1] - nodes[k, iy + 1, ix]) * ty) / nsp
+    dy = ((nodes[k, iy + 1, ix] - nodes[k, iy, ix]) * (1.0 - tx)
+          + (nodes[k, iy + 1, ix + 1] - nodes[k, iy, ix + 1]) * tx) / nsp
+    return abs(value - 0.5) / max(math.sqrt(dx * dx + dy * dy), 1e-9)
+
+
+# Sector parameter columns (float64 table, one row per sector of the year).
+P_CLASS, P_OX, P_OY, P_COS, P_SIN, P_H1, P_H2, P_H3, P_WATER_D = 0, 1, 2, 3, 4, 5, 6, 7, 8
+N_PARAMS = 9
+
+
+@nb.njit(inline="always")
+def _rot(params, s, x, y):
+    ox = x - params[s, P_OX]
+    oy = y - params[s, P_OY]
+    c = params[s, P_COS]
+    sn = params[s, P_SIN]
+    return ox * c + oy * sn, -ox * sn + oy * c
+
+
+@nb.njit(inline="always")
+def _bench(d, period, height):
+    """A benched profile: flat benches of ``period`` metres, steep faces of ``height``."""
+    n = math.floor(d / period)
+    f = d / period - n
+    return height * (n + _smooth(0.55, 1.0, f))
+
+
+@nb.njit(inline="always")
+def _roof(params, s, u, v, key):
+    cu = math.floor(u / 42.0)
+    cv = math.floor(v / 30.0)
+    fu = u / 42.0 - cu
+    fv = v / 30.0 - cv
+    if fu < 0.14 or fu > 0.86 or fv < 0.18 or fv > 0.82:
+        return -1.0
+    h = hash01(cu, cv, key)
+    cls = params[s, P_CLASS]
+    share = 0.5 if cls == 6.0 else 0.33
+    if h >= share:
+        return -1.0
+    return h / share
+
+
+@nb.njit(cache=False)
+def mine_relief(sid, dist, xx, yy, params, out):
+    """Height (m) of the mine surfaces: benched pits and dumps, dams, leach lifts, piles."""
+    h, w = sid.shape
+    for j in range(h):
+        for i in range(w):
+            s = sid[j, i]
+            if s < 0:
+                out[j, i] = 0.0
+                continue
+            cls = params[s, P_CLASS]
+            d = dist[j, i]
+            u, v = _rot(params, s, xx[j, i], yy[j, i])
+            z = 0.0
+            if cls == 5.0:  # open pit: benches all the way down
+                z = -_bench(d, 28.0 + 8.0 * params[s, P_H1], 15.0)
+            elif cls == 9.0:  # waste rock: benched slopes, flat top
+                z = _bench(min(d, 75.0 + 40.0 * params[s, P_H2]), 30.0, 14.0)
+            elif cls == 8.0:  # tailings: a dam at the rim, then a flat beach
+                z = min(d, 25.0) * 0.6
+            elif cls == 3.0:  # heap leach: lifts of cells
+                cu = math.floor(u / 90.0)
+                cv = math.floor(v / 55.0)
+                z = min(d, 12.0) * 0.5 + 6.0 * hash01(cu, cv, np.uint64(params[s, P_H3] * 1e9))
+            elif cls == 7.0:  # stockyard: rows of piles
+                fv = v / 40.0 - math.floor(v / 40.0)
+                z = 9.0 * max(0.0, 1.0 - abs(fv - 0.5) * 3.0)
+            out[j, i] = z
+
+
+@nb.njit(cache=False)
+def compose(
+    xx, yy,
+    nodes, nx0, ny0, nsp,
+    flat, meta, inv, fine,
+    geo_key, sun,
+    has_mines, sid, dist, mgx, mgy, haul, params, looks,
+    has_clouds, cnodes, cloud_refl,
+    out_dn, out_scl,
+):
+    """Render the final digital numbers (6, H, W) uint16 and SCL (H, W) uint8 of one window.
+
+    Parameters
+    ----------
+    xx, yy
+        Texture-CRS coordinates of the pixel centres (2-D, possibly broadcast views).
+    nodes, nx0, ny0, nsp
+        Ground nodes (N_GROUND, ny, nx) at x = nx0 + i·nsp, y = ny0 + j·nsp (ascending).
+    flat, meta, inv, fine
+        Octave lattices; ``fine`` holds the octave indices of the pixel texture (40 m, 20 m).
+    geo_key
+        Key of the per-pixel grain.
+    sun
+        (sin(zenith)·sin(azimuth), sin(zenith)·cos(azimuth), cos(zenith)).
+    has_mines, sid, dist, mgx, mgy, haul
+        Mine layer on the window: sector index (-1 none), distance to the sector's edge (m),
+        mine relief slopes, haul-road mask.
+    params, looks
+        Sector parameters (N_PARAMS columns) and the reflectance of the mine materials.
+    has_clouds, cnodes, cloud_refl
+        Cloud nodes (N_CLOUD, ny, nx) on the ground-node lattice and cloud reflectance (6).
+    out_dn, out_scl
+        Outputs.
+    """
+    h, w = out_scl.shape
+    spec = np.empty(6)
+    mat = np.empty(6)
+    q = np.empty(N_GROUND)
+    nyn = nodes.shape[1]
+    nxn = nodes.shape[2]
+    sx, sy, sz = sun[0], sun[1], sun[2]
+    for j in range(h):
+        for i in range(w):
+            x = xx[j, i]
+            y = yy[j, i]
+            # Bilinear weights on the ground-node lattice.
+            fx = (x - nx0) / nsp
+            fy = (y - ny0) / nsp
+            ix = min(max(math.floor(fx), 0), nxn - 2)
+            iy = min(max(math.floor(fy), 0), nyn - 2)
+            tx = fx - ix
+            ty = fy - iy
+            w00 = (1.0 - tx) * (1.0 - ty)
+            w10 = tx * (1.0 - ty)
+            w01 = (1.0 - tx) * ty
+            w11 = tx * ty
+            for k in range(N_GROUND):
+                q[k] = (nodes[k, iy, ix] * w00 + nodes[k, iy, ix + 1] * w10
+                        + nodes[k, iy + 1, ix] * w01 + nodes[k, iy + 1, ix + 1] * w11)
+            for b in range(6):
+                spec[b] = q[Q_SPEC + b]
+            gx = q[Q_GX]
+            gy = q[Q_GY]
+            rough = q[Q_ROUGH]
+            scl = 5
+            flat_surface = False
+            # Fine texture: 40 m and 20 m noise and a 10 m grain.
+            t1 = _vn(flat, meta, inv, fine[0], x, y)
+            t2 = _vn(flat, meta, inv, fine[1], x, y)
+            grain = hash01(np.int64(math.floor(x / 10.0)), np.int64(math.floor(y / 10.0)), geo_key)
+            # Dry river beds, vegetation along them, lakes, roads.
+            chan = max(0.0, 1.0 - _line_distance(nodes, Q_CHAN, ix, iy, tx, ty, nsp, q[Q_CHAN]) / 16.0)
+            if chan > 0.0:
+                for b in range(6):
+                    spec[b] = spec[b] * (1.0 - chan) + looks[0, b] * chan
+                rough *= 1.0 - 0.5 * chan
+                if q[Q_VEG] > 0.66 and chan > 0.4 and t2 > 0.35:
+                    for b in range(6):
+                        spec[b] = looks[1, b] * (0.8 + 0.4 * t1)
+                    scl = 4
+            if q[Q_LAKE] > 0.82:
+                lagoon = 8 if q[Q_PAVED] > 0.5 else 2  # turquoise saline lagoons, dark lakes
+                for b in range(6):
+                    spec[b] = looks[lagoon, b]
+                scl = 6
+                flat_surface = True
+                rough = 0.1
+            elif _line_distance(nodes, Q_ROAD, ix, iy, tx, ty, nsp, q[Q_ROAD]) < 4.5:
+                r = 3 if q[Q_PAVED] > 0.5 else 4
+                for b in range(6):
+                    spec[b] = looks[r, b]
+                rough = 0.3
+            albedo_extra = 1.0
+            if has_mines:
+                s = sid[j, i]
+                if s >= 0:
+                    gx += mgx[j, i]
+                    gy += mgy[j, i]
+                    cls = params[s, P_CLASS]
+                    d = dist[j, i]
+                    u, v = _rot(params, s, x, y)
+                    h1 = params[s, P_H1]
+                    h2 = params[s, P_H2]
+                    key = np.uint64(params[s, P_H3] * 1e9)
+                    if cls == 5.0:  # open pit: deeper rock, grey-brown
+                        a = 0.35 + 0.3 * h1
+                        for b in range(6):
+                            spec[b] = spec[b] * (1.0 - a) + looks[5, b] * a
+                        rough = 0.55
+                        if params[s, P_WATER_D] > 0.0 and d > params[s, P_WATER_D]:
+                            for b in range(6):
+                                spec[b] = looks[2, b] * 1.1
+                            scl = 6
+                            flat_surface = True
+                    elif cls == 9.0:  # waste rock: local rock, tip lines on the top
+                        a = 0.15 + 0.25 * h1
+                        for b in range(6):
+                            spec[b] = spec[b] * (1.0 - a) + looks[5, b] * a
+                        if d > 70.0:
+                            albedo_extra = 1.0 + 0.03 * math.sin(6.2831853 * u / 24.0 + 6.0 * h2)
+                        rough = 0.35
+                    elif cls == 8.0:  # tailings: smooth light beach, a pond, a wet margin
+                        a = 0.45 + 0.25 * h2
+                        k = 6 if h1 < 0.5 else 7
+                        for b in range(6):
+                            spec[b] = spec[b] * (1.0 - a) + looks[k, b] * a
+                        rough = 0.3
+                        wd = params[s, P_WATER_D]
+                        if wd > 0.0 and d > wd:
+                            for b in range(6):
+                                spec[b] = looks[8, b]
+                            scl = 6
+                            flat_surface = True
+                        elif wd > 0.0 and d > wd - 60.0:
+                            albedo_extra = 0.8
+                    elif cls == 3.0:  # heap leach: cells of fresh and old ore, wet cells, berms
+                        cu = math.floor(u / 90.0)
+                        cv = math.floor(v / 55.0)
+                        hc = hash01(cu, cv, key)
+                        a = 0.5 + 0.2 * h1
+                        for b in range(6):
+                            spec[b] = spec[b] * (1.0 - a) + looks[9, b] * a
+                        albedo_extra = 0.86 + 0.28 * hc
+                        if hash01(cu, cv, key + np.uint64(7)) < 0.22:
+                            albedo_extra *= 0.76
+                        fu = u / 90.0 - cu
+                        fv = v / 55.0 - cv
+                        if fu < 0.09 or fv < 0.14:
+                            albedo_extra *= 0.84
+                        rough = 0.35
+                    elif cls == 4.0 or cls == 6.0:  # facilities: yards, roofs and shadows
+                        for b in range(6):
+                            spec[b] = spec[b] * 1.05
+                        rough = 0.45
+                        roof = _roof(params, s, u, v, key)
+                        if roof >= 0.0:
+                            k = 10 + int(roof * 3.999)
+                            for b in range(6):
+                                spec[b] = looks[k, b]
+                            rough = 0.15
+                        else:
+                            su = sx * params[s, P_COS] + sy * params[s, P_SIN]
+                            sv = -sx * params[s, P_SIN] + sy * params[s, P_COS]
+                            norm = math.sqrt(su * su + sv * sv) + 1e-9
+                            if _roof(params, s, u + 12.0 * su / norm, v + 12.0 * sv / norm, key) >= 0.0:
+                                albedo_extra = 0.5
+                    elif cls == 7.0:  # stockyard: piles of ore concentrate between lanes
+                        fv = v / 40.0 - math.floor(v / 40.0)
+                        if 0.18 < fv < 0.82:
+                            a = 0.45 + 0.3 * h1
+                            for b in range(6):
+                                spec[b] = spec[b] * (1.0 - a) + looks[14, b] * a
+                        else:
+                            for b in range(6):
+                                spec[b] = spec[b] * 1.06
+                        rough = 0.5
+                elif haul[j, i]:
+                    for b in range(6):
+                        spec[b] = spec[b] * 0.45 + looks[4, b] * 0.55
+                    rough = 0.25
+            # Illumination on the relief (flat = 1).
+            if flat_surface:
+                shade = 1.0
+            else:
+                shade = (sz - gx * sx - gy * sy) / (math.sqrt(1.0 + gx * gx + gy * gy) * sz)
+                shade = max(shade, 0.08)
+            albedo = (1.0 + rough * (0.24 * (t1 - 0.5) + 0.16 * (t2 - 0.5) + 0.16 * (grain - 0.5)))
+            f = albedo * albedo_extra * shade
+            for b in range(6):
+                mat[b] = spec[b] * f
+            if has_clouds:
+                op = (cnodes[C_OPACITY, iy, ix] * w00 + cnodes[C_OPACITY, iy, ix + 1] * w10
+                      + cnodes[C_OPACITY, iy + 1, ix] * w01 + cnodes[C_OPACITY, iy + 1, ix + 1] * w11)
+                sh = (cnodes[C_SHADOW, iy, ix] * w00 + cnodes[C_SHADOW, iy, ix + 1] * w10
+                      + cnodes[C_SHADOW, iy + 1, ix] * w01 + cnodes[C_SHADOW, iy + 1, ix + 1] * w11)
+                thin = (cnodes[C_THIN, iy, ix] * w00 + cnodes[C_THIN, iy, ix + 1] * w10
+                        + cnodes[C_THIN, iy + 1, ix] * w01 + cnodes[C_THIN, iy + 1, ix + 1] * w11)
+                shaded = sh > 0.3 and op < 0.02
+                if shaded:
+                    for b in range(6):
+                        mat[b] *= 1.0 - 0.65 * sh
+                    scl = 3
+                    thin = 0.0
+                if thin > 0.0:
+                    for b in range(6):
+                        mat[b] += thin * 0.12
+                    if thin > 0.05 and op <= 0.3:
+                        scl = 10
+                if op > 0.0:
+                    for b in range(6):
+                        mat[b] = mat[b] * (1.0 - op) + cloud_refl[b] * op
+                    if op > 0.6:
+                        scl = 9
+                    elif op > 0.3:
+                        scl = 8
+            for b in range(6):
+                dn = math.floor(mat[b] * 10_000.0 + 0.5)
+                out_dn[b, j, i] = np.uint16(min(max(dn, 1.0), 64_000.0))
+            out_scl[j, i] = scl
