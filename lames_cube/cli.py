@@ -21,15 +21,25 @@ def _cmd_world_create(args: argparse.Namespace) -> None:
     spec = WorldSpec(
         seed=args.seed,
         site_ids=tuple(args.sites) if args.sites else None,
-        n_sites=args.n_sites,
         years=tuple(args.years),
         scenes_per_year=args.scenes_per_year,
         style=args.style,
         use_lames=not args.no_lames,
+        area="lames" if args.area == ["lames"] else (tuple(args.area) if args.area else None),
+        hidden_mines=not args.no_hidden_mines,
+        **({"n_sites": args.n_sites} if args.n_sites is not None else {}),
     )
     root = write_world(args.path, spec, data_dir=args.data_dir, overwrite=args.overwrite,
                        workers=args.workers)
     print(root)
+
+
+def _cmd_world_check(args: argparse.Namespace) -> int:
+    from lames_cube.synthetic.realism import check_path, format_table
+
+    table = check_path(args.path, args.sites, year=args.year, margin_m=args.margin_m)
+    print(format_table(table))
+    return 1 if args.strict and not table["passes"].all() else 0
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
@@ -98,21 +108,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     world = sub.add_parser("world", help="synthetic Sentinel-2 worlds",
-                           description="Create synthetic Sentinel-2 L2A worlds.")
+                           description="Create synthetic Sentinel-2 L2A worlds and check their realism.")
     wsub = world.add_subparsers(dest="world_command", required=True, metavar="SUBCOMMAND")
     p = wsub.add_parser("create", help="write a world (COGs, STAC, geoparquet index)",
                         description="Write a synthetic world to PATH.")
     p.add_argument("path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sites", nargs="+", help="LAMES site ids (default: --n-sites by seed)")
-    p.add_argument("--n-sites", type=int, default=4)
+    p.add_argument("--n-sites", type=int, help="how many LAMES sites, picked by seed (default: 4)")
+    p.add_argument("--area", nargs="+", metavar="AREA",
+                   help="draw every LAMES site and hidden mine in an area: 'lames' (all of them) "
+                   "or WEST SOUTH EAST NORTH in degrees")
     p.add_argument("--years", type=int, nargs="+", default=[2020, 2021, 2022, 2023])
     p.add_argument("--scenes-per-year", type=int, default=2)
     p.add_argument("--style", choices=["earth-search", "planetary-computer"], default="earth-search")
     p.add_argument("--no-lames", action="store_true", help="synthetic sites instead of LAMES")
+    p.add_argument("--no-hidden-mines", action="store_true",
+                   help="do not draw the Maus et al. footprints that LAMES does not label")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--workers", type=int)
     p.set_defaults(func=_cmd_world_create)
+    p = wsub.add_parser("check", help="measure how hard a world is, against real LAMES imagery",
+                        description="Render each site of the world at PATH cloud-free and print "
+                        "its realism measures (mine/ground contrast, background texture, "
+                        "random-forest F1 on RGB, on all bands and with context), beside real "
+                        "LAMES imagery and the thresholds of issue 7.")
+    p.add_argument("path", help="world directory (written by `lames-cube world create`)")
+    p.add_argument("--sites", nargs="+", help="site ids (default: every site of the world)")
+    p.add_argument("--year", type=int, help="year of the mines (default: the last year)")
+    p.add_argument("--margin-m", type=float, default=1000.0,
+                   help="ground around each site's bounding box, in metres (default: 1000)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any site fails a threshold")
+    p.set_defaults(func=_cmd_world_check)
 
     p = sub.add_parser("search", help="search a STAC API or a local index",
                        description="Search Sentinel-2 L2A items (a STAC API URL, a "
@@ -160,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``lames-cube``; returns the exit code (2 for bad input, with the error's message)."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except LamesCubeError as exc:
         print(f"lames-cube: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

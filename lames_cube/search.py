@@ -118,7 +118,10 @@ def site_table(catalog: Any = None, data_dir=None):
     tables = []
     world = _world_dir(catalog) if catalog is not None else None
     if world is not None and (world / "sectors.geojson").is_file():
-        sectors = gpd.read_file(world / "sectors.geojson")[["site_id", "geometry"]]
+        sectors = gpd.read_file(world / "sectors.geojson")
+        if "kind" in sectors:  # hidden mines are not LAMES sites
+            sectors = sectors[sectors["kind"] != "hidden"]
+        sectors = sectors[["site_id", "geometry"]].copy()
         sectors["site_id"] = sectors["site_id"].astype(str)
         tables.append(sectors.dissolve(by="site_id", as_index=False))
     if find_data_dir(data_dir, required=not tables) is not None:

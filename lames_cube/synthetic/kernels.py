@@ -58,7 +58,7 @@ def hash01(ix, iy, key):
     return float(h >> _S11) * _INV53
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=False, error_model="numpy")
 def fill_lattices(flat, meta, keys):
     """Hash every node of every octave lattice into ``flat`` (see :func:`lattice_meta`)."""
     for k in range(meta.shape[0]):
@@ -158,7 +158,7 @@ def _smooth(e0, e1, x):
     return t * t * (3.0 - 2.0 * t)
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=False, error_model="numpy")
 def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, out):
     """Evaluate the smooth ground at the nodes ``xs`` × ``ys`` (texture CRS metres).
 
@@ -179,7 +179,7 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
     cell_key
         Key of the geological cells.
     out
-        (N_GROUND, len(ys), len(xs)) float32 output.
+        (len(ys), len(xs), N_GROUND) float32 output.
     """
     n_units = geo.shape[0]
     for j in range(ys.shape[0]):
@@ -190,8 +190,11 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
             _, ex, ey = _fbm_grad(flat, meta, inv, fields[0, 0], fields[0, 1], x, y)
             _, rx, ry = _fbm_grad(flat, meta, inv, fields[1, 0], fields[1, 1], x, y)
             _, fx_, fy_ = _fbm_grad(flat, meta, inv, fields[13, 0], fields[13, 1], x, y)
-            gx = 1700.0 * ex + 240.0 * rx + 45.0 * fx_
-            gy = 1700.0 * ey + 240.0 * ry + 45.0 * fy_
+            # Mountains where the basin field is low, plains and salars where it is high.
+            basin = _fbm(flat, meta, inv, fields[6, 0], fields[6, 1], x, y)
+            rugged = _smooth(0.6, 0.36, basin)
+            gx = (1200.0 + 3200.0 * rugged) * ex + (200.0 + 450.0 * rugged) * rx + 45.0 * fx_
+            gy = (1200.0 + 3200.0 * rugged) * ey + (200.0 + 450.0 * rugged) * ry + 45.0 * fy_
             # Geology: domain-warped cells, each one unit, blended over ~100 m at boundaries.
             wx = x + 1800.0 * (_fbm(flat, meta, inv, fields[2, 0], fields[2, 1], x, y) - 0.5)
             wy = y + 1800.0 * (_fbm(flat, meta, inv, fields[3, 0], fields[3, 1], x, y) - 0.5)
@@ -223,11 +226,10 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
             k2 = 0
             while k2 < n_units - 1 and u2 >= geo_cdf[k2]:
                 k2 += 1
-            w2 = 0.5 * (1.0 - _smooth(0.0, 100.0, d2 - d1))
+            w2 = 0.5 * (1.0 - _smooth(0.0, 45.0, d2 - d1))
             albedo = 0.86 + 0.28 * _fbm(flat, meta, inv, fields[4, 0], fields[4, 1], x, y)
             tint = _fbm(flat, meta, inv, fields[16, 0], fields[16, 1], x, y) - 0.5
             fan = _smooth(0.60, 0.655, _fbm(flat, meta, inv, fields[5, 0], fields[5, 1], x, y))
-            basin = _fbm(flat, meta, inv, fields[6, 0], fields[6, 1], x, y)
             salty = _vn(flat, meta, inv, fields[7, 0], x, y) > 0.45
             salt = _smooth(0.69, 0.72, basin)
             crust = 1 if salty else 2
@@ -236,19 +238,19 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
                 g *= 1.0 + tint * (0.25 if b == 0 else (0.1 if b == 1 else 0.0))
                 g = g * (1.0 - fan) + over[0, b] * fan
                 g = g * (1.0 - salt) + over[crust, b] * salt
-                out[Q_SPEC + b, j, i] = g
-            out[Q_GX, j, i] = gx * (1.0 - salt)
-            out[Q_GY, j, i] = gy * (1.0 - salt)
-            out[Q_CHAN, j, i] = _fbm(flat, meta, inv, fields[8, 0], fields[8, 1], x, y)
-            out[Q_ROAD, j, i] = _fbm(flat, meta, inv, fields[9, 0], fields[9, 1], x, y)
-            out[Q_PAVED, j, i] = 1.0 if _vn(flat, meta, inv, fields[10, 0], x, y) > 0.6 else 0.0
-            out[Q_LAKE, j, i] = _fbm(flat, meta, inv, fields[11, 0], fields[11, 1], x, y)
-            out[Q_VEG, j, i] = _fbm(flat, meta, inv, fields[12, 0], fields[12, 1], x, y)
-            out[Q_ROUGH, j, i] = 1.0 + 0.6 * salt - 0.45 * fan
-            out[Q_SALT, j, i] = salt
+                out[j, i, Q_SPEC + b] = g
+            out[j, i, Q_GX] = gx * (1.0 - salt)
+            out[j, i, Q_GY] = gy * (1.0 - salt)
+            out[j, i, Q_CHAN] = _fbm(flat, meta, inv, fields[8, 0], fields[8, 1], x, y)
+            out[j, i, Q_ROAD] = _fbm(flat, meta, inv, fields[9, 0], fields[9, 1], x, y)
+            out[j, i, Q_PAVED] = 1.0 if _vn(flat, meta, inv, fields[10, 0], x, y) > 0.6 else 0.0
+            out[j, i, Q_LAKE] = _fbm(flat, meta, inv, fields[11, 0], fields[11, 1], x, y)
+            out[j, i, Q_VEG] = _fbm(flat, meta, inv, fields[12, 0], fields[12, 1], x, y)
+            out[j, i, Q_ROUGH] = 1.0 + 0.6 * salt - 0.45 * fan
+            out[j, i, Q_SALT] = salt
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=False, error_model="numpy")
 def cloud_nodes(xs, ys, flat, meta, inv, first, n, thin_first, thin_n, cover, dx, dy, cirrus, out):
     """Cloud opacity, shadow opacity and cirrus at the nodes ``xs`` × ``ys``."""
     threshold = 0.5 + 0.36 * (0.5 - cover)
@@ -264,19 +266,22 @@ def cloud_nodes(xs, ys, flat, meta, inv, first, n, thin_first, thin_n, cover, dx
             if cirrus:
                 t = _fbm(flat, meta, inv, thin_first, thin_n, x, y)
                 thin = min(max((t - 0.62) * 3.0, 0.0), 0.25)
-            out[C_OPACITY, j, i] = op
-            out[C_SHADOW, j, i] = sh
-            out[C_THIN, j, i] = thin
+            out[j, i, C_OPACITY] = op
+            out[j, i, C_SHADOW] = sh
+            out[j, i, C_THIN] = thin
 
 
 @nb.njit(inline="always")
 def _line_distance(nodes, k, ix, iy, tx, ty, nsp, value):
     """Distance (m) to the 0.5 contour of node field ``k``, from its local gradient."""
-    dx = ((nodes[k, iy, ix + 1] - nodes[k, iy, ix]) * (1.0 - ty)
-          + (nodes[k, iy + 1, ix + 1] - nodes[k, iy + 1, ix]) * ty) / nsp
-    dy = ((nodes[k, iy + 1, ix] - nodes[k, iy, ix]) * (1.0 - tx)
-          + (nodes[k, iy + 1, ix + 1] - nodes[k, iy, ix + 1]) * tx) / nsp
-    return abs(value - 0.5) / max(math.sqrt(dx * dx + dy * dy), 1e-9)
+    off = abs(value - 0.5)
+    if off > 0.02:  # far from the contour at any slope of these fields
+        return 1e9
+    dx = ((nodes[iy, ix + 1, k] - nodes[iy, ix, k]) * (1.0 - ty)
+          + (nodes[iy + 1, ix + 1, k] - nodes[iy + 1, ix, k]) * ty) / nsp
+    dy = ((nodes[iy + 1, ix, k] - nodes[iy, ix, k]) * (1.0 - tx)
+          + (nodes[iy + 1, ix + 1, k] - nodes[iy, ix + 1, k]) * tx) / nsp
+    return off / max(math.sqrt(dx * dx + dy * dy), 1e-9)
 
 
 # Sector parameter columns (float64 table, one row per sector of the year).
@@ -317,7 +322,7 @@ def _roof(params, s, u, v, key):
     return h / share
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=False, error_model="numpy")
 def mine_relief(sid, dist, xx, yy, params, out):
     """Height (m) of the mine surfaces: benched pits and dumps, dams, leach lifts, piles."""
     h, w = sid.shape
@@ -347,7 +352,7 @@ def mine_relief(sid, dist, xx, yy, params, out):
             out[j, i] = z
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=False, error_model="numpy")
 def compose(
     xx, yy,
     nodes, nx0, ny0, nsp,
@@ -364,7 +369,7 @@ def compose(
     xx, yy
         Texture-CRS coordinates of the pixel centres (2-D, possibly broadcast views).
     nodes, nx0, ny0, nsp
-        Ground nodes (N_GROUND, ny, nx) at x = nx0 + i·nsp, y = ny0 + j·nsp (ascending).
+        Ground nodes (ny, nx, N_GROUND) at x = nx0 + i·nsp, y = ny0 + j·nsp (ascending).
     flat, meta, inv, fine
         Octave lattices; ``fine`` holds the octave indices of the pixel texture (40 m, 20 m).
     geo_key
@@ -377,7 +382,7 @@ def compose(
     params, looks
         Sector parameters (N_PARAMS columns) and the reflectance of the mine materials.
     has_clouds, cnodes, cloud_refl
-        Cloud nodes (N_CLOUD, ny, nx) on the ground-node lattice and cloud reflectance (6).
+        Cloud nodes (ny, nx, N_CLOUD) on the ground-node lattice and cloud reflectance (6).
     out_dn, out_scl
         Outputs.
     """
@@ -385,8 +390,8 @@ def compose(
     spec = np.empty(6)
     mat = np.empty(6)
     q = np.empty(N_GROUND)
-    nyn = nodes.shape[1]
-    nxn = nodes.shape[2]
+    nyn = nodes.shape[0]
+    nxn = nodes.shape[1]
     sx, sy, sz = sun[0], sun[1], sun[2]
     for j in range(h):
         for i in range(w):
@@ -404,8 +409,8 @@ def compose(
             w01 = (1.0 - tx) * ty
             w11 = tx * ty
             for k in range(N_GROUND):
-                q[k] = (nodes[k, iy, ix] * w00 + nodes[k, iy, ix + 1] * w10
-                        + nodes[k, iy + 1, ix] * w01 + nodes[k, iy + 1, ix + 1] * w11)
+                q[k] = (nodes[iy, ix, k] * w00 + nodes[iy, ix + 1, k] * w10
+                        + nodes[iy + 1, ix, k] * w01 + nodes[iy + 1, ix + 1, k] * w11)
             for b in range(6):
                 spec[b] = q[Q_SPEC + b]
             gx = q[Q_GX]
@@ -443,16 +448,22 @@ def compose(
             if has_mines:
                 s = sid[j, i]
                 if s >= 0:
-                    gx += mgx[j, i]
-                    gy += mgy[j, i]
                     cls = params[s, P_CLASS]
+                    if cls == 5.0:  # pits cut into the relief: their own walls dominate
+                        gx = 0.3 * gx + mgx[j, i]
+                        gy = 0.3 * gy + mgy[j, i]
+                    else:  # dumps, tailings, pads and yards are built flat (and dusty)
+                        gx = mgx[j, i]
+                        gy = mgy[j, i]
+                        for b in range(6):
+                            spec[b] *= 0.9
                     d = dist[j, i]
                     u, v = _rot(params, s, x, y)
                     h1 = params[s, P_H1]
                     h2 = params[s, P_H2]
                     key = np.uint64(params[s, P_H3] * 1e9)
                     if cls == 5.0:  # open pit: deeper rock, grey-brown
-                        a = 0.35 + 0.3 * h1
+                        a = 0.2 + 0.25 * h1
                         for b in range(6):
                             spec[b] = spec[b] * (1.0 - a) + looks[5, b] * a
                         rough = 0.55
@@ -469,7 +480,7 @@ def compose(
                             albedo_extra = 1.0 + 0.03 * math.sin(6.2831853 * u / 24.0 + 6.0 * h2)
                         rough = 0.35
                     elif cls == 8.0:  # tailings: smooth light beach, a pond, a wet margin
-                        a = 0.45 + 0.25 * h2
+                        a = 0.35 + 0.25 * h2
                         k = 6 if h1 < 0.5 else 7
                         for b in range(6):
                             spec[b] = spec[b] * (1.0 - a) + looks[k, b] * a
@@ -498,8 +509,6 @@ def compose(
                             albedo_extra *= 0.84
                         rough = 0.35
                     elif cls == 4.0 or cls == 6.0:  # facilities: yards, roofs and shadows
-                        for b in range(6):
-                            spec[b] = spec[b] * 1.05
                         rough = 0.45
                         roof = _roof(params, s, u, v, key)
                         if roof >= 0.0:
@@ -538,12 +547,12 @@ def compose(
             for b in range(6):
                 mat[b] = spec[b] * f
             if has_clouds:
-                op = (cnodes[C_OPACITY, iy, ix] * w00 + cnodes[C_OPACITY, iy, ix + 1] * w10
-                      + cnodes[C_OPACITY, iy + 1, ix] * w01 + cnodes[C_OPACITY, iy + 1, ix + 1] * w11)
-                sh = (cnodes[C_SHADOW, iy, ix] * w00 + cnodes[C_SHADOW, iy, ix + 1] * w10
-                      + cnodes[C_SHADOW, iy + 1, ix] * w01 + cnodes[C_SHADOW, iy + 1, ix + 1] * w11)
-                thin = (cnodes[C_THIN, iy, ix] * w00 + cnodes[C_THIN, iy, ix + 1] * w10
-                        + cnodes[C_THIN, iy + 1, ix] * w01 + cnodes[C_THIN, iy + 1, ix + 1] * w11)
+                op = (cnodes[iy, ix, C_OPACITY] * w00 + cnodes[iy, ix + 1, C_OPACITY] * w10
+                      + cnodes[iy + 1, ix, C_OPACITY] * w01 + cnodes[iy + 1, ix + 1, C_OPACITY] * w11)
+                sh = (cnodes[iy, ix, C_SHADOW] * w00 + cnodes[iy, ix + 1, C_SHADOW] * w10
+                      + cnodes[iy + 1, ix, C_SHADOW] * w01 + cnodes[iy + 1, ix + 1, C_SHADOW] * w11)
+                thin = (cnodes[iy, ix, C_THIN] * w00 + cnodes[iy, ix + 1, C_THIN] * w10
+                        + cnodes[iy + 1, ix, C_THIN] * w01 + cnodes[iy + 1, ix + 1, C_THIN] * w11)
                 shaded = sh > 0.3 and op < 0.02
                 if shaded:
                     for b in range(6):

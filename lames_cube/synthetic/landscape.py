@@ -36,7 +36,7 @@ from pyproj import Transformer
 from scipy import ndimage
 
 from lames_cube.synthetic import kernels as K
-from lames_cube.synthetic.noise import hash_uniform
+from lames_cube.synthetic.mines import draw
 
 #: Reflectance bands the world simulates, in this order.
 REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -95,10 +95,10 @@ LOOKS = (
     ("pit_rock", (0.115, 0.130, 0.145, 0.170, 0.225, 0.205)),
     ("tailings_grey", (0.185, 0.215, 0.245, 0.270, 0.330, 0.295)),
     ("tailings_beige", (0.180, 0.220, 0.260, 0.290, 0.350, 0.310)),
-    ("tailings_pond", (0.095, 0.130, 0.110, 0.060, 0.025, 0.015)),
+    ("tailings_pond", (0.105, 0.140, 0.135, 0.065, 0.028, 0.018)),
     ("leach_ore", (0.175, 0.205, 0.240, 0.265, 0.330, 0.285)),
-    ("roof_white", (0.330, 0.345, 0.355, 0.370, 0.390, 0.370)),
-    ("roof_grey", (0.180, 0.190, 0.200, 0.215, 0.240, 0.225)),
+    ("roof_white", (0.290, 0.305, 0.315, 0.330, 0.350, 0.330)),
+    ("roof_grey", (0.150, 0.160, 0.170, 0.185, 0.210, 0.195)),
     ("roof_blue", (0.120, 0.155, 0.175, 0.200, 0.230, 0.205)),
     ("roof_rust", (0.110, 0.120, 0.160, 0.200, 0.250, 0.230)),
     ("ore_concentrate", (0.060, 0.065, 0.070, 0.082, 0.100, 0.092)),
@@ -139,6 +139,15 @@ def texture_coords(gbox: GeoBox, texture_epsg: int) -> tuple[np.ndarray, np.ndar
     tr = Transformer.from_crs(gbox.crs.epsg, texture_epsg, always_xy=True)
     tx, ty = tr.transform(xx, yy)
     return np.ascontiguousarray(tx), np.ascontiguousarray(ty)
+
+
+def pixel_metres(gbox: GeoBox) -> tuple[float, float]:
+    """Pixel width and height in metres (approximate for geographic grids), both positive."""
+    a = gbox.affine
+    if gbox.crs.geographic:
+        lat = math.radians(gbox.extent.centroid.coords[0][1])
+        return abs(a.a) * 111_320.0 * max(math.cos(lat), 1e-6), abs(a.e) * 110_574.0
+    return abs(a.a), abs(a.e)
 
 
 def _key(*parts: int) -> int:
@@ -206,7 +215,7 @@ _SUN = np.array([
 ])
 _NO_MINES = (np.full((1, 1), -1, np.int32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
              np.zeros((1, 1), np.float32), np.zeros((1, 1), np.uint8), np.zeros((1, K.N_PARAMS)))
-_NO_CLOUDS = np.zeros((K.N_CLOUD, 2, 2), np.float32)
+_NO_CLOUDS = np.zeros((2, 2, K.N_CLOUD), np.float32)
 
 
 @dataclass
@@ -236,12 +245,6 @@ class MineLayer:
 
     def as_args(self) -> tuple:
         return self.sid, self.dist, self.gx, self.gy, self.haul, self.params
-
-
-def _uniform(seed: int, text: str, k: int) -> float:
-    h = int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text) * 7919
-    h2 = sum((i + 1) * c for i, c in enumerate(text.encode()))
-    return float(hash_uniform(np.array([h % 2**62]), np.array([h2 * 31 + k]), seed + 4242)[0])
 
 
 class Landscape:
@@ -280,7 +283,7 @@ class Landscape:
             axis = e1 if np.hypot(*e1) >= np.hypot(*e2) else e2
             angle = math.atan2(axis[1], axis[0])
             c = shapely.centroid(geom)
-            h1, h2, h3 = (_uniform(self.seed, name, k) for k in range(3))
+            h1, h2, h3 = (draw(self.seed, name, f"look-{k}") for k in range(3))
             water = 0.0
             if int(cls) == 5 and h2 < 0.25:
                 water = 470.0 + 110.0 * h3
@@ -307,11 +310,11 @@ class Landscape:
             ends = [shapely.point_on_surface(g) for k, g in enumerate(geoms) if k != hub]
             x0, y0 = start.x, start.y
             for k in range(2):
-                angle = 2 * math.pi * _uniform(self.seed, str(site_id), 10 + k)
-                reach = 4000.0 + 6000.0 * _uniform(self.seed, str(site_id), 20 + k)
+                angle = 2 * math.pi * draw(self.seed, str(site_id), f"road-angle-{k}")
+                reach = 4000.0 + 6000.0 * draw(self.seed, str(site_id), f"road-reach-{k}")
                 ends.append(shapely.Point(x0 + reach * math.cos(angle), y0 + reach * math.sin(angle)))
             for k, end in enumerate(ends):
-                bend = (_uniform(self.seed, f"{site_id}:{k}", 30) - 0.5) * 0.5
+                bend = (draw(self.seed, f"{site_id}:{k}", "road-bend") - 0.5) * 0.5
                 mx, my = (x0 + end.x) / 2, (y0 + end.y) / 2
                 dx, dy = end.x - x0, end.y - y0
                 roads.append(shapely.LineString([(x0, y0), (mx - bend * dy, my + bend * dx), (end.x, end.y)]))
@@ -335,8 +338,8 @@ class Landscape:
     def mine_layer(self, gbox: GeoBox, year: int) -> MineLayer | None:
         """The mines of ``year`` on ``gbox`` (None when none is near)."""
         geoms, tree, params, roads, road_tree = self._in_crs(gbox.crs, year)
-        res = abs(gbox.affine.a)
-        halo = math.ceil(MINE_HALO_M / res)
+        res = pixel_metres(gbox)
+        halo = math.ceil(MINE_HALO_M / min(res))
         big = gbox.pad(halo)
         window = shapely.box(*big.extent.boundingbox)
         hits = np.sort(tree.query(window, predicate="intersects"))
@@ -362,8 +365,7 @@ class Landscape:
                 r0, r1 = max(rows.min() - 1, 0), min(rows.max() + 2, big.shape[0])
                 c0, c1 = max(cols.min() - 1, 0), min(cols.max() + 2, big.shape[1])
                 crop = ids[r0:r1, c0:c1]
-                d, z = self._structure(crop, big[r0:r1, c0:c1], params, halo * res)
-                a = big.affine
+                d, z = self._structure(crop, big[r0:r1, c0:c1], params, MINE_HALO_M)
                 dzr, dzc = np.gradient(z)
                 # Paste the crop's overlap with the window.
                 wr0, wc0 = max(r0 - halo, 0), max(c0 - halo, 0)
@@ -373,8 +375,9 @@ class Landscape:
                     cc = slice(wc0 + halo - c0, wc1 + halo - c0)
                     sid[wr0:wr1, wc0:wc1] = crop[cr, cc]
                     dist[wr0:wr1, wc0:wc1] = d[cr, cc]
-                    gx[wr0:wr1, wc0:wc1] = dzc[cr, cc] / a.a
-                    gy[wr0:wr1, wc0:wc1] = dzr[cr, cc] / a.e
+                    a = gbox.affine
+                    gx[wr0:wr1, wc0:wc1] = dzc[cr, cc] / math.copysign(res[0], a.a)
+                    gy[wr0:wr1, wc0:wc1] = dzr[cr, cc] / math.copysign(res[1], a.e)
         return MineLayer(sid, dist, gx, gy, haul, params)
 
     def _structure(self, ids: np.ndarray, gbox: GeoBox, params: np.ndarray, cap: float):
@@ -383,9 +386,8 @@ class Landscape:
         centre = pad[1:-1, 1:-1]
         edge = ((pad[:-2, 1:-1] != centre) | (pad[2:, 1:-1] != centre)
                 | (pad[1:-1, :-2] != centre) | (pad[1:-1, 2:] != centre)) & (ids >= 0)
-        res = abs(gbox.affine.a)
         if edge.any():
-            d = ndimage.distance_transform_edt(~edge) * res
+            d = ndimage.distance_transform_edt(~edge, sampling=pixel_metres(gbox)[::-1])
             d = np.minimum(d, cap).astype(np.float32)
         else:
             d = np.full(ids.shape, cap, np.float32)
@@ -408,7 +410,7 @@ class Landscape:
         margin = 4000.0  # domain warp and node margin
         octaves = Octaves.build(specs, (node_x[0] - margin, node_y[0] - margin,
                                         node_x[-1] + margin, node_y[-1] + margin))
-        nodes = np.empty((K.N_GROUND, len(node_y), len(node_x)), np.float32)
+        nodes = np.empty((len(node_y), len(node_x), K.N_GROUND), np.float32)
         K.ground_nodes(node_x, node_y, octaves.flat, octaves.meta, octaves.inv, table, _GEO, _GEO_CDF,
                        _OVER, np.uint64(_key(self.seed, 7)), nodes)
         layer = self.mine_layer(gbox, year)
@@ -424,7 +426,7 @@ class Landscape:
         sx = min(0.0, clouds.shadow_dx) - 100.0, max(0.0, clouds.shadow_dx) + 100.0
         sy = min(0.0, clouds.shadow_dy) - 100.0, max(0.0, clouds.shadow_dy) + 100.0
         octaves = Octaves.build(specs, (nx[0] + sx[0], ny[0] + sy[0], nx[-1] + sx[1], ny[-1] + sy[1]))
-        out = np.empty((K.N_CLOUD, len(ny), len(nx)), np.float32)
+        out = np.empty((len(ny), len(nx), K.N_CLOUD), np.float32)
         K.cloud_nodes(nx, ny, octaves.flat, octaves.meta, octaves.inv, 0, 5, 5, 3, clouds.cover,
                       clouds.shadow_dx, clouds.shadow_dy, clouds.cirrus, out)
         return out

@@ -1,13 +1,35 @@
-"""Mines of the synthetic world: the real LAMES sectors, growing from year to year.
+"""Mines of the synthetic world: the LAMES sectors and the hidden mines, growing year by year.
 
-Each site grows outward from its largest open pit (or its centroid): in year ``t`` of ``n`` a
-sector covers its intersection with a disc whose radius rises linearly from ``start_fraction``
-of the site's reach to all of it in the last year. The grown polygons are the truth: their area
-per site and year is known exactly, and the same polygons are burnt into the pixels.
+A world draws two kinds of mines (column ``kind``):
+
+``"lames"``
+    the real LAMES sectors (or synthetic ones with the same schema): what the LAMES labels show;
+``"hidden"``
+    the Maus et al. (2020) footprints that no LAMES sector touches: real mines that the LAMES
+    labels miss. They carry no classes, so :func:`hidden_mine_sectors` lays out plausible ones.
+
+Each sector grows by the rule of its class, from a first-year state drawn from the world seed
+and the sector's ``Name`` (no global random state) to the whole annotation in the last year:
+
+* open pits (5) widen: the polygon scaled about its own centroid (or an interior point when the
+  centroid lies outside), intersected with itself;
+* tailings (8) and waste rock dumps (9) extend from the pit: the polygon intersected with a disc
+  centred at the sector's point nearest the mine's main pit, the radius growing;
+* heap leach pads (3) are built row by row: the polygon cut by a line that sweeps, in whole rows
+  of :data:`LEACH_ROW_M`, along the long axis of its minimum rotated rectangle;
+* buildings (4 mine facility, 6 processing plant) and stockyards (7) appear whole in one year
+  (most exist from the first year) and never disappear.
+
+Every sector's state is the union of its states of earlier years, so nothing is ever un-mined
+and a mine's area never falls. The grown polygons are the truth: their area per mine and year
+is known exactly (in the mine's UTM zone), and the same polygons are burnt into the pixels.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -17,104 +39,499 @@ import shapely
 import shapely.affinity
 
 from lames_cube.classes import SECTOR_MINE_CLASSES
+from lames_cube.errors import WorldError
 from lames_cube.synthetic.mgrs import utm_epsg
 from lames_cube.synthetic.noise import hash_uniform
 
 #: LAMES sector classes drawn by the synthetic world (mask values 3..9, see DESIGN.md §5).
 SECTOR_CLASSES = tuple(int(c) for c in SECTOR_MINE_CLASSES)
+#: Values of the ``kind`` column: LAMES sectors and hidden (unlabelled) mines.
+KINDS = ("lames", "hidden")
+#: Prefix of a hidden mine's ``site_id`` (followed by the Maus ``fid``).
+HIDDEN_PREFIX = "maus-"
+
+#: Linear scale of an open pit in the first year (its area is about the square of it).
+PIT_START = (0.45, 0.75)
+#: Radius of a tailings or waste rock disc in the first year, as a fraction of its full reach.
+DUMP_START = (0.35, 0.70)
+#: Share of a leach pad's length built in the first year.
+LEACH_START = (0.25, 0.60)
+#: Leach pads grow by whole rows about this long (m) along their long axis.
+LEACH_ROW_M = 100.0
+#: Share of buildings and stockyards that exist from the first year (the others appear later).
+BUILT_FROM_START = 0.75
+#: Classes that appear whole in one year.
+WHOLE_CLASSES = (4, 6, 7)
+
+#: Hidden mine layout: open pit share of the footprint, its largest area (m²), and the
+#: footprint area (m²) from which a tailings part is laid out on one side.
+HIDDEN_PIT_SHARE = (0.15, 0.30)
+HIDDEN_PIT_MAX_M2 = 6e6
+HIDDEN_TAILINGS_MIN_M2 = 3e5
+HIDDEN_TAILINGS_SHARE = (0.25, 0.40)
+
+
+def draw(seed: int, name: str, what: str) -> float:
+    """A deterministic uniform number in [0, 1) for (world seed, sector name, purpose).
+
+    Examples
+    --------
+    >>> draw(0, "2355_1", "pit") == draw(0, "2355_1", "pit") != draw(1, "2355_1", "pit")
+    True
+    """
+    digest = hashlib.blake2b(f"{int(seed)}|{name}|{what}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+def unique_names(names: Iterable[str]) -> list[str]:
+    """Make sector names unique: repeats get ``#2``, ``#3``, ... in row order.
+
+    The LAMES sector file repeats four names (``1922_3``, ``2108_42``, ``2504_17``, ``3218_1``).
+
+    Examples
+    --------
+    >>> unique_names(["1_1", "1_2", "1_1", "1_1"])
+    ['1_1', '1_2', '1_1#2', '1_1#3']
+    """
+    names = [str(n) for n in names]
+    taken = set(names)
+    count: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name not in count:
+            count[name] = 1
+            out.append(name)
+            continue
+        k = count[name] + 1
+        while f"{name}#{k}" in taken:
+            k += 1
+        count[name] = k
+        taken.add(f"{name}#{k}")
+        out.append(f"{name}#{k}")
+    return out
+
+
+def to_local(geoms, epsg: np.ndarray, *, valid: bool = False) -> np.ndarray:
+    """Reproject EPSG:4326 geometries to each one's EPSG code (one ``to_crs`` per zone).
+
+    With ``valid=True``, polygons that reprojection made invalid are repaired (polygonal parts
+    of ``make_valid``).
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.empty(len(geoms), dtype=object)
+    for code in np.unique(epsg):
+        sel = epsg == code
+        out[sel] = gpd.GeoSeries(geoms[sel], crs=4326).to_crs(int(code)).values
+    return _repair(out) if valid else out
+
+
+def to_lonlat(geoms, epsg: np.ndarray, *, valid: bool = False) -> np.ndarray:
+    """Inverse of :func:`to_local`."""
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.empty(len(geoms), dtype=object)
+    for code in np.unique(epsg):
+        sel = epsg == code
+        out[sel] = gpd.GeoSeries(geoms[sel], crs=int(code)).to_crs(4326).values
+    return _repair(out) if valid else out
+
+
+def _repair(geoms: np.ndarray) -> np.ndarray:
+    """Repair the invalid polygons of ``geoms`` (in place): polygonal parts of make_valid."""
+    bad = np.flatnonzero(~shapely.is_valid(geoms) & ~shapely.is_missing(geoms))
+    if len(bad):
+        geoms[bad] = _polygonal(shapely.make_valid(geoms[bad], method="structure",
+                                                   keep_collapsed=False))
+    return geoms
+
+
+def zones(geoms) -> np.ndarray:
+    """UTM EPSG code of each EPSG:4326 geometry's centroid (in degrees)."""
+    xy = shapely.get_coordinates(shapely.centroid(np.asarray(geoms, dtype=object)))
+    return np.array([utm_epsg(x, y) for x, y in xy], dtype=np.int64)
+
+
+def mine_unions(site_ids, geoms) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Group geometries by mine: sorted ids, the union of each mine's geometries, row groups."""
+    site_ids = np.asarray(site_ids).astype(str)
+    geoms = np.asarray(geoms, dtype=object)
+    order = np.argsort(site_ids, kind="stable")
+    ids, starts = np.unique(site_ids[order], return_index=True)
+    groups = np.split(order, starts[1:]) if len(ids) else []
+    unions = np.array([shapely.union_all(geoms[g]) for g in groups], dtype=object)
+    return ids, unions, groups
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Keep the polygonal parts of each geometry (intersections may add lines and points)."""
+    geoms = np.asarray(geoms, dtype=object).copy()
+    types = shapely.get_type_id(geoms)
+    for i in np.flatnonzero(~np.isin(types, (-1, 3, 6))):
+        polys = [p for p in shapely.get_parts(geoms[i]) if p.geom_type in ("Polygon", "MultiPolygon")]
+        parts = [q for p in polys for q in shapely.get_parts(p)]
+        geoms[i] = (parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)) if parts else None
+    return geoms
+
+
+def _slab(ux: float, uy: float, t0: float, t1: float, w0: float, w1: float) -> shapely.Polygon:
+    """The rectangle ``t0 <= p·u <= t1``, ``w0 <= p·v <= w1`` with ``v`` = ``u`` turned 90°."""
+    vx, vy = -uy, ux
+    return shapely.Polygon([(ux * t + vx * w, uy * t + vy * w)
+                            for t, w in ((t0, w0), (t1, w0), (t1, w1), (t0, w1))])
+
+
+def _axis_extent(geom, ux: float, uy: float) -> tuple[float, float, float, float]:
+    """Range of a geometry's coordinates along ``u`` and along ``v`` (``u`` turned 90°)."""
+    xy = shapely.get_coordinates(geom)
+    t = xy @ np.array([ux, uy])
+    w = xy @ np.array([-uy, ux])
+    return float(t.min()), float(t.max()), float(w.min()), float(w.max())
+
+
+def hidden_mine_sectors(footprints: gpd.GeoDataFrame, seed: int = 0) -> gpd.GeoDataFrame:
+    """Lay out classes for mine footprints that have none (the hidden mines).
+
+    Each footprint gets an open pit (5) around its most interior point (an ellipse of
+    :data:`HIDDEN_PIT_SHARE` of the footprint, at most :data:`HIDDEN_PIT_MAX_M2`), waste rock (9)
+    in the rest, and, from :data:`HIDDEN_TAILINGS_MIN_M2` on, tailings (8) on one side. The
+    parts do not overlap and their union is the footprint. Shapes, sides and shares are drawn
+    from ``seed`` and the footprint id.
+
+    Parameters
+    ----------
+    footprints
+        ``site_id`` (the Maus ``fid``) and polygons in EPSG:4326 (as
+        :func:`lames_cube.annotations.load_footprints` returns them).
+    seed
+        The world seed.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``Name`` (``maus-<fid>_<n>``), ``class``, ``site_id`` (``maus-<fid>``), ``kind``
+        (``"hidden"``) and geometry (EPSG:4326).
+
+    Examples
+    --------
+    >>> import shapely
+    >>> fp = gpd.GeoDataFrame({"site_id": ["7"]}, geometry=[shapely.box(-69.02, -24.02, -69, -24)],
+    ...                       crs="EPSG:4326")
+    >>> s = hidden_mine_sectors(fp)
+    >>> list(s.Name), list(s["class"]), s.site_id.iloc[0]
+    (['maus-7_1', 'maus-7_2', 'maus-7_3'], [5, 9, 8], 'maus-7')
+    """
+    geoms = np.asarray(footprints.geometry.values, dtype=object)
+    epsg = zones(geoms)
+    local = to_local(geoms, epsg, valid=True)
+    rows = []
+    for fid, poly, code in zip(footprints["site_id"].astype(str), local, epsg, strict=True):
+        site_id = f"{HIDDEN_PREFIX}{fid}"
+        area = float(poly.area)
+        if area <= 0:
+            continue
+        u = [draw(seed, site_id, f"layout-{i}") for i in range(6)]
+        line = shapely.maximum_inscribed_circle(poly, max(0.5, math.sqrt(area) / 200))
+        cx, cy = shapely.get_coordinates(line)[0]
+        share = HIDDEN_PIT_SHARE[0] + (HIDDEN_PIT_SHARE[1] - HIDDEN_PIT_SHARE[0]) * u[0]
+        radius = math.sqrt(min(share * area, HIDDEN_PIT_MAX_M2) / math.pi)
+        aspect = 1.0 + 0.6 * u[1]
+        ellipse = shapely.affinity.scale(shapely.Point(cx, cy).buffer(radius, quad_segs=16),
+                                         math.sqrt(aspect), 1 / math.sqrt(aspect), origin=(cx, cy))
+        ellipse = shapely.affinity.rotate(ellipse, 180 * u[2], origin=(cx, cy))
+        pit = _polygonal(np.array([shapely.intersection(poly, ellipse)]))[0]
+        rest = poly if pit is None else shapely.difference(poly, pit)
+        tailings = None
+        if area >= HIDDEN_TAILINGS_MIN_M2:
+            angle = 2 * math.pi * u[3]
+            ux, uy = math.cos(angle), math.sin(angle)
+            t0, t1, w0, w1 = _axis_extent(poly, ux, uy)
+            t_share = HIDDEN_TAILINGS_SHARE[0] + (HIDDEN_TAILINGS_SHARE[1] - HIDDEN_TAILINGS_SHARE[0]) * u[4]
+            cut = t1 - t_share * (t1 - t0)
+            side = _slab(ux, uy, cut, t1 + 1, w0 - 1, w1 + 1)
+            tailings = _polygonal(np.array([shapely.intersection(rest, side)]))[0]
+            if tailings is not None and tailings.area < 0.02 * area:
+                tailings = None
+            if tailings is not None:
+                rest = shapely.difference(rest, tailings)
+        waste = _polygonal(np.array([rest]))[0]
+        parts = [(5, pit), (9, waste), (8, tailings)]
+        parts = [(c, g) for c, g in parts if g is not None and not g.is_empty and g.area > 1.0]
+        for n, (cls, geom) in enumerate(parts, start=1):
+            rows.append({"Name": f"{site_id}_{n}", "class": cls, "site_id": site_id,
+                         "kind": "hidden", "_epsg": int(code), "geometry": geom})
+    if not rows:
+        return gpd.GeoDataFrame({"Name": [], "class": [], "site_id": [], "kind": []},
+                                geometry=[], crs="EPSG:4326")
+    frame = pd.DataFrame(rows)
+    lonlat = to_lonlat(frame.geometry.values, frame["_epsg"].to_numpy(), valid=True)
+    return gpd.GeoDataFrame(frame.drop(columns=["_epsg", "geometry"]), geometry=list(lonlat),
+                            crs="EPSG:4326")
 
 
 @dataclass
 class MineModel:
-    """The sectors of the world's sites and how they grow.
+    """The sectors of the world's mines and how they grow.
 
     Parameters
     ----------
     sectors
-        Sector polygons with ``site_id``, ``class`` and geometry (EPSG:4326).
+        Sector polygons (EPSG:4326) with ``Name`` (unique), ``site_id``, ``class`` and,
+        optionally, ``kind`` (``"lames"`` when absent).
     years
-        The years the world covers, ascending.
-    start_fraction
-        Radius fraction of the first year (the last year shows the full annotation).
+        The years the world covers (sorted on input).
+    seed
+        The world seed: with the sector names it draws every growth parameter.
+
+    Attributes
+    ----------
+    mines
+        One row per mine (``site_id`` sorted): ``site_id``, ``kind``, ``epsg`` (the UTM zone
+        of the mine's centroid, where areas are measured) and the union of its sectors.
+
+    Examples
+    --------
+    >>> from lames_cube.synthetic.mines import fallback_sites
+    >>> m = MineModel(fallback_sites(1), (2020, 2021, 2022))
+    >>> a = m.truth().area_m2.to_numpy()
+    >>> bool(a[0] < a[1] < a[2])
+    True
     """
 
     sectors: gpd.GeoDataFrame
     years: tuple[int, ...]
-    start_fraction: float = 0.55
-    _utm: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    seed: int = 0
     _grown: dict[int, gpd.GeoDataFrame] = field(default_factory=dict, init=False, repr=False)
+    _table: tuple | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.sectors = self.sectors.reset_index(drop=True)
-        rows = []
-        for site_id, group in self.sectors.groupby("site_id", sort=True):
-            lon, lat = shapely.centroid(shapely.union_all(group.geometry.values)).coords[0]
-            epsg = utm_epsg(lon, lat)
-            self._utm[site_id] = epsg
-            local = group.to_crs(epsg)
-            pits = local[local["class"] == 5]
-            anchor = (pits if len(pits) else local).geometry.area.idxmax()
-            center = shapely.centroid(local.geometry[anchor])
-            union = shapely.union_all(local.geometry.values)
-            reach = float(shapely.hausdorff_distance(center, shapely.boundary(union)))
-            rows.append((site_id, epsg, center, reach))
-        self._sites = pd.DataFrame(rows, columns=["site_id", "epsg", "center", "reach"]).set_index(
-            "site_id"
-        )
+        sectors = self.sectors.reset_index(drop=True)
+        missing = [c for c in ("Name", "site_id", "class") if c not in sectors.columns]
+        if missing:
+            raise WorldError(f"The sectors have no {missing} column(s); columns present: "
+                             f"{list(sectors.columns)}.")
+        sectors = sectors.assign(site_id=sectors["site_id"].astype(str))
+        if "kind" not in sectors.columns:
+            sectors = sectors.assign(kind="lames")
+        bad = sorted(set(sectors["kind"]) - set(KINDS))
+        if bad:
+            raise WorldError(f"Sector kind(s) {bad} are not one of {KINDS}.")
+        if not sectors["Name"].is_unique:
+            repeated = sorted(set(sectors["Name"][sectors["Name"].duplicated()]))[:5]
+            raise WorldError(f"Sector names repeat ({repeated}); make them unique with "
+                             "lames_cube.synthetic.mines.unique_names.")
+        if sectors.crs is None or not sectors.crs.equals("EPSG:4326"):
+            sectors = sectors.set_crs(4326) if sectors.crs is None else sectors.to_crs(4326)
+        self.sectors = sectors
+        self.years = tuple(sorted(set(int(y) for y in self.years)))
+        if not self.years:
+            raise WorldError("A mine model needs at least one year.")
+
+        site_ids = sectors["site_id"].astype(str).to_numpy()
+        geoms = np.asarray(sectors.geometry.values, dtype=object)
+        ids, unions, groups = mine_unions(site_ids, geoms)
+        self._groups = groups
+        mine_epsg = zones(unions)
+        kinds = [sectors["kind"].iloc[g[0]] for g in groups]
+        self.mines = gpd.GeoDataFrame({"site_id": ids, "kind": kinds, "epsg": mine_epsg},
+                                      geometry=list(unions), crs="EPSG:4326")
+        self._epsg = pd.Series(mine_epsg, index=ids).loc[site_ids].to_numpy()
+        self._local = to_local(geoms, self._epsg, valid=True)
+        self._site_ids = site_ids
+        self._classes = sectors["class"].to_numpy().astype(np.int64)
+        # each mine's main pit (its largest open pit; else its largest sector's centroid)
+        area = np.nan_to_num(shapely.area(self._local), nan=-1.0)
+        anchors = {}
+        for site_id, g in zip(ids, groups, strict=True):
+            pits = g[self._classes[g] == 5]
+            if len(pits):
+                anchors[site_id] = self._local[pits[np.argmax(area[pits])]]
+            else:
+                anchors[site_id] = shapely.centroid(self._local[g[np.argmax(area[g])]])
+        self._anchor = np.array([anchors[s] for s in site_ids], dtype=object)
 
     @property
     def site_ids(self) -> list[str]:
-        """Site ids, sorted."""
-        return list(self._sites.index)
+        """Mine ids (LAMES site ids and ``maus-<fid>``), sorted."""
+        return list(self.mines.site_id)
 
-    def fraction(self, year: int) -> float:
-        """Growth radius fraction of ``year`` (1.0 in the last year, constant outside the span)."""
+    def progress(self, year: int) -> float:
+        """Share of the way from the first year (0) to the last (1); clipped outside the span."""
         years = self.years
         if len(years) == 1 or year >= years[-1]:
             return 1.0
         if year <= years[0]:
-            return self.start_fraction
-        t = (year - years[0]) / (years[-1] - years[0])
-        return self.start_fraction + (1.0 - self.start_fraction) * t
+            return 0.0
+        return (year - years[0]) / (years[-1] - years[0])
+
+    def _index(self, year: int) -> int:
+        """Index of the model year whose state ``year`` shows (the latest one not after it)."""
+        return max(0, int(np.searchsorted(self.years, year, side="right")) - 1)
+
+    def _u(self, what: str, rows: np.ndarray) -> np.ndarray:
+        names = self.sectors["Name"].to_numpy()
+        return np.array([draw(self.seed, str(names[i]), what) for i in rows])
+
+    def _grow(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Local geometries of every sector in every model year, and where they are whole."""
+        n = len(self.years)
+        whole_geom = self._local
+        cls = self._classes
+        p = np.array([self.progress(y) for y in self.years])
+        geoms = [np.empty(len(whole_geom), dtype=object) for _ in range(n)]
+        whole = [np.zeros(len(whole_geom), dtype=bool) for _ in range(n)]
+        for k in range(n):
+            geoms[k][:] = whole_geom
+            whole[k][:] = True
+
+        # open pits: scaled about their centroid (an interior point if it lies outside)
+        rows = np.flatnonzero(cls == 5)
+        start = PIT_START[0] + (PIT_START[1] - PIT_START[0]) * self._u("pit", rows)
+        for i, s0 in zip(rows, start, strict=True):
+            poly = whole_geom[i]
+            if poly is None or poly.is_empty:
+                continue
+            origin = shapely.centroid(poly)
+            if not shapely.contains(poly, origin):
+                origin = shapely.point_on_surface(poly)
+            previous = None
+            for k in range(n - 1):
+                s = s0 + (1 - s0) * p[k]
+                grown = shapely.intersection(
+                    shapely.affinity.scale(poly, s, s, origin=origin), poly)
+                grown = _polygonal(np.array([grown]))[0]
+                if previous is not None:
+                    grown = previous if grown is None else shapely.union(previous, grown)
+                geoms[k][i], whole[k][i] = grown, False
+                previous = grown
+
+        # tailings and waste rock: a disc from the sector's point nearest the main pit
+        rows = np.flatnonzero(np.isin(cls, (8, 9)))
+        if len(rows):
+            f0 = DUMP_START[0] + (DUMP_START[1] - DUMP_START[0]) * self._u("dump", rows)
+            centre = shapely.get_point(shapely.shortest_line(whole_geom[rows], self._anchor[rows]), 0)
+            reach = shapely.hausdorff_distance(centre, whole_geom[rows]) + 1.0
+            for k in range(n - 1):
+                disc = shapely.buffer(centre, reach * (f0 + (1 - f0) * p[k]), quad_segs=32)
+                geoms[k][rows] = _polygonal(shapely.intersection(whole_geom[rows], disc))
+                whole[k][rows] = False
+
+        # heap leach pads: whole rows along the long axis of the minimum rotated rectangle
+        rows = np.flatnonzero(cls == 3)
+        g0 = LEACH_START[0] + (LEACH_START[1] - LEACH_START[0]) * self._u("leach", rows)
+        flip = self._u("leach-end", rows) < 0.5
+        for i, g_start, backwards in zip(rows, g0, flip, strict=True):
+            poly = whole_geom[i]
+            if poly is None or poly.is_empty:
+                continue
+            ring = shapely.get_coordinates(shapely.oriented_envelope(poly))
+            edges = np.diff(ring[:3], axis=0)
+            if len(edges) < 2:
+                continue
+            axis = edges[np.argmax(np.hypot(*edges.T))]
+            length = float(np.hypot(*axis))
+            if length == 0:
+                continue
+            ux, uy = (axis / length) * (-1 if backwards else 1)
+            t0, t1, w0, w1 = _axis_extent(poly, ux, uy)
+            n_rows = max(1, math.ceil((t1 - t0) / LEACH_ROW_M - 1e-9))
+            for k in range(n - 1):
+                built = math.ceil((g_start + (1 - g_start) * p[k]) * n_rows - 1e-9)
+                if built >= n_rows:
+                    continue
+                cut = t0 + max(built, 1) * (t1 - t0) / n_rows
+                part = shapely.intersection(poly, _slab(ux, uy, t0 - 1, cut, w0 - 1, w1 + 1))
+                geoms[k][i], whole[k][i] = _polygonal(np.array([part]))[0], False
+
+        # buildings and stockyards: whole from a year drawn by seed on
+        rows = np.flatnonzero(np.isin(cls, WHOLE_CLASSES))
+        u = self._u("appear", rows)
+        later = (u - BUILT_FROM_START) / (1 - BUILT_FROM_START)
+        appear = np.where(u < BUILT_FROM_START, 0,
+                          np.minimum(1 + np.floor(later * max(n - 1, 0)), n - 1)).astype(int)
+        for k in range(n):
+            gone = rows[appear > k]
+            geoms[k][gone] = None
+            whole[k][gone] = False
+        return geoms, whole
+
+    @property
+    def table(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(local geometries, whole flags) per model year: computed once, then cached."""
+        if self._table is None:
+            self._table = self._grow()
+        return self._table
+
+    def appear_year(self) -> pd.Series:
+        """The first year each sector is drawn in (by ``Name``; NaN-free: every sector shows)."""
+        geoms, _ = self.table
+        first = np.full(len(self.sectors), self.years[-1])
+        for k in reversed(range(len(self.years))):
+            present = ~(shapely.is_missing(geoms[k]) | shapely.is_empty(geoms[k]))
+            first[present] = self.years[k]
+        return pd.Series(first, index=self.sectors["Name"].to_numpy(), name="year")
 
     def sectors_in_year(self, year: int) -> gpd.GeoDataFrame:
-        """The grown sectors of ``year`` in EPSG:4326, burn order (largest first)."""
-        if year not in self._grown:
-            parts = []
-            for site_id, row in self._sites.iterrows():
-                local = self.sectors[self.sectors.site_id == site_id].to_crs(row.epsg)
-                disc = shapely.buffer(row.center, row.reach * self.fraction(year) + 1e-6, quad_segs=64)
-                grown = local.copy()
-                grown["geometry"] = shapely.intersection(local.geometry.values, disc)
-                grown = grown[~grown.geometry.is_empty]
-                grown["area_m2"] = grown.geometry.area
-                parts.append(grown.to_crs("EPSG:4326"))
-            grown = pd.concat(parts, ignore_index=True) if parts else self.sectors.iloc[:0]
-            grown = grown.sort_values(["area_m2", "Name"], ascending=[False, True], kind="stable")
-            self._grown[year] = gpd.GeoDataFrame(grown, geometry="geometry", crs="EPSG:4326")
-        return self._grown[year]
+        """The grown sectors of ``year`` in EPSG:4326, in burn order.
+
+        Years between the model's years show the state of the latest model year before them;
+        years outside the span show the first or the last state.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+            The sector columns (``Name``, ``site_id``, ``class``, ``kind``, ...), ``area_m2``
+            (grown area in the mine's UTM zone) and geometry; largest area first, ties by
+            ``Name``. Sectors not yet built are left out; whole sectors keep the annotation's
+            geometry exactly.
+        """
+        k = self._index(year)
+        key = self.years[k]
+        if key not in self._grown:
+            geoms, whole = self.table
+            local = geoms[k]
+            keep = ~(shapely.is_missing(local) | shapely.is_empty(local))
+            out = self.sectors[keep].copy()
+            out["area_m2"] = shapely.area(local[keep])
+            lonlat = np.asarray(self.sectors.geometry.values, dtype=object)[keep].copy()
+            grown = keep & ~whole[k]
+            lonlat[~whole[k][keep]] = to_lonlat(local[grown], self._epsg[grown], valid=True)
+            out = out.set_geometry(gpd.GeoSeries(lonlat, index=out.index, crs="EPSG:4326"))
+            out = out.sort_values(["area_m2", "Name"], ascending=[False, True], kind="stable")
+            self._grown[key] = gpd.GeoDataFrame(out.reset_index(drop=True), geometry="geometry",
+                                                crs="EPSG:4326")
+        return self._grown[key]
 
     def truth(self) -> pd.DataFrame:
-        """True mined area per site and year (m², in the site's UTM zone).
+        """True mined area per mine and year (m², in the mine's UTM zone).
 
         Returns
         -------
         pandas.DataFrame
-            ``site_id``, ``year``, ``area_m2`` (the union of the grown sectors) and
-            ``area_<class>_m2`` per sector class.
+            ``site_id`` (LAMES site id or ``maus-<fid>``), ``kind``, ``year``, ``area_m2``
+            (the union of the grown sectors) and ``area_<class>_m2`` per sector class; by year,
+            then ``site_id``.
         """
-        rows = []
-        for year in self.years:
-            grown = self.sectors_in_year(year)
-            for site_id, epsg in self._utm.items():
-                local = grown[grown.site_id == site_id].to_crs(epsg)
-                row = {"site_id": site_id, "year": year}
-                row["area_m2"] = float(shapely.union_all(local.geometry.values).area)
+        geoms, _ = self.table
+
+        def union_area(rows: np.ndarray, area: np.ndarray, k: int) -> float:
+            if len(rows) == 0:
+                return 0.0
+            if len(rows) == 1:
+                return float(area[rows[0]])
+            return float(shapely.union_all(geoms[k][rows]).area)
+
+        rows_out = []
+        for k, year in enumerate(self.years):
+            present = ~(shapely.is_missing(geoms[k]) | shapely.is_empty(geoms[k]))
+            area = np.where(present, shapely.area(geoms[k]), 0.0)
+            for site_id, kind, group in zip(self.mines.site_id, self.mines.kind, self._groups,
+                                            strict=True):
+                rows = group[present[group]]
+                row = {"site_id": site_id, "kind": kind, "year": year,
+                       "area_m2": union_area(rows, area, k)}
                 for cls in SECTOR_CLASSES:
-                    sel = local[local["class"] == cls].geometry.values
-                    row[f"area_{cls}_m2"] = float(shapely.union_all(sel).area) if len(sel) else 0.0
-                rows.append(row)
-        return pd.DataFrame(rows)
+                    row[f"area_{cls}_m2"] = union_area(rows[self._classes[rows] == cls], area, k)
+                rows_out.append(row)
+        return pd.DataFrame(rows_out)
 
 
 def fallback_sites(n_sites: int = 4, seed: int = 0) -> gpd.GeoDataFrame:
@@ -156,3 +573,4 @@ def fallback_sites(n_sites: int = 4, seed: int = 0) -> gpd.GeoDataFrame:
     gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
     gdf["split"] = np.where(np.arange(len(gdf)) // 6 % 4 == 3, "test", "train")
     return gdf
+

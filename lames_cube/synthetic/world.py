@@ -34,7 +34,17 @@ from lames_cube.synthetic.landscape import (
     rasterize_classes,
 )
 from lames_cube.synthetic.mgrs import latitude_band, square_100km, utm_epsg
-from lames_cube.synthetic.mines import SECTOR_CLASSES, MineModel, fallback_sites
+from lames_cube.synthetic.mines import (
+    HIDDEN_PREFIX,
+    SECTOR_CLASSES,
+    MineModel,
+    fallback_sites,
+    hidden_mine_sectors,
+    mine_unions,
+    to_local,
+    unique_names,
+    zones,
+)
 from lames_cube.synthetic.noise import hash_uniform
 
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
@@ -76,6 +86,18 @@ class WorldSpec:
         Collection id of the items.
     use_lames
         Draw the real LAMES sectors (True) or synthetic ones with the same schema (False).
+    area
+        None (draw sites by ``site_ids`` / ``n_sites``), a lon/lat box ``(west, south, east,
+        north)`` in degrees, or ``"lames"``. With a box the world draws every LAMES site whose
+        sectors intersect it and every hidden mine whose footprint does (whole, with tiles
+        covering them); with ``"lames"`` every LAMES site and every hidden mine (all of Chile as
+        LAMES and Maus et al. know it). ``site_ids`` and ``n_sites`` are then not used.
+    hidden_mines
+        Also draw the hidden mines: the Maus et al. footprints that no LAMES sector touches
+        (mines that the LAMES labels miss), with classes laid out procedurally. An ``area``
+        world draws those in its area; a site world those that lie, with ``margin_m``, inside
+        the tiles its sites need (so its tiles stay the same). Needs ``use_lames``; ignored
+        for synthetic fallback sites.
     """
 
     seed: int = 0
@@ -89,8 +111,13 @@ class WorldSpec:
     style: Literal["earth-search", "planetary-computer"] = "earth-search"
     collection: str = "sentinel-2-l2a"
     use_lames: bool = True
+    area: tuple[float, float, float, float] | Literal["lames"] | None = None
+    hidden_mines: bool = True
 
     def __post_init__(self) -> None:
+        self._check_area()
+        if not isinstance(self.hidden_mines, bool):
+            raise WorldError(f"hidden_mines={self.hidden_mines!r} must be True or False.")
         if self.style not in STYLES:
             raise WorldError(f"style={self.style!r} is not one of {STYLES}; pick one of them.")
         if self.tile_px * 10 < self.grid_km * 1000 or self.grid_km < 1:
@@ -106,11 +133,56 @@ class WorldSpec:
         if self.tile_px % 2:
             raise WorldError(f"tile_px={self.tile_px} must be even (20 m bands halve it).")
 
+    def _check_area(self) -> None:
+        area = self.area
+        if area is None:
+            return
+        if isinstance(area, str):
+            if area != "lames":
+                raise WorldError(
+                    f"area={area!r} is not a known area; pass 'lames' (every LAMES site), a box "
+                    "(west, south, east, north) in degrees, or None."
+                )
+        else:
+            try:
+                box = tuple(float(v) for v in area)
+            except (TypeError, ValueError):
+                box = ()
+            if len(box) != 4 or not all(np.isfinite(box)):
+                raise WorldError(
+                    f"area={area!r} is not a box; pass four finite numbers (west, south, east, "
+                    "north) in degrees, e.g. (-69.5, -24.5, -68.5, -23.5), or 'lames'."
+                )
+            west, south, east, north = box
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise WorldError(
+                    f"area={area!r} is not a lon/lat box: it needs -180 <= west < east <= 180 and "
+                    "-90 <= south < north <= 90 (order: west, south, east, north, in degrees)."
+                )
+            object.__setattr__(self, "area", box)
+        if self.site_ids is not None:
+            raise WorldError(
+                f"area={self.area!r} and site_ids={self.site_ids!r} both choose the sites; pass "
+                "one of them (an area draws every LAMES site within it)."
+            )
+        default_n = WorldSpec.__dataclass_fields__["n_sites"].default
+        if self.n_sites != default_n:
+            raise WorldError(
+                f"area={self.area!r} draws every LAMES site within it, so n_sites={self.n_sites} "
+                f"is not used; leave n_sites at its default ({default_n}) or drop area."
+            )
+        if not self.use_lames:
+            raise WorldError(
+                f"area={self.area!r} selects LAMES sites, but use_lames=False draws synthetic "
+                "fallback sites; set use_lames=True or drop area."
+            )
+
     def to_dict(self) -> dict:
         """JSON-serialisable form (recorded in the world's manifest)."""
         d = dataclasses.asdict(self)
         d["site_ids"] = list(self.site_ids) if self.site_ids is not None else None
         d["years"] = list(self.years)
+        d["area"] = list(self.area) if isinstance(self.area, tuple) else self.area
         return d
 
     @classmethod
@@ -120,6 +192,8 @@ class WorldSpec:
         if d.get("site_ids") is not None:
             d["site_ids"] = tuple(str(s) for s in d["site_ids"])
         d["years"] = tuple(d["years"])
+        if isinstance(d.get("area"), list):
+            d["area"] = tuple(d["area"])
         return cls(**d)
 
 
@@ -167,6 +241,44 @@ class Scene:
         return f"{short}_{self.tile.tile_id}_{self.date:%Y%m%d}_0_L2A"
 
 
+def _boxes(geoms, epsg: np.ndarray, margin: float) -> np.ndarray:
+    """Bounds ``(n, 4)`` of EPSG:4326 geometries in their UTM zones, grown by ``margin``."""
+    if len(geoms) == 0:
+        return np.zeros((0, 4))
+    return shapely.bounds(to_local(geoms, epsg)) + np.array([-margin, -margin, margin, margin])
+
+
+def _tile_squares(boxes: np.ndarray, epsg: np.ndarray, step: int, span: int) -> set:
+    """Grid squares ``(epsg, sx, sy)`` whose tiles cover each box.
+
+    Along each axis: from the square holding the west (north) edge until the box's far edge is
+    covered (a tile reaches ``span - step`` beyond its square).
+    """
+    found = set()
+    for (w, s, e, n), code in zip(boxes, epsg, strict=True):
+        xs = [int(w // step) * step]
+        while xs[-1] + span < e:
+            xs.append(xs[-1] + step)
+        ys = [int(n // step) * step]  # square whose north edge is at top + step
+        while ys[-1] + step - span > s:
+            ys.append(ys[-1] - step)
+        found.update((int(code), sx, sy) for sx in xs for sy in ys)
+    return found
+
+
+def _covered(boxes: np.ndarray, epsg: np.ndarray, squares: set, step: int, span: int) -> np.ndarray:
+    """Which boxes lie inside the tiles of ``squares`` (in the same UTM zone)."""
+    out = np.zeros(len(boxes), dtype=bool)
+    for code in np.unique(epsg):
+        tiles = [shapely.box(sx, sy + step - span, sx + span, sy + step)
+                 for c, sx, sy in squares if c == code]
+        if tiles:
+            sel = epsg == code
+            cover = shapely.union_all(tiles)
+            out[sel] = shapely.covers(cover, shapely.box(*boxes[sel].T))
+    return out
+
+
 def _u(seed: int, *keys: int) -> float:
     """One deterministic uniform number for (seed, keys)."""
     key = seed
@@ -183,9 +295,10 @@ class World:
     spec
         The world's specification.
     sectors
-        Sector polygons to draw (``site_id``, ``class``, geometry); by default the LAMES sectors
-        of ``spec.site_ids`` (read through ``data_dir``) or, with ``spec.use_lames=False``, the
-        synthetic fallback sites.
+        Sector polygons to draw (``site_id``, ``class``, geometry; optionally ``Name`` and
+        ``kind``, ``"lames"`` or ``"hidden"``); by default the LAMES sectors of the sites the
+        spec chooses (read through ``data_dir``) plus its hidden mines, or, with
+        ``spec.use_lames=False``, the synthetic fallback sites. Repeated names get ``#2``, ...
     data_dir
         LAMES data directory (see :func:`lames_cube.config.find_data_dir`).
 
@@ -203,13 +316,23 @@ class World:
         data_dir: str | os.PathLike | None = None,
     ) -> None:
         self.spec = spec
+        #: Maus footprints of the hidden mines drawn (``site_id`` = maus-<fid>), when known.
+        self._footprints: gpd.GeoDataFrame | None = None
         if sectors is None:
             sectors = self._default_sectors(data_dir)
         sectors = sectors[sectors["class"].isin(SECTOR_CLASSES)]
         if len(sectors) == 0:
             raise WorldError("The world has no mine sectors to draw; check site_ids.")
-        self.sectors = sectors.reset_index(drop=True)
-        self.mines = MineModel(self.sectors, tuple(spec.years))
+        sectors = sectors.reset_index(drop=True)
+        sectors["site_id"] = sectors["site_id"].astype(str)
+        if "kind" not in sectors.columns:
+            sectors["kind"] = "lames"
+        if "Name" not in sectors.columns:
+            sectors["Name"] = sectors["site_id"] + "_" + (
+                sectors.groupby("site_id").cumcount() + 1).astype(str)
+        sectors["Name"] = unique_names(sectors["Name"])
+        self.sectors = sectors
+        self.mines = MineModel(self.sectors, tuple(spec.years), seed=spec.seed)
         self._surface_cache: dict = {}
 
     def _default_sectors(self, data_dir) -> gpd.GeoDataFrame:
@@ -223,17 +346,71 @@ class World:
                     sectors.drop_duplicates("site_id")[["site_id", "geometry"]], spec.site_ids
                 )
                 sectors = sectors[sectors.site_id.isin(keep.site_id)]
-            return sectors
+            return sectors.assign(kind="lames")
         from lames_cube.annotations import load_sectors, load_sites, select_sites
 
         sites = load_sites("all", data_dir=data_dir)
-        if spec.site_ids is not None:
-            chosen = select_sites(sites, spec.site_ids)
+        every, _report = load_sectors(data_dir=data_dir, report=True)
+        # names made unique over the whole file, so that they do not depend on the sites drawn
+        every = every.assign(Name=unique_names(every["Name"]), kind="lames")
+        if spec.area is None:
+            if spec.site_ids is not None:
+                chosen = select_sites(sites, spec.site_ids)
+            else:
+                chosen = self.pick_sites(sites, spec.n_sites, spec.seed)
+        elif spec.area == "lames":
+            chosen = sites
         else:
-            chosen = self.pick_sites(sites, spec.n_sites, spec.seed)
-        sectors, _report = load_sectors(data_dir=data_dir, report=True)
-        sectors = sectors[sectors.site_id.isin(set(chosen.site_id))]
-        return sectors.merge(chosen[["site_id", "split"]], on="site_id")
+            inside = every.intersects(shapely.box(*spec.area))
+            chosen = sites[sites.site_id.isin(set(every.site_id[inside]))]
+        sectors = every[every.site_id.isin(set(chosen.site_id))]
+        sectors = sectors.merge(chosen[["site_id", "split"]], on="site_id")
+        if spec.hidden_mines:
+            footprints = self._hidden_footprints(every, sectors, data_dir)
+            if len(footprints):
+                self._footprints = footprints
+                hidden = hidden_mine_sectors(footprints.assign(site_id=footprints.fid), spec.seed)
+                sectors = pd.concat([sectors, hidden], ignore_index=True)
+        if len(sectors) == 0 and spec.area is not None:
+            w, s, e, n = every.total_bounds
+            raise WorldError(
+                f"area={spec.area!r} holds no LAMES site and no hidden mine: LAMES sectors lie "
+                f"within ({w:.2f}, {s:.2f}, {e:.2f}, {n:.2f}); pick a box that overlaps them."
+            )
+        return gpd.GeoDataFrame(sectors, geometry="geometry", crs="EPSG:4326")
+
+    def _hidden_footprints(self, every, sectors, data_dir) -> gpd.GeoDataFrame:
+        """The Maus footprints that no LAMES sector touches and that this world draws.
+
+        An area world draws those that intersect its area (all of them for ``"lames"``); a site
+        world those whose box plus ``margin_m`` lies inside the tiles its sites need.
+        """
+        from lames_cube.annotations import load_footprints
+
+        spec = self.spec
+        footprints, _report = load_footprints(data_dir=data_dir, report=True)
+        footprints = footprints.reset_index(drop=True)
+        touched = shapely.STRtree(every.geometry.values).query(
+            footprints.geometry.values, predicate="intersects")[0]
+        hidden = footprints.drop(index=np.unique(touched))
+        if isinstance(spec.area, tuple):
+            hidden = hidden[hidden.intersects(shapely.box(*spec.area))]
+        elif spec.area is None and (len(sectors) == 0 or len(hidden) == 0):
+            hidden = hidden.iloc[:0]
+        elif spec.area is None:
+            step, span = spec.grid_km * 1000, spec.tile_px * 10
+            drawn = sectors[sectors["class"].isin(SECTOR_CLASSES)]
+            _ids, unions, _groups = mine_unions(drawn.site_id, drawn.geometry.values)
+            epsg = zones(unions)
+            squares = _tile_squares(_boxes(unions, epsg, spec.margin_m), epsg, step, span)
+            h_epsg = zones(hidden.geometry.values)
+            inside = _covered(_boxes(hidden.geometry.values, h_epsg, spec.margin_m), h_epsg,
+                              squares, step, span)
+            hidden = hidden[inside]
+        fid = hidden["site_id"].astype(str)
+        return gpd.GeoDataFrame({"site_id": (HIDDEN_PREFIX + fid).to_numpy(),
+                                 "fid": fid.to_numpy()},
+                                geometry=list(hidden.geometry.values), crs="EPSG:4326")
 
     @staticmethod
     def pick_sites(sites: gpd.GeoDataFrame, n: int, seed: int) -> gpd.GeoDataFrame:
@@ -256,8 +433,8 @@ class World:
         h.update(f"generator-{GENERATOR_VERSION}".encode())
         for value in shapely.to_wkb(self.sectors.geometry.values, hex=True):
             h.update(value.encode())
-        h.update(",".join(f"{a}:{b}" for a, b in zip(self.sectors.site_id, self.sectors["class"],
-                                                       strict=True)).encode())
+        h.update(",".join(f"{a}:{b}:{c}" for a, b, c in zip(
+            self.sectors.site_id, self.sectors["class"], self.sectors["kind"], strict=True)).encode())
         return h.hexdigest()[:12]
 
     # ------------------------------------------------------------------ geometry
@@ -269,40 +446,65 @@ class World:
 
     @cached_property
     def sites(self) -> gpd.GeoDataFrame:
-        """One row per drawn site: ``site_id``, ``split``, ``epsg`` and the full footprint."""
-        cols = ["site_id", "split"] if "split" in self.sectors else ["site_id"]
-        sites = self.sectors.dissolve(by=cols, as_index=False)[[*cols, "geometry"]]
-        sites["epsg"] = [utm_epsg(*shapely.centroid(g).coords[0]) for g in sites.geometry]
+        """One row per LAMES site drawn: ``site_id``, ``split``, the full footprint and ``epsg``.
+
+        Hidden mines are not sites (LAMES does not know them): see :attr:`hidden`.
+        """
+        mines = self.mines.mines
+        lames = mines[mines["kind"] == "lames"]
+        sites = gpd.GeoDataFrame({"site_id": lames["site_id"].to_numpy()},
+                                 geometry=list(lames.geometry.values), crs="EPSG:4326")
+        if "split" in self.sectors:
+            split = self.sectors.dropna(subset=["split"]).drop_duplicates("site_id")
+            sites.insert(1, "split", sites["site_id"].map(split.set_index("site_id")["split"]))
+        sites["epsg"] = lames["epsg"].to_numpy()
         return sites.sort_values("site_id").reset_index(drop=True)
 
     @cached_property
+    def hidden(self) -> gpd.GeoDataFrame:
+        """One row per hidden mine drawn: ``site_id`` (``maus-<fid>``), ``fid``, ``epsg`` and
+        its Maus footprint (EPSG:4326)."""
+        mines = self.mines.mines
+        hidden = mines[mines["kind"] == "hidden"]
+        geoms = list(hidden.geometry.values)
+        if self._footprints is not None:
+            known = self._footprints.set_index("site_id").geometry
+            geoms = [known.get(s, g) for s, g in zip(hidden["site_id"], geoms, strict=True)]
+        out = gpd.GeoDataFrame({
+            "site_id": hidden["site_id"].to_numpy(),
+            "fid": [s.removeprefix(HIDDEN_PREFIX) for s in hidden["site_id"]],
+            "epsg": hidden["epsg"].to_numpy(),
+        }, geometry=geoms, crs="EPSG:4326")
+        return out.sort_values("site_id").reset_index(drop=True)
+
+    @cached_property
     def tiles(self) -> list[Tile]:
-        """Tiles covering every site (plus ``margin_m``), sorted by id."""
+        """Tiles covering every LAMES site and hidden mine (plus ``margin_m``), sorted by id.
+
+        The sites' tiles come first; hidden mines add tiles only where those do not cover them.
+        """
         spec = self.spec
-        step = spec.grid_km * 1000
+        step, span = spec.grid_km * 1000, spec.tile_px * 10
+        sites, hidden = self.sites, self.hidden
+        squares = _tile_squares(_boxes(sites.geometry.values, sites.epsg.to_numpy(), spec.margin_m),
+                                sites.epsg.to_numpy(), step, span)
+        if len(hidden):
+            epsg = hidden.epsg.to_numpy()
+            boxes = _boxes(hidden.geometry.values, epsg, spec.margin_m)
+            todo = ~_covered(boxes, epsg, squares, step, span)
+            squares |= _tile_squares(boxes[todo], epsg[todo], step, span)
         found: dict[str, Tile] = {}
-        for site in self.sites.itertuples():
-            local = gpd.GeoSeries([site.geometry], crs=4326).to_crs(site.epsg)
-            w, s, e, n = local.total_bounds
-            w, s, e, n = w - spec.margin_m, s - spec.margin_m, e + spec.margin_m, n + spec.margin_m
-            span = spec.tile_px * 10
-            # Tiles along each axis from the square holding the west (north) edge until the
-            # site's far edge is covered (tiles reach span - step beyond their square).
-            xs = [int(w // step) * step]
-            while xs[-1] + span < e:
-                xs.append(xs[-1] + step)
-            top = int(n // step) * step  # square whose north edge is at top + step
-            ys = [top]
-            while ys[-1] + step - span > s:
-                ys.append(ys[-1] - step)
-            for sx in xs:
-                for sy in ys:
-                    lat = float(
-                        gpd.GeoSeries([shapely.Point(sx + step / 2, sy + step / 2)], crs=site.epsg)
-                        .to_crs(4326).iloc[0].y
-                    )
-                    tid = self._tile_name(site.epsg, sx, sy, lat)
-                    found[tid] = Tile(tid, site.epsg, float(sx), float(sy + step), spec.tile_px)
+        squares = sorted(squares)
+        codes = np.array([c for c, _, _ in squares], dtype=np.int64)
+        lats = np.zeros(len(squares))
+        for code in np.unique(codes):
+            sel = np.flatnonzero(codes == code)
+            centres = shapely.points([(squares[i][1] + step / 2, squares[i][2] + step / 2)
+                                      for i in sel])
+            lats[sel] = gpd.GeoSeries(centres, crs=int(code)).to_crs(4326).y.to_numpy()
+        for (code, sx, sy), lat in zip(squares, lats, strict=True):
+            tid = self._tile_name(code, sx, sy, float(lat))
+            found[tid] = Tile(tid, code, float(sx), float(sy + step), spec.tile_px)
         return [found[k] for k in sorted(found)]
 
     def _tile_name(self, epsg: int, sx: int, sy: int, lat: float) -> str:
@@ -421,6 +623,52 @@ class World:
         out["SCL"] = scl
         return out
 
+    def to_cube(self, geobox: GeoBox, dates=None, bands=None, chunks=None, *,
+                footprints: bool = False):
+        """The world as a lazy ``(time, band, y, x)`` cube, rendered chunk by chunk, no files.
+
+        Same conventions as :func:`lames_cube.build_cube` on the world's items (uint16
+        harmonised reflectance × 10 000, SCL values carried as is, nodata 0, coords ``time``,
+        ``band``, ``solar_day``, ``cloud_cover``, ``n_items``, CRS attached); one dask task per
+        chunk and date, the world held once in the graph. See :mod:`lames_cube.synthetic.lazy`
+        for the 20 m bands, the time coordinate and where it differs from build_cube.
+
+        Parameters
+        ----------
+        geobox
+            Any axis-aligned grid (e.g. ``tile.geobox(10)``, ``lames_cube.grid.mosaic_geobox()``).
+        dates
+            None (all :attr:`dates`), a period string (``"2022"``, ``"2021-06/2022-06"``) or a
+            list of the world's dates.
+        bands
+            Band names (default B02, B03, B04, B08, B11, B12, SCL).
+        chunks
+            y/x chunk size in px (int or ``{"y": .., "x": ..}``), a multiple of 256 (default 1024).
+        footprints
+            False: every pixel rendered (a procedural world has no tile edges). True: 0 where no
+            scene of the date has data (outside tiles, beyond swath edges), as build_cube.
+
+        Returns
+        -------
+        xarray.DataArray
+            Lazy (dask) uint16 ``reflectance`` on ``geobox``.
+
+        Raises
+        ------
+        UnknownBandError, InvalidGridError, InvalidQueryError, WorldError
+
+        Examples
+        --------
+        >>> w = World(WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1))
+        >>> cube = w.to_cube(w.tiles[0].geobox(10), bands=["B04", "SCL"], chunks=512)
+        >>> cube.dims, cube.dtype.name, cube.chunks[1]
+        (('time', 'band', 'y', 'x'), 'uint16', (2,))
+        >>> window = cube.isel(y=slice(0, 256), x=slice(0, 256)).values  # renders 1 chunk
+        """
+        from lames_cube.synthetic.lazy import world_cube
+
+        return world_cube(self, geobox, dates, bands, chunks, footprints=footprints)
+
     def scene_arrays(self, scene: Scene, resolution: int) -> dict[str, np.ndarray]:
         """Digital numbers of a scene's bands at ``resolution`` (10: B02-B08, 20: B11, B12, SCL).
 
@@ -466,5 +714,9 @@ class World:
         return Geometry(poly, crs=gbox.crs).to_crs("EPSG:4326", resolution=2000.0)
 
     def truth(self) -> pd.DataFrame:
-        """True mined area per site and year (see :meth:`MineModel.truth`)."""
+        """True mined area per mine and year, LAMES sites and hidden mines alike.
+
+        Columns ``site_id`` (site id or ``maus-<fid>``), ``kind`` (``"lames"``/``"hidden"``),
+        ``year``, ``area_m2`` and ``area_<class>_m2`` (see :meth:`MineModel.truth`).
+        """
         return self.mines.truth()

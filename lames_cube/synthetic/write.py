@@ -236,7 +236,8 @@ def write_world(
         _dump(tmp / MANIFEST, {
             "spec": spec.to_dict(), "digest": digest, "root": str(root),
             "collection": spec.collection, "n_items": len(items), "n_tiles": len(by_tile),
-            "sites": list(world.sites.site_id), "texture_epsg": world.texture_epsg,
+            "sites": list(world.sites.site_id), "hidden_mines": list(world.hidden.site_id),
+            "texture_epsg": world.texture_epsg,
         })
         root.parent.mkdir(parents=True, exist_ok=True)
         trash = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:12]}")
