@@ -103,9 +103,15 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     recent = search(root, bbox=(w, s, e, n), datetime=str(year))
     print(f"\nsearch(world, bbox=sites' bounds, datetime='{year}'): {len(recent)} items")
 
-    truth = world.truth().pivot(index="site_id", columns="year", values="area_m2") / 1e6
-    print("\nTrue mined area per site and year (km², the growth the pixels show):")
-    print(truth.round(3).to_string())
+    truth = world.truth()
+    lames = truth[truth.kind == "lames"].pivot(index="site_id", columns="year", values="area_m2")
+    print("\nTrue mined area per LAMES site and year (km², the growth the pixels show):")
+    print((lames / 1e6).round(3).to_string())
+    hidden = truth[truth.kind == "hidden"].pivot(index="site_id", columns="year", values="area_m2")
+    if len(hidden):
+        print(f"\nHidden mines drawn but absent from the LAMES labels (Maus et al. footprints): "
+              f"{len(hidden)}, {hidden.iloc[:, -1].sum() / 1e6:.2f} km² in {hidden.columns[-1]}")
+        print((hidden / 1e6).round(3).to_string())
     recipe = demo_recipe(world, root)
     print(f"\ncube build (recipe 'demo': {recipe.composite.method} {recipe.composite.period}ly "
           f"composites, {recipe.grid.resolution:g} m, one UTM grid per site):")

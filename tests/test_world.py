@@ -26,7 +26,8 @@ def _items(root: Path) -> list[dict]:
 def _files(root: Path) -> dict[str, str]:
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and (p.suffix == ".tif" or (p.parent.name != root.name and p.suffix == ".json")):
+        if p.is_file() and (p.suffix in (".tif", ".csv")
+                            or (p.parent.name != root.name and p.suffix == ".json")):
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
@@ -34,7 +35,7 @@ def _files(root: Path) -> dict[str, str]:
 def test_same_seed_gives_identical_bytes(world, tmp_path, lames_dir):
     again = small_world(tmp_path / "again", data_dir=lames_dir, workers=1)
     a, b = _files(world), _files(again)
-    assert len(a) > 100
+    assert len(a) > 100 and "truth.csv" in a
     assert a == b
     other = small_world(tmp_path / "other", data_dir=lames_dir, seed=1)
     assert _files(other) != a
