@@ -104,7 +104,7 @@ class RenderSpeed:
         self.plain = GeoBox.from_bbox((x + 60_000 - half, y - half, x + 60_000 + half, y + half),
                                       "EPSG:32719", resolution=10)
         self.date = next(d for d in self.world.dates if 0.1 < self.world.clouds(d).cover < 0.5)
-        self.world.read(self.mines[:64, :64], self.date)  # compile the kernels
+        self.world.read(self.mines, self.date)  # compile the kernels, project the sectors
 
     def _render(self, gbox):
         self.world.read(gbox, self.date)
