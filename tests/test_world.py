@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -265,3 +266,26 @@ def test_overwrite_never_deletes_a_directory_that_is_not_a_world(tmp_path):
     with pytest.raises(WorldError, match="is a file"):
         write_world(afile, spec, overwrite=True, progress=False, workers=1)
     assert not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_chunks_cut_through_mines_stitch_to_the_whole_grid(lames_dir):
+    """Benches, pit lakes, ponds and roads near chunk edges: a halo makes chunks seamless."""
+    import geopandas as gpd
+    from odc.geo.geobox import GeoBox
+
+    w = World(dataclasses.replace(DEMO_SPEC, site_ids=("2504",)), data_dir=lames_dir)
+    site = w.sites.iloc[0]
+    x, y = gpd.GeoSeries([site.geometry.centroid], crs=4326).to_crs(site.epsg).iloc[0].coords[0]
+    x, y = x // 10 * 10, y // 10 * 10
+    gbox = GeoBox.from_bbox((x - 3840, y - 2560, x + 3840, y + 2560), f"EPSG:{site.epsg}",
+                            resolution=10)
+    date = next(d for d in w.dates if 0.05 < w.clouds(d).cover < 0.6)
+    whole = w.read(gbox, date)
+    assert (w.mine_classes(gbox, date.year) > 0).mean() > 0.1
+    step = 160  # not a divisor of the mine structure: cuts run through benches and cells
+    for r in range(0, gbox.shape[0], step):
+        for c in range(0, gbox.shape[1], step):
+            r1, c1 = min(r + step, gbox.shape[0]), min(c + step, gbox.shape[1])
+            part = w.read(gbox[r:r1, c:c1], date)
+            for band in ("B02", "B08", "B12", "SCL"):
+                np.testing.assert_array_equal(part[band], whole[band][r:r1, c:c1])

@@ -419,7 +419,9 @@ def compose(
             scl = 5
             flat_surface = False
             # Fine texture: 40 m and 20 m noise and a 10 m grain.
-            t1 = _vn(flat, meta, inv, fine[0], x, y)
+            t1, dtx, dty = _vn_grad(flat, meta, inv, fine[0], x, y)
+            gx += 5.0 * dtx  # micro relief: 40 m knolls and hollows, a few metres high
+            gy += 5.0 * dty
             t2 = _vn(flat, meta, inv, fine[1], x, y)
             grain = hash01(np.int64(math.floor(x / 10.0)), np.int64(math.floor(y / 10.0)), geo_key)
             # Dry river beds, vegetation along them, lakes, roads.

@@ -150,6 +150,18 @@ def pixel_metres(gbox: GeoBox) -> tuple[float, float]:
     return abs(a.a), abs(a.e)
 
 
+def _pixel_window(gbox: GeoBox, bounds: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows and columns ``(r0, r1, c0, c1)`` of an axis-aligned ``gbox`` covering ``bounds``
+    (n, 4: minx, miny, maxx, maxy), plus 1 px, clipped to the grid."""
+    a = gbox.affine
+    cols = (np.concatenate([bounds[:, 0], bounds[:, 2]]) - a.c) / a.a
+    rows = (np.concatenate([bounds[:, 1], bounds[:, 3]]) - a.f) / a.e
+    h, w = gbox.shape
+    r0, r1 = max(math.floor(np.min(rows)) - 1, 0), min(math.ceil(np.max(rows)) + 1, h)
+    c0, c1 = max(math.floor(np.min(cols)) - 1, 0), min(math.ceil(np.max(cols)) + 1, w)
+    return r0, r1, c0, c1
+
+
 def _key(*parts: int) -> int:
     """A 63-bit key from integers (stable across runs)."""
     k = 0x51ED
@@ -357,14 +369,12 @@ class Landscape:
         gx = np.zeros((h, w), np.float32)
         gy = np.zeros((h, w), np.float32)
         if len(hits):
-            ids = rasterio.features.rasterize(
-                ((geoms[k], int(k) + 1) for k in hits), out_shape=big.shape, transform=big.affine,
-                fill=0, dtype="int32") - 1
-            rows, cols = np.nonzero(ids >= 0)
-            if len(rows):
-                r0, r1 = max(rows.min() - 1, 0), min(rows.max() + 2, big.shape[0])
-                c0, c1 = max(cols.min() - 1, 0), min(cols.max() + 2, big.shape[1])
-                crop = ids[r0:r1, c0:c1]
+            # Burn only the part of the padded grid that the sectors' bounds cover (+1 px).
+            r0, r1, c0, c1 = _pixel_window(big, shapely.bounds(geoms[hits]))
+            if r1 > r0 and c1 > c0:
+                crop = rasterio.features.rasterize(
+                    ((geoms[k], int(k) + 1) for k in hits), out_shape=(r1 - r0, c1 - c0),
+                    transform=big[r0:r1, c0:c1].affine, fill=0, dtype="int32") - 1
                 d, z = self._structure(crop, big[r0:r1, c0:c1], params, MINE_HALO_M)
                 dzr, dzc = np.gradient(z)
                 # Paste the crop's overlap with the window.
