@@ -16,7 +16,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_world_create(args: argparse.Namespace) -> None:
-    from lames_cube.synthetic import WorldSpec, write_world
+    from lames_cube.synthetic import World, WorldSpec, write_world
 
     spec = WorldSpec(
         seed=args.seed,
@@ -29,8 +29,13 @@ def _cmd_world_create(args: argparse.Namespace) -> None:
         hidden_mines=not args.no_hidden_mines,
         **({"n_sites": args.n_sites} if args.n_sites is not None else {}),
     )
-    root = write_world(args.path, spec, data_dir=args.data_dir, overwrite=args.overwrite,
-                       workers=args.workers)
+    world = World(spec, data_dir=args.data_dir)
+    last = world.truth().query(f"year == {spec.years[-1]}")
+    hidden = last[last.kind == "hidden"]
+    print(f"{len(world.sites)} LAMES sites, {len(hidden)} hidden mines "
+          f"({hidden.area_m2.sum() / 1e6:,.1f} km² in {spec.years[-1]}, absent from the LAMES "
+          f"labels), {len(world.tiles)} tiles, {len(world.scenes)} scenes")
+    root = write_world(args.path, world=world, overwrite=args.overwrite, workers=args.workers)
     print(root)
 
 

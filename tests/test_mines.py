@@ -214,13 +214,13 @@ def test_hidden_mines_are_drawn_but_not_labelled(chile, lames_dir):
     assert labels.any() and not labels[inside].any()
     classes = chile.mine_classes(gbox, YEARS[-1])
     assert (classes[inside] > 0).mean() > 0.99
-    assert set(np.unique(classes[inside])) <= {5, 8, 9}
+    assert set(np.unique(classes[inside])) <= {3, 4, 5, 6, 7, 8, 9}
 
 
 def test_hidden_layout_partitions_each_footprint(lames_dir):
     fp = _hidden_footprints(lames_dir)
     parts = hidden_mine_sectors(fp, seed=0)
-    assert set(parts["class"]) == {5, 8, 9} and set(parts["kind"]) == {"hidden"}
+    assert set(parts["class"]) == {3, 4, 5, 6, 7, 8, 9} and set(parts["kind"]) == {"hidden"}
     assert parts.Name.is_unique and shapely.is_valid(parts.geometry.values).all()
     local = parts.to_crs(32719)
     local["geometry"] = local.geometry.make_valid()  # reprojection may break validity

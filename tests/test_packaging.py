@@ -44,8 +44,8 @@ def test_import_does_not_load_torch():
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["demo"], ["world"], ["world", "create"], ["search"], ["stac"], ["stac", "serve"],
-     ["stac", "install"]],
+    [[], ["demo"], ["world"], ["world", "create"], ["world", "check"], ["search"], ["stac"],
+     ["stac", "serve"], ["stac", "install"]],
 )
 def test_every_command_has_help(args):
     out = subprocess.run([sys.executable, "-m", "lames_cube.cli", *args, "--help"],
@@ -84,9 +84,10 @@ def test_design_entry_points_are_importable():
     import lames_cube
     import lames_cube.search  # the module import must not shadow the function
     from lames_cube import annotations, grid, metrics, splits
+    from lames_cube.synthetic import World
 
     for fn in (lames_cube.search, lames_cube.build_cube, lames_cube.rasterize,
                annotations.load_sectors, annotations.load_sites, annotations.load_footprints,
                annotations.load_metadata, grid.lames_tiles, grid.site_boxes,
-               splits.isolation_split, metrics.confusion_matrix, metrics.scores):
+               splits.isolation_split, metrics.confusion_matrix, metrics.scores, World.to_cube):
         assert callable(fn) and fn.__doc__ and "Examples" in fn.__doc__, fn.__name__

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -232,12 +230,6 @@ def test_cli_world_check_strict_and_bad_paths(world, tmp_path, capsys):
     assert "WorldError" in err and str(tmp_path) in err and "lames-cube world create PATH" in err
     assert main(["world", "check", str(world), "--year", "1999"]) == 2
     assert "year=1999 is not one of the world's years [2021, 2022]" in capsys.readouterr().err
-
-
-def test_world_check_has_help():
-    out = subprocess.run([sys.executable, "-m", "lames_cube.cli", "world", "check", "--help"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.startswith("usage: lames-cube world check")
 
 
 # ------------------------------------------------------------------------------ acceptance

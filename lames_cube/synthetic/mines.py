@@ -63,12 +63,14 @@ BUILT_FROM_START = 0.75
 #: Classes that appear whole in one year.
 WHOLE_CLASSES = (4, 6, 7)
 
-#: Hidden mine layout: open pit share of the footprint, its largest area (m²), and the
-#: footprint area (m²) from which a tailings part is laid out on one side.
-HIDDEN_PIT_SHARE = (0.15, 0.30)
-HIDDEN_PIT_MAX_M2 = 6e6
-HIDDEN_TAILINGS_MIN_M2 = 3e5
-HIDDEN_TAILINGS_SHARE = (0.25, 0.40)
+#: Hidden mine layout: the footprint is cut into Voronoi cells of about this area (m²), at
+#: most ``HIDDEN_MAX_CELLS`` of them and at least two from ``HIDDEN_TWO_CELLS_M2`` on; the cell
+#: at the footprint's most interior point is an open pit, the cell farthest from it tailings,
+#: and the others draw a class by these shares.
+HIDDEN_CELL_M2 = 1.5e6
+HIDDEN_MAX_CELLS = 120
+HIDDEN_TWO_CELLS_M2 = 4e5
+HIDDEN_CLASS_SHARES = ((9, 0.50), (8, 0.16), (3, 0.10), (5, 0.08), (4, 0.07), (6, 0.05), (7, 0.04))
 
 
 def draw(seed: int, name: str, what: str) -> float:
@@ -187,14 +189,38 @@ def _axis_extent(geom, ux: float, uy: float) -> tuple[float, float, float, float
     return float(t.min()), float(t.max()), float(w.min()), float(w.max())
 
 
+def _cell_class(u: float) -> int:
+    total = 0.0
+    for cls, share in HIDDEN_CLASS_SHARES:
+        total += share
+        if u < total:
+            return cls
+    return HIDDEN_CLASS_SHARES[0][0]
+
+
+def _voronoi_cells(poly, n: int, rng: np.random.Generator) -> list:
+    """``n`` Voronoi cells of points drawn inside ``poly``, clipped to it (covering it)."""
+    if n <= 1:
+        return [poly]
+    minx, miny, maxx, maxy = poly.bounds
+    pts = np.zeros((0, 2))
+    while len(pts) < n:
+        xy = rng.uniform((minx, miny), (maxx, maxy), size=(4 * n, 2))
+        pts = np.concatenate([pts, xy[shapely.contains_xy(poly, xy[:, 0], xy[:, 1])]])
+    cells = shapely.voronoi_polygons(shapely.MultiPoint(pts[:n]), extend_to=poly)
+    clipped = _polygonal(shapely.intersection(np.asarray(cells.geoms, dtype=object), poly))
+    return [c for c in clipped if c is not None and not c.is_empty and c.area > 1.0]
+
+
 def hidden_mine_sectors(footprints: gpd.GeoDataFrame, seed: int = 0) -> gpd.GeoDataFrame:
     """Lay out classes for mine footprints that have none (the hidden mines).
 
-    Each footprint gets an open pit (5) around its most interior point (an ellipse of
-    :data:`HIDDEN_PIT_SHARE` of the footprint, at most :data:`HIDDEN_PIT_MAX_M2`), waste rock (9)
-    in the rest, and, from :data:`HIDDEN_TAILINGS_MIN_M2` on, tailings (8) on one side. The
-    parts do not overlap and their union is the footprint. Shapes, sides and shares are drawn
-    from ``seed`` and the footprint id.
+    Each footprint is cut into Voronoi cells of about :data:`HIDDEN_CELL_M2` (at most
+    :data:`HIDDEN_MAX_CELLS`, at least two from :data:`HIDDEN_TWO_CELLS_M2` on), so that a large footprint becomes many sectors of mixed classes,
+    as a real mine is. The cell holding the footprint's most interior point is an open pit (5);
+    the cell farthest from it is tailings (8); the others draw a class by
+    :data:`HIDDEN_CLASS_SHARES`. The cells do not overlap and their union is the footprint.
+    Points, cells and classes are drawn from ``seed`` and the footprint id.
 
     Parameters
     ----------
@@ -213,11 +239,11 @@ def hidden_mine_sectors(footprints: gpd.GeoDataFrame, seed: int = 0) -> gpd.GeoD
     Examples
     --------
     >>> import shapely
-    >>> fp = gpd.GeoDataFrame({"site_id": ["7"]}, geometry=[shapely.box(-69.02, -24.02, -69, -24)],
+    >>> fp = gpd.GeoDataFrame({"site_id": ["7"]}, geometry=[shapely.box(-69.06, -24.06, -69, -24)],
     ...                       crs="EPSG:4326")
     >>> s = hidden_mine_sectors(fp)
-    >>> list(s.Name), list(s["class"]), s.site_id.iloc[0]
-    (['maus-7_1', 'maus-7_2', 'maus-7_3'], [5, 9, 8], 'maus-7')
+    >>> len(s) > 5, int(s["class"].iloc[0]), s.site_id.iloc[0]
+    (True, 5, 'maus-7')
     """
     geoms = np.asarray(footprints.geometry.values, dtype=object)
     epsg = zones(geoms)
@@ -228,36 +254,26 @@ def hidden_mine_sectors(footprints: gpd.GeoDataFrame, seed: int = 0) -> gpd.GeoD
         area = float(poly.area)
         if area <= 0:
             continue
-        u = [draw(seed, site_id, f"layout-{i}") for i in range(6)]
-        line = shapely.maximum_inscribed_circle(poly, max(0.5, math.sqrt(area) / 200))
-        cx, cy = shapely.get_coordinates(line)[0]
-        share = HIDDEN_PIT_SHARE[0] + (HIDDEN_PIT_SHARE[1] - HIDDEN_PIT_SHARE[0]) * u[0]
-        radius = math.sqrt(min(share * area, HIDDEN_PIT_MAX_M2) / math.pi)
-        aspect = 1.0 + 0.6 * u[1]
-        ellipse = shapely.affinity.scale(shapely.Point(cx, cy).buffer(radius, quad_segs=16),
-                                         math.sqrt(aspect), 1 / math.sqrt(aspect), origin=(cx, cy))
-        ellipse = shapely.affinity.rotate(ellipse, 180 * u[2], origin=(cx, cy))
-        pit = _polygonal(np.array([shapely.intersection(poly, ellipse)]))[0]
-        rest = poly if pit is None else shapely.difference(poly, pit)
-        tailings = None
-        if area >= HIDDEN_TAILINGS_MIN_M2:
-            angle = 2 * math.pi * u[3]
-            ux, uy = math.cos(angle), math.sin(angle)
-            t0, t1, w0, w1 = _axis_extent(poly, ux, uy)
-            t_share = HIDDEN_TAILINGS_SHARE[0] + (HIDDEN_TAILINGS_SHARE[1] - HIDDEN_TAILINGS_SHARE[0]) * u[4]
-            cut = t1 - t_share * (t1 - t0)
-            side = _slab(ux, uy, cut, t1 + 1, w0 - 1, w1 + 1)
-            tailings = _polygonal(np.array([shapely.intersection(rest, side)]))[0]
-            if tailings is not None and tailings.area < 0.02 * area:
-                tailings = None
-            if tailings is not None:
-                rest = shapely.difference(rest, tailings)
-        waste = _polygonal(np.array([rest]))[0]
-        parts = [(5, pit), (9, waste), (8, tailings)]
-        parts = [(c, g) for c, g in parts if g is not None and not g.is_empty and g.area > 1.0]
-        for n, (cls, geom) in enumerate(parts, start=1):
-            rows.append({"Name": f"{site_id}_{n}", "class": cls, "site_id": site_id,
-                         "kind": "hidden", "_epsg": int(code), "geometry": geom})
+        rng = np.random.default_rng(int(draw(seed, site_id, "cells") * 2**63))
+        least = 2 if area >= HIDDEN_TWO_CELLS_M2 else 1
+        n = int(min(max(math.ceil(area / HIDDEN_CELL_M2), least), HIDDEN_MAX_CELLS))
+        cells = _voronoi_cells(poly, n, rng)
+        centre = shapely.get_coordinates(
+            shapely.maximum_inscribed_circle(poly, max(0.5, math.sqrt(area) / 200)))[0]
+        dist = np.array([shapely.distance(c, shapely.Point(centre)) for c in cells])
+        pit, far = int(np.argmin(dist)), int(np.argmax(dist))
+        xy = shapely.get_coordinates(shapely.centroid(np.asarray(cells, dtype=object)))
+        order = np.lexsort((xy[:, 0], xy[:, 1]))
+        order = [pit] + [k for k in order if k != pit]
+        for n_, k in enumerate(order, start=1):
+            if k == pit:
+                cls = 5
+            elif k == far:
+                cls = 8
+            else:
+                cls = _cell_class(draw(seed, f"{site_id}_{n_}", "class"))
+            rows.append({"Name": f"{site_id}_{n_}", "class": cls, "site_id": site_id,
+                         "kind": "hidden", "_epsg": int(code), "geometry": cells[k]})
     if not rows:
         return gpd.GeoDataFrame({"Name": [], "class": [], "site_id": [], "kind": []},
                                 geometry=[], crs="EPSG:4326")
