@@ -1,40 +1,16 @@
 """Generator 2 of the synthetic world (lames_cube <= issue 7), frozen for the render-speed ratio.
 
 Only ``benchmarks/bench_world.py`` uses it: it times this renderer against the current one on the
-same grid. It is not part of the package and is never changed.
+same grid. It is not part of the package and is never changed (its hash, cloud state and pixel
+centres are the package's, unchanged since generator 2).
 """
 
-# ruff: noqa
-
-
 import numpy as np
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-def hash_uniform(ix: np.ndarray, iy: np.ndarray, key: int) -> np.ndarray:
-    """Uniform numbers in [0, 1) from integer lattice coordinates and a key.
-
-    Examples
-    --------
-    >>> a = hash_uniform(np.array([1, 2]), np.array([3, 3]), 7)
-    >>> bool(((a >= 0) & (a < 1)).all()), bool((a == hash_uniform(np.array([1, 2]), np.array([3, 3]), 7)).all())
-    (True, True)
-    """
-    with np.errstate(over="ignore"):
-        h = np.uint64(key & 0xFFFFFFFFFFFFFFFF) * _GOLD
-        h = _mix(h ^ ix.astype(np.int64).view(np.uint64))
-        h = _mix(h ^ (iy.astype(np.int64).view(np.uint64) * _GOLD))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+from lames_cube.synthetic.landscape import CloudState, pixel_centres
+from lames_cube.synthetic.noise import hash_uniform
 
 
 def value_noise(x: np.ndarray, y: np.ndarray, scale: float, key: int) -> np.ndarray:
@@ -78,12 +54,7 @@ def fbm(x: np.ndarray, y: np.ndarray, scale: float, key: int, octaves: int = 4) 
         norm += amp
         amp *= 0.5
     return total / norm
-from dataclasses import dataclass
 
-import numpy as np
-import rasterio.features
-from odc.geo.geobox import GeoBox
-from pyproj import Transformer
 
 
 #: Reflectance bands the world simulates, in this order.
@@ -111,28 +82,6 @@ _SPECTRA = {
     "cloud": (0.640, 0.655, 0.670, 0.690, 0.500, 0.400),
 }
 SPECTRA = {k: np.asarray(v, dtype=np.float64)[:, None, None] for k, v in _SPECTRA.items()}
-
-
-@dataclass(frozen=True)
-class CloudState:
-    """The atmosphere of one acquisition date."""
-
-    key: int  #: noise key of the date
-    cover: float  #: target cloud fraction (0..1)
-    shadow_dx: float  #: shadow offset in metres (east)
-    shadow_dy: float  #: shadow offset in metres (north)
-    cirrus: bool  #: whether thin cirrus is present
-
-
-def pixel_centres(gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre x (1, W) and y (H, 1) coordinates of an axis-aligned GeoBox."""
-    a = gbox.affine
-    if a.b != 0 or a.d != 0:
-        raise ValueError(f"render needs an axis-aligned grid, got affine {tuple(a)[:6]}")
-    h, w = gbox.shape
-    xs = a.c + a.a * (np.arange(w) + 0.5)
-    ys = a.f + a.e * (np.arange(h) + 0.5)
-    return xs[None, :], ys[:, None]
 
 
 def texture_coords(gbox: GeoBox, texture_epsg: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,19 +229,3 @@ def render(
     """
     refl, scl = surface(gbox, texture_epsg=texture_epsg, seed=seed, classes=classes)
     return atmosphere(refl, scl, gbox, texture_epsg=texture_epsg, clouds=clouds)
-
-
-def rasterize_classes(sectors, gbox: GeoBox) -> np.ndarray:
-    """Burn sector classes onto ``gbox`` (all_touched False, in the frame's row order)."""
-    h, w = gbox.shape
-    if len(sectors) == 0:
-        return np.zeros((h, w), dtype=np.uint8)
-    local = sectors.to_crs(gbox.crs.to_wkt())
-    bbox = gbox.extent.boundingbox
-    local = local.cx[bbox.left : bbox.right, bbox.bottom : bbox.top]
-    if len(local) == 0:
-        return np.zeros((h, w), dtype=np.uint8)
-    shapes = zip(local.geometry.values, local["class"].astype(int), strict=True)
-    return rasterio.features.rasterize(
-        shapes, out_shape=(h, w), transform=gbox.affine, fill=0, all_touched=False, dtype="uint8"
-    )

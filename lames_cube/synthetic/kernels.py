@@ -70,22 +70,23 @@ def fill_lattices(flat, meta, keys):
 
 
 @nb.njit(inline="always")
-def _vn(flat, meta, inv, k, x, y):
-    """Smooth value noise of octave ``k`` at (x, y), in [0, 1)."""
+def _cell(flat, meta, inv, k, x, y):
+    """The four node values of octave ``k`` around (x, y) and the position in the cell."""
     fx = x * inv[k]
     fy = y * inv[k]
     x0 = math.floor(fx)
     y0 = math.floor(fy)
-    tx = fx - x0
-    ty = fy - y0
-    tx = tx * tx * (3.0 - 2.0 * tx)
-    ty = ty * ty * (3.0 - 2.0 * ty)
     nx = meta[k, 3]
     p = meta[k, 0] + (np.int64(y0) - meta[k, 2]) * nx + (np.int64(x0) - meta[k, 1])
-    v00 = flat[p]
-    v10 = flat[p + 1]
-    v01 = flat[p + nx]
-    v11 = flat[p + nx + 1]
+    return flat[p], flat[p + 1], flat[p + nx], flat[p + nx + 1], fx - x0, fy - y0
+
+
+@nb.njit(inline="always")
+def _vn(flat, meta, inv, k, x, y):
+    """Smooth value noise of octave ``k`` at (x, y), in [0, 1)."""
+    v00, v10, v01, v11, rx, ry = _cell(flat, meta, inv, k, x, y)
+    tx = rx * rx * (3.0 - 2.0 * rx)
+    ty = ry * ry * (3.0 - 2.0 * ry)
     top = v00 + (v10 - v00) * tx
     bottom = v01 + (v11 - v01) * tx
     return top + (bottom - top) * ty
@@ -94,28 +95,14 @@ def _vn(flat, meta, inv, k, x, y):
 @nb.njit(inline="always")
 def _vn_grad(flat, meta, inv, k, x, y):
     """Value noise of octave ``k`` and its gradient (per metre)."""
-    s = inv[k]
-    fx = x * s
-    fy = y * s
-    x0 = math.floor(fx)
-    y0 = math.floor(fy)
-    rx = fx - x0
-    ry = fy - y0
+    v00, v10, v01, v11, rx, ry = _cell(flat, meta, inv, k, x, y)
     tx = rx * rx * (3.0 - 2.0 * rx)
     ty = ry * ry * (3.0 - 2.0 * ry)
-    dtx = 6.0 * rx * (1.0 - rx) * s
-    dty = 6.0 * ry * (1.0 - ry) * s
-    nx = meta[k, 3]
-    p = meta[k, 0] + (np.int64(y0) - meta[k, 2]) * nx + (np.int64(x0) - meta[k, 1])
-    v00 = flat[p]
-    v10 = flat[p + 1]
-    v01 = flat[p + nx]
-    v11 = flat[p + nx + 1]
     top = v00 + (v10 - v00) * tx
     bottom = v01 + (v11 - v01) * tx
     value = top + (bottom - top) * ty
-    dx = ((v10 - v00) * (1.0 - ty) + (v11 - v01) * ty) * dtx
-    dy = (bottom - top) * dty
+    dx = ((v10 - v00) * (1.0 - ty) + (v11 - v01) * ty) * 6.0 * rx * (1.0 - rx) * inv[k]
+    dy = (bottom - top) * 6.0 * ry * (1.0 - ry) * inv[k]
     return value, dx, dy
 
 
