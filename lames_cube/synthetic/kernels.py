@@ -32,14 +32,24 @@ _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
 
-# Ground-node quantities (first axis of the node array).
+#: Smooth ground fields, in the order of the ``fields`` table of :func:`ground_nodes`.
+FIELDS = ("elevation", "relief", "warp_x", "warp_y", "albedo", "fan",
+          "basin", "salty", "channel", "road", "paved", "lake",
+          "vegetation", "gully", "warp_fine_x", "warp_fine_y", "tint")
+(F_ELEVATION, F_RELIEF, F_WARP_X, F_WARP_Y, F_ALBEDO, F_FAN,
+ F_BASIN, F_SALTY, F_CHANNEL, F_ROAD, F_PAVED, F_LAKE,
+ F_VEGETATION, F_GULLY, F_WARP_FINE_X, F_WARP_FINE_Y, F_TINT) = range(len(FIELDS))
+
+# Ground-node quantities (last axis of the node array).
 Q_SPEC = 0  # 6 bands of ground reflectance (geology, fans, salars, albedo)
 Q_GX, Q_GY = 6, 7  # terrain slope (dz/dx, dz/dy)
-Q_CHAN, Q_ROAD, Q_PAVED, Q_LAKE, Q_VEG, Q_ROUGH, Q_SALT = 8, 9, 10, 11, 12, 13, 14
-N_GROUND = 15
+Q_CHAN, Q_ROAD, Q_PAVED, Q_LAKE, Q_VEG, Q_ROUGH = 8, 9, 10, 11, 12, 13
+N_GROUND = 14
 # Cloud-node quantities.
 C_OPACITY, C_SHADOW, C_THIN = 0, 1, 2
 N_CLOUD = 3
+#: Largest harmonised value the world writes, so that value + 1000 still fits in uint16.
+MAX_DN = 64_000.0
 
 
 @nb.njit(inline="always")
@@ -58,7 +68,7 @@ def hash01(ix, iy, key):
     return float(h >> _S11) * _INV53
 
 
-@nb.njit(cache=False, error_model="numpy")
+@nb.njit(cache=False, error_model="numpy", nogil=True)
 def fill_lattices(flat, meta, keys):
     """Hash every node of every octave lattice into ``flat`` (see :func:`lattice_meta`)."""
     for k in range(meta.shape[0]):
@@ -82,17 +92,6 @@ def _cell(flat, meta, inv, k, x, y):
 
 
 @nb.njit(inline="always")
-def _vn(flat, meta, inv, k, x, y):
-    """Smooth value noise of octave ``k`` at (x, y), in [0, 1)."""
-    v00, v10, v01, v11, rx, ry = _cell(flat, meta, inv, k, x, y)
-    tx = rx * rx * (3.0 - 2.0 * rx)
-    ty = ry * ry * (3.0 - 2.0 * ry)
-    top = v00 + (v10 - v00) * tx
-    bottom = v01 + (v11 - v01) * tx
-    return top + (bottom - top) * ty
-
-
-@nb.njit(inline="always")
 def _vn_grad(flat, meta, inv, k, x, y):
     """Value noise of octave ``k`` and its gradient (per metre)."""
     v00, v10, v01, v11, rx, ry = _cell(flat, meta, inv, k, x, y)
@@ -104,6 +103,12 @@ def _vn_grad(flat, meta, inv, k, x, y):
     dx = ((v10 - v00) * (1.0 - ty) + (v11 - v01) * ty) * 6.0 * rx * (1.0 - rx) * inv[k]
     dy = (bottom - top) * 6.0 * ry * (1.0 - ry) * inv[k]
     return value, dx, dy
+
+
+@nb.njit(inline="always")
+def _vn(flat, meta, inv, k, x, y):
+    """Smooth value noise of octave ``k`` at (x, y), in [0, 1) (the gradient is optimised away)."""
+    return _vn_grad(flat, meta, inv, k, x, y)[0]
 
 
 @nb.njit(inline="always")
@@ -145,7 +150,7 @@ def _smooth(e0, e1, x):
     return t * t * (3.0 - 2.0 * t)
 
 
-@nb.njit(cache=False, error_model="numpy")
+@nb.njit(cache=False, error_model="numpy", nogil=True)
 def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, out):
     """Evaluate the smooth ground at the nodes ``xs`` × ``ys`` (texture CRS metres).
 
@@ -174,19 +179,19 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
         for i in range(xs.shape[0]):
             x = xs[i]
             # Relief: hills (700 m) and gullies (90 m) with analytic slopes.
-            _, ex, ey = _fbm_grad(flat, meta, inv, fields[0, 0], fields[0, 1], x, y)
-            _, rx, ry = _fbm_grad(flat, meta, inv, fields[1, 0], fields[1, 1], x, y)
-            _, fx_, fy_ = _fbm_grad(flat, meta, inv, fields[13, 0], fields[13, 1], x, y)
+            _, ex, ey = _fbm_grad(flat, meta, inv, fields[F_ELEVATION, 0], fields[F_ELEVATION, 1], x, y)
+            _, rx, ry = _fbm_grad(flat, meta, inv, fields[F_RELIEF, 0], fields[F_RELIEF, 1], x, y)
+            _, fx_, fy_ = _fbm_grad(flat, meta, inv, fields[F_GULLY, 0], fields[F_GULLY, 1], x, y)
             # Mountains where the basin field is low, plains and salars where it is high.
-            basin = _fbm(flat, meta, inv, fields[6, 0], fields[6, 1], x, y)
+            basin = _fbm(flat, meta, inv, fields[F_BASIN, 0], fields[F_BASIN, 1], x, y)
             rugged = _smooth(0.6, 0.36, basin)
             gx = (1200.0 + 3200.0 * rugged) * ex + (200.0 + 450.0 * rugged) * rx + 45.0 * fx_
             gy = (1200.0 + 3200.0 * rugged) * ey + (200.0 + 450.0 * rugged) * ry + 45.0 * fy_
             # Geology: domain-warped cells, each one unit, blended over ~100 m at boundaries.
-            wx = x + 1800.0 * (_fbm(flat, meta, inv, fields[2, 0], fields[2, 1], x, y) - 0.5)
-            wy = y + 1800.0 * (_fbm(flat, meta, inv, fields[3, 0], fields[3, 1], x, y) - 0.5)
-            wx += 500.0 * (_fbm(flat, meta, inv, fields[14, 0], fields[14, 1], x, y) - 0.5)
-            wy += 500.0 * (_fbm(flat, meta, inv, fields[15, 0], fields[15, 1], x, y) - 0.5)
+            wx = x + 1800.0 * (_fbm(flat, meta, inv, fields[F_WARP_X, 0], fields[F_WARP_X, 1], x, y) - 0.5)
+            wy = y + 1800.0 * (_fbm(flat, meta, inv, fields[F_WARP_Y, 0], fields[F_WARP_Y, 1], x, y) - 0.5)
+            wx += 500.0 * (_fbm(flat, meta, inv, fields[F_WARP_FINE_X, 0], fields[F_WARP_FINE_X, 1], x, y) - 0.5)
+            wy += 500.0 * (_fbm(flat, meta, inv, fields[F_WARP_FINE_Y, 0], fields[F_WARP_FINE_Y, 1], x, y) - 0.5)
             cx = math.floor(wx / 2200.0)
             cy = math.floor(wy / 2200.0)
             d1 = 1e30
@@ -214,10 +219,10 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
             while k2 < n_units - 1 and u2 >= geo_cdf[k2]:
                 k2 += 1
             w2 = 0.5 * (1.0 - _smooth(0.0, 45.0, d2 - d1))
-            albedo = 0.86 + 0.28 * _fbm(flat, meta, inv, fields[4, 0], fields[4, 1], x, y)
-            tint = _fbm(flat, meta, inv, fields[16, 0], fields[16, 1], x, y) - 0.5
-            fan = _smooth(0.60, 0.655, _fbm(flat, meta, inv, fields[5, 0], fields[5, 1], x, y))
-            salty = _vn(flat, meta, inv, fields[7, 0], x, y) > 0.45
+            albedo = 0.86 + 0.28 * _fbm(flat, meta, inv, fields[F_ALBEDO, 0], fields[F_ALBEDO, 1], x, y)
+            tint = _fbm(flat, meta, inv, fields[F_TINT, 0], fields[F_TINT, 1], x, y) - 0.5
+            fan = _smooth(0.60, 0.655, _fbm(flat, meta, inv, fields[F_FAN, 0], fields[F_FAN, 1], x, y))
+            salty = _vn(flat, meta, inv, fields[F_SALTY, 0], x, y) > 0.45
             salt = _smooth(0.69, 0.72, basin)
             crust = 1 if salty else 2
             for b in range(6):
@@ -228,16 +233,15 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
                 out[j, i, Q_SPEC + b] = g
             out[j, i, Q_GX] = gx * (1.0 - salt)
             out[j, i, Q_GY] = gy * (1.0 - salt)
-            out[j, i, Q_CHAN] = _fbm(flat, meta, inv, fields[8, 0], fields[8, 1], x, y)
-            out[j, i, Q_ROAD] = _fbm(flat, meta, inv, fields[9, 0], fields[9, 1], x, y)
-            out[j, i, Q_PAVED] = 1.0 if _vn(flat, meta, inv, fields[10, 0], x, y) > 0.6 else 0.0
-            out[j, i, Q_LAKE] = _fbm(flat, meta, inv, fields[11, 0], fields[11, 1], x, y)
-            out[j, i, Q_VEG] = _fbm(flat, meta, inv, fields[12, 0], fields[12, 1], x, y)
+            out[j, i, Q_CHAN] = _fbm(flat, meta, inv, fields[F_CHANNEL, 0], fields[F_CHANNEL, 1], x, y)
+            out[j, i, Q_ROAD] = _fbm(flat, meta, inv, fields[F_ROAD, 0], fields[F_ROAD, 1], x, y)
+            out[j, i, Q_PAVED] = 1.0 if _vn(flat, meta, inv, fields[F_PAVED, 0], x, y) > 0.6 else 0.0
+            out[j, i, Q_LAKE] = _fbm(flat, meta, inv, fields[F_LAKE, 0], fields[F_LAKE, 1], x, y)
+            out[j, i, Q_VEG] = _fbm(flat, meta, inv, fields[F_VEGETATION, 0], fields[F_VEGETATION, 1], x, y)
             out[j, i, Q_ROUGH] = 1.0 + 0.6 * salt - 0.45 * fan
-            out[j, i, Q_SALT] = salt
 
 
-@nb.njit(cache=False, error_model="numpy")
+@nb.njit(cache=False, error_model="numpy", nogil=True)
 def cloud_nodes(xs, ys, flat, meta, inv, first, n, thin_first, thin_n, cover, dx, dy, cirrus, out):
     """Cloud opacity, shadow opacity and cirrus at the nodes ``xs`` × ``ys``."""
     threshold = 0.5 + 0.36 * (0.5 - cover)
@@ -309,7 +313,7 @@ def _roof(params, s, u, v, key):
     return h / share
 
 
-@nb.njit(cache=False, error_model="numpy")
+@nb.njit(cache=False, error_model="numpy", nogil=True)
 def mine_relief(sid, dist, xx, yy, params, out):
     """Height (m) of the mine surfaces: benched pits and dumps, dams, leach lifts, piles."""
     h, w = sid.shape
@@ -339,10 +343,10 @@ def mine_relief(sid, dist, xx, yy, params, out):
             out[j, i] = z
 
 
-@nb.njit(cache=False, error_model="numpy")
+@nb.njit(cache=False, error_model="numpy", nogil=True)
 def compose(
     xx, yy,
-    nodes, nx0, ny0, nsp,
+    nodes, ix0, iy0, nsp,
     flat, meta, inv, fine,
     geo_key, sun,
     has_mines, sid, dist, mgx, mgy, haul, params, looks,
@@ -355,8 +359,8 @@ def compose(
     ----------
     xx, yy
         Texture-CRS coordinates of the pixel centres (2-D, possibly broadcast views).
-    nodes, nx0, ny0, nsp
-        Ground nodes (ny, nx, N_GROUND) at x = nx0 + i·nsp, y = ny0 + j·nsp (ascending).
+    nodes, ix0, iy0, nsp
+        Ground nodes (ny, nx, N_GROUND) at x = (ix0 + i)·nsp, y = (iy0 + j)·nsp (ascending).
     flat, meta, inv, fine
         Octave lattices; ``fine`` holds the octave indices of the pixel texture (40 m, 20 m).
     geo_key
@@ -377,6 +381,7 @@ def compose(
     spec = np.empty(6)
     mat = np.empty(6)
     q = np.empty(N_GROUND)
+    inv_nsp = 1.0 / nsp
     nyn = nodes.shape[0]
     nxn = nodes.shape[1]
     sx, sy, sz = sun[0], sun[1], sun[2]
@@ -385,12 +390,14 @@ def compose(
             x = xx[j, i]
             y = yy[j, i]
             # Bilinear weights on the ground-node lattice.
-            fx = (x - nx0) / nsp
-            fy = (y - ny0) / nsp
-            ix = min(max(math.floor(fx), 0), nxn - 2)
-            iy = min(max(math.floor(fy), 0), nyn - 2)
-            tx = fx - ix
-            ty = fy - iy
+            fx = x * inv_nsp  # global node coordinates: the same in every window
+            fy = y * inv_nsp
+            gxi = math.floor(fx)
+            gyi = math.floor(fy)
+            tx = fx - gxi
+            ty = fy - gyi
+            ix = min(max(gxi - ix0, 0), nxn - 2)
+            iy = min(max(gyi - iy0, 0), nyn - 2)
             w00 = (1.0 - tx) * (1.0 - ty)
             w10 = tx * (1.0 - ty)
             w01 = (1.0 - tx) * ty
@@ -410,7 +417,7 @@ def compose(
             gx += 5.0 * dtx  # micro relief: 40 m knolls and hollows, a few metres high
             gy += 5.0 * dty
             t2 = _vn(flat, meta, inv, fine[1], x, y)
-            grain = hash01(np.int64(math.floor(x / 10.0)), np.int64(math.floor(y / 10.0)), geo_key)
+            grain = hash01(np.int64(math.floor(x * 0.1)), np.int64(math.floor(y * 0.1)), geo_key)
             # Dry river beds, vegetation along them, lakes, roads.
             chan = max(0.0, 1.0 - _line_distance(nodes, Q_CHAN, ix, iy, tx, ty, nsp, q[Q_CHAN]) / 16.0)
             if chan > 0.0:
@@ -562,5 +569,5 @@ def compose(
                         scl = 8
             for b in range(6):
                 dn = math.floor(mat[b] * 10_000.0 + 0.5)
-                out_dn[b, j, i] = np.uint16(min(max(dn, 1.0), 64_000.0))
+                out_dn[b, j, i] = np.uint16(min(max(dn, 1.0), MAX_DN))
             out_scl[j, i] = scl

@@ -24,6 +24,8 @@ rest per pixel, in the numba kernels of :mod:`lames_cube.synthetic.kernels`.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -35,6 +37,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from scipy import ndimage
 
+from lames_cube.errors import InvalidGridError
 from lames_cube.synthetic import kernels as K
 from lames_cube.synthetic.mines import draw
 
@@ -67,6 +70,8 @@ GROUND_FIELDS = (
     ("warp_fine_y", 500.0, 2),
     ("tint", 400.0, 2),
 )
+if tuple(name for name, _, _ in GROUND_FIELDS) != K.FIELDS:  # pragma: no cover - a code error
+    raise ImportError("GROUND_FIELDS and kernels.FIELDS list the fields in different orders")
 #: Pixel texture octaves (m).
 FINE_SCALES = (40.0, 20.0)
 
@@ -119,6 +124,35 @@ class CloudState:
     cirrus: bool  #: whether thin cirrus is present
 
 
+def check_grid(geobox) -> GeoBox:
+    """``geobox`` if it is a GeoBox the world can render (axis-aligned, with a CRS, not empty).
+
+    Raises
+    ------
+    InvalidGridError
+        Anything else, with the value and the fix.
+    """
+    if not isinstance(geobox, GeoBox):
+        raise InvalidGridError(
+            f"geobox has type {type(geobox).__name__}; pass an odc.geo GeoBox (e.g. "
+            "world.tiles[0].geobox(10) or lames_cube.grid.mosaic_geobox())."
+        )
+    if 0 in geobox.shape:
+        raise InvalidGridError(
+            f"The grid has zero size (shape {tuple(geobox.shape)}): {geobox!r}. Pass a grid of at "
+            "least one pixel."
+        )
+    a = geobox.affine
+    if a.b != 0 or a.d != 0:
+        raise InvalidGridError(
+            f"The grid is rotated or sheared (affine {tuple(a)[:6]}); the world renders only "
+            "axis-aligned GeoBox (affine b = d = 0)."
+        )
+    if geobox.crs is None:
+        raise InvalidGridError(f"The grid {geobox!r} has no CRS; give it one.")
+    return geobox
+
+
 def pixel_centres(gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre x (1, W) and y (H, 1) coordinates of an axis-aligned GeoBox."""
     a = gbox.affine
@@ -139,15 +173,6 @@ def texture_coords(gbox: GeoBox, texture_epsg: int) -> tuple[np.ndarray, np.ndar
     tr = Transformer.from_crs(gbox.crs.epsg, texture_epsg, always_xy=True)
     tx, ty = tr.transform(xx, yy)
     return np.ascontiguousarray(tx), np.ascontiguousarray(ty)
-
-
-def pixel_metres(gbox: GeoBox) -> tuple[float, float]:
-    """Pixel width and height in metres (approximate for geographic grids), both positive."""
-    a = gbox.affine
-    if gbox.crs.geographic:
-        lat = math.radians(gbox.extent.centroid.coords[0][1])
-        return abs(a.a) * 111_320.0 * max(math.cos(lat), 1e-6), abs(a.e) * 110_574.0
-    return abs(a.a), abs(a.e)
 
 
 def _pixel_window(gbox: GeoBox, bounds: np.ndarray) -> tuple[int, int, int, int]:
@@ -279,7 +304,48 @@ class Landscape:
         self.texture_epsg = texture_epsg
         self.sectors = sectors
         self.sectors_in_year = sectors_in_year
-        self._local: dict = {}
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        self._local: OrderedDict = OrderedDict()
+        self._scales: dict = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in ("_local", "_scales", "_lock"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
+
+    @cached_property
+    def reference(self) -> tuple[float, float]:
+        """A point of the world (texture CRS): the centre of its sectors."""
+        c = shapely.centroid(shapely.union_all(self.sectors.to_crs(self.texture_epsg).geometry.values))
+        return c.x, c.y
+
+    def pixel_metres(self, gbox: GeoBox) -> tuple[float, float]:
+        """Pixel width and height of ``gbox`` in ground metres, positive.
+
+        The scale of the grid's CRS is taken at the world's :attr:`reference` point, so it is the
+        same for every window of a grid (exactly 1 in the texture CRS).
+        """
+        key = gbox.crs.to_wkt()
+        if key not in self._scales:
+            if gbox.crs.epsg == self.texture_epsg:
+                self._scales[key] = (1.0, 1.0)
+            else:
+                x, y = self.reference
+                tr = Transformer.from_crs(self.texture_epsg, gbox.crs.to_wkt(), always_xy=True)
+                gx, gy = tr.transform([x, x + 1000.0, x], [y, y, y + 1000.0])
+                self._scales[key] = (math.hypot(gx[1] - gx[0], gy[1] - gy[0]) / 1000.0,
+                                     math.hypot(gx[2] - gx[0], gy[2] - gy[0]) / 1000.0)
+        ux, uy = self._scales[key]
+        a = gbox.affine
+        return abs(a.a) / ux, abs(a.e) / uy
 
     # ------------------------------------------------------------------ mine parameters
     @cached_property
@@ -334,23 +400,29 @@ class Landscape:
         return gpd.GeoSeries(buffered, crs=self.texture_epsg)
 
     def _in_crs(self, crs, year: int):
+        """The year's sectors, their parameters and the haul roads in ``crs`` (a small LRU)."""
         key = (crs.to_wkt(), year)
-        if key not in self._local:
-            if len(self._local) > 8:
-                self._local.clear()
-            grown = self.sectors_in_year(year)
-            local = grown.to_crs(crs)
-            names = [str(n) for n in grown["Name"]]
-            params = np.array([self.sector_params[n] for n in names]).reshape(-1, K.N_PARAMS)
-            roads = self.haul_roads.to_crs(crs)
-            self._local[key] = (local.geometry.values, shapely.STRtree(local.geometry.values), params,
-                                roads.values, shapely.STRtree(roads.values))
-        return self._local[key]
+        with self._lock:
+            if key in self._local:
+                self._local.move_to_end(key)
+                return self._local[key]
+        grown = self.sectors_in_year(year)
+        local = grown.to_crs(crs)
+        names = [str(n) for n in grown["Name"]]
+        params = np.array([self.sector_params[n] for n in names]).reshape(-1, K.N_PARAMS)
+        roads = self.haul_roads.to_crs(crs)
+        value = (local.geometry.values, shapely.STRtree(local.geometry.values), params,
+                 roads.values, shapely.STRtree(roads.values))
+        with self._lock:
+            self._local[key] = value
+            while len(self._local) > 32:
+                self._local.popitem(last=False)
+        return value
 
     def mine_layer(self, gbox: GeoBox, year: int) -> MineLayer | None:
         """The mines of ``year`` on ``gbox`` (None when none is near)."""
         geoms, tree, params, roads, road_tree = self._in_crs(gbox.crs, year)
-        res = pixel_metres(gbox)
+        res = self.pixel_metres(gbox)
         halo = math.ceil(MINE_HALO_M / min(res))
         big = gbox.pad(halo)
         window = shapely.box(*big.extent.boundingbox)
@@ -397,7 +469,7 @@ class Landscape:
         edge = ((pad[:-2, 1:-1] != centre) | (pad[2:, 1:-1] != centre)
                 | (pad[1:-1, :-2] != centre) | (pad[1:-1, 2:] != centre)) & (ids >= 0)
         if edge.any():
-            d = ndimage.distance_transform_edt(~edge, sampling=pixel_metres(gbox)[::-1])
+            d = ndimage.distance_transform_edt(~edge, sampling=self.pixel_metres(gbox)[::-1])
             d = np.minimum(d, cap).astype(np.float32)
         else:
             d = np.full(ids.shape, cap, np.float32)
@@ -415,11 +487,12 @@ class Landscape:
         sp = NODE_SPACING
         node_x = np.arange(math.floor(xmin / sp) - 1, math.floor(xmax / sp) + 3) * sp
         node_y = np.arange(math.floor(ymin / sp) - 1, math.floor(ymax / sp) + 3) * sp
-        fine = [(s, _key(self.seed, 5, k)) for k, s in enumerate(FINE_SCALES)]
+        # Pixel texture no finer than the pixels (coarse grids would need huge lattices).
+        pixel = min(self.pixel_metres(gbox))
+        fine = [(max(s, pixel), _key(self.seed, 5, k)) for k, s in enumerate(FINE_SCALES)]
         specs, table = _field_table(self.seed, fine)
-        margin = 4000.0  # domain warp and node margin
-        octaves = Octaves.build(specs, (node_x[0] - margin, node_y[0] - margin,
-                                        node_x[-1] + margin, node_y[-1] + margin))
+        octaves = Octaves.build(specs, (min(node_x[0], xmin), min(node_y[0], ymin),
+                                        max(node_x[-1], xmax), max(node_y[-1], ymax)))
         nodes = np.empty((len(node_y), len(node_x), K.N_GROUND), np.float32)
         K.ground_nodes(node_x, node_y, octaves.flat, octaves.meta, octaves.inv, table, _GEO, _GEO_CDF,
                        _OVER, np.uint64(_key(self.seed, 7)), nodes)
@@ -451,8 +524,8 @@ class Landscape:
         mines = canvas.mines if canvas.mines is not None else _NO_MINES
         o = canvas.octaves
         K.compose(
-            canvas.xx, canvas.yy, canvas.nodes, float(canvas.node_x[0]), float(canvas.node_y[0]),
-            NODE_SPACING, o.flat, o.meta, o.inv, canvas.fine, np.uint64(_key(self.seed, 9)), _SUN,
+            canvas.xx, canvas.yy, canvas.nodes, round(canvas.node_x[0] / NODE_SPACING),
+            round(canvas.node_y[0] / NODE_SPACING), NODE_SPACING, o.flat, o.meta, o.inv, canvas.fine, np.uint64(_key(self.seed, 9)), _SUN,
             canvas.mines is not None, *mines, _LOOKS, has_clouds, cnodes, _CLOUD, dn, scl,
         )
         return dn, scl

@@ -58,7 +58,8 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 
 from lames_cube.bands import WORLD_BANDS, canonical_band
-from lames_cube.errors import InvalidGridError, InvalidQueryError, UnknownBandError, WorldError
+from lames_cube.errors import InvalidQueryError, UnknownBandError, WorldError
+from lames_cube.synthetic.landscape import check_grid, pixel_centres
 
 if TYPE_CHECKING:
     from lames_cube.synthetic.world import Scene, World
@@ -186,36 +187,7 @@ def select_dates(world: World, dates: Any = None) -> list[dt.date]:
     return sorted(out)
 
 
-def _check_geobox(geobox: Any) -> GeoBox:
-    if not isinstance(geobox, GeoBox):
-        raise InvalidGridError(
-            f"geobox has type {type(geobox).__name__}; pass an odc.geo GeoBox (e.g. "
-            "world.tiles[0].geobox(10) or lames_cube.grid.mosaic_geobox())."
-        )
-    if 0 in geobox.shape:
-        raise InvalidGridError(
-            f"The grid has zero size (shape {tuple(geobox.shape)}): {geobox!r}. Pass a grid of at "
-            "least one pixel."
-        )
-    a = geobox.affine
-    if a.b != 0 or a.d != 0:
-        raise InvalidGridError(
-            f"The grid is rotated or sheared (affine {tuple(a)[:6]}); a world cube needs an "
-            "axis-aligned GeoBox (affine b = d = 0)."
-        )
-    if geobox.crs is None:
-        raise InvalidGridError(f"The grid {geobox!r} has no CRS; give it one.")
-    return geobox
-
-
 # --------------------------------------------------------------------------- geometry helpers
-def _centres(gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """1-D pixel-centre coordinates ``(xs, ys)`` of an axis-aligned grid."""
-    a = gbox.affine
-    ny, nx = gbox.shape
-    return a.c + a.a * (np.arange(nx) + 0.5), a.f + a.e * (np.arange(ny) + 0.5)
-
-
 def coarse_window(gbox: GeoBox, res: float = COARSE_RES) -> tuple[GeoBox, np.ndarray, np.ndarray]:
     """The ``res`` grid anchored on multiples of ``res`` that contains ``gbox``, and for each
     output row and column the row and column of the coarse pixel holding its centre.
@@ -227,7 +199,7 @@ def coarse_window(gbox: GeoBox, res: float = COARSE_RES) -> tuple[GeoBox, np.nda
     >>> g20.shape, rows.tolist(), cols.tolist()
     (Shape2d(x=2, y=2), [0, 0, 1, 1], [0, 0, 1, 1])
     """
-    xs, ys = _centres(gbox)
+    xs, ys = (c.ravel() for c in pixel_centres(gbox))
     cx = np.floor(xs / res).astype(np.int64)
     cy = np.floor(ys / res).astype(np.int64)
     c0, c1, r0, r1 = cx.min(), cx.max(), cy.min(), cy.max()
@@ -385,7 +357,7 @@ class CubePlan:
         m10 = np.zeros(win.shape, dtype=bool)
         m20 = np.zeros(win.shape, dtype=bool)
         left, bottom, right, top = win.boundingbox
-        xs, ys = _centres(win)
+        xs, ys = (c.ravel() for c in pixel_centres(win))
         index = {t.tile_id: k for k, t in enumerate(self.world.tiles)}
         for scene in self.scenes[date]:
             tile = scene.tile
@@ -478,7 +450,7 @@ def world_cube(
 
     from lames_cube.cube import _check_chunks
 
-    gbox = _check_geobox(geobox)
+    gbox = check_grid(geobox)
     names = check_world_bands(bands)
     days = select_dates(world, dates)
     if footprints not in (True, False):

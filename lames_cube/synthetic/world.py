@@ -30,6 +30,7 @@ from lames_cube.synthetic.landscape import (
     REFLECTANCE_BANDS,
     CloudState,
     Landscape,
+    check_grid,
     pixel_centres,
     rasterize_classes,
 )
@@ -50,9 +51,7 @@ from lames_cube.synthetic.noise import hash_uniform
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
 BASELINE_04_START = dt.date(2022, 1, 25)
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
-GENERATOR_VERSION = 3
-#: Largest harmonised value the world writes, so that value + 1000 still fits in uint16.
-MAX_REFLECTANCE_DN = 64_000
+GENERATOR_VERSION = 4
 
 STYLES = ("earth-search", "planetary-computer")
 
@@ -590,7 +589,9 @@ class World:
             return self._surface_cache[(cache_key, year)]
         out = self.landscape.canvas(gbox, year)
         if cache_key is not None:
-            self._surface_cache = {k: v for k, v in self._surface_cache.items() if k[0] == cache_key}
+            # Keep what shares the key's first part (a tile at all its resolutions and years).
+            self._surface_cache = {k: v for k, v in self._surface_cache.items()
+                                   if k[0][0] == cache_key[0]}
             self._surface_cache[(cache_key, year)] = out
         return out
 
@@ -615,6 +616,10 @@ class World:
             ``B02`` … ``B12`` as uint16 harmonised reflectance × 10 000 (no baseline offset,
             never 0), and ``SCL`` as uint8.
         """
+        gbox = check_grid(gbox)
+        if date is not None and not isinstance(date, dt.date):
+            raise WorldError(f"date={date!r} is not a datetime.date; pass e.g. "
+                             f"datetime.date({self.dates[0]:%Y, %-m, %-d}) or None.")
         year = date.year if date is not None else self.spec.years[-1]
         canvas = self._canvas(gbox, year, _cache_key)
         state = self.clouds(date) if (clouds and date is not None and date in self.dates) else None
