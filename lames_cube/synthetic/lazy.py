@@ -466,9 +466,6 @@ def world_cube(
         everywhere.setdefault(scene.date, []).append(scene)
     times = np.array([_ms(min(s.datetime for s in (scenes[d] or everywhere[d]))) for d in days])
 
-    def _cover(day):
-        value = getattr(world.clouds(day), "cover", None)
-        return np.nan if value is None else round(100.0 * float(value), 4)
 
     plan = CubePlan(world, gbox, names, days, footprints=footprints, scenes=scenes, bounds=bounds)
     token = _token(world, gbox, names, days, bool(footprints), (size["y"], size["x"]))
@@ -491,7 +488,7 @@ def world_cube(
         "time": times,
         "band": list(names),
         "solar_day": ("time", np.array([np.datetime64(d, "D") for d in days]).astype("datetime64[ns]")),
-        "cloud_cover": ("time", np.array([_cover(d) for d in days], dtype=float)),
+        "cloud_cover": ("time", np.array([round(100.0 * world.clouds(d).cover, 4) for d in days], dtype=float)),
         "n_items": ("time", np.array([len(scenes[d]) for d in days], dtype=np.int64)),
     }
     coords.update(xr_coords(gbox, crs_coord_name="spatial_ref"))

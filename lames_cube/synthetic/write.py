@@ -232,7 +232,8 @@ def write_world(
         final_coll = root / "stac" / spec.collection
         write_index([_absolute(i, final_coll / i["id"]) for i in items], tmp / INDEX)
         world.truth().to_csv(tmp / "truth.csv", index=False, float_format="%.3f")
-        world.sectors.to_file(tmp / "sectors.geojson", driver="GeoJSON")
+        # Full precision: open_world() rebuilds exactly this world (computed hidden-mine cells).
+        world.sectors.to_file(tmp / "sectors.geojson", driver="GeoJSON", COORDINATE_PRECISION=17)
         _dump(tmp / MANIFEST, {
             "spec": spec.to_dict(), "digest": digest, "root": str(root),
             "collection": spec.collection, "n_items": len(items), "n_tiles": len(by_tile),
