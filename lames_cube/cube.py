@@ -37,6 +37,8 @@ from lames_cube.errors import (
 # (tests/test_cube.py); the warning is noise for users.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
 
+#: The digital number of saturated pixels, kept through harmonisation.
+SATURATED = 65_535
 #: Default y/x chunk (px): a multiple of the 256-px patch size.
 DEFAULT_CHUNK = 1024
 #: Patch size that chunks must be multiples of.
@@ -213,17 +215,19 @@ def solar_day(item: pystac.Item) -> dt.date:
 
 
 def harmonise(dn: xr.DataArray, offset: int) -> xr.DataArray:
-    """Remove a digital-number offset, keeping 0 as nodata and valid pixels at ≥ 1 (lazy).
+    """Remove a digital-number offset, keeping 0 as nodata, 65 535 as saturated and valid
+    pixels at ≥ 1: values at or below the offset (negative reflectance) clamp to 1 (lazy).
 
     Examples
     --------
-    >>> harmonise(xr.DataArray(np.array([0, 500, 1000, 1001, 3000], "uint16")), 1000).values.tolist()
-    [0, 1, 1, 1, 2000]
+    >>> dn = np.array([0, 500, 1000, 1001, 3000, 65535], "uint16")
+    >>> harmonise(xr.DataArray(dn), 1000).values.tolist()
+    [0, 1, 1, 1, 2000, 65535]
     """
     if offset == 0:
         return dn
     floor = np.uint16(offset + 1)
-    out = xr.where(dn == 0, np.uint16(0), np.maximum(dn, floor) - np.uint16(offset))
+    out = xr.where((dn == 0) | (dn == SATURATED), dn, np.maximum(dn, floor) - np.uint16(offset))
     return out.astype("uint16").assign_attrs(dn.attrs)
 
 

@@ -16,8 +16,10 @@ from lames_cube.recipes import Recipe, load_recipe
 from lames_cube.search import search
 from lames_cube.synthetic import World, WorldSpec, write_world
 
-#: The demo world: four LAMES sites (three train, one test), four years, three dates a year.
-DEMO_SPEC = WorldSpec(seed=0, n_sites=4, years=(2020, 2021, 2022, 2023), scenes_per_year=3)
+#: The demo world: four LAMES sites (three train, one test), four years, ten passes of each
+#: relative orbit a year (twenty where two swaths overlap): enough clear looks that the yearly
+#: composites have no holes inside the site boxes.
+DEMO_SPEC = WorldSpec(seed=0, n_sites=4, years=(2020, 2021, 2022, 2023), scenes_per_year=10)
 
 
 def demo_spec(data_dir=None) -> WorldSpec:

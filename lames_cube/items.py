@@ -1,8 +1,9 @@
 """One normal form for Sentinel-2 L2A STAC items, whatever the provider.
 
-Earth Search v0/v1, Planetary Computer (2021 and current layouts), CDSE and lames_cube's
-synthetic worlds describe the same product in different ways (see ``../shared/stac/MANIFEST.md``
-section 5). :func:`normalize_item` rewrites any of them into one form that the rest of lames_cube
+Earth Search v0/v1, Planetary Computer (2021 and current layouts) and CDSE describe the same
+product in different ways (see ``../shared/stac/MANIFEST.md`` section 5); lames_cube's synthetic
+worlds copy Earth Search v1 and Planetary Computer exactly and are read by the same rules, with
+no short cut. :func:`normalize_item` rewrites any of them into one form that the rest of lames_cube
 relies on:
 
 * asset keys are canonical band names (``B04``, ``B8A``, ``SCL``; ``visual`` for TCI), one asset
@@ -26,11 +27,11 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pystac
-from pystac.utils import make_absolute_href, str_to_datetime
+from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, BANDS
 from lames_cube.errors import InvalidItemError
@@ -45,7 +46,8 @@ __all__ = [
     "unsupported_reason",
 ]
 
-#: Values of ``lames:provider``.
+#: Values of ``lames:provider``. Detection never assigns ``lames-synthetic``: it is kept for
+#: hand-built items that arrive already normalised (``lames_cube.testing.catalogs``).
 PROVIDERS: tuple[str, ...] = (
     "earth-search-v1",
     "earth-search-v0",
@@ -68,8 +70,21 @@ _RES_SUFFIX = re.compile(r"^(?P<base>.+?)[_-](?P<res>10|20|60)m$")
 _JP2_SUFFIX = "-jp2"
 # A 100 km square, optionally refined by an MGRS grid reference (synthetic tiles: "19KEQ20").
 _MGRS = re.compile(r"^\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}(?:\d\d){0,4}$")
-_TILE_IN_ID = re.compile(r"_T(\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2})_")
-_ES_TILE_IN_ID = re.compile(r"^S2[A-D]_(\d{1,2}[C-HJ-NP-X][A-HJ-NP-Z]{2})_\d{8}_")
+_TILE = r"\d{1,2}[C-HJ-NP-X][A-HJ-NP-Z]{2}(?:\d\d){0,4}"
+_TILE_IN_ID = re.compile(rf"_T({_TILE})_")
+_ES_TILE_IN_ID = re.compile(rf"^S2[A-D]_({_TILE})_\d{{8}}_")
+#: Item ids as each provider writes them (a local mirror keeps ids, even with new hrefs).
+_ID_EARTH_SEARCH = re.compile(rf"^S2[A-D]_{_TILE}_\d{{8}}_\d+_L2A$")  # v1 and v0 alike
+_ID_EARTH_SEARCH_C1 = re.compile(rf"^S2[A-D]_T{_TILE}_\d{{8}}T\d{{6}}_L2A$")
+_ID_PLANETARY = re.compile(
+    rf"^S2[A-D]_MSIL2A_\d{{8}}T\d{{6}}_R\d{{3}}_T{_TILE}_\d{{8}}T\d{{6}}$"  # current layout
+    rf"|^S2[A-D]_MSIL2A_\d{{8}}T\d{{6}}_N\d{{4}}_R\d{{3}}_T{_TILE}_\d{{8}}T\d{{6}}\.SAFE$"  # 2021
+)
+_ID_CDSE = re.compile(rf"^S2[A-D]_MSIL2A_\d{{8}}T\d{{6}}_N\d{{4}}_R\d{{3}}_T{_TILE}_\d{{8}}T\d{{6}}$")
+#: Earth Search v1 asset keys that no other provider uses (common names).
+_EARTH_SEARCH_KEYS = frozenset(
+    {"coastal", "blue", "green", "red", "rededge1", "nir", "nir08", "swir16", "swir22", "scl"}
+)
 _BASELINE_IN_NAME = re.compile(r"_N(\d{2})\.?(\d{2})(?:_|$|\.)")
 _GENERATION_IN_NAME = re.compile(r"_(\d{8}T\d{6})(?:\.SAFE)?$")
 _SEQUENCE_IN_ID = re.compile(r"_(\d+)_L2A$")
@@ -393,8 +408,6 @@ def unsupported_reason(item: pystac.Item | Mapping[str, Any]) -> str | None:
             else "it is not a STAC Item"
         )
     props = d.get("properties") or {}
-    if props.get("lames:synthetic") is True:
-        return None
     platform = str(props.get("platform") or "").lower().replace(" ", "-")
     constellation = str(props.get("constellation") or "").lower().replace(" ", "-")
     ident = str(d.get("id") or "")
@@ -473,6 +486,9 @@ def _normalize_dict(d: dict[str, Any], *, base_href: str | None) -> pystac.Item:
     props["lames:dn_offset_source"] = source
     props["lames:provider"] = provider
     props["lames:solar_day"] = _solar_day(d)
+    for key in _TIMESTAMPS:  # one spelling of UTC whatever the backend ("Z", "+00:00")
+        if isinstance(props.get(key), str):
+            props[key] = _utc_z(props[key])
 
     exts = [e for e in d.get("stac_extensions", []) if "/projection/" not in e]
     d["stac_extensions"] = [*exts, PROJ_V2_SCHEMA]
@@ -668,12 +684,14 @@ def _baseline(props: Mapping[str, Any], ident: Any) -> str | None:
 
 def _mgrs_tile(props: Mapping[str, Any], ident: Any, crs: str) -> str | None:
     tile = props.get("s2:mgrs_tile")
-    if not tile and props.get("mgrs:latitude_band") and props.get("mgrs:grid_square"):
-        zone = props.get("mgrs:utm_zone") or _zone_of_crs(crs)
-        tile = f"{zone}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}" if zone else None
+    # grid:code first: it names the tile even where it refines the 100 km square of the
+    # mgrs:* parts (synthetic worlds: grid:code MGRS-19JDL5665, mgrs:grid_square DL).
     grid = str(props.get("grid:code") or "")
     if not tile and grid.upper().startswith("MGRS-"):
         tile = grid[5:]
+    if not tile and props.get("mgrs:latitude_band") and props.get("mgrs:grid_square"):
+        zone = props.get("mgrs:utm_zone") or _zone_of_crs(crs)
+        tile = f"{zone}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}" if zone else None
     if not tile and props.get("sentinel:latitude_band") and props.get("sentinel:grid_square"):
         zone = props.get("sentinel:utm_zone") or _zone_of_crs(crs)
         tile = (
@@ -757,7 +775,7 @@ def _dn_offset(
     if votes:
         offset = max(votes, key=lambda o: (votes[o], o))
         return (0 if _offset_applied(props) else offset), "raster:bands"
-    if isinstance(props.get("lames:dn_offset"), int):  # already normal form, or synthetic
+    if isinstance(props.get("lames:dn_offset"), int):  # already in normal form
         return props["lames:dn_offset"], str(props.get("lames:dn_offset_source") or "default")
     return 0, "default"
 
@@ -781,37 +799,73 @@ def _raster_dn_offset(asset: Mapping[str, Any]) -> int | None:
 
 
 def _detect_provider(d: Mapping[str, Any]) -> str:
+    """The provider whose layout an item follows (see :data:`PROVIDERS`).
+
+    Decided from what a local mirror keeps of an item: its collection id, property names and
+    values, asset keys and id pattern. Hrefs and links, which a mirror rewrites, only count as
+    a last resort. In order:
+
+    1. ``lames:provider`` of an item already in normal form;
+    2. Earth Search v0: collection ``sentinel-s2-l2a-cogs``/``sentinel-s2-l2a`` or
+       ``sentinel:*`` properties;
+    3. Earth Search v1 (``sentinel-2-l2a`` and ``sentinel-2-c1-l2a``): collection
+       ``sentinel-2-c1-l2a``, ``earthsearch:*`` properties, an Earth Search id
+       (``S2B_24MUV_20250731_0_L2A``, ``S2B_T24MUV_20250731T130245_L2A``), or ``mgrs:*``/
+       ``grid:code`` properties with common-name asset keys (``red``, ``nir``, ``scl``);
+    4. CDSE: per-resolution asset keys (``B04_10m``), ``s3://eodata/`` hrefs, or a product
+       name as id without ``.SAFE`` (``S2C_MSIL2A_…_N0511_R122_T33UWP_…``);
+    5. Planetary Computer: its id (``S2B_MSIL2A_<sensing>_R096_T19HCC_<generation>``, or the
+       2021 ``…_N0212_…_<generation>.SAFE``), or ``s2:mgrs_tile`` with ``sat:relative_orbit``, or its
+       spelling of the platform (``Sentinel-2A``, constellation ``Sentinel 2``);
+    6. hrefs naming a provider's host; else ``"unknown"``.
+    """
     props = d.get("properties") or {}
-    if props.get("lames:synthetic") is True:
-        return "lames-synthetic"
     known = props.get("lames:provider")
     if known in PROVIDERS and known != "unknown":
         return str(known)
     collection = str(d.get("collection") or "").lower()
+    ident = str(d.get("id") or "")
+    keys = {str(k) for k in d.get("assets", {})}
+    bases = {k.removesuffix(_JP2_SUFFIX) for k in keys}
     hrefs = " ".join(
         [str(link.get("href", "")) for link in d.get("links", [])]
         + [str(a.get("href", "")) for a in d.get("assets", {}).values()]
     ).lower()
-    keys = set(d.get("assets", {}))
-    if (
-        "earth-search.aws.element84.com/v0" in hrefs
-        or collection in ("sentinel-s2-l2a-cogs", "sentinel-s2-l2a")
-        or any(k.startswith("sentinel:") for k in props)
+    if collection in ("sentinel-s2-l2a-cogs", "sentinel-s2-l2a") or any(
+        k.startswith("sentinel:") for k in props
     ):
         return "earth-search-v0"
+    mgrs_fields = "grid:code" in props or "mgrs:grid_square" in props
     if (
-        "earth-search.aws.element84.com/v1" in hrefs
-        or collection == "sentinel-2-c1-l2a"
+        collection == "sentinel-2-c1-l2a"
         or any(k.startswith("earthsearch:") for k in props)
+        or _ID_EARTH_SEARCH.match(ident)
+        or _ID_EARTH_SEARCH_C1.match(ident)
+        or (mgrs_fields and bases & _EARTH_SEARCH_KEYS)
     ):
+        return "earth-search-v1"
+    if (
+        {"B02_10m", "B04_10m", "SCL_20m"} & keys
+        or "s3://eodata/" in hrefs
+        or "dataspace.copernicus.eu" in hrefs
+        or _ID_CDSE.match(ident)
+    ):
+        return "cdse"
+    platform = str(props.get("platform") or "")
+    if (
+        _ID_PLANETARY.match(ident)
+        or ("s2:mgrs_tile" in props and "sat:relative_orbit" in props)
+        or re.fullmatch(r"Sentinel-2[A-D]", platform)
+        or props.get("constellation") == "Sentinel 2"
+    ):
+        return "planetary-computer"
+    if "earth-search.aws.element84.com/v0" in hrefs:
+        return "earth-search-v0"
+    if "earth-search.aws.element84.com/v1" in hrefs:
         return "earth-search-v1"
     if "planetarycomputer.microsoft.com" in hrefs or ".blob.core.windows.net" in hrefs:
         return "planetary-computer"
-    if "dataspace.copernicus.eu" in hrefs or "s3://eodata/" in hrefs:
-        return "cdse"
-    if {"B02_10m", "B04_10m"} & keys:
-        return "cdse"
-    if {"red", "nir08"} <= keys:
+    if bases & _EARTH_SEARCH_KEYS:
         return "earth-search-v1"
     return "unknown"
 
@@ -820,6 +874,21 @@ def _solar_day(d: Mapping[str, Any]) -> str:
     when = _item_datetime(d["properties"], ident=d.get("id"))
     lon = _centroid_lon(d)
     return (when + timedelta(hours=lon / 15.0)).date().isoformat()
+
+
+#: Timestamp properties other than ``datetime`` (which pystac parses) written as ``...Z``.
+_TIMESTAMPS = ("created", "updated", "start_datetime", "end_datetime")
+
+
+def _utc_z(value: str) -> str:
+    """``value`` as ISO 8601 UTC ending in ``Z`` (unchanged if it cannot be read as a time)."""
+    try:
+        when = str_to_datetime(value)
+    except (ValueError, TypeError):
+        return value
+    if when.tzinfo is None:
+        return value
+    return datetime_to_str(when.astimezone(UTC))
 
 
 def _item_datetime(props: Mapping[str, Any], ident: Any = None) -> datetime:

@@ -107,7 +107,8 @@ def _finish(recipe: Recipe, cube: xr.DataArray) -> xr.DataArray:
         return cube
     kwargs = {"classes": [c for c in recipe.clouds.mask_classes if c not in (1, 11)],
               "snow": 11 in recipe.clouds.mask_classes,
-              "saturated": 1 in recipe.clouds.mask_classes}
+              "saturated": 1 in recipe.clouds.mask_classes,
+              "buffer_m": recipe.clouds.buffer_m}
     if method == "least_cloudy" and recipe.clouds.max_cloud is not None:
         kwargs["max_cloud"] = recipe.clouds.max_cloud
     if recipe.composite.period == "year":
@@ -116,7 +117,8 @@ def _finish(recipe: Recipe, cube: xr.DataArray) -> xr.DataArray:
         ds = composite(cube, method, **kwargs)
     count = ds.clear_count.expand_dims(band=["clear_count"]).transpose(*ds.reflectance.dims)
     out = xr.concat([ds.reflectance, count.astype("uint16")], dim="band")
-    out.attrs = {**cube.attrs, "composite": method, "composite_period": recipe.composite.period}
+    out.attrs = {**cube.attrs, "composite": method, "composite_period": recipe.composite.period,
+                 "cloud_buffer_m": float(recipe.clouds.buffer_m)}
     out.name = "composite"
     return out
 

@@ -23,7 +23,8 @@ Schema (``*`` = required; defaults in brackets)::
                   resolution* (m, > 0), alignment (m, > 0) [none],
                   tile_size (px) [2304], patch_size (px) [256]; tile_size % patch_size == 0
     clouds        max_cloud (0..100 %) [none], max_nodata (0..100 %) [none],
-                  mask (SCL classes) [3, 8, 9, 10], snow (bool) [false], saturated (bool) [true]
+                  mask (SCL classes) [3, 8, 9, 10], snow (bool) [false], saturated (bool) [true],
+                  buffer_m (m, >= 0: masked pixels grow by this radius; 0 = SCL as is) [60]
     composite     method: none | median | least_cloudy [none]; period: all | year [all]
     chunks        int (y = x) or {y, x, time}; y, x multiples of patch_size
                   [y = x = 4 * patch_size, time 1]
@@ -69,6 +70,9 @@ DEFAULT_COLLECTIONS = ("sentinel-2-l2a",)
 DEFAULT_MASK = (3, 8, 9, 10)
 SNOW_CLASS = 11
 SATURATED_CLASS = 1
+#: Radius (m) by which masked SCL pixels grow; equals lames_cube.composite.DEFAULT_CLOUD_BUFFER_M
+#: (repeated here so that reading a recipe does not import xarray; a test checks they agree).
+DEFAULT_BUFFER_M = 60.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NO_VALUE = object()
@@ -154,6 +158,7 @@ class Clouds:
     mask: tuple[int, ...] = DEFAULT_MASK
     snow: bool = False
     saturated: bool = True
+    buffer_m: float = DEFAULT_BUFFER_M
 
     @property
     def mask_classes(self) -> tuple[int, ...]:
@@ -262,6 +267,7 @@ class Recipe:
                 "mask": list(self.clouds.mask),
                 "snow": self.clouds.snow,
                 "saturated": self.clouds.saturated,
+                "buffer_m": self.clouds.buffer_m,
             },
             "composite": {"method": self.composite.method, "period": self.composite.period},
             "chunks": {"y": chunks.y, "x": chunks.x, "time": chunks.time},
@@ -924,7 +930,7 @@ class _Validator:
     def clouds(self, value: Any) -> Clouds:
         if value is None:
             return Clouds()
-        known = ("max_cloud", "max_nodata", "mask", "snow", "saturated")
+        known = ("max_cloud", "max_nodata", "mask", "snow", "saturated", "buffer_m")
         data = self.mapping(value, "clouds", known, example="{max_cloud: 15}")
         limits = {}
         for k in ("max_cloud", "max_nodata"):
@@ -948,10 +954,14 @@ class _Validator:
             mask = tuple(sorted(set(mask)))
         snow = data.get("snow")
         saturated = data.get("saturated")
+        buffer_m = data.get("buffer_m")
+        buffer_m = DEFAULT_BUFFER_M if buffer_m is None else self.number(
+            buffer_m, "clouds.buffer_m", low=0, unit="m", example=int(DEFAULT_BUFFER_M))
         return Clouds(
             max_cloud=limits["max_cloud"], max_nodata=limits["max_nodata"], mask=mask,
             snow=False if snow is None else self.boolean(snow, "clouds.snow"),
             saturated=True if saturated is None else self.boolean(saturated, "clouds.saturated"),
+            buffer_m=buffer_m,
         )
 
     def composite(self, value: Any) -> Composite:

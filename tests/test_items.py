@@ -620,10 +620,26 @@ def test_dn_offset_falls_back_on_raster_bands(stac_dir):
     assert (out["lames:dn_offset"], out["lames:dn_offset_source"]) == (0, "default")
 
 
-def test_synthetic_items_are_recognised(stac_dir):
-    raw = _es_v1(stac_dir)
-    raw["properties"]["lames:synthetic"] = True
-    assert normalize_item(raw).properties["lames:provider"] == "lames-synthetic"
+def test_a_local_mirror_is_read_like_the_provider(stac_dir):
+    """Provider and offset come from what a local mirror keeps (collection, properties, asset
+    keys, ids), not from links or hrefs; no lames:* property short-cuts the detection."""
+    items = all_s2_items(stac_dir) + [
+        (p.name, raw_items(p)[0]) for p in json_files(stac_dir, PIXELS)
+    ]
+    providers = set()
+    for name, raw in items:
+        want = normalize_item(raw).properties
+        mirror = copy.deepcopy(raw)
+        mirror["links"] = []
+        for key, asset in mirror["assets"].items():
+            asset["href"] = f"/mirror/{raw['id']}/{key}.tif"
+        mirror["properties"]["lames:synthetic"] = True  # an old world's flag: ignored
+        got = normalize_item(mirror).properties
+        for key in ("lames:provider", "lames:dn_offset", "lames:dn_offset_source",
+                    "s2:mgrs_tile", "proj:code"):
+            assert got[key] == want[key], (name, key)
+        providers.add(got["lames:provider"])
+    assert providers == {"earth-search-v1", "earth-search-v0", "planetary-computer"}
 
 
 def test_bad_inputs_raise_clear_errors(stac_dir):

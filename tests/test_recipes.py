@@ -139,6 +139,7 @@ def test_defaults(tmp_path):
     recipe = load_recipe(_write(tmp_path, data, "tiny.yaml"))
     assert recipe.collections == ("sentinel-2-l2a",)
     assert recipe.clouds.mask == (3, 8, 9, 10) and recipe.clouds.mask_classes == (1, 3, 8, 9, 10)
+    assert recipe.clouds.buffer_m == 60
     assert (recipe.grid.tile_size, recipe.grid.patch_size) == (2304, 256)
     assert (recipe.chunks.y, recipe.chunks.x, recipe.chunks.time) == (1024, 1024, 1)
     assert recipe.composite.method == "none" and recipe.engine == "odc"
@@ -234,6 +235,7 @@ def test_unknown_key_suggests(tmp_path):
     ("grid", {"tile_size": 2304.0}, r"grid\.tile_size=2304\.0 is a float, not an integer"),
     ("clouds", {"snow": "yes"}, r"clouds\.snow='yes' is a str, not a boolean.*true or false"),
     ("clouds", {"mask": [3, 12]}, r"clouds\.mask\[1\]=12 is not an SCL class"),
+    ("clouds", {"buffer_m": "60m"}, r"clouds\.buffer_m='60m' is a str, not a finite number"),
     (None, {"bands": "B04"}, r"bands='B04' is not a non-empty list"),
     (None, {"name": 7}, r"name=7 is a int, not a non-empty string"),
     (None, {"name": "my cube!"}, r"name='my cube!' has characters.*Fix: use e\.g\. 'my-cube'"),
@@ -255,6 +257,7 @@ def test_wrong_type(tmp_path, section, changes, match):
     ("grid", {"patch_size": 0}, r"grid\.patch_size=0 is out of range.*integer >= 1"),
     ("clouds", {"max_cloud": 150}, r"clouds\.max_cloud=150 is out of range.*from 0 to 100 %"),
     ("clouds", {"max_nodata": -1}, r"clouds\.max_nodata=-1 is out of range"),
+    ("clouds", {"buffer_m": -30}, r"clouds\.buffer_m=-30 is out of range.*a number >= 0 m"),
     ("chunks", {"time": 0}, r"chunks\.time=0 is out of range"),
 ])
 def test_out_of_range(tmp_path, section, changes, match):

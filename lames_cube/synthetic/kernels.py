@@ -50,6 +50,26 @@ C_OPACITY, C_SHADOW, C_THIN = 0, 1, 2
 N_CLOUD = 3
 #: Largest harmonised value the world writes, so that value + 1000 still fits in uint16.
 MAX_DN = 64_000.0
+#: The digital-number offset of the rendered product (processing baseline 04.00 and later).
+DN_OFFSET = 1000.0
+#: Share of the date's departure from the reference lighting of the relief that the L2A
+#: processor's terrain correction leaves in the pixels.
+TOPO_RESIDUAL = 0.08
+#: Saturated (defective) pixels: every band at the uint16 maximum, SCL 1.
+SATURATED = 65_535
+
+# Per-date atmosphere and processor settings (``atm`` argument of :func:`compose`).
+A_HAZE = 0  # 6 bands of additive path-radiance residual (reflectance; < 0: over-corrected)
+A_VEG = 6  # vegetation vigour (0 dry season .. 1 green)
+A_SNOWLINE = 7  # snow line (m); very high when there is no snow
+A_SCL_KEY = 8  # key of the SCL processor's errors on this date
+A_FP_BRIGHT = 9  # share of very bright surfaces flagged as cloud or snow
+A_DARK = 10  # share of dark pixels (water, shadow) labelled "dark area" (2)
+A_UNCLASSIFIED = 11  # share of clear pixels left unclassified (7)
+A_SATURATED = 12  # share of bright pixels saturated (1)
+N_ATM = 13
+# Cloud truth (what the atmosphere really held), beside the SCL the processor writes.
+T_CLEAR, T_THIN, T_CLOUD, T_SHADOW, T_SNOW = 0, 1, 2, 3, 4
 
 
 @nb.njit(inline="always")
@@ -250,9 +270,10 @@ def cloud_nodes(xs, ys, flat, meta, inv, first, n, thin_first, thin_n, cover, dx
             x = xs[i]
             y = ys[j]
             f = _fbm(flat, meta, inv, first, n, x, y)
-            op = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.024 else 0.0
+            # A thin rim (opacity 0..0.3, some tens of metres) that the classification misses.
+            op = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.012 else 0.0
             f = _fbm(flat, meta, inv, first, n, x + dx, y + dy)
-            sh = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.024 else 0.0
+            sh = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.012 else 0.0
             thin = 0.0
             if cirrus:
                 t = _fbm(flat, meta, inv, thin_first, thin_n, x, y)
@@ -351,9 +372,14 @@ def compose(
     geo_key, sun,
     has_mines, sid, dist, mgx, mgy, haul, params, looks,
     has_clouds, cnodes, cloud_refl,
-    out_dn, out_scl,
+    atm, alt_nodes, snow_refl,
+    out_dn, out_scl, out_truth,
 ):
-    """Render the final digital numbers (6, H, W) uint16 and SCL (H, W) uint8 of one window.
+    """Render the digital numbers (6, H, W) uint16, SCL and cloud truth (H, W) uint8 of a window.
+
+    Digital numbers are those of a baseline-04.00 product: reflectance x 10 000 + 1000, so that
+    surfaces darker than 0 (over-corrected water and shadows) fall at or below 1000; clamped to
+    1..65 535 (65 535: saturated).
 
     Parameters
     ----------
@@ -366,7 +392,8 @@ def compose(
     geo_key
         Key of the per-pixel grain.
     sun
-        (sin(zenith)·sin(azimuth), sin(zenith)·cos(azimuth), cos(zenith)).
+        (sin(zenith)·sin(azimuth), sin(zenith)·cos(azimuth), cos(zenith)) of the date's sun,
+        then the same of the reference sun (6 values).
     has_mines, sid, dist, mgx, mgy, haul
         Mine layer on the window: sector index (-1 none), distance to the sector's edge (m),
         mine relief slopes, haul-road mask.
@@ -374,8 +401,14 @@ def compose(
         Sector parameters (N_PARAMS columns) and the reflectance of the mine materials.
     has_clouds, cnodes, cloud_refl
         Cloud nodes (ny, nx, N_CLOUD) on the ground-node lattice and cloud reflectance (6).
-    out_dn, out_scl
-        Outputs.
+    atm
+        The date's atmosphere and processor settings (``A_*`` indices, N_ATM values).
+    alt_nodes
+        Altitude (m) on the ground-node lattice.
+    snow_refl
+        Reflectance of fresh snow (6).
+    out_dn, out_scl, out_truth
+        Outputs: digital numbers, SCL as the processor writes it, cloud truth (``T_*``).
     """
     h, w = out_scl.shape
     spec = np.empty(6)
@@ -385,6 +418,7 @@ def compose(
     nyn = nodes.shape[0]
     nxn = nodes.shape[1]
     sx, sy, sz = sun[0], sun[1], sun[2]
+    rx, ry, rz = sun[3], sun[4], sun[5]
     for j in range(h):
         for i in range(w):
             x = xx[j, i]
@@ -425,8 +459,11 @@ def compose(
                     spec[b] = spec[b] * (1.0 - chan) + looks[0, b] * chan
                 rough *= 1.0 - 0.5 * chan
                 if q[Q_VEG] > 0.66 and chan > 0.4 and t2 > 0.35:
+                    vig = atm[A_VEG]
                     for b in range(6):
                         spec[b] = looks[1, b] * (0.8 + 0.4 * t1)
+                    spec[2] *= 1.25 - 0.35 * vig  # red falls and NIR rises as the plants green up
+                    spec[3] *= 0.75 + 0.45 * vig
                     scl = 4
             if q[Q_LAKE] > 0.82:
                 lagoon = 8 if q[Q_PAVED] > 0.5 else 2  # turquoise saline lagoons, dark lakes
@@ -441,6 +478,7 @@ def compose(
                     spec[b] = looks[r, b]
                 rough = 0.3
             albedo_extra = 1.0
+            fooled = 0.0  # how easily the classifier takes this surface for cloud (beyond brightness)
             if has_mines:
                 s = sid[j, i]
                 if s >= 0:
@@ -481,6 +519,7 @@ def compose(
                         for b in range(6):
                             spec[b] = spec[b] * (1.0 - a) + looks[k, b] * a
                         rough = 0.3
+                        fooled = 1.0  # fine, flat, spectrally grey beach
                         wd = params[s, P_WATER_D]
                         if wd > 0.0 and d > wd:
                             for b in range(6):
@@ -504,6 +543,7 @@ def compose(
                         if fu < 0.09 or fv < 0.14:
                             albedo_extra *= 0.84
                         rough = 0.35
+                        fooled = 0.8
                     elif cls == 4.0 or cls == 6.0:  # facilities: yards, roofs and shadows
                         rough = 0.45
                         roof = _roof(params, s, u, v, key)
@@ -536,12 +576,30 @@ def compose(
             if flat_surface:
                 shade = 1.0
             else:
-                shade = (sz - gx * sx - gy * sy) / (math.sqrt(1.0 + gx * gx + gy * gy) * sz)
-                shade = max(shade, 0.08)
+                # The L2A processor corrects the relief's lighting with a coarse DEM: of the
+                # date's departure from the reference sun's shading, TOPO_RESIDUAL remains.
+                norm = math.sqrt(1.0 + gx * gx + gy * gy)
+                shade_ref = max((rz - gx * rx - gy * ry) / (norm * rz), 0.08)
+                shade_now = max((sz - gx * sx - gy * sy) / (norm * sz), 0.08)
+                shade = shade_ref + TOPO_RESIDUAL * (shade_now - shade_ref)
             albedo = (1.0 + rough * (0.24 * (t1 - 0.5) + 0.16 * (t2 - 0.5) + 0.16 * (grain - 0.5)))
             f = albedo * albedo_extra * shade
             for b in range(6):
                 mat[b] = spec[b] * f
+            # Snow on high ground, as the date's snow line leaves it.
+            truth = T_CLEAR
+            alt = (alt_nodes[iy, ix] * w00 + alt_nodes[iy, ix + 1] * w10
+                   + alt_nodes[iy + 1, ix] * w01 + alt_nodes[iy + 1, ix + 1] * w11)
+            if not flat_surface and alt > atm[A_SNOWLINE] - 400.0:
+                cover = (alt + 500.0 * (t2 - 0.5) + 200.0 * (t1 - 0.5) - atm[A_SNOWLINE]) / 150.0
+                if cover > 0.0:
+                    cover = min(cover, 1.0)
+                    for b in range(6):
+                        mat[b] = mat[b] * (1.0 - cover) + snow_refl[b] * shade * cover
+                    if cover > 0.5:
+                        scl = 11
+                        truth = T_SNOW
+            op = 0.0
             if has_clouds:
                 op = (cnodes[iy, ix, C_OPACITY] * w00 + cnodes[iy, ix + 1, C_OPACITY] * w10
                       + cnodes[iy + 1, ix, C_OPACITY] * w01 + cnodes[iy + 1, ix + 1, C_OPACITY] * w11)
@@ -549,25 +607,171 @@ def compose(
                       + cnodes[iy + 1, ix, C_SHADOW] * w01 + cnodes[iy + 1, ix + 1, C_SHADOW] * w11)
                 thin = (cnodes[iy, ix, C_THIN] * w00 + cnodes[iy, ix + 1, C_THIN] * w10
                         + cnodes[iy + 1, ix, C_THIN] * w01 + cnodes[iy + 1, ix + 1, C_THIN] * w11)
-                shaded = sh > 0.3 and op < 0.02
-                if shaded:
+                if sh > 0.15 and op < 0.02:
                     for b in range(6):
                         mat[b] *= 1.0 - 0.65 * sh
-                    scl = 3
+                    truth = T_SHADOW
+                    if sh > 0.3:
+                        scl = 3
                     thin = 0.0
                 if thin > 0.0:
                     for b in range(6):
                         mat[b] += thin * 0.12
-                    if thin > 0.05 and op <= 0.3:
-                        scl = 10
+                    if thin > 0.01:
+                        truth = T_THIN
+                        if op <= 0.3:
+                            scl = 10
                 if op > 0.0:
                     for b in range(6):
                         mat[b] = mat[b] * (1.0 - op) + cloud_refl[b] * op
+                    if op > 0.3:
+                        truth = T_CLOUD
+                    elif op > 0.02:
+                        truth = T_THIN
                     if op > 0.6:
                         scl = 9
                     elif op > 0.3:
                         scl = 8
+                    elif op > 0.12:
+                        scl = 7  # low-probability cloud: Sen2Cor leaves it unclassified
+            # Residual path radiance, thinner over high ground.
+            thick = 1.0 - min(max(alt, 0.0) / 6000.0, 0.8)
             for b in range(6):
-                dn = math.floor(mat[b] * 10_000.0 + 0.5)
-                out_dn[b, j, i] = np.uint16(min(max(dn, 1.0), MAX_DN))
+                mat[b] += atm[A_HAZE + b] * thick
+            # The scene classification's own errors (the truth stays in out_truth).
+            skey = np.uint64(atm[A_SCL_KEY])
+            px = np.int64(math.floor(x * 0.1))
+            py = np.int64(math.floor(y * 0.1))
+            u_px = hash01(px, py, skey)
+            if truth == T_CLEAR or truth == T_SNOW:
+                vis = (mat[0] + mat[1] + mat[2]) / 3.0
+                ramp = max(min((vis - 0.2) / 0.1, 1.0), fooled * min(vis / 0.15, 1.0))
+                if ramp > 0.0 and (scl == 5 or scl == 4 or scl == 11):
+                    # The same surfaces fool the classifier date after date (a blob fixed on the
+                    # ground), more or less on each date (a blob of the date): bright ground,
+                    # and tailings beaches and leach pads whatever their brightness.
+                    fixed = _blob(x, y, 300.0, geo_key + np.uint64(17))
+                    blob = _blob(x, y, 240.0, skey + np.uint64(3))
+                    p = atm[A_FP_BRIGHT] * ramp
+                    if 0.45 * fixed + 0.35 * blob + 0.2 * u_px < p:
+                        if mat[4] > 0.32 and hash01(px, py, skey + np.uint64(5)) < 0.5:
+                            scl = 11  # salt and bright tailings read as snow
+                        else:
+                            scl = 9 if vis > 0.3 else 8
+                    elif vis > 0.28 and hash01(px, py, skey + np.uint64(9)) < atm[A_SATURATED]:
+                        scl = 1
+                if scl == 5 or scl == 4 or scl == 6:
+                    dark = (mat[0] + mat[1] + mat[2] + mat[3]) * 0.25
+                    if dark < 0.04 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
+                        scl = 2
+                    elif hash01(px, py, skey + np.uint64(13)) < atm[A_UNCLASSIFIED]:
+                        scl = 7
+            elif truth == T_SHADOW and scl == 3 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
+                scl = 2  # cloud shadows taken for dark ground
+            if scl == 1:
+                for b in range(6):
+                    out_dn[b, j, i] = np.uint16(SATURATED)
+            else:
+                for b in range(6):
+                    dn = math.floor(mat[b] * 10_000.0 + 0.5) + DN_OFFSET
+                    out_dn[b, j, i] = np.uint16(min(max(dn, 1.0), MAX_DN + DN_OFFSET))
             out_scl[j, i] = scl
+            out_truth[j, i] = truth
+
+
+@nb.njit(inline="always")
+def _blob(x, y, scale, key):
+    """Smooth value noise (0..1) at ``scale`` metres: the spatial coherence of SCL errors."""
+    fx = x / scale
+    fy = y / scale
+    ix = math.floor(fx)
+    iy = math.floor(fy)
+    tx = fx - ix
+    ty = fy - iy
+    tx = tx * tx * (3.0 - 2.0 * tx)
+    ty = ty * ty * (3.0 - 2.0 * ty)
+    a = hash01(np.int64(ix), np.int64(iy), key)
+    b = hash01(np.int64(ix + 1), np.int64(iy), key)
+    c = hash01(np.int64(ix), np.int64(iy + 1), key)
+    d = hash01(np.int64(ix + 1), np.int64(iy + 1), key)
+    return (a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty
+
+
+@nb.njit(cache=False, error_model="numpy", nogil=True)
+def perturb(dn, scl, xx, yy, key, gain, sigma_abs, sigma_rel, out):
+    """One scene's own pixels: the date's digital numbers with the scene's gain and sensor noise.
+
+    ``dn`` (6, H, W) uint16 as :func:`compose` writes them (offset 1000); the noise is
+    Gaussian-like (a sum of two uniforms), ``sigma_abs + sigma_rel * reflectance`` (reflectance
+    units), hashed per 10 m cell of texture coordinates and ``key``; nodata, saturated (SCL 1)
+    pixels are left as they are.
+    """
+    nb_, h, w = dn.shape
+    for j in range(h):
+        for i in range(w):
+            if scl[j, i] == 1:
+                for b in range(nb_):
+                    out[b, j, i] = dn[b, j, i]
+                continue
+            px = np.int64(math.floor(xx[j, i] * 0.1))
+            py = np.int64(math.floor(yy[j, i] * 0.1))
+            for b in range(nb_):
+                v = dn[b, j, i]
+                if v == 0:
+                    out[b, j, i] = 0
+                    continue
+                r = (float(v) - DN_OFFSET) / 10_000.0
+                k = key + np.uint64(b * 7919)
+                u = hash01(px, py, k) + hash01(px, py, k + np.uint64(1)) - 1.0
+                r = r * gain + u * 2.449489742783178 * (sigma_abs + sigma_rel * abs(r))
+                d = math.floor(r * 10_000.0 + 0.5) + DN_OFFSET
+                out[b, j, i] = np.uint16(min(max(d, 1.0), MAX_DN + DN_OFFSET))
+
+
+@nb.njit(cache=False, error_model="numpy", nogil=True)
+def block_mean(dn, out):
+    """2 x 2 block means (rounded) of (B, 2H, 2W) uint16 digital numbers: the 20 m bands.
+
+    A block holding nodata (0) is nodata; a saturated sub-pixel saturates the block.
+    """
+    nb_, h, w = out.shape
+    for b in range(nb_):
+        for j in range(h):
+            for i in range(w):
+                a0 = dn[b, 2 * j, 2 * i]
+                a1 = dn[b, 2 * j, 2 * i + 1]
+                a2 = dn[b, 2 * j + 1, 2 * i]
+                a3 = dn[b, 2 * j + 1, 2 * i + 1]
+                if a0 == 0 or a1 == 0 or a2 == 0 or a3 == 0:
+                    out[b, j, i] = 0
+                elif max(max(a0, a1), max(a2, a3)) == SATURATED:
+                    out[b, j, i] = SATURATED
+                else:
+                    out[b, j, i] = np.uint16(
+                        math.floor((float(a0) + float(a1) + float(a2) + float(a3)) * 0.25 + 0.5))
+
+
+#: Priority of SCL classes when 2 x 2 sub-pixels tie (clouds first, as a cautious processor).
+_SCL_PRIORITY = np.array([0, 6, 4, 8, 2, 1, 3, 5, 10, 11, 9, 7], np.int64)
+
+
+@nb.njit(cache=False, nogil=True)
+def block_class(cls, out):
+    """The class of each 2 x 2 block of (2H, 2W) uint8 classes: the most frequent sub-pixel
+    class, ties to the higher priority (clouds, then shadows, ...)."""
+    h, w = out.shape
+    for j in range(h):
+        for i in range(w):
+            best = 0
+            best_n = 0
+            best_p = -1
+            for a in range(4):
+                c = cls[2 * j + a // 2, 2 * i + a % 2]
+                n = 0
+                for bb in range(4):
+                    if cls[2 * j + bb // 2, 2 * i + bb % 2] == c:
+                        n += 1
+                p = _SCL_PRIORITY[c] if c < 12 else 0
+                if n > best_n or (n == best_n and p > best_p):
+                    best, best_n, best_p = c, n, p
+            out[j, i] = best

@@ -15,7 +15,15 @@ What it draws (generator 3):
   tailings with a pond and a wet margin, heap-leach pads in cells of fresh, old and wet ore,
   facilities with roofs and their shadows, stockyards with rows of piles, and haul roads that
   link a site's sectors and lead out of it;
-- **atmosphere**: the date's clouds, cirrus and cloud shadows, marked in SCL.
+- **time**: the sun of each date (elevation and azimuth at 10:30 local solar time, so relief and
+  roofs are lit differently through the year), vegetation that greens up and dries, snow on high
+  ground when the date's snow line is low, a residual haze (or over-correction) of the
+  atmospheric correction, and each scene's own gain and sensor noise (:func:`scene_pixels`);
+- **atmosphere**: the date's clouds, cirrus and cloud shadows (cast away from the sun), with
+  their truth kept beside the scene classification, and the classification's own errors at
+  :data:`SCL_ERRORS` rates: bright tailings, leach pads and salt read as cloud or snow, dark
+  water and shadows as "dark area" (2), thin cloud edges and a few other pixels unclassified (7),
+  a few bright pixels saturated (1).
 
 The smooth part of the ground is evaluated on a global 80 m node lattice and interpolated; the
 rest per pixel, in the numba kernels of :mod:`lames_cube.synthetic.kernels`.
@@ -94,13 +102,13 @@ OVERLAYS = {
 LOOKS = (
     ("sand", (0.165, 0.205, 0.245, 0.275, 0.335, 0.300)),
     ("vegetation", (0.035, 0.065, 0.045, 0.300, 0.170, 0.085)),
-    ("water", (0.050, 0.045, 0.030, 0.020, 0.010, 0.008)),
+    ("water", (0.045, 0.040, 0.025, 0.008, 0.002, 0.0015)),  # SWIR near 0: noise goes below
     ("asphalt", (0.070, 0.075, 0.080, 0.090, 0.110, 0.100)),
     ("gravel", (0.185, 0.205, 0.225, 0.245, 0.300, 0.275)),
     ("pit_rock", (0.115, 0.130, 0.145, 0.170, 0.225, 0.205)),
     ("tailings_grey", (0.185, 0.215, 0.245, 0.270, 0.330, 0.295)),
     ("tailings_beige", (0.180, 0.220, 0.260, 0.290, 0.350, 0.310)),
-    ("tailings_pond", (0.105, 0.140, 0.135, 0.065, 0.028, 0.018)),
+    ("tailings_pond", (0.105, 0.140, 0.135, 0.055, 0.008, 0.005)),
     ("leach_ore", (0.175, 0.205, 0.240, 0.265, 0.330, 0.285)),
     ("roof_white", (0.290, 0.305, 0.315, 0.330, 0.350, 0.330)),
     ("roof_grey", (0.150, 0.160, 0.170, 0.185, 0.210, 0.195)),
@@ -109,8 +117,27 @@ LOOKS = (
     ("ore_concentrate", (0.060, 0.065, 0.070, 0.082, 0.100, 0.092)),
 )
 CLOUD = (0.640, 0.655, 0.670, 0.690, 0.500, 0.400)
-#: Sun zenith and azimuth (degrees) of the relief shading.
+SNOW = (0.880, 0.870, 0.850, 0.780, 0.090, 0.060)
+#: Sun zenith and azimuth (degrees) of renders without a date.
 SUN = (35.0, 45.0)
+#: Error rates of the synthetic scene classification (share of the pixels each rule can reach).
+SCL_ERRORS = {
+    # bright clear ground (mean visible reflectance 0.30 and up; ramping in from 0.20), tailings
+    # beaches and leach pads (whatever their brightness, from 0.15): flagged as cloud 8/9, or
+    # snow 11 where SWIR is bright, where a blob fixed on the ground (300 m) and a blob of the
+    # date (240 m) are low: the same surfaces date after date, as Sen2Cor does in the Atacama
+    "bright_as_cloud": 0.4,
+    # clear pixels darker than 0.04 (water, deep shade) and cloud shadows: "dark area" (2)
+    "dark_area": 0.35,
+    # other clear pixels left unclassified (7); cloud edges of opacity 0.12-0.3 always are
+    "unclassified": 0.003,
+    # clear pixels brighter than 0.28 in the visible: saturated (1), all bands 65535
+    "saturated": 0.0005,
+}
+#: Sensor noise of a scene: ``ABS + REL * reflectance`` (standard deviation, reflectance units).
+NOISE_ABS, NOISE_REL = 0.0006, 0.002
+#: A scene's own gain (each tile's atmospheric correction): 1 ± this, uniformly.
+GAIN_SPREAD = 0.005
 
 
 @dataclass(frozen=True)
@@ -245,14 +272,95 @@ def _geology() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _GEO, _GEO_CDF, _OVER = _geology()
 _LOOKS = np.array([v for _, v in LOOKS], dtype=np.float64)
 _CLOUD = np.array(CLOUD, dtype=np.float64)
-_SUN = np.array([
-    math.sin(math.radians(SUN[0])) * math.sin(math.radians(SUN[1])),
-    math.sin(math.radians(SUN[0])) * math.cos(math.radians(SUN[1])),
-    math.cos(math.radians(SUN[0])),
-])
 _NO_MINES = (np.full((1, 1), -1, np.int32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
              np.zeros((1, 1), np.float32), np.zeros((1, 1), np.uint8), np.zeros((1, K.N_PARAMS)))
 _NO_CLOUDS = np.zeros((2, 2, K.N_CLOUD), np.float32)
+_SNOW = np.array(SNOW, dtype=np.float64)
+
+
+def solar_angles(date, lat: float) -> tuple[float, float]:
+    """Solar zenith and azimuth (radians; azimuth clockwise from north) at 10:30 local solar
+    time on ``date`` at latitude ``lat`` (degrees), as Sentinel-2's descending pass sees it.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> z, a = solar_angles(dt.date(2021, 6, 21), -24.0)  # southern winter: low sun, to the NE
+    >>> round(math.degrees(z)), round(math.degrees(a))
+    (55, 31)
+    """
+    doy = date.timetuple().tm_yday
+    decl = math.radians(23.44) * math.sin(2 * math.pi * (284 + doy) / 365.0)
+    phi = math.radians(lat)
+    hour = math.radians(-22.5)  # 10:30
+    cos_z = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(hour)
+    zenith = math.acos(max(-1.0, min(1.0, cos_z)))
+    az = math.atan2(math.sin(hour),
+                    math.cos(hour) * math.sin(phi) - math.tan(decl) * math.cos(phi))
+    return zenith, (az + math.pi) % (2 * math.pi)
+
+
+def sun_vector(zenith: float, azimuth: float) -> np.ndarray:
+    """(sin z sin a, sin z cos a, cos z): the unit vector towards the sun (x east, y north)."""
+    return np.array([math.sin(zenith) * math.sin(azimuth), math.sin(zenith) * math.cos(azimuth),
+                     math.cos(zenith)])
+
+
+# Coast and Andean crest longitudes by latitude: the altitude ramp of the snow line.
+_ALT_LAT = np.array([-56.0, -45.0, -40.0, -36.0, -33.0, -30.0, -27.0, -24.0, -22.0, -18.0, -15.0])
+_COAST = np.array([-70.0, -74.0, -73.7, -72.8, -71.7, -71.5, -70.9, -70.5, -70.2, -70.3, -72.0])
+_CREST = np.array([-69.0, -71.8, -71.6, -70.7, -70.0, -69.9, -68.6, -67.8, -68.1, -69.1, -70.0])
+
+
+def andes_altitude(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """A smooth altitude (m) of the western Andean slope: 0 at the coast, 4600 m at the crest
+    and beyond (the Altiplano), by longitude between the two at each latitude."""
+    coast = np.interp(lat, _ALT_LAT, _COAST)
+    crest = np.interp(lat, _ALT_LAT, _CREST)
+    frac = np.clip((np.asarray(lon) - coast) / (crest - coast), 0.0, 1.0)
+    return 4600.0 * frac**1.2
+
+
+@dataclass(frozen=True)
+class Atmosphere:
+    """One date's sun, surface state and processor settings (what :func:`K.compose` needs).
+
+    ``scl_errors`` False renders a perfect classification (clear-sky reference renders).
+    """
+
+    zenith: float = math.radians(SUN[0])
+    azimuth: float = math.radians(SUN[1])
+    haze: tuple[float, ...] = (0.0,) * 6
+    vegetation: float = 0.5
+    snowline: float = 1e9
+    key: int = 0
+    scl_errors: bool = False
+
+    def as_array(self) -> np.ndarray:
+        a = np.zeros(K.N_ATM)
+        a[K.A_HAZE:K.A_HAZE + 6] = self.haze
+        a[K.A_VEG] = self.vegetation
+        a[K.A_SNOWLINE] = self.snowline
+        a[K.A_SCL_KEY] = float(self.key % 2**52)
+        if self.scl_errors:
+            a[K.A_FP_BRIGHT] = SCL_ERRORS["bright_as_cloud"]
+            a[K.A_DARK] = SCL_ERRORS["dark_area"]
+            a[K.A_UNCLASSIFIED] = SCL_ERRORS["unclassified"]
+            a[K.A_SATURATED] = SCL_ERRORS["saturated"]
+        return a
+
+
+NEUTRAL = Atmosphere()
+_SUN_REF = sun_vector(NEUTRAL.zenith, NEUTRAL.azimuth)
+
+
+def scene_pixels(dn: np.ndarray, scl: np.ndarray, xx: np.ndarray, yy: np.ndarray, key: int,
+                 gain: float) -> np.ndarray:
+    """A scene's own digital numbers: ``dn`` (6, H, W, offset 1000) with the scene's gain and
+    sensor noise (see :func:`kernels.perturb`)."""
+    out = np.empty_like(dn)
+    K.perturb(dn, scl, xx, yy, np.uint64(key % 2**63), float(gain), NOISE_ABS, NOISE_REL, out)
+    return out
 
 
 @dataclass
@@ -267,6 +375,7 @@ class Canvas:
     octaves: Octaves
     fine: np.ndarray
     mines: tuple | None
+    altitude: np.ndarray  #: altitude (m) on the node lattice
 
 
 @dataclass
@@ -499,7 +608,20 @@ class Landscape:
         layer = self.mine_layer(gbox, year)
         fine_idx = np.arange(len(specs) - len(fine), len(specs), dtype=np.int64)
         return Canvas(xx, yy, node_x, node_y, nodes, octaves, fine_idx,
-                      layer.as_args() if layer is not None else None)
+                      layer.as_args() if layer is not None else None,
+                      self.altitude(node_x, node_y))
+
+    def altitude(self, node_x: np.ndarray, node_y: np.ndarray) -> np.ndarray:
+        """Altitude (m, float32) on a node lattice of texture coordinates: the Andean ramp
+        (:func:`andes_altitude`) plus a few hundred metres of hills."""
+        mx, my = np.meshgrid(node_x, node_y)
+        lon, lat = self._to_lonlat.transform(mx, my)
+        hills = 300.0 * np.sin(mx / 1700.0 + 0.7 * np.cos(my / 2300.0)) * np.cos(my / 1900.0)
+        return (andes_altitude(lon, lat) + hills).astype(np.float32)
+
+    @cached_property
+    def _to_lonlat(self) -> Transformer:
+        return Transformer.from_crs(self.texture_epsg, 4326, always_xy=True)
 
     def cloud_nodes(self, canvas: Canvas, clouds: CloudState) -> np.ndarray:
         """Cloud opacity, shadow and cirrus on the canvas's node lattice."""
@@ -514,21 +636,27 @@ class Landscape:
                       clouds.shadow_dx, clouds.shadow_dy, clouds.cirrus, out)
         return out
 
-    def render(self, canvas: Canvas, clouds: CloudState | None) -> tuple[np.ndarray, np.ndarray]:
-        """Digital numbers (6, H, W) uint16 (harmonised, 1..64000) and SCL (H, W) uint8."""
+    def render(self, canvas: Canvas, clouds: CloudState | None,
+               atmosphere: Atmosphere = NEUTRAL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Digital numbers (6, H, W) uint16 of a baseline-04.00 product (reflectance x 10 000 +
+        1000, 1..65 535), SCL (H, W) uint8 and the cloud truth (H, W) uint8 (``K.T_*``)."""
         h, w = canvas.xx.shape
         dn = np.empty((6, h, w), np.uint16)
         scl = np.empty((h, w), np.uint8)
+        truth = np.empty((h, w), np.uint8)
         has_clouds = clouds is not None and clouds.cover > 0
         cnodes = self.cloud_nodes(canvas, clouds) if has_clouds else _NO_CLOUDS
         mines = canvas.mines if canvas.mines is not None else _NO_MINES
         o = canvas.octaves
         K.compose(
             canvas.xx, canvas.yy, canvas.nodes, round(canvas.node_x[0] / NODE_SPACING),
-            round(canvas.node_y[0] / NODE_SPACING), NODE_SPACING, o.flat, o.meta, o.inv, canvas.fine, np.uint64(_key(self.seed, 9)), _SUN,
-            canvas.mines is not None, *mines, _LOOKS, has_clouds, cnodes, _CLOUD, dn, scl,
+            round(canvas.node_y[0] / NODE_SPACING), NODE_SPACING, o.flat, o.meta, o.inv,
+            canvas.fine, np.uint64(_key(self.seed, 9)),
+            np.concatenate([sun_vector(atmosphere.zenith, atmosphere.azimuth), _SUN_REF]),
+            canvas.mines is not None, *mines, _LOOKS, has_clouds, cnodes, _CLOUD,
+            atmosphere.as_array(), canvas.altitude, _SNOW, dn, scl, truth,
         )
-        return dn, scl
+        return dn, scl, truth
 
 
 def rasterize_classes(sectors, gbox: GeoBox) -> np.ndarray:

@@ -15,11 +15,13 @@ Conventions shared with :func:`lames_cube.build_cube`
   baseline offset, so they equal build_cube's values for scenes of either offset); SCL is carried
   in the uint16 cube with its uint8 class values, as build_cube carries it.
 - 20 m bands (B11, B12, SCL) on a grid finer than 20 m: the world writes them on 20 m grids
-  anchored on multiples of 20 m, and build_cube puts them on a 10 m grid with nearest
-  resampling. Here each chunk renders them on the 20 m grid anchored on multiples of 20 m (in the
-  cube's CRS) that contains the chunk, and each output pixel takes the 20 m pixel that contains
-  its centre. On a grid of 20 m or coarser (or in a geographic CRS) every band is rendered at the
-  grid's own pixels.
+  anchored on multiples of 20 m, as 2 x 2 means of its 10 m ground (SCL: the majority class), and
+  build_cube puts them on a 10 m grid with nearest resampling. Here each chunk renders the 20 m
+  grid anchored on multiples of 20 m (in the cube's CRS) that contains the chunk, at 10 m, and
+  averages it; each output pixel takes the 20 m pixel that contains its centre. When the chunk
+  lies on that 10 m grid (grids anchored on multiples of 10 m), the same render gives the 10 m
+  bands. On a grid of 20 m or coarser (or in a geographic CRS) every band is rendered at the
+  grid's own pixels (a projected 20 m grid as 2 x 2 means).
 - Dimensions ``(time, band, y, x)``; on a geographic grid the spatial ones are ``latitude`` and
   ``longitude``, as odc (and so build_cube) names them.
 - ``time`` is the earliest acquisition time, at millisecond precision as the items carry it, of
@@ -34,7 +36,9 @@ Where the cube differs from build_cube
 --------------------------------------
 A procedural world has no tile edges: by default (``footprints=False``) every pixel of the grid is
 rendered, also outside the world's tiles and beyond a scene's swath edge, where build_cube gives 0
-(nodata). With ``footprints=True`` pixels that no scene of the date covers (outside every tile, or
+(nodata), as the date saw it (its sun, haze and noise) but without any tile's own gain and noise.
+With ``footprints=True`` each pixel comes from the first of the date's scenes that has data there,
+in build_cube's fusion order (:func:`fusion_key`), with that scene's own gain and noise. With ``footprints=True`` pixels that no scene of the date covers (outside every tile, or
 beyond the swath edge of every tile that holds them) are 0, as in build_cube; 20 m bands take the
 coverage of their 20 m pixel, as the 20 m assets do. Where a pixel is covered only by a tile in
 another UTM zone, build_cube reprojects that tile's pixels (nearest) while this cube renders the
@@ -49,6 +53,7 @@ import copy
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -332,55 +337,108 @@ class CubePlan:
         out = np.zeros((len(self.bands), *win.shape), dtype=np.uint16)
         fine = [k for k, b in enumerate(self.bands) if not (self.coarse and b in COARSE_BANDS)]
         picked = [k for k, b in enumerate(self.bands) if self.coarse and b in COARSE_BANDS]
-        if fine:
-            data = self.world.read(win, date)
-            for k in fine:
-                out[k] = data[self.bands[k]]
         g20 = rows20 = cols20 = None
         if picked:
             g20, rows20, cols20 = coarse_window(win)
-            data = self.world.read(g20, date)
+        # One 10 m render serves both the 10 m bands and the 20 m means when the window sits on
+        # the 10 m grid of its 20 m window (the usual case: grids anchored on multiples of 20 m).
+        at = _inside_fine(win, g20) if (fine and picked) else None
+        if not self.footprints:
+            if at is not None:
+                ((f10, c20),) = self.world.read_pairs(g20, date, [None])
+                data, data20 = _crop(f10, at, win.shape), c20
+            else:
+                data = self.world.read(win, date) if fine else None
+                data20 = self.world.read(g20, date) if picked else None
+            for k in fine:
+                out[k] = data[self.bands[k]]
             for k in picked:
-                out[k] = data[self.bands[k]][rows20[:, None], cols20[None, :]]
-        if self.footprints:
-            m10, m20 = self._coverage(date, win, g20, rows20, cols20)
-            if fine:
-                out[fine] *= m10
-            if picked:
-                out[picked] *= m20
+                out[k] = data20[self.bands[k]][rows20[:, None], cols20[None, :]]
+            return out
+        # As build_cube fuses a solar day: each pixel from the first scene that has data there.
+        scenes = sorted((s for s in self.scenes[date] if self._touches(s, win)),
+                        key=lambda s: fusion_key(self.world, s))
+        if not scenes:
+            return out
+        if at is not None:
+            pairs = self.world.read_pairs(g20, date, scenes)
+            layers = [_crop(f10, at, win.shape) for f10, _ in pairs]
+            layers20 = [c20 for _, c20 in pairs]
+        else:
+            layers = self.world.read_scenes(win, date, scenes) if fine else None
+            layers20 = self.world.read_scenes(g20, date, scenes) if picked else None
+        todo10 = np.ones(win.shape, dtype=bool)
+        todo20 = np.ones(win.shape, dtype=bool)
+        for i, scene in enumerate(scenes):
+            m10, m20 = self._scene_coverage(scene, win, g20, rows20, cols20)
+            take10, take20 = m10 & todo10, m20 & todo20
+            for k in fine:
+                out[k][take10] = layers[i][self.bands[k]][take10]
+            for k in picked:
+                out[k][take20] = layers20[i][self.bands[k]][rows20[:, None], cols20[None, :]][take20]
+            todo10 &= ~m10
+            todo20 &= ~m20
         return out
 
-    def _coverage(self, date, win, g20, rows20, cols20) -> tuple[np.ndarray, np.ndarray]:
-        """Where the date's scenes have data on ``win``: at its pixels and at its 20 m pixels."""
+    def _touches(self, scene: Scene, win: GeoBox) -> bool:
+        index = self._tile_index
+        w, s, e, n = self.bounds[index[scene.tile.tile_id]]
+        left, bottom, right, top = win.boundingbox
+        return not (w >= right or e <= left or s >= top or n <= bottom)
+
+    @cached_property
+    def _tile_index(self) -> dict[str, int]:
+        return {t.tile_id: k for k, t in enumerate(self.world.tiles)}
+
+    def _scene_coverage(self, scene, win, g20, rows20, cols20) -> tuple[np.ndarray, np.ndarray]:
+        """Where one scene has data on ``win``: at its pixels and at its 20 m pixels."""
         import rasterio.features
 
-        m10 = np.zeros(win.shape, dtype=bool)
-        m20 = np.zeros(win.shape, dtype=bool)
-        left, bottom, right, top = win.boundingbox
-        xs, ys = (c.ravel() for c in pixel_centres(win))
-        index = {t.tile_id: k for k, t in enumerate(self.world.tiles)}
-        for scene in self.scenes[date]:
-            tile = scene.tile
-            w, s, e, n = self.bounds[index[tile.tile_id]]
-            if w >= right or e <= left or s >= top or n <= bottom:
-                continue
-            if win.crs.epsg == tile.epsg:
-                span = tile.size_px * 10
-                inside = (((ys > tile.y0 - span) & (ys < tile.y0))[:, None]
-                          & ((xs > tile.x0) & (xs < tile.x0 + span))[None, :])
-                m10 |= inside & self.world.valid_mask(scene, win)
-                if g20 is not None:
-                    valid20 = self.world.valid_mask(scene, g20)[rows20[:, None], cols20[None, :]]
-                    m20 |= inside & valid20
-                else:
-                    m20 |= inside & self.world.valid_mask(scene, win)
+        tile = scene.tile
+        if win.crs.epsg == tile.epsg:
+            xs, ys = (c.ravel() for c in pixel_centres(win))
+            span = tile.size_px * 10
+            inside = (((ys > tile.y0 - span) & (ys < tile.y0))[:, None]
+                      & ((xs > tile.x0) & (xs < tile.x0 + span))[None, :])
+            m10 = inside & self.world.valid_mask(scene, win)
+            if g20 is not None:
+                valid20 = self.world.valid_mask(scene, g20)[rows20[:, None], cols20[None, :]]
+                m20 = inside & valid20
             else:
-                geom = self.world.footprint(scene).to_crs(win.crs).geom
-                hit = rasterio.features.geometry_mask(
-                    [geom], out_shape=win.shape, transform=win.affine, invert=True)
-                m10 |= hit
-                m20 |= hit
-        return m10, m20
+                m20 = m10
+            return m10, m20
+        geom = self.world.footprint(scene).to_crs(win.crs).geom
+        hit = rasterio.features.geometry_mask(
+            [geom], out_shape=win.shape, transform=win.affine, invert=True)
+        return hit, hit
+
+
+def _inside_fine(win: GeoBox, g20: GeoBox) -> tuple[int, int] | None:
+    """Row and column of ``win`` in the 10 m grid of ``g20``, when it lies on it (else None)."""
+    from lames_cube.synthetic.world import fine_grid
+
+    a, b = win.affine, fine_grid(g20).affine
+    if (a.a, a.b, a.d, a.e) != (b.a, b.b, b.d, b.e):
+        return None
+    col, row = (a.c - b.c) / a.a, (a.f - b.f) / a.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(row), round(col)
+
+
+def _crop(layer: dict, at: tuple[int, int], shape) -> dict:
+    r, c = at
+    h, w = shape
+    return {k: v[r:r + h, c:c + w] for k, v in layer.items()}
+
+
+def fusion_key(world: World, scene: Scene) -> tuple:
+    """The order in which :func:`lames_cube.build_cube` fuses a solar day's items: by the DN
+    offset of the served pixels (it loads each offset class apart, 0 first), then by item time
+    and id (odc-stac's order)."""
+    from lames_cube.synthetic.stac import item_datetime, item_id, served_offset
+
+    return (served_offset(world, scene), item_datetime(world, scene), item_id(world, scene))
 
 
 def _render_block(plan: CubePlan, t: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -420,8 +478,9 @@ def world_cube(
     geobox
         Any axis-aligned grid (a tile's ``tile.geobox(10)``, ``lames_cube.grid.mosaic_geobox()``).
     dates
-        None (all of ``world.dates``), a period string (``"2022"``, ``"2021-06/2022-06"``) or a
-        list of the world's dates.
+        None: the dates on which a scene overlaps the grid (all of ``world.dates`` if none
+        does); a period string (``"2022"``, ``"2021-06/2022-06"``): those of the period; or a
+        list of the world's dates, kept as given.
     bands
         Band names (default :data:`lames_cube.bands.WORLD_BANDS`).
     chunks
@@ -461,10 +520,17 @@ def world_cube(
 
     bounds = tile_bounds(world.tiles, gbox.crs)
     scenes = _scenes_on_grid(world, gbox, days, bounds)
+    if (dates is None or isinstance(dates, str)) and any(scenes.values()):
+        # As build_cube on the world's items: only the dates on which a scene sees the grid
+        # (tiles seen from other orbits are acquired on other dates).
+        days = [d for d in days if scenes[d]]
     everywhere: dict[dt.date, list] = {}
     for scene in world.scenes:
         everywhere.setdefault(scene.date, []).append(scene)
-    times = np.array([_ms(min(s.datetime for s in (scenes[d] or everywhere[d]))) for d in days])
+    from lames_cube.synthetic.stac import item_datetime
+
+    times = np.array([_ms(min(item_datetime(world, s) for s in (scenes[d] or everywhere[d])))
+                      for d in days])
 
 
     plan = CubePlan(world, gbox, names, days, footprints=footprints, scenes=scenes, bounds=bounds)

@@ -21,18 +21,31 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from lames_cube.bands import WORLD_BANDS
 from lames_cube.errors import WorldError
+from lames_cube.synthetic.acquisitions import (
+    HALF_SWATH_KM,
+    cross_track_km,
+    keep_evenly,
+    orbits_over,
+    passes,
+    scene_baseline,
+)
+from lames_cube.synthetic.kernels import SATURATED, block_class, block_mean
 from lames_cube.synthetic.landscape import (
+    GAIN_SPREAD,
     REFLECTANCE_BANDS,
+    Atmosphere,
     CloudState,
     Landscape,
     check_grid,
     pixel_centres,
     rasterize_classes,
+    scene_pixels,
 )
 from lames_cube.synthetic.mgrs import latitude_band, square_100km, utm_epsg
 from lames_cube.synthetic.mines import (
@@ -51,9 +64,15 @@ from lames_cube.synthetic.noise import hash_uniform
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
 BASELINE_04_START = dt.date(2022, 1, 25)
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 6
 
-STYLES = ("earth-search", "planetary-computer")
+#: Provider styles of the items and pixels, and the collection id each one uses.
+STYLE_COLLECTIONS = {
+    "earth-search": "sentinel-2-l2a",  # Earth Search v1: offset removed from the pixels
+    "earth-search-c1": "sentinel-2-c1-l2a",  # Earth Search Collection 1: offset in raster:bands
+    "planetary-computer": "sentinel-2-l2a",  # no scale/offset metadata
+}
+STYLES = tuple(STYLE_COLLECTIONS)
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,8 @@ class WorldSpec:
     years
         Years with acquisitions; mines grow across them.
     scenes_per_year
-        Acquisition dates per year (all tiles are acquired on each date).
+        Passes kept per relative orbit and year, spread evenly over the year's passes (Sentinel-2
+        flies each orbit every 5 days: 73 a year); tiles seen from two orbits get twice as many.
     grid_km
         Side of the square each tile is named after (km); tiles overlap their neighbours.
     tile_px
@@ -79,10 +99,15 @@ class WorldSpec:
     margin_m
         Ground around each site that the tiles must cover.
     style
-        ``"earth-search"`` (asset keys ``red``, ``nir``, ``scl`` with ``raster:bands``) or
-        ``"planetary-computer"`` (``B04``, ``SCL``, no scale/offset metadata).
+        How the items and pixels are served, exactly as the real providers do:
+        ``"earth-search"`` (Earth Search v1 ``sentinel-2-l2a``: asset keys ``red``, ``nir``,
+        ``scl``; pixels with the baseline-04.00 offset already removed and
+        ``earthsearch:boa_offset_applied: true``), ``"earth-search-c1"`` (Earth Search
+        ``sentinel-2-c1-l2a``: Collection-1 reprocessing, so every scene has baseline 05.00 or
+        later and its offset declared in ``raster:bands``) or ``"planetary-computer"``
+        (``B04``, ``SCL``; no scale/offset metadata, the offset is in the pixels from 04.00).
     collection
-        Collection id of the items.
+        Collection id of the items (default: the style's, see :data:`STYLE_COLLECTIONS`).
     use_lames
         Draw the real LAMES sectors (True) or synthetic ones with the same schema (False).
     area
@@ -108,7 +133,7 @@ class WorldSpec:
     tile_px: int = 1098
     margin_m: float = 1000.0
     style: Literal["earth-search", "planetary-computer"] = "earth-search"
-    collection: str = "sentinel-2-l2a"
+    collection: str | None = None
     use_lames: bool = True
     area: tuple[float, float, float, float] | Literal["lames"] | None = None
     hidden_mines: bool = True
@@ -124,10 +149,11 @@ class WorldSpec:
                 f"tile_px={self.tile_px} (x 10 m) does not cover grid_km={self.grid_km} km; "
                 f"use tile_px >= {self.grid_km * 100} or a smaller grid_km."
             )
-        if not self.years or not 1 <= self.scenes_per_year <= 365:
+        if not self.years or not 1 <= self.scenes_per_year <= 74:
             raise WorldError(
                 f"years={self.years!r}, scenes_per_year={self.scenes_per_year}: a world needs at "
-                "least one year and 1..365 scenes per year."
+                "least one year and 1..74 passes per orbit and year (Sentinel-2 flies each orbit "
+                "every 5 days)."
             )
         if self.tile_px % 2:
             raise WorldError(f"tile_px={self.tile_px} must be even (20 m bands halve it).")
@@ -176,6 +202,11 @@ class WorldSpec:
                 "fallback sites; set use_lames=True or drop area."
             )
 
+    @property
+    def collection_id(self) -> str:
+        """The items' collection id: ``collection``, or the style's (:data:`STYLE_COLLECTIONS`)."""
+        return self.collection if self.collection is not None else STYLE_COLLECTIONS[self.style]
+
     def to_dict(self) -> dict:
         """JSON-serialisable form (recorded in the world's manifest)."""
         d = dataclasses.asdict(self)
@@ -223,10 +254,11 @@ class Scene:
     tile: Tile
     date: dt.date
     datetime: dt.datetime
-    platform: str  #: "sentinel-2a" or "sentinel-2b"
+    platform: str  #: "sentinel-2a", "sentinel-2b" or "sentinel-2c"
     baseline: str  #: processing baseline, e.g. "02.14", "04.00"
     edge: tuple[float, float, float] | None  #: nodata half-plane (x, y, angle) or None
-    orbit: int
+    orbit: int  #: relative orbit (1..143)
+    absolute_orbit: int = 0
 
     @property
     def dn_offset(self) -> int:
@@ -236,7 +268,7 @@ class Scene:
     @property
     def id(self) -> str:
         """Item id, Earth Search style."""
-        short = "S2A" if self.platform.endswith("a") else "S2B"
+        short = "S2" + self.platform[-1].upper()
         return f"{short}_{self.tile.tile_id}_{self.date:%Y%m%d}_0_L2A"
 
 
@@ -276,6 +308,49 @@ def _covered(boxes: np.ndarray, epsg: np.ndarray, squares: set, step: int, span:
             cover = shapely.union_all(tiles)
             out[sel] = shapely.covers(cover, shapely.box(*boxes[sel].T))
     return out
+
+
+def product_dn(dn: np.ndarray, offset: int) -> np.ndarray:
+    """A product's digital numbers from the rendered ones (offset 1000): as they are from
+    baseline 04.00 (``offset`` 1000); before it, minus 1000 with negative reflectance clamped
+    to 1 (saturated 65 535 kept: ESA's products mark saturation with it in every baseline)."""
+    if offset:
+        return dn
+    return np.where(dn == SATURATED, dn, np.maximum(dn, 1001) - 1000).astype(np.uint16)
+
+
+def harmonised_dn(dn: np.ndarray, offset: int) -> np.ndarray:
+    """Harmonised reflectance x 10 000 of a product's digital numbers, by the cube's rule: 0
+    stays nodata and 65 535 saturated, values at or below the offset clamp to 1."""
+    if not offset:
+        return dn
+    floor = np.uint16(offset + 1)
+    return np.where((dn == 0) | (dn == SATURATED), dn,
+                    np.maximum(dn, floor) - np.uint16(offset)).astype(np.uint16)
+
+
+def _layer_dict(dn: np.ndarray, scl: np.ndarray, truth: np.ndarray, offset: int) -> dict:
+    """Harmonised bands (as a cube delivers a product of DN offset ``offset``), SCL and truth."""
+    out = {band: harmonised_dn(product_dn(dn[i], offset), offset)
+           for i, band in enumerate(REFLECTANCE_BANDS)}
+    out["SCL"] = scl
+    out["CLOUD_TRUTH"] = truth
+    return out
+
+
+def _is_20m(gbox: GeoBox) -> bool:
+    res = gbox.resolution
+    return not gbox.crs.geographic and abs(res.x) == 20 and abs(res.y) == 20
+
+
+def fine_grid(g20: GeoBox) -> GeoBox:
+    """The 10 m grid of a 20 m grid (same extent, twice the pixels each way)."""
+    h, w = g20.shape
+    return GeoBox((2 * h, 2 * w), g20.affine @ Affine.scale(0.5), g20.crs)
+
+
+def _tile_key(tile: Tile) -> int:
+    return int(tile.x0 // 10 + tile.y0 // 10 + tile.epsg) % 1_000_003
 
 
 def _u(seed: int, *keys: int) -> float:
@@ -333,6 +408,7 @@ class World:
         self.sectors = sectors
         self.mines = MineModel(self.sectors, tuple(spec.years), seed=spec.seed)
         self._surface_cache: dict = {}
+        self._last_scene: tuple | None = None
 
     def _default_sectors(self, data_dir) -> gpd.GeoDataFrame:
         spec = self.spec
@@ -517,62 +593,121 @@ class World:
     # ------------------------------------------------------------------ time
     @cached_property
     def dates(self) -> list[dt.date]:
-        """Acquisition dates, ascending (the same for every tile)."""
-        spec = self.spec
-        out = []
-        for year in spec.years:
-            n_days = (dt.date(year + 1, 1, 1) - dt.date(year, 1, 1)).days
-            gap = n_days / spec.scenes_per_year
-            for k in range(spec.scenes_per_year):
-                jitter = int(_u(spec.seed, year, k, 1) * max(gap - 1, 0))
-                out.append(dt.date(year, 1, 1) + dt.timedelta(days=int(k * gap) + jitter))
-        return sorted(out)
+        """Acquisition dates of any tile, ascending (tiles seen from other orbits differ)."""
+        return sorted({scene.date for scene in self.scenes})
 
     def clouds(self, date: dt.date) -> CloudState:
-        """The atmosphere of one date: about half the dates clear, some very cloudy."""
+        """The atmosphere of one date: about half the dates clear, some very cloudy.
+
+        Cloud shadows fall away from the sun, ``height · tan(zenith)`` from their cloud
+        (cloud tops 1-4 km).
+        """
         seed = self.spec.seed
         k = date.toordinal()
         u = _u(seed, k, 2)
         cover = 0.0 if u < 0.45 else (0.05 + 0.3 * _u(seed, k, 3) if u < 0.8 else 0.5 + 0.4 * _u(seed, k, 3))
-        angle = 2 * np.pi * _u(seed, k, 4)
-        dist = 300 + 500 * _u(seed, k, 5)
+        zenith, azimuth = self.sun(date)
+        dist = (1000.0 + 3000.0 * _u(seed, k, 5)) * np.tan(zenith)
         return CloudState(
-            key=(seed * 7919 + k) % 2**31, cover=cover, shadow_dx=float(dist * np.cos(angle)),
-            shadow_dy=float(dist * np.sin(angle)), cirrus=_u(seed, k, 6) < 0.3,
+            key=(seed * 7919 + k) % 2**31, cover=cover,
+            shadow_dx=float(-dist * np.sin(azimuth)), shadow_dy=float(-dist * np.cos(azimuth)),
+            cirrus=_u(seed, k, 6) < 0.3,
         )
 
+    def sun(self, date: dt.date) -> tuple[float, float]:
+        """Solar zenith and azimuth (radians, azimuth clockwise from north) at 10:30 local solar
+        time, at the latitude of the world's centre."""
+        from lames_cube.synthetic.landscape import solar_angles
+
+        return solar_angles(date, self.centre[1])
+
+    @cached_property
+    def centre(self) -> tuple[float, float]:
+        """Lon/lat of the centre of the world's mines."""
+        lon, lat = shapely.centroid(shapely.union_all(self.sectors.geometry.values)).coords[0]
+        return float(lon), float(lat)
+
     def baseline(self, tile: Tile, date: dt.date) -> str:
-        """Processing baseline of a scene: by date, but some old scenes were reprocessed (05.00)."""
-        if date >= BASELINE_04_START:
-            return "04.00" if date.year == 2022 else "05.09"
-        if _u(self.spec.seed, date.toordinal(), int(tile.x0 + tile.y0) % 100_003, 7) < 0.15:
-            return "05.00"
-        return "02.14"
+        """Processing baseline of a scene: as published on its date; in the Earth Search and
+        Planetary Computer styles 15 % of the scenes before 04.00 come reprocessed (05.00); in
+        the Collection-1 style (``earth-search-c1``) every older scene does."""
+        reprocessed = (date < BASELINE_04_START and _u(
+            self.spec.seed, date.toordinal(), int(tile.x0 + tile.y0) % 100_003, 7) < 0.15)
+        return scene_baseline(date, collection1=self.spec.style == "earth-search-c1",
+                              reprocessed=reprocessed)
+
+    def _tile_orbits(self, tile: Tile) -> list[tuple[int, tuple[float, float, float] | None]]:
+        """Relative orbits that see the tile, each with its swath edge across the tile (or None)."""
+        from pyproj import Transformer
+
+        span = tile.size_px * 10
+        xs = np.array([tile.x0, tile.x0 + span, tile.x0, tile.x0 + span, tile.x0 + span / 2])
+        ys = np.array([tile.y0, tile.y0, tile.y0 - span, tile.y0 - span, tile.y0 - span / 2])
+        lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(xs, ys)
+        out = []
+        for orbit in orbits_over(float(lon[4]), float(lat[4]), margin_km=span / 1000.0):
+            d = np.array([cross_track_km(orbit, a, b) for a, b in zip(lon, lat, strict=True)])
+            inside = np.abs(d) <= HALF_SWATH_KM
+            if not inside[:4].any():
+                continue
+            edge = None
+            if not inside[:4].all():
+                # d is linear across a tile: d = d_c + cx·(x - xc) + cy·(y - yc) (km, x/y in m).
+                cx = (d[1] - d[0]) / span
+                cy = (d[0] - d[2]) / span
+                side = 1.0 if d[4] > 0 else -1.0
+                # g = HALF_SWATH - side·d >= 0 inside the swath; its gradient n points inward.
+                nx, ny = -side * cx, -side * cy
+                g = HALF_SWATH_KM - side * d[4]
+                norm2 = nx * nx + ny * ny
+                ex, ey = xs[4] - g * nx / norm2, ys[4] - g * ny / norm2
+                edge = (float(ex), float(ey), float(np.arctan2(ny, nx)))
+            out.append((orbit, edge))
+        return out
 
     @cached_property
     def scenes(self) -> list[Scene]:
-        """Every acquisition of every tile, sorted by date then tile id."""
+        """Every acquisition of every tile, sorted by date then tile id.
+
+        Each tile is acquired on the passes of the relative orbits whose swath reaches it (see
+        :mod:`lames_cube.synthetic.acquisitions`), by the platforms then flying; of each orbit's
+        passes in a year, ``scenes_per_year`` are kept, spread evenly (the same passes for every
+        tile of the orbit). A tile at a swath's edge has nodata beyond it; 15 % of the other
+        scenes end at a datastrip boundary across the tile.
+        """
         seed = self.spec.seed
+        years = self.spec.years
         out = []
-        for date in self.dates:
-            k = date.toordinal()
-            platform = "sentinel-2a" if k % 2 else "sentinel-2b"
-            for tile in self.tiles:
-                t = int(tile.x0 // 1000 + tile.y0 // 1000)
-                seconds = 14 * 3600 + 40 * 60 + 30 * _u(seed, k, t, 8)
-                when = dt.datetime.combine(date, dt.time(), dt.UTC) + dt.timedelta(
-                    seconds=round(seconds, 3)
-                )
-                edge = None
-                if _u(seed, k, t, 9) < 0.2:
-                    span = tile.size_px * 10
-                    edge = (
-                        tile.x0 + span * (0.3 + 0.4 * _u(seed, k, t, 10)),
-                        tile.y0 - span / 2,
-                        float(np.deg2rad(-100 + 20 * _u(seed, k, t, 11))),
-                    )
-                out.append(Scene(tile, date, when, platform, self.baseline(tile, date), edge, k % 143))
+        for tile in self.tiles:
+            t = int(tile.x0 // 1000 + tile.y0 // 1000)
+            span = tile.size_px * 10
+            lat = self._tile_lat(tile)
+            for orbit, swath_edge in self._tile_orbits(tile):
+                for year in years:
+                    flown = passes(orbit, lat, dt.date(year, 1, 1), dt.date(year, 12, 31))
+                    for p in keep_evenly(flown, self.spec.scenes_per_year):
+                        date = p.when.date()
+                        k = date.toordinal()
+                        edge = swath_edge
+                        if edge is None and _u(seed, k, t, 9) < 0.15:
+                            edge = (
+                                tile.x0 + span * (0.3 + 0.4 * _u(seed, k, t, 10)),
+                                tile.y0 - span / 2,
+                                float(np.deg2rad(-100 + 20 * _u(seed, k, t, 11))),
+                            )
+                        when = p.when + dt.timedelta(milliseconds=int(1000 * _u(seed, k, t, 8)))
+                        out.append(Scene(tile, date, when, p.platform, self.baseline(tile, date),
+                                         edge, orbit, p.absolute_orbit))
+        out.sort(key=lambda s: (s.date, s.tile.tile_id, s.orbit))
         return out
+
+    def _tile_lat(self, tile: Tile) -> float:
+        from pyproj import Transformer
+
+        span = tile.size_px * 10
+        _, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(
+            tile.x0 + span / 2, tile.y0 - span / 2)
+        return float(lat)
 
     # ------------------------------------------------------------------ pixels
     def mine_classes(self, gbox: GeoBox, year: int) -> np.ndarray:
@@ -595,38 +730,143 @@ class World:
             self._surface_cache[(cache_key, year)] = out
         return out
 
+    def atmosphere(self, date: dt.date, *, scl_errors: bool = True) -> Atmosphere:
+        """The date's sun, haze, vegetation, snow line and classification errors.
+
+        * sun at 10:30 local solar time at the world's centre (:meth:`sun`);
+        * haze: the atmospheric correction's residual in the blue, triangular from -0.0025
+          (over-corrected, 40 % of the dates: dark water and shade fall below 0) to +0.0035
+          reflectance (standard deviation 0.0012), less at longer wavelengths;
+        * vegetation greens up in the altiplanic summer north of 27° S (peak mid-February) and in
+          the southern spring further south (peak mid-September);
+        * snow line: 5800 m in summer down to 4300 m in winter (100 m lower per degree south of
+          30° S), and on storm dates (8 % of summer dates, 30 % of winter ones) down to about
+          2400 m at 33° S (180 m higher per degree north).
+        """
+        seed = self.spec.seed
+        k = date.toordinal()
+        lat = self.centre[1]
+        zenith, azimuth = self.sun(date)
+        level = 0.0005 + 0.003 * (_u(seed, k, 20) + _u(seed, k, 27) - 1.0)
+        haze = tuple(level * w for w in (1.0, 0.75, 0.55, 0.35, 0.12, 0.06))
+        doy = date.timetuple().tm_yday
+        peak = 45 if lat > -27 else 260
+        vegetation = 0.5 + 0.5 * np.cos(2 * np.pi * (doy - peak) / 365.0)
+        winter = 0.5 + 0.5 * np.cos(2 * np.pi * (doy - 200) / 365.0)
+        snowline = 5800.0 - 1500.0 * winter + 100.0 * (lat + 30.0)
+        if _u(seed, k, 21) < 0.08 + 0.22 * winter:
+            snowline = min(snowline, 2400.0 + 180.0 * (lat + 33.0) + 600.0 * _u(seed, k, 22))
+        return Atmosphere(zenith, azimuth, haze, float(vegetation), float(snowline),
+                          key=int(_u(seed, k, 23) * 2**52), scl_errors=scl_errors)
+
+    def scene_gain(self, scene: Scene) -> float:
+        """The scene's own gain: its tile's atmospheric correction differs from its neighbour's."""
+        u = _u(self.spec.seed, scene.date.toordinal(), _tile_key(scene.tile), scene.orbit, 24)
+        return 1.0 + GAIN_SPREAD * (2.0 * u - 1.0)
+
+    def _noise_key(self, date: dt.date, scene: Scene | None) -> int:
+        keys = (date.toordinal(), 25) if scene is None else (
+            date.toordinal(), _tile_key(scene.tile), scene.orbit, 26)
+        return int(_u(self.spec.seed, *keys) * 2**62)
+
+    def _render(self, gbox: GeoBox, date: dt.date | None, clouds: bool,
+                scenes: list[Scene | None], cache_key=None) -> list[tuple]:
+        """Product digital numbers (6, H, W; offset 1000), SCL and cloud truth on ``gbox``, one
+        triple per entry of ``scenes`` (None: the date's own noise, gain 1); the ground and
+        sky are rendered once."""
+        year = date.year if date is not None else self.spec.years[-1]
+        canvas = self._canvas(gbox, year, cache_key)
+        if date is None:
+            return [self.landscape.render(canvas, None)] * len(scenes)
+        state = self.clouds(date) if (clouds and date in self._date_set) else None
+        atm = self.atmosphere(date, scl_errors=clouds)
+        dn, scl, truth = self.landscape.render(canvas, state, atm)
+        out = []
+        for scene in scenes:
+            gain = self.scene_gain(scene) if scene is not None else 1.0
+            out.append((scene_pixels(dn, scl, canvas.xx, canvas.yy,
+                                     self._noise_key(date, scene), gain), scl, truth))
+        return out
+
+    @cached_property
+    def _date_set(self) -> frozenset:
+        return frozenset(self.dates)
+
+    def _render_any(self, gbox: GeoBox, date, clouds, scenes, cache_key=None, *,
+                    keep_fine: bool = False) -> list[tuple]:
+        """:meth:`_render` on ``gbox``; a projected 20 m grid is rendered at 10 m and averaged
+        over 2 x 2 pixels (reflectance) or classified by majority (SCL, truth), as Sentinel-2's
+        20 m bands integrate the ground. ``keep_fine`` adds the 10 m triple to each entry."""
+        if not _is_20m(gbox):
+            return self._render(gbox, date, clouds, scenes, cache_key)
+        h, w = gbox.shape
+        out = []
+        for fine in self._render(fine_grid(gbox), date, clouds, scenes, cache_key):
+            dn10, scl10, truth10 = fine
+            dn = np.empty((6, h, w), np.uint16)
+            scl = np.empty((h, w), np.uint8)
+            truth = np.empty((h, w), np.uint8)
+            block_mean(dn10, dn)
+            block_class(scl10, scl)
+            block_class(truth10, truth)
+            out.append(((dn, scl, truth), fine) if keep_fine else (dn, scl, truth))
+        return out
+
+    def read_pairs(self, g20: GeoBox, date: dt.date, scenes: list[Scene | None], *,
+                   clouds: bool = True) -> list[tuple[dict, dict]]:
+        """For each scene (None: the date's own), what :meth:`read_scenes` gives on the 20 m grid
+        ``g20`` and on its 10 m grid (:func:`fine_grid`), from one render."""
+        layers = self._render_any(check_grid(g20), date, clouds, list(scenes), keep_fine=True)
+        out = []
+        for scene, (coarse, fine) in zip(scenes, layers, strict=True):
+            offset = scene.dn_offset if scene is not None else 1000
+            out.append((_layer_dict(*fine, offset), _layer_dict(*coarse, offset)))
+        return out
+
+    def read_scenes(self, gbox: GeoBox, date: dt.date, scenes: list[Scene], *,
+                    clouds: bool = True) -> list[dict[str, np.ndarray]]:
+        """:meth:`read` as each of ``scenes`` (all of ``date``) saw ``gbox``: harmonised by the
+        scene's own offset (as a cube delivers them), everywhere on the grid (no footprint);
+        the ground and sky are rendered once for all of them."""
+        layers = self._render_any(check_grid(gbox), date, clouds, list(scenes))
+        return [_layer_dict(*layer, scene.dn_offset) for scene, layer in zip(scenes, layers, strict=True)]
+
     def read(
-        self, gbox: GeoBox, date: dt.date | None = None, *, clouds: bool = True, _cache_key=None
+        self, gbox: GeoBox, date: dt.date | None = None, *, clouds: bool = True,
+        scene: Scene | None = None, _cache_key=None,
     ) -> dict[str, np.ndarray]:
         """Render any window of the world procedurally, without files.
 
         Parameters
         ----------
         gbox
-            The grid to render (any CRS, axis-aligned).
+            The grid to render (any CRS, axis-aligned). A projected 20 m grid is rendered at
+            10 m and averaged (as the 20 m bands integrate the ground); other grids are rendered
+            at their own pixel centres.
         date
-            Acquisition date; its year sets the mines, and, when it is one of :attr:`dates`
-            and ``clouds`` is True, its clouds. None renders the last year, cloud-free.
+            Acquisition date; its year sets the mines and its atmosphere (sun, haze, vegetation,
+            snow, sensor noise) the surface; when it is one of :attr:`dates` and ``clouds`` is
+            True, also its clouds and the classification's errors. None renders the last year
+            under a neutral sky: no clouds, no noise, the sun of :data:`SUN`.
         clouds
-            False renders the cloud-free surface.
+            False renders the date's cloud-free surface with a perfect classification.
+        scene
+            Render as this scene's tile saw it (its gain and noise; default: the date's own).
 
         Returns
         -------
         dict
-            ``B02`` … ``B12`` as uint16 harmonised reflectance × 10 000 (no baseline offset,
-            never 0), and ``SCL`` as uint8.
+            ``B02`` … ``B12`` as uint16 harmonised reflectance x 10 000 (clamped to at least 1,
+            65 535 where saturated), ``SCL`` (uint8) as the processor classifies it and
+            ``CLOUD_TRUTH`` (uint8: 0 clear, 1 thin cloud or cirrus, 2 cloud, 3 cloud shadow,
+            4 snow) as the sky really was.
         """
         gbox = check_grid(gbox)
         if date is not None and not isinstance(date, dt.date):
             raise WorldError(f"date={date!r} is not a datetime.date; pass e.g. "
                              f"datetime.date({self.dates[0]:%Y, %-m, %-d}) or None.")
-        year = date.year if date is not None else self.spec.years[-1]
-        canvas = self._canvas(gbox, year, _cache_key)
-        state = self.clouds(date) if (clouds and date is not None and date in self.dates) else None
-        dn, scl = self.landscape.render(canvas, state)
-        out = {band: dn[i] for i, band in enumerate(REFLECTANCE_BANDS)}
-        out["SCL"] = scl
-        return out
+        ((dn, scl, truth),) = self._render_any(gbox, date, clouds, [scene], _cache_key)
+        return _layer_dict(dn, scl, truth, 1000)
 
     def to_cube(self, geobox: GeoBox, dates=None, bands=None, chunks=None, *,
                 footprints: bool = False):
@@ -643,7 +883,7 @@ class World:
         geobox
             Any axis-aligned grid (e.g. ``tile.geobox(10)``, ``lames_cube.grid.mosaic_geobox()``).
         dates
-            None (all :attr:`dates`), a period string (``"2022"``, ``"2021-06/2022-06"``) or a
+            None (the dates on which a scene overlaps the grid), a period string (``"2022"``, ``"2021-06/2022-06"``) or a
             list of the world's dates.
         bands
             Band names (default B02, B03, B04, B08, B11, B12, SCL).
@@ -674,21 +914,60 @@ class World:
 
         return world_cube(self, geobox, dates, bands, chunks, footprints=footprints)
 
-    def scene_arrays(self, scene: Scene, resolution: int) -> dict[str, np.ndarray]:
+    def scene_arrays(self, scene: Scene, resolution: int, *,
+                     harmonised: bool = False) -> dict[str, np.ndarray]:
         """Digital numbers of a scene's bands at ``resolution`` (10: B02-B08, 20: B11, B12, SCL).
 
-        Pixels carry the baseline offset, and 0 outside the scene's nodata edge.
+        The 20 m bands are 2 x 2 means of the scene's 10 m render (SCL: the majority class).
+
+        Parameters
+        ----------
+        scene
+            One of :attr:`scenes`.
+        resolution
+            10 or 20.
+        harmonised
+            False: the L2A product's digital numbers (offset 1000 from baseline 04.00, so dark
+            surfaces fall at or below 1000; before 04.00 negative values are clamped to 1).
+            True: harmonised reflectance x 10 000, as :func:`lames_cube.build_cube` must
+            deliver it (the truth).
+
+        Returns
+        -------
+        dict
+            Band name → array; 0 outside the scene's swath or datastrip edge.
         """
+        dn10, scl10, _ = self._scene_render(scene)
         gbox = scene.tile.geobox(resolution)
-        data = self.read(gbox, scene.date, _cache_key=(scene.tile.tile_id, resolution))
+        if resolution == 20:
+            h, w = gbox.shape
+            dn = np.empty((6, h, w), np.uint16)
+            scl = np.empty((h, w), np.uint8)
+            block_mean(dn10, dn)
+            block_class(scl10, scl)
+        else:
+            dn, scl = dn10, scl10
         names = [b for b in WORLD_BANDS if (b in ("B11", "B12", "SCL")) == (resolution == 20)]
         valid = self.valid_mask(scene, gbox)
         out = {}
         for name in names:
-            arr = data[name]
-            if name != "SCL":
-                arr = arr + np.uint16(scene.dn_offset)
+            if name == "SCL":
+                arr = scl
+            else:
+                arr = product_dn(dn[REFLECTANCE_BANDS.index(name)], scene.dn_offset)
+                if harmonised:
+                    arr = harmonised_dn(arr, scene.dn_offset)
             out[name] = np.where(valid, arr, 0).astype(arr.dtype)
+        return out
+
+    def _scene_render(self, scene: Scene):
+        """The scene's 10 m render (kept for the next call: 10 m then 20 m bands)."""
+        key = (scene.tile.tile_id, scene.date, scene.orbit)
+        if self._last_scene is not None and self._last_scene[0] == key:
+            return self._last_scene[1]
+        (out,) = self._render(scene.tile.geobox(10), scene.date, True, [scene],
+                              cache_key=(scene.tile.tile_id, 10))
+        self._last_scene = (key, out)
         return out
 
     @staticmethod

@@ -10,12 +10,17 @@ Layout of a world directory::
     stac/<collection>/<item>/<item>.json, B02.tif, ..., SCL.tif
     index.parquet                     stac-geoparquet index of the items (absolute hrefs)
 
+The COGs hold what the style's provider serves: the L2A product's digital numbers (offset +1000
+from baseline 04.00), except in the Earth Search ``sentinel-2-l2a`` style, whose COGs of baseline
+04.00 and later hold harmonised values (Element 84 removed the offset), as the real ones do.
+
 A world is written under a temporary name and renamed when complete, so a crash never leaves a
 half-written world behind; an existing complete world with the same spec is reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,7 +33,7 @@ import rasterio
 from tqdm.auto import tqdm
 
 from lames_cube.errors import WorldError
-from lames_cube.synthetic.stac import collection_dict, item_dict
+from lames_cube.synthetic.stac import collection_dict, item_dict, item_id
 from lames_cube.synthetic.world import Scene, World, WorldSpec
 
 MANIFEST = "manifest.json"
@@ -60,13 +65,28 @@ def _dump(path: Path, obj: dict) -> None:
 
 
 def _scene_stats(scl: np.ndarray) -> dict:
+    """Cloud cover (SCL 8, 9, 10) and each class's share of the valid pixels, and the nodata
+    share of the tile, in percent (as ESA's quality indicators)."""
     valid = scl > 0
     n_valid = int(valid.sum())
-    cloudy = int(np.isin(scl, (8, 9, 10)).sum())
+    counts = np.bincount(scl.ravel(), minlength=12)
+    cloudy = int(counts[8] + counts[9] + counts[10])
     return {
-        "cloud_cover": round(100.0 * cloudy / n_valid, 4) if n_valid else 100.0,
-        "nodata_percentage": round(100.0 * (1 - n_valid / scl.size), 4),
+        "cloud_cover": round(100.0 * cloudy / n_valid, 6) if n_valid else 100.0,
+        "nodata_percentage": round(100.0 * (1 - n_valid / scl.size), 6),
+        "classes": {c: (round(100.0 * int(counts[c]) / n_valid, 6) if n_valid else 0.0)
+                    for c in range(1, 12)},
     }
+
+
+def _serves_harmonised(world: World, scene: Scene) -> bool:
+    """Whether the style's COGs hold harmonised values rather than the product's DNs.
+
+    Earth Search v1 ``sentinel-2-l2a`` removed the baseline-04.00 offset from its COGs
+    (``earthsearch:boa_offset_applied``); Collection 1 and Planetary Computer serve the
+    product's digital numbers, offset included.
+    """
+    return world.spec.style == "earth-search" and bool(scene.dn_offset)
 
 
 def _write_tile(world: World, scenes: list[Scene], folder: Path) -> list[dict]:
@@ -75,26 +95,31 @@ def _write_tile(world: World, scenes: list[Scene], folder: Path) -> list[dict]:
 
     items = []
     for scene in scenes:
-        item_id = item_dict(world, scene, {"cloud_cover": 0, "nodata_percentage": 0}, {})["id"]
-        item_dir = folder / item_id
+        ident = item_id(world, scene)
+        item_dir = folder / ident
         item_dir.mkdir(parents=True, exist_ok=True)
         hrefs, stats = {}, None
+        harmonised = _serves_harmonised(world, scene)
         for res in (10, 20):
             gbox = scene.tile.geobox(res)
-            for band, arr in world.scene_arrays(scene, res).items():
+            for band, arr in world.scene_arrays(scene, res, harmonised=harmonised).items():
                 write_cog(item_dir / f"{band}.tif", arr, gbox,
                           categorical=BAND_BY_NAME[band].categorical)
                 hrefs[band] = f"./{band}.tif"
                 if band == "SCL":
                     stats = _scene_stats(arr)
         order = ("B02", "B03", "B04", "B08", "B11", "B12", "SCL")
-        item = item_dict(world, scene, stats, {b: hrefs[b] for b in order})
+        files = {}
+        for band in order:
+            data = (item_dir / f"{band}.tif").read_bytes()
+            files[band] = (len(data), "1220" + hashlib.sha256(data).hexdigest())
+        item = item_dict(world, scene, stats, {b: hrefs[b] for b in order}, files)
         item["links"] = [
             {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
             {"rel": "parent", "href": "../collection.json", "type": "application/json"},
             {"rel": "collection", "href": "../collection.json", "type": "application/json"},
         ]
-        _dump(item_dir / f"{item_id}.json", item)
+        _dump(item_dir / f"{ident}.json", item)
         items.append(item)
     return items
 
@@ -188,7 +213,7 @@ def write_world(
                 "never deleted, even with overwrite=True. Pick an empty or new directory."
             )
     tmp = root.with_name(f".{root.name}.tmp-{uuid.uuid4().hex[:12]}")
-    coll_dir = tmp / "stac" / spec.collection
+    coll_dir = tmp / "stac" / spec.collection_id
     coll_dir.mkdir(parents=True)
     try:
         by_tile: dict[str, list[Scene]] = {}
@@ -225,18 +250,18 @@ def write_world(
             "description": "Synthetic Sentinel-2 L2A world written by lames_cube.",
             "links": [
                 {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-                {"rel": "child", "href": f"./{spec.collection}/collection.json",
+                {"rel": "child", "href": f"./{spec.collection_id}/collection.json",
                  "type": "application/json"},
             ],
         })
-        final_coll = root / "stac" / spec.collection
+        final_coll = root / "stac" / spec.collection_id
         write_index([_absolute(i, final_coll / i["id"]) for i in items], tmp / INDEX)
         world.truth().to_csv(tmp / "truth.csv", index=False, float_format="%.3f")
         # Full precision: open_world() rebuilds exactly this world (computed hidden-mine cells).
         world.sectors.to_file(tmp / "sectors.geojson", driver="GeoJSON", COORDINATE_PRECISION=17)
         _dump(tmp / MANIFEST, {
             "spec": spec.to_dict(), "digest": digest, "root": str(root),
-            "collection": spec.collection, "n_items": len(items), "n_tiles": len(by_tile),
+            "collection": spec.collection_id, "n_items": len(items), "n_tiles": len(by_tile),
             "sites": list(world.sites.site_id), "hidden_mines": list(world.hidden.site_id),
             "texture_epsg": world.texture_epsg,
         })
