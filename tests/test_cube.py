@@ -304,3 +304,46 @@ def test_unknown_cloud_cover_ranks_last_and_scl_only_cubes_are_refused():
     assert least_cloudy_composite(cube, max_cloud=40).attrs["n_scenes"] == 1
     with pytest.raises(InvalidQueryError, match="no reflectance band besides SCL"):
         median_composite(cube.sel(band=["SCL"]))
+
+
+@pytest.mark.parametrize("engine", ["odc", "stackstac"])
+def test_where_tiles_overlap_the_fusion_rule_decides(world, engine):
+    """Tiles of one day overlap and, processed apart, differ slightly there: each pixel comes
+    from the first tile in build_cube's order (DN offset, then item time and id)."""
+    from lames_cube.synthetic.landscape import pixel_centres
+    from lames_cube.synthetic.lazy import fusion_key
+    from lames_cube.synthetic.realism import open_world
+
+    w = open_world(world)
+    pairs = [(a, b) for a in w.scenes for b in w.scenes
+             if a.date == b.date and fusion_key(w, a) < fusion_key(w, b)
+             and a.tile.epsg == b.tile.epsg
+             and a.tile.geobox(10).extent.intersects(b.tile.geobox(10).extent)]
+    assert pairs, "no two tiles of one day overlap"
+    first, second = pairs[0]
+    overlap = first.tile.geobox(10).extent.intersection(second.tile.geobox(10).extent)
+    gbox = GeoBox.from_geopolygon(overlap.buffer(200), resolution=10)
+    bands = ["B02", "B04", "B08"]
+    cube = build_cube(search(world), geobox=gbox, bands=bands, chunks=512, engine=engine)
+    day = np.datetime64(first.date, "D")
+    got = cube.isel(time=int(np.flatnonzero(
+        cube.solar_day.values.astype("datetime64[D]") == day)[0])).values
+    scenes = sorted((s for s in w.scenes if s.date == first.date), key=lambda s: fusion_key(w, s))
+    xs, ys = (c.ravel() for c in pixel_centres(gbox))
+    expected = np.zeros((len(bands), *gbox.shape), np.uint16)
+    todo = np.ones(gbox.shape, bool)
+    contested = np.zeros(gbox.shape, bool)  # won by a tile over another that also has data
+    for scene, seen in zip(scenes, w.read_scenes(gbox, first.date, scenes), strict=True):
+        b = scene.tile.geobox(10).boundingbox
+        cover = (((ys > b.bottom) & (ys < b.top))[:, None] & ((xs > b.left) & (xs < b.right))[None]
+                 & World.valid_mask(scene, gbox))
+        contested |= cover & ~todo
+        for i, band in enumerate(bands):
+            expected[i][cover & todo] = seen[band][cover & todo]
+        todo &= ~cover
+    np.testing.assert_array_equal(got, expected)
+    assert contested.sum() > 1000
+    # The losers' pixels differ there: had the rule been reversed, the cube would differ.
+    last = w.read_scenes(gbox, first.date, [second])[0]
+    both = contested & (expected[0] != 0)
+    assert (got[0][both] != last["B02"][both]).mean() > 0.5

@@ -361,3 +361,35 @@ def test_datatake_start_is_shared_by_the_tiles_of_a_pass(worlds):
     assert all(len(v) == 1 for v in by_pass.values())
     assert any(len({s.tile for s in world.scenes if (s.orbit, s.date) == k[:2]}) > 1
                for k in by_pass)
+
+
+@pytest.mark.parametrize("style", ["earth-search-c1", "planetary-computer"])
+def test_dark_pixels_past_baseline_04_clamp_to_1_and_never_wrap(request, style):
+    """Over-corrected water and shade fall at or below DN 1000 from baseline 04.00: the cube
+    clamps them to reflectance 1e-4 (1), never wraps them to ~65 000, and keeps nodata 0."""
+    root = request.getfixturevalue({"earth-search-c1": "world_c1",
+                                    "planetary-computer": "world_pc"}[style])
+    w = open_world(root)
+    items = search(root, collections=[STYLE_COLLECTIONS[style]])
+    found = []
+    for scene in (s for s in w.scenes if s.dn_offset == 1000):
+        raw = w.scene_arrays(scene, 20)
+        dark = sum(int(((raw[b] > 0) & (raw[b] <= 1000)).sum()) for b in ("B11", "B12"))
+        found.append((dark, scene))
+    dark, scene = max(found, key=lambda f: f[0])
+    assert dark > 20, "the world has no dark pixels past baseline 04.00"
+    gbox = scene.tile.geobox(20)
+    day = np.datetime64(scene.date, "D")
+    cube = build_cube(items, geobox=gbox, bands=["B11", "B12"], chunks=512).compute()
+    t = int(np.flatnonzero(cube.solar_day.values.astype("datetime64[D]") == day)[0])
+    others = [s for s in w.scenes if s.date == scene.date and s is not scene]
+    alone = _covered(scene, gbox) & ~np.any([_covered(s, gbox) for s in others] or [False], axis=0)
+    raw, truth = w.scene_arrays(scene, 20), w.scene_arrays(scene, 20, harmonised=True)
+    for i, band in enumerate(("B11", "B12")):
+        got = cube.values[t, i]
+        below = alone & (raw[band] > 0) & (raw[band] <= 1000)
+        assert (got[below] == 1).all() and (truth[band][below] == 1).all()
+        np.testing.assert_array_equal(got[alone], truth[band][alone])
+        assert got[alone].max() < 60_000 or (raw[band][alone] == 65_535).any()
+    nowhere = ~np.any([_covered(s, gbox) for s in [scene, *others]], axis=0)
+    assert (cube.values[t][:, nowhere] == 0).all()
