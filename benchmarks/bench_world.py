@@ -166,8 +166,9 @@ class RenderSpeed:
         self._cube("threads", 768)
 
     def track_to_cube_mpx_per_second(self):
-        """World.to_cube on the mine tile (7 bands at 10 m, the 20 m bands rendered at 20 m as in
-        the COGs): dask's threaded scheduler on 768 px chunks, and one thread; printed."""
+        """World.to_cube on the mine tile (7 bands at 10 m; the 20 m bands are 2 x 2 means of the
+        same 10 m render, as in the COGs): dask's threaded scheduler on 768 px chunks, and one
+        thread; printed."""
         px = self.mines.shape[0] * self.mines.shape[1]
         chunks = min(768, RENDER_TILE)
         threads = px / _median_time(lambda: self._cube("threads", chunks)) / 1e6

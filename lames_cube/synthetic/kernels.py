@@ -31,6 +31,8 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
+_S5 = np.uint64(5)
+_MASK5 = np.uint64(31)
 
 #: Smooth ground fields, in the order of the ``fields`` table of :func:`ground_nodes`.
 FIELDS = ("elevation", "relief", "warp_x", "warp_y", "albedo", "fan",
@@ -419,6 +421,7 @@ def compose(
     nxn = nodes.shape[1]
     sx, sy, sz = sun[0], sun[1], sun[2]
     rx, ry, rz = sun[3], sun[4], sun[5]
+    errors = (atm[A_FP_BRIGHT] + atm[A_DARK] + atm[A_UNCLASSIFIED] + atm[A_SATURATED]) > 0.0
     for j in range(h):
         for i in range(w):
             x = xx[j, i]
@@ -639,35 +642,36 @@ def compose(
             for b in range(6):
                 mat[b] += atm[A_HAZE + b] * thick
             # The scene classification's own errors (the truth stays in out_truth).
-            skey = np.uint64(atm[A_SCL_KEY])
-            px = np.int64(math.floor(x * 0.1))
-            py = np.int64(math.floor(y * 0.1))
-            u_px = hash01(px, py, skey)
-            if truth == T_CLEAR or truth == T_SNOW:
-                vis = (mat[0] + mat[1] + mat[2]) / 3.0
-                ramp = max(min((vis - 0.2) / 0.1, 1.0), fooled * min(vis / 0.15, 1.0))
-                if ramp > 0.0 and (scl == 5 or scl == 4 or scl == 11):
-                    # The same surfaces fool the classifier date after date (a blob fixed on the
-                    # ground), more or less on each date (a blob of the date): bright ground,
-                    # and tailings beaches and leach pads whatever their brightness.
-                    fixed = _blob(x, y, 300.0, geo_key + np.uint64(17))
-                    blob = _blob(x, y, 240.0, skey + np.uint64(3))
-                    p = atm[A_FP_BRIGHT] * ramp
-                    if 0.45 * fixed + 0.35 * blob + 0.2 * u_px < p:
-                        if mat[4] > 0.32 and hash01(px, py, skey + np.uint64(5)) < 0.5:
-                            scl = 11  # salt and bright tailings read as snow
-                        else:
-                            scl = 9 if vis > 0.3 else 8
-                    elif vis > 0.28 and hash01(px, py, skey + np.uint64(9)) < atm[A_SATURATED]:
-                        scl = 1
-                if scl == 5 or scl == 4 or scl == 6:
-                    dark = (mat[0] + mat[1] + mat[2] + mat[3]) * 0.25
-                    if dark < 0.04 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
-                        scl = 2
-                    elif hash01(px, py, skey + np.uint64(13)) < atm[A_UNCLASSIFIED]:
-                        scl = 7
-            elif truth == T_SHADOW and scl == 3 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
-                scl = 2  # cloud shadows taken for dark ground
+            if errors:
+                skey = np.uint64(atm[A_SCL_KEY])
+                px = np.int64(math.floor(x * 0.1))
+                py = np.int64(math.floor(y * 0.1))
+                u_px = hash01(px, py, skey)
+                if truth == T_CLEAR or truth == T_SNOW:
+                    vis = (mat[0] + mat[1] + mat[2]) / 3.0
+                    ramp = max(min((vis - 0.2) / 0.1, 1.0), fooled * min(vis / 0.15, 1.0))
+                    if ramp > 0.0 and (scl == 5 or scl == 4 or scl == 11):
+                        # The same surfaces fool the classifier date after date (a blob fixed on the
+                        # ground), more or less on each date (a blob of the date): bright ground,
+                        # and tailings beaches and leach pads whatever their brightness.
+                        fixed = _blob(x, y, 300.0, geo_key + np.uint64(17))
+                        blob = _blob(x, y, 240.0, skey + np.uint64(3))
+                        p = atm[A_FP_BRIGHT] * ramp
+                        if 0.45 * fixed + 0.35 * blob + 0.2 * u_px < p:
+                            if mat[4] > 0.32 and hash01(px, py, skey + np.uint64(5)) < 0.5:
+                                scl = 11  # salt and bright tailings read as snow
+                            else:
+                                scl = 9 if vis > 0.3 else 8
+                        elif vis > 0.28 and hash01(px, py, skey + np.uint64(9)) < atm[A_SATURATED]:
+                            scl = 1
+                    if scl == 5 or scl == 4 or scl == 6:
+                        dark = (mat[0] + mat[1] + mat[2] + mat[3]) * 0.25
+                        if dark < 0.04 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
+                            scl = 2
+                        elif hash01(px, py, skey + np.uint64(13)) < atm[A_UNCLASSIFIED]:
+                            scl = 7
+                elif truth == T_SHADOW and scl == 3 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
+                    scl = 2  # cloud shadows taken for dark ground
             if scl == 1:
                 for b in range(6):
                     out_dn[b, j, i] = np.uint16(SATURATED)
@@ -715,14 +719,17 @@ def perturb(dn, scl, xx, yy, key, gain, sigma_abs, sigma_rel, out):
                 continue
             px = np.int64(math.floor(xx[j, i] * 0.1))
             py = np.int64(math.floor(yy[j, i] * 0.1))
+            # One hash per pixel: 10 bits per band, two 5-bit uniforms whose sum is triangular
+            # (noise steps of 0.08 sigma, far below one digital number).
+            h = _mix64(_mix64((np.uint64(key) * _GOLD) ^ np.uint64(px)) ^ (np.uint64(py) * _GOLD))
             for b in range(nb_):
                 v = dn[b, j, i]
                 if v == 0:
                     out[b, j, i] = 0
                     continue
                 r = (float(v) - DN_OFFSET) / 10_000.0
-                k = key + np.uint64(b * 7919)
-                u = hash01(px, py, k) + hash01(px, py, k + np.uint64(1)) - 1.0
+                bits = h >> np.uint64(10 * b)
+                u = (float(bits & _MASK5) + float((bits >> _S5) & _MASK5) + 1.0) / 32.0 - 1.0
                 r = r * gain + u * 2.449489742783178 * (sigma_abs + sigma_rel * abs(r))
                 d = math.floor(r * 10_000.0 + 0.5) + DN_OFFSET
                 out[b, j, i] = np.uint16(min(max(d, 1.0), MAX_DN + DN_OFFSET))

@@ -64,7 +64,7 @@ from lames_cube.synthetic.noise import hash_uniform
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
 BASELINE_04_START = dt.date(2022, 1, 25)
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 
 #: Provider styles of the items and pixels, and the collection id each one uses.
 STYLE_COLLECTIONS = {
