@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw every LAMES site and hidden mine in an area: 'lames' (all of them) "
                    "or WEST SOUTH EAST NORTH in degrees")
     p.add_argument("--years", type=int, nargs="+", default=[2020, 2021, 2022, 2023])
-    p.add_argument("--scenes-per-year", type=int, default=2)
+    p.add_argument("--scenes-per-year", type=int, default=2,
+                   help="passes kept per relative orbit and year (Sentinel-2 flies 73)")
     p.add_argument("--style", choices=["earth-search", "earth-search-c1", "planetary-computer"], default="earth-search")
     p.add_argument("--no-lames", action="store_true", help="synthetic sites instead of LAMES")
     p.add_argument("--no-hidden-mines", action="store_true",

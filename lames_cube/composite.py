@@ -262,6 +262,8 @@ def _masks(
     else:
         state = xr.where(valid, bad.astype("uint8"), np.uint8(_NODATA)).astype("uint8")
         clear = valid & ~_grow(state, buffer_m, opening_px)
+        if saturated:  # a lone saturated pixel is no speck to open away
+            clear = clear & (scl != SCL_SATURATED)
     return _Masks(scl, valid, raw_clear, clear)
 
 
@@ -458,13 +460,16 @@ def median_composite(cube: xr.DataArray, *, fallback: bool = True, **mask_kwargs
     cube
         A cube ``(time, band, y, x)`` with reflectance bands and ``SCL``.
     fallback
-        Fill pixels never seen clear (``never_clear``): with the median of the observations SCL
-        calls clear but the cloud buffer masked when there are at least :data:`MIN_RAW_CLEAR`,
-        else with the darkest observation that SCL calls clear or flags as cloud, cirrus or snow
-        (:data:`FALLBACK_CLASSES`; marked ``fallback``). Real clouds and their unflagged rims
-        are brighter than the ground beneath, so the darkest is the one least likely to be a
-        cloud: on bright mine surfaces that SCL flags every time it is the ground. ``False``
-        leaves them 0 (nodata).
+        Fill pixels seen clear fewer than :data:`MIN_RAW_CLEAR` times (``never_clear`` ones
+        and those with one or two clear looks, which may be an unflagged cloud rim): with the
+        median of the observations SCL calls clear, the buffered ones included, when there are
+        at least :data:`MIN_RAW_CLEAR` of them; else, if SCL flagged the pixel at least once,
+        with the darkest observation that SCL calls clear or flags as cloud, cirrus or snow
+        (:data:`FALLBACK_CLASSES`; marked ``fallback``). Real clouds and their rims are
+        brighter than the ground beneath, so the darkest is the one least likely to be a cloud:
+        on bright mine surfaces that SCL flags every time it is the ground (the price: a rarely
+        clear pixel takes its darkest look, a little darker than a median). ``False`` keeps the
+        median of the clear looks and leaves never-clear pixels 0 (nodata).
     **mask_kwargs
         ``classes``, ``snow``, ``saturated``, ``buffer_m``, ``opening_px``: see :func:`clear_mask`.
 

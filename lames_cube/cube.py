@@ -384,11 +384,14 @@ def build_cube(
         parts.append((days, cube))
     days = [d for ds, _ in parts for d in ds]
     stacked = xr.concat([c.drop_vars("time") for _, c in parts], dim="time")
-    if len(set(days)) != len(days) or engine == "stackstac":
-        order = sorted(range(len(days)), key=lambda k: days[k])
+    # The offset classes were loaded apart: put their days back in time order (a reprocessed
+    # 2021 scene, offset 1000, comes before a 2021 scene of offset 0 that follows it).
+    order = sorted(range(len(days)), key=lambda k: days[k])
+    if order != list(range(len(days))):
         stacked = stacked.isel(time=order)
         days = [days[k] for k in order]
-        stacked = _fuse_days(stacked, days) if len(set(days)) != len(days) else stacked
+    if len(set(days)) != len(days):
+        stacked = _fuse_days(stacked, days)
     unique = sorted(set(days))
     first = {d: min(i.datetime for i in items if solar_day(i) == d) for d in unique}
     def _cover(item):

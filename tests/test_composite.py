@@ -85,8 +85,8 @@ def reference_opened(scl, bad_classes, radius):
 
 
 def reference_clear(scl, bad_classes, buffer_m, dy=10.0, dx=10.0, opening_px=0):
-    """Slow truth: data, and no not-clear pixel centre within ``buffer_m`` metres (same date),
-    after the opening of ``opening_px`` px."""
+    """Slow truth: data, not saturated (when SCL 1 is masked), and no not-clear pixel centre
+    within ``buffer_m`` metres (same date), after the opening of ``opening_px`` px."""
     nt, ny, nx = scl.shape
     opened = reference_opened(scl, bad_classes, opening_px)
     out = np.zeros(scl.shape, bool)
@@ -98,7 +98,8 @@ def reference_clear(scl, bad_classes, buffer_m, dy=10.0, dx=10.0, opening_px=0):
                     continue
                 near = any(((i - a) * dy) ** 2 + ((j - b) * dx) ** 2 <= buffer_m ** 2
                            for a, b in bad)
-                out[t, i, j] = not near
+                # a saturated pixel (when masked) is never clear, whatever the opening did
+                out[t, i, j] = not near and not (scl[t, i, j] == 1 and 1 in bad_classes)
     return out
 
 

@@ -32,7 +32,7 @@ def test_the_surface_changes_with_the_date(w):
     # Without a date: the neutral sky, no noise (bit-identical twice).
     n1, n2 = w.read(gbox), w.read(gbox)
     np.testing.assert_array_equal(n1["B04"], n2["B04"])
-    # Relief lit by another sun: the spread of a hilly tile's brightness changes with season.
+    # Another sun through the year (relief and roof shadows are lit by it).
     zen = [w.sun(d)[0] for d in days]
     assert max(zen) - min(zen) > np.radians(5)
 
@@ -42,16 +42,37 @@ def test_overlapping_tiles_differ_slightly_on_the_same_day(w):
              if a.date == b.date and a.tile.tile_id < b.tile.tile_id and a.tile.epsg == b.tile.epsg
              and a.tile.geobox(10).extent.intersects(b.tile.geobox(10).extent)]
     assert pairs, "no two tiles of one day overlap"
-    a, b = pairs[0]
-    box = a.tile.geobox(10).extent.intersection(b.tile.geobox(10).extent)
     from odc.geo.geobox import GeoBox
 
-    gbox = GeoBox.from_geopolygon(box, resolution=10)
-    ra, rb = (w.read(gbox, a.date, scene=s) for s in (a, b))
-    np.testing.assert_array_equal(ra["SCL"], rb["SCL"])  # one classification of the day
-    rel = np.abs(ra["B04"].astype(float) / rb["B04"] - 1)
-    assert 0.001 < np.median(rel) < 0.03  # each tile's own correction and noise
-    assert w.scene_gain(a) != w.scene_gain(b)
+    for a, b in pairs:
+        box = a.tile.geobox(10).extent.intersection(b.tile.geobox(10).extent)
+        gbox = GeoBox.from_geopolygon(box, resolution=10)
+        ra, rb = (w.read(gbox, a.date, scene=s) for s in (a, b))
+        np.testing.assert_array_equal(ra["SCL"], rb["SCL"])  # one classification of the day
+        rel = np.abs(ra["B04"].astype(float) / rb["B04"] - 1)
+        assert 0.001 < np.median(rel) < 0.03, (a.id, b.id)  # each tile's correction and noise
+        assert w.scene_gain(a) != w.scene_gain(b)
+
+
+def test_cloud_shadows_fall_away_from_the_sun(w):
+    scene = max(w.scenes, key=lambda s: w.clouds(s.date).cover)
+    state = w.clouds(scene.date)
+    _zenith, azimuth = w.sun(scene.date)
+    # the cloud lies towards the sun from its shadow
+    assert state.shadow_dx * np.sin(azimuth) + state.shadow_dy * np.cos(azimuth) > 0
+    gbox = scene.tile.geobox(10).pad(200)
+    truth = w.read(gbox, scene.date)["CLOUD_TRUTH"]
+    shadow, cloud = truth == 3, np.isin(truth, (1, 2))
+    assert shadow.sum() > 1000
+    dc, dr = round(state.shadow_dx / 10), round(-state.shadow_dy / 10)  # columns, rows
+
+    def cloud_at(sign):
+        rows, cols = np.nonzero(shadow)
+        r, c = rows + sign * dr, cols + sign * dc
+        ok = (r >= 0) & (r < truth.shape[0]) & (c >= 0) & (c < truth.shape[1])
+        return cloud[r[ok], c[ok]].mean()
+
+    assert cloud_at(+1) > 0.9 and cloud_at(-1) < 0.5
 
 
 def test_20m_bands_integrate_the_10m_ground(w):

@@ -169,8 +169,15 @@ def passes(orbit: int, lat: float, start: dt.date, end: dt.date) -> list[Pass]:
     return sorted(out, key=lambda q: q.when)
 
 
-def keep_evenly(items: list, n: int | None) -> list:
-    """``n`` of ``items`` spread evenly (all of them when ``n`` is None or large)."""
+def keep_evenly(items: list, n: int | None, phase: float = 0.5) -> list:
+    """``n`` of ``items`` spread evenly, starting ``phase`` (0..1) of a step in (all of them
+    when ``n`` is None or large).
+
+    Examples
+    --------
+    >>> keep_evenly(list(range(10)), 3), keep_evenly(list(range(10)), 3, 0.0)
+    ([1, 5, 8], [0, 3, 6])
+    """
     if n is None or n >= len(items):
         return list(items)
-    return [items[int((i + 0.5) * len(items) / n)] for i in range(n)]
+    return [items[min(int((i + phase) * len(items) / n), len(items) - 1)] for i in range(n)]

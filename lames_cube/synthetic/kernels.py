@@ -272,7 +272,7 @@ def cloud_nodes(xs, ys, flat, meta, inv, first, n, thin_first, thin_n, cover, dx
             x = xs[i]
             y = ys[j]
             f = _fbm(flat, meta, inv, first, n, x, y)
-            # A thin rim (opacity 0..0.3, some tens of metres) that the classification misses.
+            # A thin rim (opacity 0.15..0.3, some tens of metres) that the classification misses.
             op = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.012 else 0.0
             f = _fbm(flat, meta, inv, first, n, x + dx, y + dy)
             sh = min(max((f - threshold) / 0.08 + 0.3, 0.0), 1.0) if f > threshold - 0.012 else 0.0
@@ -374,7 +374,7 @@ def compose(
     geo_key, sun,
     has_mines, sid, dist, mgx, mgy, haul, params, looks,
     has_clouds, cnodes, cloud_refl,
-    atm, alt_nodes, snow_refl,
+    atm, alt_nodes, snow_refl, noise_key, noise,
     out_dn, out_scl, out_truth,
 ):
     """Render the digital numbers (6, H, W) uint16, SCL and cloud truth (H, W) uint8 of a window.
@@ -409,6 +409,9 @@ def compose(
         Altitude (m) on the ground-node lattice.
     snow_refl
         Reflectance of fresh snow (6).
+    noise_key, noise
+        The uint64 key and (gain, sigma_abs, sigma_rel) of a scene's own gain and noise, applied
+        as :func:`perturb` applies them (bit for bit); a gain of 0 applies none.
     out_dn, out_scl, out_truth
         Outputs: digital numbers, SCL as the processor writes it, cloud truth (``T_*``).
     """
@@ -422,6 +425,11 @@ def compose(
     sx, sy, sz = sun[0], sun[1], sun[2]
     rx, ry, rz = sun[3], sun[4], sun[5]
     errors = (atm[A_FP_BRIGHT] + atm[A_DARK] + atm[A_UNCLASSIFIED] + atm[A_SATURATED]) > 0.0
+    nkey = noise_key
+    ngain = noise[0]
+    nsa = noise[1]
+    nsr = noise[2]
+    noisy = ngain > 0.0
     for j in range(h):
         for i in range(w):
             x = xx[j, i]
@@ -675,6 +683,12 @@ def compose(
             if scl == 1:
                 for b in range(6):
                     out_dn[b, j, i] = np.uint16(SATURATED)
+            elif noisy:
+                hsh = _pixel_hash(nkey, x, y)
+                for b in range(6):
+                    dn = min(max(math.floor(mat[b] * 10_000.0 + 0.5) + DN_OFFSET, 1.0),
+                             MAX_DN + DN_OFFSET)
+                    out_dn[b, j, i] = _noisy(float(np.uint16(dn)), hsh, b, ngain, nsa, nsr)
             else:
                 for b in range(6):
                     dn = math.floor(mat[b] * 10_000.0 + 0.5) + DN_OFFSET
@@ -708,7 +722,7 @@ def perturb(dn, scl, xx, yy, key, gain, sigma_abs, sigma_rel, out):
     ``dn`` (6, H, W) uint16 as :func:`compose` writes them (offset 1000); the noise is
     Gaussian-like (a sum of two uniforms), ``sigma_abs + sigma_rel * reflectance`` (reflectance
     units), hashed per 10 m cell of texture coordinates and ``key``; nodata, saturated (SCL 1)
-    pixels are left as they are.
+    pixels are left as they are. :func:`compose` applies the same when given a noise key.
     """
     nb_, h, w = dn.shape
     for j in range(h):
@@ -717,22 +731,30 @@ def perturb(dn, scl, xx, yy, key, gain, sigma_abs, sigma_rel, out):
                 for b in range(nb_):
                     out[b, j, i] = dn[b, j, i]
                 continue
-            px = np.int64(math.floor(xx[j, i] * 0.1))
-            py = np.int64(math.floor(yy[j, i] * 0.1))
-            # One hash per pixel: 10 bits per band, two 5-bit uniforms whose sum is triangular
-            # (noise steps of 0.08 sigma, far below one digital number).
-            h = _mix64(_mix64((np.uint64(key) * _GOLD) ^ np.uint64(px)) ^ (np.uint64(py) * _GOLD))
+            hsh = _pixel_hash(key, xx[j, i], yy[j, i])
             for b in range(nb_):
                 v = dn[b, j, i]
-                if v == 0:
-                    out[b, j, i] = 0
-                    continue
-                r = (float(v) - DN_OFFSET) / 10_000.0
-                bits = h >> np.uint64(10 * b)
-                u = (float(bits & _MASK5) + float((bits >> _S5) & _MASK5) + 1.0) / 32.0 - 1.0
-                r = r * gain + u * 2.449489742783178 * (sigma_abs + sigma_rel * abs(r))
-                d = math.floor(r * 10_000.0 + 0.5) + DN_OFFSET
-                out[b, j, i] = np.uint16(min(max(d, 1.0), MAX_DN + DN_OFFSET))
+                out[b, j, i] = 0 if v == 0 else _noisy(float(v), hsh, b, gain, sigma_abs, sigma_rel)
+
+
+@nb.njit(inline="always")
+def _pixel_hash(key, x, y):
+    """One 64-bit hash per 10 m cell of texture coordinates: the noise of all bands."""
+    px = np.int64(math.floor(x * 0.1))
+    py = np.int64(math.floor(y * 0.1))
+    return _mix64(_mix64((np.uint64(key) * _GOLD) ^ np.uint64(px)) ^ (np.uint64(py) * _GOLD))
+
+
+@nb.njit(inline="always")
+def _noisy(v, hsh, b, gain, sigma_abs, sigma_rel):
+    """Digital number ``v`` (offset 1000) with gain and noise: 10 bits of ``hsh`` per band, two
+    5-bit uniforms whose sum is triangular (noise steps of 0.08 sigma, far below one DN)."""
+    r = (v - DN_OFFSET) / 10_000.0
+    bits = hsh >> np.uint64(10 * b)
+    u = (float(bits & _MASK5) + float((bits >> _S5) & _MASK5) + 1.0) / 32.0 - 1.0
+    r = r * gain + u * 2.449489742783178 * (sigma_abs + sigma_rel * abs(r))
+    d = math.floor(r * 10_000.0 + 0.5) + DN_OFFSET
+    return np.uint16(min(max(d, 1.0), MAX_DN + DN_OFFSET))
 
 
 @nb.njit(cache=False, error_model="numpy", nogil=True)
@@ -759,26 +781,32 @@ def block_mean(dn, out):
 
 
 #: Priority of SCL classes when 2 x 2 sub-pixels tie (clouds first, as a cautious processor).
-_SCL_PRIORITY = np.array([0, 6, 4, 8, 2, 1, 3, 5, 10, 11, 9, 7], np.int64)
+SCL_PRIORITY = np.array([0, 6, 4, 8, 2, 1, 3, 5, 10, 11, 9, 7], np.int64)
+#: Priority of the cloud-truth classes (``T_*``) when sub-pixels tie: cloud, thin, shadow, snow.
+TRUTH_PRIORITY = np.array([0, 3, 4, 2, 1], np.int64)
 
 
 @nb.njit(cache=False, nogil=True)
-def block_class(cls, out):
+def block_class(cls, out, priority, sticky):
     """The class of each 2 x 2 block of (2H, 2W) uint8 classes: the most frequent sub-pixel
-    class, ties to the higher priority (clouds, then shadows, ...)."""
+    class, ties to the higher ``priority``; class ``sticky`` takes the block whenever a
+    sub-pixel has it (SCL 1, saturated, as :func:`block_mean` saturates the block; -1: none)."""
     h, w = out.shape
     for j in range(h):
         for i in range(w):
             best = 0
             best_n = 0
             best_p = -1
+            stuck = False
             for a in range(4):
                 c = cls[2 * j + a // 2, 2 * i + a % 2]
+                if c == sticky:
+                    stuck = True
                 n = 0
                 for bb in range(4):
                     if cls[2 * j + bb // 2, 2 * i + bb % 2] == c:
                         n += 1
-                p = _SCL_PRIORITY[c] if c < 12 else 0
+                p = priority[c] if c < priority.shape[0] else 0
                 if n > best_n or (n == best_n and p > best_p):
                     best, best_n, best_p = c, n, p
-            out[j, i] = best
+            out[j, i] = sticky if stuck else best

@@ -146,8 +146,8 @@ class CloudState:
 
     key: int  #: noise key of the date
     cover: float  #: target cloud fraction (0..1)
-    shadow_dx: float  #: shadow offset in metres (east)
-    shadow_dy: float  #: shadow offset in metres (north)
+    shadow_dx: float  #: offset (m, east) from a shadow to its cloud: towards the sun
+    shadow_dy: float  #: offset (m, north) from a shadow to its cloud
     cirrus: bool  #: whether thin cirrus is present
 
 
@@ -637,9 +637,13 @@ class Landscape:
         return out
 
     def render(self, canvas: Canvas, clouds: CloudState | None,
-               atmosphere: Atmosphere = NEUTRAL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               atmosphere: Atmosphere = NEUTRAL,
+               noise: tuple[int, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Digital numbers (6, H, W) uint16 of a baseline-04.00 product (reflectance x 10 000 +
-        1000, 1..65 535), SCL (H, W) uint8 and the cloud truth (H, W) uint8 (``K.T_*``)."""
+        1000, 1..65 535), SCL (H, W) uint8 and the cloud truth (H, W) uint8 (``K.T_*``).
+
+        ``noise`` ``(key, gain)`` applies a scene's own gain and noise in the same pass, bit for
+        bit as :func:`scene_pixels` would afterwards."""
         h, w = canvas.xx.shape
         dn = np.empty((6, h, w), np.uint16)
         scl = np.empty((h, w), np.uint8)
@@ -654,7 +658,9 @@ class Landscape:
             canvas.fine, np.uint64(_key(self.seed, 9)),
             np.concatenate([sun_vector(atmosphere.zenith, atmosphere.azimuth), _SUN_REF]),
             canvas.mines is not None, *mines, _LOOKS, has_clouds, cnodes, _CLOUD,
-            atmosphere.as_array(), canvas.altitude, _SNOW, dn, scl, truth,
+            atmosphere.as_array(), canvas.altitude, _SNOW,
+            np.uint64((noise[0] if noise else 0) % 2**63),
+            np.array([noise[1] if noise else 0.0, NOISE_ABS, NOISE_REL]), dn, scl, truth,
         )
         return dn, scl, truth
 

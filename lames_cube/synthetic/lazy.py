@@ -11,9 +11,10 @@ Pixels are only made inside :meth:`CubePlan.render`.
 
 Conventions shared with :func:`lames_cube.build_cube`
 -----------------------------------------------------
-- Reflectance bands are uint16 harmonised reflectance x 10 000 (the world renders them without a
-  baseline offset, so they equal build_cube's values for scenes of either offset); SCL is carried
-  in the uint16 cube with its uint8 class values, as build_cube carries it.
+- Reflectance bands are uint16 harmonised reflectance x 10 000 (each scene's digital numbers
+  harmonised by its own offset, as build_cube does: dark pixels clamp to 1, 65 535 stays
+  saturated); SCL is carried in the uint16 cube with its uint8 class values, as build_cube
+  carries it.
 - 20 m bands (B11, B12, SCL) on a grid finer than 20 m: the world writes them on 20 m grids
   anchored on multiples of 20 m, as 2 x 2 means of its 10 m ground (SCL: the majority class), and
   build_cube puts them on a 10 m grid with nearest resampling. Here each chunk renders the 20 m
@@ -38,8 +39,8 @@ A procedural world has no tile edges: by default (``footprints=False``) every pi
 rendered, also outside the world's tiles and beyond a scene's swath edge, where build_cube gives 0
 (nodata), as the date saw it (its sun, haze and noise) but without any tile's own gain and noise.
 With ``footprints=True`` each pixel comes from the first of the date's scenes that has data there,
-in build_cube's fusion order (:func:`fusion_key`), with that scene's own gain and noise. With ``footprints=True`` pixels that no scene of the date covers (outside every tile, or
-beyond the swath edge of every tile that holds them) are 0, as in build_cube; 20 m bands take the
+in build_cube's fusion order (:func:`fusion_key`), with that scene's own gain and noise, and
+pixels that no scene of the date covers (outside every tile, or beyond the swath edge of every tile that holds them) are 0, as in build_cube; 20 m bands take the
 coverage of their 20 m pixel, as the 20 m assets do. Where a pixel is covered only by a tile in
 another UTM zone, build_cube reprojects that tile's pixels (nearest) while this cube renders the
 pixel itself, and the coverage there is the scene's footprint polygon (its lon/lat outline, as the
@@ -49,7 +50,6 @@ pixel for pixel (tests/test_world_cube.py).
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -321,15 +321,6 @@ class CubePlan:
         self.bounds = bounds
         self.coarse = _renders_coarse(geobox)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        world = self.world
-        if getattr(world, "_surface_cache", None):
-            world = copy.copy(world)
-            world._surface_cache = {}
-        state["world"] = world
-        return state
-
     def render(self, t: int, rows: slice, cols: slice) -> np.ndarray:
         """Pixels ``(band, y, x)`` uint16 of date ``t`` on the grid window ``[rows, cols]``."""
         win = self.geobox[rows, cols]
@@ -562,7 +553,7 @@ def world_cube(
     cube = xr.DataArray(data, dims=("time", "band", ydim, xdim), coords=coords, name="reflectance")
     cube.attrs = {
         "nodata": 0, "scale": 1e-4, "units": "reflectance x 10000", "engine": "world",
-        "harmonised": "rendered without a baseline offset",
+        "harmonised": "baseline offset removed per scene",
         "coverage": "scene footprints" if footprints else "everywhere",
         "seed": int(world.spec.seed), "world": world.digest(),
     }

@@ -35,7 +35,13 @@ from lames_cube.synthetic.acquisitions import (
     passes,
     scene_baseline,
 )
-from lames_cube.synthetic.kernels import SATURATED, block_class, block_mean
+from lames_cube.synthetic.kernels import (
+    SATURATED,
+    SCL_PRIORITY,
+    TRUTH_PRIORITY,
+    block_class,
+    block_mean,
+)
 from lames_cube.synthetic.landscape import (
     GAIN_SPREAD,
     REFLECTANCE_BANDS,
@@ -64,7 +70,7 @@ from lames_cube.synthetic.noise import hash_uniform
 #: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
 BASELINE_04_START = dt.date(2022, 1, 25)
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
-GENERATOR_VERSION = 7
+GENERATOR_VERSION = 8
 
 #: Provider styles of the items and pixels, and the collection id each one uses.
 STYLE_COLLECTIONS = {
@@ -132,7 +138,7 @@ class WorldSpec:
     grid_km: int = 10
     tile_px: int = 1098
     margin_m: float = 1000.0
-    style: Literal["earth-search", "planetary-computer"] = "earth-search"
+    style: Literal["earth-search", "earth-search-c1", "planetary-computer"] = "earth-search"
     collection: str | None = None
     use_lames: bool = True
     area: tuple[float, float, float, float] | Literal["lames"] | None = None
@@ -350,7 +356,11 @@ def fine_grid(g20: GeoBox) -> GeoBox:
 
 
 def _tile_key(tile: Tile) -> int:
-    return int(tile.x0 // 10 + tile.y0 // 10 + tile.epsg) % 1_000_003
+    """A key of the tile's position (no two tiles of a world share it)."""
+    key = tile.epsg
+    for v in (int(tile.x0 // 10), int(tile.y0 // 10)):
+        key = (key * 1_000_003 + v) % 2**61
+    return key
 
 
 def _u(seed: int, *keys: int) -> float:
@@ -409,6 +419,13 @@ class World:
         self.mines = MineModel(self.sectors, tuple(spec.years), seed=spec.seed)
         self._surface_cache: dict = {}
         self._last_scene: tuple | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without its render caches (a world travels in dask graphs)."""
+        state = self.__dict__.copy()
+        state["_surface_cache"] = {}
+        state["_last_scene"] = None
+        return state
 
     def _default_sectors(self, data_dir) -> gpd.GeoDataFrame:
         spec = self.spec
@@ -610,7 +627,8 @@ class World:
         dist = (1000.0 + 3000.0 * _u(seed, k, 5)) * np.tan(zenith)
         return CloudState(
             key=(seed * 7919 + k) % 2**31, cover=cover,
-            shadow_dx=float(-dist * np.sin(azimuth)), shadow_dy=float(-dist * np.cos(azimuth)),
+            # the cloud lies sun-ward of its shadow: shadow at p, cloud at p + (dx, dy)
+            shadow_dx=float(dist * np.sin(azimuth)), shadow_dy=float(dist * np.cos(azimuth)),
             cirrus=_u(seed, k, 6) < 0.3,
         )
 
@@ -632,7 +650,7 @@ class World:
         Planetary Computer styles 15 % of the scenes before 04.00 come reprocessed (05.00); in
         the Collection-1 style (``earth-search-c1``) every older scene does."""
         reprocessed = (date < BASELINE_04_START and _u(
-            self.spec.seed, date.toordinal(), int(tile.x0 + tile.y0) % 100_003, 7) < 0.15)
+            self.spec.seed, date.toordinal(), _tile_key(tile), 7) < 0.15)
         return scene_baseline(date, collection1=self.spec.style == "earth-search-c1",
                               reprocessed=reprocessed)
 
@@ -679,13 +697,14 @@ class World:
         years = self.spec.years
         out = []
         for tile in self.tiles:
-            t = int(tile.x0 // 1000 + tile.y0 // 1000)
+            t = _tile_key(tile)
             span = tile.size_px * 10
             lat = self._tile_lat(tile)
             for orbit, swath_edge in self._tile_orbits(tile):
                 for year in years:
                     flown = passes(orbit, lat, dt.date(year, 1, 1), dt.date(year, 12, 31))
-                    for p in keep_evenly(flown, self.spec.scenes_per_year):
+                    phase = _u(seed, orbit, year, 28)
+                    for p in keep_evenly(flown, self.spec.scenes_per_year, phase):
                         date = p.when.date()
                         k = date.toordinal()
                         edge = swath_edge
@@ -733,9 +752,13 @@ class World:
     def atmosphere(self, date: dt.date, *, scl_errors: bool = True) -> Atmosphere:
         """The date's sun, haze, vegetation, snow line and classification errors.
 
+        One atmosphere per date for the whole world, taken at the latitude of its centre (so that
+        any window of any grid gets the same pixels): a world spanning many degrees of latitude
+        has one sun and one snow line (a simplification).
+
         * sun at 10:30 local solar time at the world's centre (:meth:`sun`);
         * haze: the atmospheric correction's residual in the blue, triangular from -0.0025
-          (over-corrected, 40 % of the dates: dark water and shade fall below 0) to +0.0035
+          (over-corrected, 35 % of the dates: dark water and shade fall below 0) to +0.0035
           reflectance (standard deviation 0.0012), less at longer wavelengths;
         * vegetation greens up in the altiplanic summer north of 27° S (peak mid-February) and in
           the southern spring further south (peak mid-September);
@@ -780,6 +803,11 @@ class World:
             return [self.landscape.render(canvas, None)] * len(scenes)
         state = self.clouds(date) if (clouds and date in self._date_set) else None
         atm = self.atmosphere(date, scl_errors=clouds)
+        if len(scenes) == 1:  # gain and noise in the same pass (as scene_pixels would add them)
+            scene = scenes[0]
+            gain = self.scene_gain(scene) if scene is not None else 1.0
+            return [self.landscape.render(canvas, state, atm,
+                                          noise=(self._noise_key(date, scene), gain))]
         dn, scl, truth = self.landscape.render(canvas, state, atm)
         out = []
         for scene in scenes:
@@ -807,15 +835,16 @@ class World:
             scl = np.empty((h, w), np.uint8)
             truth = np.empty((h, w), np.uint8)
             block_mean(dn10, dn)
-            block_class(scl10, scl)
-            block_class(truth10, truth)
+            block_class(scl10, scl, SCL_PRIORITY, 1)
+            block_class(truth10, truth, TRUTH_PRIORITY, -1)
             out.append(((dn, scl, truth), fine) if keep_fine else (dn, scl, truth))
         return out
 
     def read_pairs(self, g20: GeoBox, date: dt.date, scenes: list[Scene | None], *,
                    clouds: bool = True) -> list[tuple[dict, dict]]:
-        """For each scene (None: the date's own), what :meth:`read_scenes` gives on the 20 m grid
-        ``g20`` and on its 10 m grid (:func:`fine_grid`), from one render."""
+        """For each scene (None: the date's own), the pair (on the 10 m grid of ``g20``
+        (:func:`fine_grid`), on the 20 m grid ``g20``) of what :meth:`read_scenes` gives, from
+        one render."""
         layers = self._render_any(check_grid(g20), date, clouds, list(scenes), keep_fine=True)
         out = []
         for scene, (coarse, fine) in zip(scenes, layers, strict=True):
@@ -845,8 +874,8 @@ class World:
             at their own pixel centres.
         date
             Acquisition date; its year sets the mines and its atmosphere (sun, haze, vegetation,
-            snow, sensor noise) the surface; when it is one of :attr:`dates` and ``clouds`` is
-            True, also its clouds and the classification's errors. None renders the last year
+            snow, sensor noise) the surface; with ``clouds`` True also the classification's
+            errors, and, when it is one of :attr:`dates`, its clouds. None renders the last year
             under a neutral sky: no clouds, no noise, the sun of :data:`SUN`.
         clouds
             False renders the date's cloud-free surface with a perfect classification.
@@ -944,7 +973,7 @@ class World:
             dn = np.empty((6, h, w), np.uint16)
             scl = np.empty((h, w), np.uint8)
             block_mean(dn10, dn)
-            block_class(scl10, scl)
+            block_class(scl10, scl, SCL_PRIORITY, 1)
         else:
             dn, scl = dn10, scl10
         names = [b for b in WORLD_BANDS if (b in ("B11", "B12", "SCL")) == (resolution == 20)]
@@ -963,8 +992,9 @@ class World:
     def _scene_render(self, scene: Scene):
         """The scene's 10 m render (kept for the next call: 10 m then 20 m bands)."""
         key = (scene.tile.tile_id, scene.date, scene.orbit)
-        if self._last_scene is not None and self._last_scene[0] == key:
-            return self._last_scene[1]
+        last = self._last_scene  # read once: another thread may replace it
+        if last is not None and last[0] == key:
+            return last[1]
         (out,) = self._render(scene.tile.geobox(10), scene.date, True, [scene],
                               cache_key=(scene.tile.tile_id, 10))
         self._last_scene = (key, out)

@@ -110,9 +110,10 @@ def _write_tile(world: World, scenes: list[Scene], folder: Path) -> list[dict]:
                     stats = _scene_stats(arr)
         order = ("B02", "B03", "B04", "B08", "B11", "B12", "SCL")
         files = {}
-        for band in order:
-            data = (item_dir / f"{band}.tif").read_bytes()
-            files[band] = (len(data), "1220" + hashlib.sha256(data).hexdigest())
+        if world.spec.style == "earth-search-c1":  # only Collection 1 lists file:size/checksum
+            for band in order:
+                data = (item_dir / f"{band}.tif").read_bytes()
+                files[band] = (len(data), "1220" + hashlib.sha256(data).hexdigest())
         item = item_dict(world, scene, stats, {b: hrefs[b] for b in order}, files)
         item["links"] = [
             {"rel": "root", "href": "../../catalog.json", "type": "application/json"},

@@ -10,7 +10,7 @@ from lames_cube.errors import DataDirError
 from lames_cube.synthetic import World, WorldSpec, write_world
 
 #: Two real LAMES sites (one test, one train), two years across the 04.00 baseline change,
-#: 3 km tiles of 330 px: 5 tiles, 20 scenes, written in a few seconds.
+#: 3 km tiles of 330 px: 5 tiles, 24 scenes (two orbits), written in a few seconds.
 SMALL_SPEC = WorldSpec(
     seed=0, site_ids=("2203", "2355"), years=(2021, 2022), scenes_per_year=2, grid_km=3,
     tile_px=330, margin_m=500.0,
