@@ -168,7 +168,7 @@ def cube_geobox(
             f"The grid has zero size (shape {tuple(geobox.shape)}): {geobox!r}. Give an area and a "
             "resolution that leave at least one pixel."
         )
-    if not any(overlaps(geobox, f) for f in footprints):
+    if not any(overlaps(geobox, f, name=i.id) for f, i in zip(footprints, items, strict=True)):
         extent = geobox.extent.to_crs("EPSG:4326").geom
         bounds = tuple(round(v, 5) for v in extent.bounds)
         items_bounds = tuple(round(v, 5) for v in shapely.union_all(footprints).bounds)
@@ -179,16 +179,48 @@ def cube_geobox(
     return geobox
 
 
-def overlaps(geobox: GeoBox, footprint) -> bool:
+def overlaps(geobox: GeoBox, footprint, *, name: str | None = None) -> bool:
     """True when a lon/lat footprint overlaps the grid, tested in the grid's CRS (safe where a
-    grid's lon/lat outline would wrap the antimeridian)."""
+    grid's lon/lat outline would wrap the antimeridian).
+
+    An invalid footprint (a self-intersecting ring, as some providers write them) is repaired
+    (``shapely.make_valid``), never dropped; one that cannot be projected into the grid's CRS
+    raises instead of being left out silently.
+
+    Raises
+    ------
+    InvalidItemError
+        The footprint cannot be projected into the grid's CRS (or has non-finite coordinates);
+        the message names ``name`` (the item id).
+
+    Examples
+    --------
+    >>> g = GeoBox.from_bbox((300_000, 7_300_000, 310_000, 7_310_000), "EPSG:32719", resolution=10)
+    >>> bowtie = shapely.Polygon([(-71, -24.5), (-70, -23.5), (-70, -24.5), (-71, -23.5)])
+    >>> overlaps(g, bowtie)  # not valid, repaired, still overlapping
+    True
+    """
     from odc.geo.geom import Geometry
 
+    what = f"item {name!r}" if name else "an item"
     try:
         local = Geometry(footprint, "EPSG:4326").to_crs(geobox.crs).geom
-    except Exception:  # a footprint that cannot be projected into the grid's CRS
-        return False
-    return bool(local.is_valid and geobox.extent.geom.intersects(local))
+        finite = bool(np.isfinite(shapely.get_coordinates(local)).all())
+    except Exception as exc:
+        raise InvalidItemError(
+            f"The footprint of {what} ({shapely.to_wkt(footprint, rounding_precision=4)[:120]}) "
+            f"cannot be projected into the grid's CRS {geobox.crs}: {exc}. Fix the item's "
+            "geometry (lon/lat, EPSG:4326) or build the cube in a CRS that covers it."
+        ) from exc
+    if not finite or local.is_empty:
+        raise InvalidItemError(
+            f"The footprint of {what} ({shapely.to_wkt(footprint, rounding_precision=4)[:120]}) "
+            f"has no finite outline in the grid's CRS {geobox.crs}. Fix the item's geometry "
+            "(lon/lat, EPSG:4326) or build the cube in a CRS that covers it."
+        )
+    if not local.is_valid:
+        local = shapely.make_valid(local)
+    return bool(geobox.extent.geom.intersects(local))
 
 
 def _check_chunks(chunks: int | Mapping[str, int] | None, geobox: GeoBox) -> dict[str, int]:
@@ -359,7 +391,7 @@ def build_cube(
     names = _check_bands(items, bands)
     gbox = cube_geobox(items, crs=crs, resolution=resolution, geobox=geobox, bbox=bbox)
     size = _check_chunks(chunks, gbox)
-    items = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry))]
+    items = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
     items.sort(key=lambda i: (i.datetime, i.id))
     refl = [b for b in names if not BAND_BY_NAME[b].categorical]
     parts: list[tuple[list[dt.date], xr.DataArray]] = []

@@ -82,7 +82,8 @@ def recipe_cubes(
             gbox = site_geobox(bounds, recipe.grid.crs_for(lon, lat), recipe.grid.resolution,
                                recipe.grid.patch_size)
             # Items touching the whole (patch-padded) grid, not only the site's box.
-            mine = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry))]
+            mine = [i for i in items
+                    if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
             if not mine:
                 continue
             common_site = {k: v for k, v in common.items() if k != "resolution"}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 
 from lames_cube.composite import (
     clear_fraction,
@@ -24,6 +25,7 @@ from lames_cube.cube import build_cube
 from lames_cube.errors import (
     EmptyCubeError,
     InvalidGridError,
+    InvalidItemError,
     MixedCollectionsError,
     UnknownBandError,
 )
@@ -354,3 +356,27 @@ def test_where_tiles_overlap_the_fusion_rule_decides(world, engine):
     last = w.read_scenes(gbox, first.date, [second])[0]
     both = contested & (expected[0] != 0)
     assert (got[0][both] != last["B02"][both]).mean() > 0.5
+
+
+def test_no_item_is_dropped_silently_for_its_footprint(world):
+    """A self-intersecting footprint is repaired and its item kept; one that cannot be
+    projected raises, naming the item (it was left out without a word)."""
+    import shapely.geometry
+
+    items = search(world)
+    item = items[0]
+    gbox = GeoBox.from_geopolygon(
+        Geometry(shapely.geometry.shape(item.geometry), "EPSG:4326").to_crs(
+            item.properties["proj:code"]), resolution=10).pad(-40)
+    w, s, e, n = shapely.geometry.shape(item.geometry).bounds
+    bowtie = item.clone()
+    bowtie.geometry = shapely.geometry.mapping(
+        shapely.Polygon([(w, s), (e, n), (e, s), (w, n)]))  # crossing edges: not valid
+    assert not shapely.geometry.shape(bowtie.geometry).is_valid
+    kept = build_cube([bowtie], geobox=gbox, bands=["B04"], chunks=256)
+    assert int(kept.n_items.sum()) == 1
+    broken = item.clone()
+    broken.geometry = {"type": "Polygon",
+                       "coordinates": [[[w, s], [e, s], [e, float("nan")], [w, n], [w, s]]]}
+    with pytest.raises(InvalidItemError, match=item.id):
+        build_cube([item, broken], geobox=gbox, bands=["B04"], chunks=256)
