@@ -27,6 +27,7 @@ from lames_cube.errors import (
     EmptyCubeError,
     InvalidGridError,
     InvalidItemError,
+    InvalidQueryError,
     MixedCollectionsError,
     UnknownBandError,
 )
@@ -376,7 +377,8 @@ def build_cube(
 
     Raises
     ------
-    UnknownBandError, InvalidGridError, EmptyCubeError, MixedCollectionsError
+    UnknownBandError, InvalidGridError, EmptyCubeError, MixedCollectionsError, InvalidQueryError
+        (an unknown ``engine``)
 
     Examples
     --------
@@ -386,7 +388,10 @@ def build_cube(
     ('time', 'band', 'y', 'x')
     """
     if engine not in ENGINES:
-        raise InvalidGridError(f"engine={engine!r} is not one of {ENGINES}.")
+        raise InvalidQueryError(
+            f"engine={engine!r} is not one of {ENGINES}; pass engine='odc' (odc-stac, the "
+            "default) or engine='stackstac'."
+        )
     items = prepare_items(items, band_map=band_map)
     names = _check_bands(items, bands)
     gbox = cube_geobox(items, crs=crs, resolution=resolution, geobox=geobox, bbox=bbox)

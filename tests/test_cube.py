@@ -380,3 +380,11 @@ def test_no_item_is_dropped_silently_for_its_footprint(world):
                        "coordinates": [[[w, s], [e, s], [e, float("nan")], [w, n], [w, s]]]}
     with pytest.raises(InvalidItemError, match=item.id):
         build_cube([item, broken], geobox=gbox, bands=["B04"], chunks=256)
+
+
+def test_an_unknown_engine_is_a_query_error_not_a_grid_error(world):
+    from lames_cube.errors import InvalidQueryError
+
+    with pytest.raises(InvalidQueryError, match=r"engine='gdal'.*engine='odc'") as info:
+        build_cube(search(world), engine="gdal")
+    assert not isinstance(info.value, InvalidGridError)
