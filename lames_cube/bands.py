@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from lames_cube.errors import UnknownBandError
 
+#: The digital number of saturated (defective) pixels, in every processing baseline.
+SATURATED_DN = 65_535
+
 
 @dataclass(frozen=True)
 class Band:

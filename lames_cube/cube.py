@@ -22,7 +22,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
-from lames_cube.bands import BAND_BY_NAME, WORLD_BANDS, canonical_band
+from lames_cube.bands import BAND_BY_NAME, SATURATED_DN, WORLD_BANDS, canonical_band
 from lames_cube.errors import (
     EmptyCubeError,
     InvalidGridError,
@@ -38,8 +38,6 @@ from lames_cube.errors import (
 # (tests/test_cube.py); the warning is noise for users.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
 
-#: The digital number of saturated pixels, kept through harmonisation.
-SATURATED = 65_535
 #: Default y/x chunk (px): a multiple of the 256-px patch size.
 DEFAULT_CHUNK = 1024
 #: Patch size that chunks must be multiples of.
@@ -247,6 +245,15 @@ def solar_day(item: pystac.Item) -> dt.date:
     return dt.date.fromisoformat(item.properties["lames:solar_day"])
 
 
+def harmonise_values(dn, offset: int):
+    """:func:`harmonise` on a numpy or dask array of digital numbers (dask stays lazy)."""
+    if not offset:
+        return dn
+    floor = np.uint16(offset + 1)
+    keep = (dn == 0) | (dn == SATURATED_DN)
+    return np.where(keep, dn, np.maximum(dn, floor) - np.uint16(offset)).astype(np.uint16)
+
+
 def harmonise(dn: xr.DataArray, offset: int) -> xr.DataArray:
     """Remove a digital-number offset, keeping 0 as nodata, 65 535 as saturated and valid
     pixels at ≥ 1: values at or below the offset (negative reflectance) clamp to 1 (lazy).
@@ -259,9 +266,7 @@ def harmonise(dn: xr.DataArray, offset: int) -> xr.DataArray:
     """
     if offset == 0:
         return dn
-    floor = np.uint16(offset + 1)
-    out = xr.where((dn == 0) | (dn == SATURATED), dn, np.maximum(dn, floor) - np.uint16(offset))
-    return out.astype("uint16").assign_attrs(dn.attrs)
+    return dn.copy(data=harmonise_values(dn.data, offset))
 
 
 def fuse_first(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:

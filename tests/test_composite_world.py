@@ -19,7 +19,7 @@ from odc.geo.geom import Geometry
 from lames_cube.composite import median_composite
 from lames_cube.synthetic import World
 from lames_cube.synthetic.lazy import fusion_key
-from lames_cube.testing import SMALL_SPEC
+from lames_cube.testing import SMALL_SPEC, scene_coverage
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
 YEAR_SPEC = dataclasses.replace(SMALL_SPEC, years=(2022,), scenes_per_year=8)
@@ -51,22 +51,13 @@ def _surfaces(world: World, gbox: GeoBox, cube) -> dict[str, np.ndarray]:
         for scene, surface, surface20 in zip(scenes, surfaces, coarse, strict=True):
             for b in ("B11", "B12"):  # 20 m bands: their 20 m pixels, as the cube takes them
                 surface[b] = surface20[b][rows[:, None], cols[None, :]]
-            cover = _inside(scene, gbox) & todo
+            cover = scene_coverage(scene, gbox) & todo
             for b in stacks:
                 layer[b][cover] = surface[b][cover]
             todo &= ~cover
         for b in stacks:
             stacks[b].append(layer[b])
     return {b: np.stack(v) for b, v in stacks.items()}
-
-
-def _inside(scene, gbox):
-    from lames_cube.synthetic.landscape import pixel_centres
-
-    xs, ys = (c.ravel() for c in pixel_centres(gbox))
-    b = scene.tile.geobox(10).boundingbox
-    inside = ((ys > b.bottom) & (ys < b.top))[:, None] & ((xs > b.left) & (xs < b.right))[None, :]
-    return inside & World.valid_mask(scene, gbox)
 
 
 @pytest.fixture(scope="module")

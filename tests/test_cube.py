@@ -32,7 +32,7 @@ from lames_cube.errors import (
 from lames_cube.items import normalize_item
 from lames_cube.search import search
 from lames_cube.synthetic import World, write_world
-from lames_cube.testing import SMALL_SPEC, FixedBaselineWorld, small_world
+from lames_cube.testing import SMALL_SPEC, FixedBaselineWorld, scene_coverage, small_world
 from lames_cube.testing.schedulers import CountingScheduler
 
 ONE_YEAR = dataclasses.replace(SMALL_SPEC, years=(2021,), scenes_per_year=6)
@@ -160,16 +160,6 @@ def test_baseline_04_twins_harmonise_to_the_same_values(tmp_path, lames_dir):
     assert ((cubes[0].values == 0) == (cubes[2].values == 0)).all()
 
 
-def _covered(scene, gbox):
-    """Where a scene has data on ``gbox``: inside its tile and its swath edge."""
-    from lames_cube.synthetic.landscape import pixel_centres
-
-    xs, ys = pixel_centres(gbox)
-    b = scene.tile.geobox(10).boundingbox
-    inside = (xs > b.left) & (xs < b.right) & (ys > b.bottom) & (ys < b.top)
-    return World.valid_mask(scene, gbox) & inside
-
-
 def test_clear_observation_count_is_right(year_world):
     """The composite's count equals clear observations computed procedurally from the world."""
     root, w = year_world
@@ -182,7 +172,7 @@ def test_clear_observation_count_is_right(year_world):
         scl = w.read(g20, date)["SCL"]
         seen = np.zeros(g20.shape, bool)
         for scene in (s for s in w.scenes if s.date == date):
-            seen |= _covered(scene, g20)
+            seen |= scene_coverage(scene, g20)
         expected += seen & ~np.isin(scl, (1, 3, 8, 9, 10))  # saturated masked by default
     assert expected.max() >= 3 and (expected < len(w.dates)).any()
     np.testing.assert_array_equal(count, expected)
@@ -319,7 +309,6 @@ def test_unknown_cloud_cover_ranks_last_and_scl_only_cubes_are_refused():
 def test_where_tiles_overlap_the_fusion_rule_decides(world, engine):
     """Tiles of one day overlap and, processed apart, differ slightly there: each pixel comes
     from the first tile in build_cube's order (DN offset, then item time and id)."""
-    from lames_cube.synthetic.landscape import pixel_centres
     from lames_cube.synthetic.lazy import fusion_key
     from lames_cube.synthetic.realism import open_world
 
@@ -338,14 +327,11 @@ def test_where_tiles_overlap_the_fusion_rule_decides(world, engine):
     got = cube.isel(time=int(np.flatnonzero(
         cube.solar_day.values.astype("datetime64[D]") == day)[0])).values
     scenes = sorted((s for s in w.scenes if s.date == first.date), key=lambda s: fusion_key(w, s))
-    xs, ys = (c.ravel() for c in pixel_centres(gbox))
     expected = np.zeros((len(bands), *gbox.shape), np.uint16)
     todo = np.ones(gbox.shape, bool)
     contested = np.zeros(gbox.shape, bool)  # won by a tile over another that also has data
     for scene, seen in zip(scenes, w.read_scenes(gbox, first.date, scenes), strict=True):
-        b = scene.tile.geobox(10).boundingbox
-        cover = (((ys > b.bottom) & (ys < b.top))[:, None] & ((xs > b.left) & (xs < b.right))[None]
-                 & World.valid_mask(scene, gbox))
+        cover = scene_coverage(scene, gbox)
         contested |= cover & ~todo
         for i, band in enumerate(bands):
             expected[i][cover & todo] = seen[band][cover & todo]

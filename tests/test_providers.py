@@ -33,7 +33,7 @@ from lames_cube.synthetic import World
 from lames_cube.synthetic.realism import open_world
 from lames_cube.synthetic.stac import ES_LAYOUT_2025, item_dict, item_id
 from lames_cube.synthetic.world import STYLE_COLLECTIONS
-from lames_cube.testing import SMALL_SPEC, small_world
+from lames_cube.testing import SMALL_SPEC, scene_coverage, small_world
 
 ES = "earth_search_v1/items/sentinel-2-l2a"
 C1 = "earth_search_v1/items/sentinel-2-c1-l2a"
@@ -288,16 +288,6 @@ def world_c1(tmp_path_factory, lames_dir):
                        years=(2022,), scenes_per_year=1)
 
 
-def _covered(scene, gbox) -> np.ndarray:
-    """Where a scene has data on ``gbox``: inside its tile and its swath/datastrip edge."""
-    from lames_cube.synthetic.landscape import pixel_centres
-
-    xs, ys = pixel_centres(gbox)
-    b = scene.tile.geobox(10).boundingbox
-    inside = (xs > b.left) & (xs < b.right) & (ys > b.bottom) & (ys < b.top)
-    return World.valid_mask(scene, gbox) & inside
-
-
 @pytest.mark.parametrize("style", list(STYLE_COLLECTIONS))
 def test_cube_equals_the_worlds_truth(request, style):
     root = request.getfixturevalue(
@@ -324,7 +314,7 @@ def test_cube_equals_the_worlds_truth(request, style):
         days = cube.solar_day.values.astype("datetime64[D]")
         for t, day in enumerate(days):
             scenes = [s for s in w.scenes if day_of[s] == day]
-            cover = {s: _covered(s, gbox) for s in scenes}
+            cover = {s: scene_coverage(s, gbox) for s in scenes}
             count = sum((c.astype(int) for c in cover.values()), np.zeros(gbox.shape, int))
             got = cube.values[t]
             assert (got[:, count == 0] == 0).all(), f"{style} {day}: data where no scene is"
@@ -383,7 +373,8 @@ def test_dark_pixels_past_baseline_04_clamp_to_1_and_never_wrap(request, style):
     cube = build_cube(items, geobox=gbox, bands=["B11", "B12"], chunks=512).compute()
     t = int(np.flatnonzero(cube.solar_day.values.astype("datetime64[D]") == day)[0])
     others = [s for s in w.scenes if s.date == scene.date and s is not scene]
-    alone = _covered(scene, gbox) & ~np.any([_covered(s, gbox) for s in others] or [False], axis=0)
+    covers = [scene_coverage(s, gbox) for s in others] or [False]
+    alone = scene_coverage(scene, gbox) & ~np.any(covers, axis=0)
     raw, truth = w.scene_arrays(scene, 20), w.scene_arrays(scene, 20, harmonised=True)
     for i, band in enumerate(("B11", "B12")):
         got = cube.values[t, i]
@@ -392,5 +383,5 @@ def test_dark_pixels_past_baseline_04_clamp_to_1_and_never_wrap(request, style):
         assert (got[below] == 1).all() and (truth[band][below] == 1).all()
         np.testing.assert_array_equal(got[alone], truth[band][alone])
         assert got[alone].max() < 60_000 or (raw[band][alone] == 65_535).any()
-    nowhere = ~np.any([_covered(s, gbox) for s in [scene, *others]], axis=0)
+    nowhere = ~np.any([scene_coverage(s, gbox) for s in [scene, *others]], axis=0)
     assert (cube.values[t][:, nowhere] == 0).all()

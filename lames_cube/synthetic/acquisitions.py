@@ -76,6 +76,8 @@ BASELINES = (
     (dt.date(2023, 12, 13), "05.10"),
     (dt.date(2024, 7, 23), "05.11"),
 )
+#: The first day of baseline 04.00, which adds +1000 to L2A digital numbers.
+BASELINE_04_START = next(day for day, name in BASELINES if name == "04.00")
 #: Baseline of reprocessed archive scenes (Collection 1).
 REPROCESSED = "05.00"
 

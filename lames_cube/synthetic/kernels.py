@@ -23,6 +23,8 @@ import math
 import numba as nb
 import numpy as np
 
+from lames_cube.bands import SATURATED_DN
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -58,7 +60,7 @@ DN_OFFSET = 1000.0
 #: processor's terrain correction leaves in the pixels.
 TOPO_RESIDUAL = 0.08
 #: Saturated (defective) pixels: every band at the uint16 maximum, SCL 1.
-SATURATED = 65_535
+SATURATED = SATURATED_DN
 
 # Per-date atmosphere and processor settings (``atm`` argument of :func:`compose`).
 A_HAZE = 0  # 6 bands of additive path-radiance residual (reflectance; < 0: over-corrected)

@@ -127,10 +127,6 @@ def _stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
-def _short(scene: Scene) -> str:
-    return "S2" + scene.platform[-1].upper()
-
-
 def _band_north(letter: str) -> float:
     """Northern edge (°) of an MGRS latitude band (X reaches 84° N)."""
     index = _MGRS_BANDS.find(letter.upper())
@@ -208,14 +204,14 @@ def item_id(world: World, scene: Scene) -> str:
         return scene.id
     if style == "earth-search-c1":
         datastrip = product_times(world, scene).datastrip
-        return f"{_short(scene)}_T{scene.tile.tile_id}_{_stamp(datastrip)}_L2A"
+        return f"{scene.short_platform}_T{scene.tile.tile_id}_{_stamp(datastrip)}_L2A"
     return pc_id(world, scene)
 
 
 def pc_id(world: World, scene: Scene) -> str:
     """Planetary Computer style id: ``S2A_MSIL2A_<sensing>_R<orbit>_T<tile>_<generation>``."""
     times = product_times(world, scene)
-    return (f"{_short(scene)}_MSIL2A_{_stamp(times.datatake)}_R{scene.orbit:03d}"
+    return (f"{scene.short_platform}_MSIL2A_{_stamp(times.datatake)}_R{scene.orbit:03d}"
             f"_T{scene.tile.tile_id}_{_stamp(times.generation)}")
 
 
@@ -264,9 +260,9 @@ def _granule_ids(scene: Scene, times: ProductTimes) -> tuple[str, str]:
     """(granule/tile id, datastrip id) as ESA names them."""
     centre = f"2{scene.platform[-1].upper()}PS"  # ESA's processing centre code: 2APS, 2BPS, 2CPS
     gen, base = _stamp(times.generation), f"N{scene.baseline}"
-    granule = (f"{_short(scene)}_OPER_MSI_L2A_TL_{centre}_{gen}_A{scene.absolute_orbit:06d}"
+    granule = (f"{scene.short_platform}_OPER_MSI_L2A_TL_{centre}_{gen}_A{scene.absolute_orbit:06d}"
                f"_T{scene.tile.tile_id}_{base}")
-    strip = f"{_short(scene)}_OPER_MSI_L2A_DS_{centre}_{gen}_S{_stamp(times.datastrip)}_{base}"
+    strip = f"{scene.short_platform}_OPER_MSI_L2A_DS_{centre}_{gen}_S{_stamp(times.datastrip)}_{base}"
     return granule, strip
 
 
@@ -309,7 +305,7 @@ def item_dict(
     lon, lat = geom.centroid.x, geom.centroid.y
     zone, letter, square = tile.tile_id[:2], tile.tile_id[2], tile.tile_id[3:5]
     zenith, azimuth = (math.degrees(a) for a in world.sun(scene.date))
-    short = _short(scene)
+    short = scene.short_platform
     bb = scene.baseline.replace(".", "")
     gen = _stamp(times.generation)
     product_uri = (f"{short}_MSIL2A_{_stamp(times.datatake)}_N{bb}_R{scene.orbit:03d}"

@@ -25,9 +25,11 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
-from lames_cube.bands import WORLD_BANDS
+from lames_cube.bands import SATURATED_DN, WORLD_BANDS
+from lames_cube.cube import harmonise_values
 from lames_cube.errors import WorldError
 from lames_cube.synthetic.acquisitions import (
+    BASELINE_04_START,
     HALF_SWATH_KM,
     cross_track_km,
     keep_evenly,
@@ -36,7 +38,6 @@ from lames_cube.synthetic.acquisitions import (
     scene_baseline,
 )
 from lames_cube.synthetic.kernels import (
-    SATURATED,
     SCL_PRIORITY,
     TRUTH_PRIORITY,
     block_class,
@@ -67,8 +68,6 @@ from lames_cube.synthetic.mines import (
 )
 from lames_cube.synthetic.noise import hash_uniform
 
-#: The date from which ESA's processing baseline 04.00 adds +1000 to L2A digital numbers.
-BASELINE_04_START = dt.date(2022, 1, 25)
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
 GENERATOR_VERSION = 8
 
@@ -272,10 +271,14 @@ class Scene:
         return 1000 if float(self.baseline) >= 4.0 else 0
 
     @property
+    def short_platform(self) -> str:
+        """``S2A``, ``S2B`` or ``S2C``: the platform as product names spell it."""
+        return "S2" + self.platform[-1].upper()
+
+    @property
     def id(self) -> str:
         """Item id, Earth Search style."""
-        short = "S2" + self.platform[-1].upper()
-        return f"{short}_{self.tile.tile_id}_{self.date:%Y%m%d}_0_L2A"
+        return f"{self.short_platform}_{self.tile.tile_id}_{self.date:%Y%m%d}_0_L2A"
 
 
 def _boxes(geoms, epsg: np.ndarray, margin: float) -> np.ndarray:
@@ -322,22 +325,12 @@ def product_dn(dn: np.ndarray, offset: int) -> np.ndarray:
     to 1 (saturated 65 535 kept: ESA's products mark saturation with it in every baseline)."""
     if offset:
         return dn
-    return np.where(dn == SATURATED, dn, np.maximum(dn, 1001) - 1000).astype(np.uint16)
-
-
-def harmonised_dn(dn: np.ndarray, offset: int) -> np.ndarray:
-    """Harmonised reflectance x 10 000 of a product's digital numbers, by the cube's rule: 0
-    stays nodata and 65 535 saturated, values at or below the offset clamp to 1."""
-    if not offset:
-        return dn
-    floor = np.uint16(offset + 1)
-    return np.where((dn == 0) | (dn == SATURATED), dn,
-                    np.maximum(dn, floor) - np.uint16(offset)).astype(np.uint16)
+    return np.where(dn == SATURATED_DN, dn, np.maximum(dn, 1001) - 1000).astype(np.uint16)
 
 
 def _layer_dict(dn: np.ndarray, scl: np.ndarray, truth: np.ndarray, offset: int) -> dict:
     """Harmonised bands (as a cube delivers a product of DN offset ``offset``), SCL and truth."""
-    out = {band: harmonised_dn(product_dn(dn[i], offset), offset)
+    out = {band: harmonise_values(product_dn(dn[i], offset), offset)
            for i, band in enumerate(REFLECTANCE_BANDS)}
     out["SCL"] = scl
     out["CLOUD_TRUTH"] = truth
@@ -654,8 +647,11 @@ class World:
         return scene_baseline(date, collection1=self.spec.style == "earth-search-c1",
                               reprocessed=reprocessed)
 
-    def _tile_orbits(self, tile: Tile) -> list[tuple[int, tuple[float, float, float] | None]]:
-        """Relative orbits that see the tile, each with its swath edge across the tile (or None)."""
+    def _tile_orbits(
+        self, tile: Tile
+    ) -> tuple[float, list[tuple[int, tuple[float, float, float] | None]]]:
+        """The tile centre's latitude, and the relative orbits that see the tile, each with its
+        swath edge across the tile (or None)."""
         from pyproj import Transformer
 
         span = tile.size_px * 10
@@ -681,7 +677,7 @@ class World:
                 ex, ey = xs[4] - g * nx / norm2, ys[4] - g * ny / norm2
                 edge = (float(ex), float(ey), float(np.arctan2(ny, nx)))
             out.append((orbit, edge))
-        return out
+        return float(lat[4]), out
 
     @cached_property
     def scenes(self) -> list[Scene]:
@@ -699,8 +695,8 @@ class World:
         for tile in self.tiles:
             t = _tile_key(tile)
             span = tile.size_px * 10
-            lat = self._tile_lat(tile)
-            for orbit, swath_edge in self._tile_orbits(tile):
+            lat, orbits = self._tile_orbits(tile)
+            for orbit, swath_edge in orbits:
                 for year in years:
                     flown = passes(orbit, lat, dt.date(year, 1, 1), dt.date(year, 12, 31))
                     phase = _u(seed, orbit, year, 28)
@@ -719,14 +715,6 @@ class World:
                                          edge, orbit, p.absolute_orbit))
         out.sort(key=lambda s: (s.date, s.tile.tile_id, s.orbit))
         return out
-
-    def _tile_lat(self, tile: Tile) -> float:
-        from pyproj import Transformer
-
-        span = tile.size_px * 10
-        _, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(
-            tile.x0 + span / 2, tile.y0 - span / 2)
-        return float(lat)
 
     # ------------------------------------------------------------------ pixels
     def mine_classes(self, gbox: GeoBox, year: int) -> np.ndarray:
@@ -985,7 +973,7 @@ class World:
             else:
                 arr = product_dn(dn[REFLECTANCE_BANDS.index(name)], scene.dn_offset)
                 if harmonised:
-                    arr = harmonised_dn(arr, scene.dn_offset)
+                    arr = harmonise_values(arr, scene.dn_offset)
             out[name] = np.where(valid, arr, 0).astype(arr.dtype)
         return out
 

@@ -6,6 +6,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
+
 from lames_cube.errors import DataDirError
 from lames_cube.synthetic import World, WorldSpec, write_world
 
@@ -56,3 +58,15 @@ class FixedBaselineWorld(World):
 
     def digest(self) -> str:
         return f"{super().digest()}-pb{self.fixed_baseline}"
+
+
+def scene_coverage(scene, gbox) -> np.ndarray:
+    """Where a world scene has data on ``gbox`` (a grid in the tile's CRS): inside its tile
+    and on the data side of its swath or datastrip edge."""
+    from lames_cube.synthetic.landscape import pixel_centres
+    from lames_cube.synthetic.world import World
+
+    xs, ys = pixel_centres(gbox)
+    b = scene.tile.geobox(10).boundingbox
+    inside = (xs > b.left) & (xs < b.right) & (ys > b.bottom) & (ys < b.top)
+    return World.valid_mask(scene, gbox) & inside
