@@ -84,6 +84,60 @@ class CubeLoad:
     track_throughput_ratio.unit = "ratio"
 
 
+#: One real LAMES site in Planetary Computer style over 2021-2022: items of both DN offsets
+#: (0 before baseline 04.00 and for reprocessed scenes' twins, 1000 after) in one cube.
+OFFSETS_SPEC = WorldSpec(seed=0, site_ids=("2203",), years=(2021, 2022), scenes_per_year=4,
+                         style="planetary-computer")
+GRAPH_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
+
+
+class CubeVsBareLoad:
+    """build_cube against a bare ``odc.stac.load`` of the same items, GeoBox and chunks: the
+    graph's size (target <= 2x) and the compute time (target <= 1.05x); both printed."""
+
+    timeout = 900
+
+    def setup_cache(self):
+        root = Path(tempfile.mkdtemp(prefix="lames-bench-")) / "world"
+        write_world(root, OFFSETS_SPEC, progress=False)
+        return str(root)
+
+    def setup(self, root):
+        import odc.stac
+
+        from lames_cube.cube import _solar_day_key
+
+        self.items = search(root)
+        self.cube = build_cube(self.items, bands=GRAPH_BANDS, chunks=512)
+        self.bare = odc.stac.load(self.items, bands=GRAPH_BANDS, geobox=self.cube.odc.geobox,
+                                  chunks={"x": 512, "y": 512}, groupby=_solar_day_key)
+
+    def track_task_ratio(self, root):
+        ours, bare = len(self.cube.__dask_graph__()), len(self.bare.__dask_graph__())
+        offsets = sorted({i.properties["lames:dn_offset"] for i in self.items})
+        print(f"build_cube graph: {ours} tasks, bare odc.stac.load: {bare} (DN offsets "
+              f"{offsets}): ratio {ours / bare:.2f}")
+        return ours / bare
+
+    track_task_ratio.unit = "ratio"
+
+    def track_time_ratio(self, root):
+        """Median of 5 alternating computes (threads)."""
+        times = {"cube": [], "bare": []}
+        with dask.config.set(scheduler="threads"):
+            for _ in range(5):
+                for name, obj in (("cube", self.cube), ("bare", self.bare)):
+                    t0 = time.perf_counter()
+                    obj.compute()
+                    times[name].append(time.perf_counter() - t0)
+        cube, bare = float(np.median(times["cube"])), float(np.median(times["bare"]))
+        print(f"build_cube compute {cube:.3f} s, bare odc.stac.load {bare:.3f} s: ratio "
+              f"{cube / bare:.3f}")
+        return cube / bare
+
+    track_time_ratio.unit = "ratio"
+
+
 class ChileMosaicGraph:
     """Graph construction for the chile-mosaic grid (EPSG:32719, 10 m, 2304-px chunks)."""
 

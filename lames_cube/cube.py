@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,10 @@ import shapely
 import shapely.geometry
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.loader import RioDriver, RioReader
+
+# odc-stac's STAC metadata parser is not exported; pinned in pyproject (odc-stac 0.5.3).
+from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio.errors import NotGeoreferencedWarning
 
 from lames_cube.bands import BAND_BY_NAME, SATURATED_DN, WORLD_BANDS, canonical_band
@@ -159,7 +163,9 @@ def cube_geobox(
         except Exception as exc:
             if isinstance(exc, (InvalidGridError, EmptyCubeError)):
                 raise
-            raise InvalidGridError(f"Cannot build a grid in crs={crs!r} at resolution={resolution!r}: {exc}") from exc
+            raise InvalidGridError(f"Cannot build a grid in crs={crs!r} at resolution={resolution!r}: {exc}. "
+                                   "Pass a projected CRS such as 'EPSG:32719' and a resolution in "
+                                   "its units.") from exc
     if not isinstance(geobox, GeoBox):
         raise InvalidGridError(f"geobox has type {type(geobox).__name__}; pass an odc.geo GeoBox.")
     if 0 in geobox.shape:
@@ -245,13 +251,18 @@ def solar_day(item: pystac.Item) -> dt.date:
     return dt.date.fromisoformat(item.properties["lames:solar_day"])
 
 
-def harmonise_values(dn, offset: int):
-    """:func:`harmonise` on a numpy or dask array of digital numbers (dask stays lazy)."""
-    if not offset:
+def harmonise_values(dn, offset):
+    """:func:`harmonise` on a numpy or dask array of digital numbers (dask stays lazy).
+
+    ``offset`` is an int or an array that broadcasts against ``dn`` (one offset per item and
+    band; 0 leaves a pixel as it is).
+    """
+    offset = np.asarray(offset, dtype=np.uint16)
+    if not offset.any():
         return dn
-    floor = np.uint16(offset + 1)
+    floor = offset + np.uint16(1)
     keep = (dn == 0) | (dn == SATURATED_DN)
-    return np.where(keep, dn, np.maximum(dn, floor) - np.uint16(offset)).astype(np.uint16)
+    return np.where(keep, dn, np.maximum(dn, floor) - offset).astype(np.uint16)
 
 
 def harmonise(dn: xr.DataArray, offset: int) -> xr.DataArray:
@@ -274,8 +285,8 @@ def fuse_first(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     return xr.where(a != 0, a, b).astype(a.dtype)
 
 
-_STAC_CFG = {"*": {"assets": {"*": {"nodata": 0, "data_type": "uint16"},
-                              "SCL": {"nodata": 0, "data_type": "uint8"}}}}
+#: odc-stac settings: nodata 0; SCL read as uint16 so that every band stacks without a cast.
+_STAC_CFG = {"*": {"assets": {"*": {"nodata": 0, "data_type": "uint16"}}}}
 
 
 def _solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
@@ -283,18 +294,101 @@ def _solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
     return item.properties["lames:solar_day"]
 
 
+class _OffsetParser(StacMDParser):
+    """odc-stac metadata parser that hands each reflectance asset its item's DN offset."""
+
+    def driver_data(self, md: Any, band_key: Any) -> Any:
+        name = band_key[0]
+        band = BAND_BY_NAME.get(name)
+        if band is None or band.categorical:
+            return super().driver_data(md, band_key)
+        return int(md.properties.get("lames:dn_offset", 0) or 0)
+
+
+class _HarmonisingReader(RioReader):
+    """odc-loader's rasterio reader that removes the item's DN offset from what it read, before
+    odc fuses the day's items: harmonised per item, inside the one load (no extra tasks)."""
+
+    def read(self, cfg, dst_geobox, *, dst=None, selection=None):
+        roi, pix = super().read(cfg, dst_geobox, dst=dst, selection=selection)
+        offset = self._src.driver_data
+        if isinstance(offset, int) and offset and pix.size:
+            pix[...] = harmonise_values(pix, offset)
+        return roi, pix
+
+
+class HarmonisingDriver(RioDriver):
+    """odc-loader reader driver: :class:`RioDriver` whose readers harmonise each item's pixels
+    (``lames:dn_offset``) as they are read. Picklable, so it runs on Dask workers too."""
+
+    def __init__(self) -> None:
+        super().__init__(md_parser=_OffsetParser(_STAC_CFG), aux_reader=StacAuxReader())
+
+    def open(self, src, ctx) -> _HarmonisingReader:
+        return _HarmonisingReader(src, ctx)
+
+
+def _sign_items(items: list[pystac.Item], sign: Callable | str | None) -> list[pystac.Item]:
+    """Apply a signing hook (e.g. ``planetary_computer.sign``) to every item."""
+    if sign is None:
+        return items
+    if isinstance(sign, str):
+        if sign != "planetary-computer":
+            raise InvalidQueryError(
+                f"sign={sign!r} is not a known signer; pass a callable (item -> signed item) or "
+                "sign='planetary-computer' (needs `pip install planetary-computer`)."
+            )
+        try:
+            import planetary_computer
+        except ImportError as exc:
+            raise InvalidQueryError(
+                "sign='planetary-computer' needs the planetary-computer package; install it "
+                "(`pip install planetary-computer`) or pass your own signing callable."
+            ) from exc
+        sign = planetary_computer.sign
+    if not callable(sign):
+        raise InvalidQueryError(
+            f"sign={sign!r} is not callable; pass a function item -> signed item (e.g. "
+            "planetary_computer.sign) or sign='planetary-computer'."
+        )
+    signed = []
+    for item in items:
+        out = sign(item)
+        if not isinstance(out, pystac.Item):
+            raise InvalidQueryError(
+                f"sign returned {type(out).__name__} for item {item.id!r}; a signing hook must "
+                "return the signed pystac.Item (as planetary_computer.sign does)."
+            )
+        signed.append(out)
+    return signed
+
+
+def _stack_bands(*blocks: np.ndarray) -> np.ndarray:
+    return np.stack(blocks, axis=1)
+
+
 def _load_odc(items, bands, geobox, chunks, resampling) -> xr.DataArray:
+    """One odc-stac load of every item, harmonised per item by the reader, fused per solar day
+    by odc (first valid pixel in (time, id) order); ``(time, band, y, x)`` uint16."""
+    import dask.array as da
     import odc.stac
 
     ds = odc.stac.load(
         items, bands=bands, geobox=geobox, chunks={"x": chunks["x"], "y": chunks["y"]},
         groupby=_solar_day_key, resampling={"SCL": "nearest", "*": resampling},
-        stac_cfg=_STAC_CFG, fail_on_error=True,
+        fail_on_error=True, driver=HarmonisingDriver(),
     )
-    return ds[bands].to_dataarray("band").astype("uint16")
+    first = ds[bands[0]]
+    # One task per (time, y, x) chunk gathers the bands: a plain stack would add one per band.
+    data = da.blockwise(_stack_bands, "tbyx", *[a for b in bands for a in (ds[b].data, "tyx")],
+                        new_axes={"b": len(bands)}, dtype=np.uint16)
+    return xr.DataArray(data, dims=("time", "band", *first.dims[1:]),
+                        coords={k: v for k, v in first.coords.items() if k != "time"})
 
 
 def _load_stackstac(items, bands, geobox, chunks, resampling) -> xr.DataArray:
+    """One stackstac stack of every item, harmonised per item (one elementwise layer) and
+    fused per solar day in (time, id) order; ``(time, band, y, x)`` uint16."""
     import rasterio.enums
     import stackstac
 
@@ -320,11 +414,19 @@ def _load_stackstac(items, bands, geobox, chunks, resampling) -> xr.DataArray:
             "engine='odc' for this grid."
         )
     out = stack.drop_vars([c for c in stack.coords if c not in ("time", "band")])
-    return out.assign_coords(band=list(bands))
+    out = out.assign_coords(band=list(bands))
+    offsets = np.array([int(i.properties.get("lames:dn_offset", 0) or 0) for i in items], "uint16")
+    refl = np.array([not BAND_BY_NAME[b].categorical for b in bands])
+    if offsets.any() and refl.any():
+        per = offsets[:, None, None, None] * refl[None, :, None, None].astype("uint16")
+        out = out.copy(data=harmonise_values(out.data, per))
+    days = [solar_day(i) for i in items]
+    return _fuse_days(out, days) if len(set(days)) != len(days) else out
 
 
 def _fuse_days(cube: xr.DataArray, days: list[dt.date]) -> xr.DataArray:
     """Fuse time slices that share a solar day (first valid pixel), in slice order."""
+    cube = cube.drop_vars("time")
     slices = []
     for day in sorted(set(days)):
         idx = [k for k, d in enumerate(days) if d == day]
@@ -347,6 +449,7 @@ def build_cube(
     engine: str = "odc",
     resampling: str = "nearest",
     band_map: Mapping[str, Mapping[str, str]] | None = None,
+    sign: Callable[[pystac.Item], pystac.Item] | str | None = None,
 ) -> xr.DataArray:
     """Build a lazy Sentinel-2 L2A datacube from STAC items.
 
@@ -372,6 +475,10 @@ def build_cube(
         ``nearest``).
     band_map
         Per collection, asset key → canonical band, for collections the band table lacks.
+    sign
+        A signing hook applied to every item before reading, item → signed item (e.g.
+        ``planetary_computer.sign`` for Planetary Computer's SAS tokens), or
+        ``"planetary-computer"`` to use that package (optional dependency).
 
     Returns
     -------
@@ -397,59 +504,37 @@ def build_cube(
             f"engine={engine!r} is not one of {ENGINES}; pass engine='odc' (odc-stac, the "
             "default) or engine='stackstac'."
         )
-    items = prepare_items(items, band_map=band_map)
+    items = _sign_items(prepare_items(items, band_map=band_map), sign)
     names = _check_bands(items, bands)
     gbox = cube_geobox(items, crs=crs, resolution=resolution, geobox=geobox, bbox=bbox)
     size = _check_chunks(chunks, gbox)
     items = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
+    # (time, id): odc-stac's order within a group, so both engines fuse a day alike.
     items.sort(key=lambda i: (i.datetime, i.id))
-    refl = [b for b in names if not BAND_BY_NAME[b].categorical]
-    parts: list[tuple[list[dt.date], xr.DataArray]] = []
-    by_offset: dict[int, list[pystac.Item]] = {}
-    for item in items:
-        by_offset.setdefault(int(item.properties["lames:dn_offset"]), []).append(item)
     load = _load_odc if engine == "odc" else _load_stackstac
-    for offset, group in sorted(by_offset.items()):
-        cube = load(group, names, gbox, size, resampling)
-        if engine == "odc":
-            days = sorted({solar_day(i) for i in group})  # odc sorts groups by key (ISO dates)
-        else:
-            days = [solar_day(i) for i in group]
-        if cube.sizes["time"] != len(days):
-            raise InvalidItemError(
-                f"The {engine} loader returned {cube.sizes['time']} time steps for {len(days)} "
-                "solar days; check the items' lames:solar_day (normalize_item sets it)."
-            )
-        if offset and refl:
-            fixed = harmonise(cube.sel(band=refl), offset)
-            cube = xr.concat([fixed, cube.drop_sel(band=refl)], dim="band").sel(band=names)
-        parts.append((days, cube))
-    days = [d for ds, _ in parts for d in ds]
-    stacked = xr.concat([c.drop_vars("time") for _, c in parts], dim="time")
-    # The offset classes were loaded apart: put their days back in time order (a reprocessed
-    # 2021 scene, offset 1000, comes before a 2021 scene of offset 0 that follows it).
-    order = sorted(range(len(days)), key=lambda k: days[k])
-    if order != list(range(len(days))):
-        stacked = stacked.isel(time=order)
-        days = [days[k] for k in order]
-    if len(set(days)) != len(days):
-        stacked = _fuse_days(stacked, days)
-    unique = sorted(set(days))
-    first = {d: min(i.datetime for i in items if solar_day(i) == d) for d in unique}
+    stacked = load(items, names, gbox, size, resampling)
+    days = sorted({solar_day(i) for i in items})
+    if stacked.sizes["time"] != len(days):
+        raise InvalidItemError(
+            f"The {engine} loader returned {stacked.sizes['time']} time steps for {len(days)} "
+            "solar days; check the items' lames:solar_day (normalize_item sets it)."
+        )
+    first = {d: min(i.datetime for i in items if solar_day(i) == d) for d in days}
+
     def _cover(item):
         value = item.properties.get("eo:cloud_cover")
         return np.nan if value is None else float(value)
 
     # Unknown cloud cover stays NaN: least-cloudy ranks such scenes last, max_cloud drops them.
-    cover = {d: float(np.mean([_cover(i) for i in items if solar_day(i) == d])) for d in unique}
-    count = {d: sum(1 for i in items if solar_day(i) == d) for d in unique}
+    cover = {d: float(np.mean([_cover(i) for i in items if solar_day(i) == d])) for d in days}
+    count = {d: sum(1 for i in items if solar_day(i) == d) for d in days}
     stacked = stacked.assign_coords(
-        time=np.array([np.datetime64(first[d].replace(tzinfo=None), "ns") for d in unique]),
+        time=np.array([np.datetime64(first[d].replace(tzinfo=None), "ns") for d in days]),
         band=names,
     ).assign_coords(
-        solar_day=("time", np.array([np.datetime64(d, "D") for d in unique]).astype("datetime64[ns]")),
-        cloud_cover=("time", np.array([cover[d] for d in unique])),
-        n_items=("time", np.array([count[d] for d in unique])),
+        solar_day=("time", np.array([np.datetime64(d, "D") for d in days]).astype("datetime64[ns]")),
+        cloud_cover=("time", np.array([cover[d] for d in days])),
+        n_items=("time", np.array([count[d] for d in days])),
     )
     stacked = stacked.transpose("time", "band", "y", "x")
     stacked.attrs = {"nodata": 0, "scale": 1e-4, "units": "reflectance x 10000",

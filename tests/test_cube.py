@@ -308,7 +308,7 @@ def test_unknown_cloud_cover_ranks_last_and_scl_only_cubes_are_refused():
 @pytest.mark.parametrize("engine", ["odc", "stackstac"])
 def test_where_tiles_overlap_the_fusion_rule_decides(world, engine):
     """Tiles of one day overlap and, processed apart, differ slightly there: each pixel comes
-    from the first tile in build_cube's order (DN offset, then item time and id)."""
+    from the first tile in build_cube's order (item time, then id)."""
     from lames_cube.synthetic.lazy import fusion_key
     from lames_cube.synthetic.realism import open_world
 
@@ -374,3 +374,68 @@ def test_an_unknown_engine_is_a_query_error_not_a_grid_error(world):
     with pytest.raises(InvalidQueryError, match=r"engine='gdal'.*engine='odc'") as info:
         build_cube(search(world), engine="gdal")
     assert not isinstance(info.value, InvalidGridError)
+
+
+def test_graph_is_within_twice_the_bare_odc_load(world_pc, capsys):
+    """Items of both DN offsets in one load: harmonised per item by the reader, the bands
+    gathered in one task per chunk; the bare odc.stac.load of the same items is the yardstick."""
+    import odc.stac
+
+    from lames_cube.cube import _solar_day_key
+
+    items = search(world_pc, sites=["2203"])
+    assert {i.properties["lames:dn_offset"] for i in items} == {0, 1000}
+    bands = ["B02", "B04", "B08", "B11", "SCL"]
+    cube = build_cube(items, bands=bands, chunks=256)
+    bare = odc.stac.load(items, bands=bands, geobox=cube.odc.geobox, chunks={"x": 256, "y": 256},
+                         groupby=_solar_day_key)
+    ratio = len(cube.__dask_graph__()) / len(bare.__dask_graph__())
+    with capsys.disabled():
+        print(f"\nbuild_cube graph: {len(cube.__dask_graph__())} tasks, bare odc.stac.load "
+              f"{len(bare.__dask_graph__())}: ratio {ratio:.2f}")
+    assert ratio <= 2.0
+    # Same pixels as the bare load minus each item's offset, where a day has one item.
+    got, raw = cube.isel(time=slice(0, 6)).compute(), bare.isel(time=slice(0, 6)).compute()
+    offsets = {}
+    for i in items:
+        offsets.setdefault(i.properties["lames:solar_day"], set()).add(i.properties["lames:dn_offset"])
+    for t, day in enumerate(got.solar_day.values.astype("datetime64[D]").astype(str)):
+        (offset,) = offsets[day] if len(offsets[day]) == 1 else (None,)
+        if offset is None:
+            continue
+        dn = raw["B04"].values[t].astype(int)
+        want = np.where((dn == 0) | (dn == 65535), dn, np.maximum(dn - offset, 1))
+        np.testing.assert_array_equal(got.sel(band="B04").values[t], want)
+        np.testing.assert_array_equal(got.sel(band="SCL").values[t], raw["SCL"].values[t])
+
+
+def test_a_signing_hook_reads_items_whose_hrefs_need_signing(world):
+    """Planetary Computer hrefs need a SAS token: sign= rewrites each item before reading."""
+    from lames_cube.errors import InvalidQueryError
+
+    items = search(world, sites=["2203"], datetime="2021-01/2021-03")
+    plain = build_cube(items, bands=["B04", "SCL"], chunks=512)
+    unsigned = []
+    for item in items:
+        item = item.clone()
+        for asset in item.assets.values():
+            asset.href = "/nonexistent-until-signed" + asset.href
+        unsigned.append(item)
+    calls = []
+
+    def sign(item):
+        calls.append(item.id)
+        item = item.clone()
+        for asset in item.assets.values():
+            asset.href = asset.href.removeprefix("/nonexistent-until-signed")
+        return item
+
+    signed = build_cube(unsigned, bands=["B04", "SCL"], chunks=512, sign=sign)
+    assert sorted(calls) == sorted(i.id for i in items)
+    np.testing.assert_array_equal(signed.values, plain.values)
+    with pytest.raises(rasterio.errors.RasterioIOError):  # unsigned, the hrefs do not resolve
+        build_cube(unsigned, bands=["B04", "SCL"], chunks=512).values
+    with pytest.raises(InvalidQueryError, match="sign='nope' is not a known signer"):
+        build_cube(items, sign="nope")
+    with pytest.raises(InvalidQueryError, match="sign returned dict"):
+        build_cube(items, sign=lambda i: i.to_dict())

@@ -126,7 +126,9 @@ def _as_date(value: Any) -> dt.date:
         return pd.Timestamp(value).date()
     if isinstance(value, str):
         return dt.date.fromisoformat(value.strip()[:10])
-    raise TypeError(value)
+    raise InvalidQueryError(
+        f"{value!r} ({type(value).__name__}) is not a date; pass a datetime.date or 'YYYY-MM-DD'."
+    )
 
 
 def select_dates(world: World, dates: Any = None) -> list[dt.date]:
@@ -424,12 +426,11 @@ def _crop(layer: dict, at: tuple[int, int], shape) -> dict:
 
 
 def fusion_key(world: World, scene: Scene) -> tuple:
-    """The order in which :func:`lames_cube.build_cube` fuses a solar day's items: by the DN
-    offset of the served pixels (it loads each offset class apart, 0 first), then by item time
-    and id (odc-stac's order)."""
-    from lames_cube.synthetic.stac import item_datetime, item_id, served_offset
+    """The order in which :func:`lames_cube.build_cube` fuses a solar day's items: by item
+    time, then id (odc-stac's order; each item is harmonised as it is read)."""
+    from lames_cube.synthetic.stac import item_datetime, item_id
 
-    return (served_offset(world, scene), item_datetime(world, scene), item_id(world, scene))
+    return (item_datetime(world, scene), item_id(world, scene))
 
 
 def _render_block(plan: CubePlan, t: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
