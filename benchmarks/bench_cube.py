@@ -87,7 +87,11 @@ class CubeLoad:
 #: One real LAMES site in Planetary Computer style over 2021-2022: items of both DN offsets
 #: (0 before baseline 04.00 and for reprocessed scenes' twins, 1000 after) in one cube.
 OFFSETS_SPEC = WorldSpec(seed=0, site_ids=("2203",), years=(2021, 2022), scenes_per_year=4,
-                         style="planetary-computer")
+                         style="planetary-computer",
+                         **({"grid_km": 3, "tile_px": 330} if os.environ.get("LAMES_BENCH_QUICK")
+                            else {}))
+#: Alternating computes per engine in track_time_ratio (1 for the pytest smoke test).
+REPEATS = 1 if os.environ.get("LAMES_BENCH_QUICK") else 5
 GRAPH_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
 
 
@@ -122,10 +126,10 @@ class CubeVsBareLoad:
     track_task_ratio.unit = "ratio"
 
     def track_time_ratio(self, root):
-        """Median of 5 alternating computes (threads)."""
+        """Median of REPEATS alternating computes (threads)."""
         times = {"cube": [], "bare": []}
         with dask.config.set(scheduler="threads"):
-            for _ in range(5):
+            for _ in range(REPEATS):
                 for name, obj in (("cube", self.cube), ("bare", self.bare)):
                     t0 = time.perf_counter()
                     obj.compute()
@@ -139,26 +143,37 @@ class CubeVsBareLoad:
 
 
 class ChileMosaicGraph:
-    """Graph construction for the chile-mosaic grid (EPSG:32719, 10 m, 2304-px chunks)."""
+    """Graphs on the chile-mosaic grid itself (``grid.mosaic_geobox()``: EPSG:32719, 10 m,
+    2304-px tiles, 1,826 active of 5,888), from fake items covering Chile on two dates: the
+    whole country as one lazy cube (what country inference maps over), and one tile's cube as
+    the tiled recipe writer builds it."""
 
     timeout = 600
 
     def setup(self):
+        from lames_cube.grid import mosaic_geobox, mosaic_tiles
+
         self.items = fake_items(CHILE_BBOX)
+        self.gbox = mosaic_geobox("chile")
+        tile = mosaic_tiles("chile", active_only=True).iloc[900]
+        self.tile = self.gbox[int(tile.y_off):int(tile.y_off + tile.height),
+                              int(tile.x_off):int(tile.x_off + tile.width)]
 
     def _build(self):
-        return build_cube(self.items, crs="EPSG:32719", resolution=10, bbox=CHILE_BBOX,
-                          chunks=2304, bands=["B04", "B08", "SCL"])
+        return build_cube(self.items, geobox=self.gbox, chunks=2304, bands=["B04", "B08", "SCL"])
 
     def time_build_graph(self):
         self._build()
 
+    def time_build_one_tile(self):
+        build_cube(self.items, geobox=self.tile, chunks=2304, bands=["B04", "B08", "SCL"])
+
     def track_tasks_per_tile(self):
-        """Tasks per 2304-px tile (2 dates, 3 bands); printed with the total."""
+        """Tasks per 2304-px tile of the whole-country cube (2 dates, 3 bands); printed."""
         cube = self._build()
         tiles = len(cube.chunks[2]) * len(cube.chunks[3])
         tasks = len(cube.__dask_graph__())
-        print(f"chile-mosaic graph: {tasks} tasks for {tiles} tiles = {tasks / tiles:.1f} per tile")
+        print(f"chile-mosaic graph: {tasks} tasks for {tiles} tiles = {tasks / tiles:.2f} per tile")
         return tasks / tiles
 
     track_tasks_per_tile.unit = "tasks/tile"

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from lames_cube._atomic import atomic_write_bytes
 from lames_cube.classes import SECTOR_MINE_CLASSES, LamesClass
 from lames_cube.config import find_data_dir
 from lames_cube.errors import (
@@ -161,8 +162,8 @@ class CleaningReport:
 
     Examples
     --------
-    >>> _, rep = load_sectors(report=True)  # doctest: +SKIP
-    >>> len(rep.geometry_repairs), [r.value for r in rep.bad_dates]  # doctest: +SKIP
+    >>> _, rep = load_sectors(report=True)
+    >>> len(rep.geometry_repairs), [r.value for r in rep.bad_dates]
     (10, ['2017-13-01', '2021-22-07', '2021-22-07', '2021-22-07'])
     """
 
@@ -301,7 +302,10 @@ def _geodesic_area(geom) -> float:
 def _clean_geometry(gdf: gpd.GeoDataFrame, names: Sequence[str], site_ids: Sequence[str]):
     """Drop Z, repair invalid polygons; return (GeoSeries in EPSG:4326, z_dropped, repairs)."""
     if gdf.crs is None:
-        raise AnnotationError("The file has no CRS; LAMES files are in EPSG:4326 (CRS84).")
+        raise AnnotationError(
+            f"The file's {len(gdf)} features have no CRS; LAMES files are in EPSG:4326 (CRS84). "
+            "Use the published files, or declare it with gdf.set_crs('EPSG:4326')."
+        )
     geoms = np.asarray(gdf.geometry.values, dtype=object)
     z_dropped = int(shapely.has_z(geoms).sum())
     geoms = shapely.force_2d(geoms)
@@ -454,8 +458,8 @@ def load_sectors(data_dir: str | os.PathLike | None = None, *, report: bool = Fa
 
     Examples
     --------
-    >>> sectors, rep = load_sectors(report=True)  # doctest: +SKIP
-    >>> len(sectors), sectors.site_id.nunique(), len(rep.geometry_repairs)  # doctest: +SKIP
+    >>> sectors, rep = load_sectors(report=True)
+    >>> len(sectors), sectors.site_id.nunique(), len(rep.geometry_repairs)
     (1204, 139, 10)
     """
     path = _data_file(data_dir, SECTORS_FILE)
@@ -495,9 +499,9 @@ def load_sites(
 
     Examples
     --------
-    >>> load_sites("test").shape[0]  # doctest: +SKIP
+    >>> load_sites("test").shape[0]
     35
-    >>> load_sites().merge(load_metadata(), on="site_id").shape[0]  # doctest: +SKIP
+    >>> load_sites().merge(load_metadata(), on="site_id").shape[0]
     136
     """
     if split not in SPLITS:
@@ -535,8 +539,8 @@ def load_footprints(data_dir: str | os.PathLike | None = None, *, report: bool =
 
     Examples
     --------
-    >>> fp = load_footprints()  # doctest: +SKIP
-    >>> len(fp), round(fp.AREA.sum(), 2)  # doctest: +SKIP
+    >>> fp = load_footprints()
+    >>> len(fp), round(float(fp.AREA.sum()), 2)
     (227, 3759.66)
     """
     path = _data_file(data_dir, FOOTPRINTS_FILE)
@@ -759,17 +763,21 @@ def load_metadata(data_dir: str | os.PathLike | None = None, *, path: str | os.P
 
     Examples
     --------
-    >>> meta = load_metadata()  # doctest: +SKIP
-    >>> len(meta), meta.site_id.is_unique  # doctest: +SKIP
+    >>> meta = load_metadata()
+    >>> len(meta), meta.site_id.is_unique
     (150, True)
     """
     file = Path(path) if path is not None else _data_file(data_dir, METADATA_FILE)
     if not file.is_file():
-        raise DataDirError(f"{file} does not exist.")
+        raise DataDirError(
+            f"{file} does not exist; pass path= to the LAMES metadata.csv, or fetch it with "
+            "lames_cube.annotations.download_lames(dest)."
+        )
     rows = list(csv.reader(io.StringIO(_decode(file.read_bytes())), delimiter=";"))
     if len(rows) < 2:
         raise MetadataFormatError(
-            f"{file.name} has {len(rows)} row(s); expected two header rows and the data rows."
+            f"{file.name} has {len(rows)} row(s); expected two header rows and the data rows. "
+            "Use the file from github.com/chenzhaiyu/mineseg (annotations/metadata.csv)."
         )
     _check_metadata_header(rows[0], rows[1], file.name)
     n = len(METADATA_COLUMNS)
@@ -923,7 +931,8 @@ def load_asm(path: str | os.PathLike, *, default_class: int | None = None, repor
     bad_flag = sorted({f for f in flags if f not in (None, 0, 1)})
     if bad_flag:
         raise AnnotationError(
-            f"{path.name}: asm flags {bad_flag} in the description; expected 0 or 1."
+            f"{path.name}: asm flags {bad_flag} in the description; expected 0 or 1. Fix the "
+            "descriptions ('asm 0' or 'asm 1')."
         )
     default = int(LamesClass.parse(default_class)) if default_class is not None else 0
     df["class"] = np.array(
@@ -1025,7 +1034,7 @@ def verify_lames(data_dir: str | os.PathLike | None = None, files: Iterable[str]
 
     Examples
     --------
-    >>> verify_lames(files=["annotations/metadata.csv"])  # doctest: +SKIP
+    >>> verify_lames(files=["annotations/metadata.csv"])  # doctest: +ELLIPSIS
     {'annotations/metadata.csv': '5757a0c7...'}
     """
     root = Path(data_dir) if data_dir is not None else find_data_dir(None)
@@ -1084,6 +1093,8 @@ def download_lames(
 
     Examples
     --------
+    Needs the internet (raw.githubusercontent.com), so it is not run as a doctest:
+
     >>> download_lames("data/lames")  # doctest: +SKIP
     PosixPath('data/lames')
     """
@@ -1118,9 +1129,7 @@ def download_lames(
         data = response.content
         _check_blob(relative, data, url)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, data)
     return dest
 
 

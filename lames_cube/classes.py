@@ -168,10 +168,12 @@ def _as_int_array(values: npt.ArrayLike, what: str) -> np.ndarray:
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             bad = np.unique(arr[~np.isfinite(arr) | (arr != np.round(arr))])[:5]
-            raise AnnotationError(f"{what} must be whole numbers; found {bad.tolist()}.")
+            raise AnnotationError(f"{what} must be whole numbers; found {bad.tolist()}. Fill "
+                                  "missing values and round before converting.")
         arr = arr.astype(np.int64)
     elif arr.dtype.kind not in "iub":
-        raise AnnotationError(f"{what} must be integers; got dtype {arr.dtype}.")
+        raise AnnotationError(f"{what} must be integers; got dtype {arr.dtype}. Map them to "
+                              "class integers first (e.g. arr.astype('int64')).")
     return arr
 
 
@@ -240,7 +242,9 @@ def from_sector_index(indices: npt.ArrayLike) -> np.ndarray:
     bad = (arr < 0) | (arr >= len(SECTOR_CLASSES))
     if bad.any():
         raise AnnotationError(
-            f"Sector indices {np.unique(arr[bad])[:10].tolist()} are outside 0..{len(SECTOR_CLASSES) - 1}."
+            f"Sector indices {np.unique(arr[bad])[:10].tolist()} are outside "
+            f"0..{len(SECTOR_CLASSES) - 1}; pass indices from to_sector_index (mask ignore values "
+            "out first)."
         )
     return _FROM_SECTOR[arr]
 
@@ -265,6 +269,7 @@ def to_site_label(values: npt.ArrayLike) -> np.ndarray:
     bad = (arr < 0) | (arr > max(_LONG_NAMES))
     if bad.any():
         raise AnnotationError(
-            f"Mask values {np.unique(arr[bad])[:10].tolist()} are not LAMES classes (0..9)."
+            f"Mask values {np.unique(arr[bad])[:10].tolist()} are not LAMES classes (0..9); mask "
+            "ignore values (e.g. 255) out first, or map other codes with LamesClass.parse."
         )
     return (arr > 0).astype(np.uint8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from lames_cube.errors import LamesCubeError
 
@@ -67,10 +68,19 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_cube_build(args: argparse.Namespace) -> None:
-    from lames_cube.pipeline import run_recipe
+    import dataclasses
 
-    for store in run_recipe(args.recipe, data_dir=args.data_dir, output=args.output,
-                            overwrite=args.overwrite, progress=not args.quiet):
+    from lames_cube.pipeline import run_recipe
+    from lames_cube.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.catalog:
+        here = Path(args.catalog).expanduser()
+        catalog = str(here.absolute()) if "://" not in args.catalog and here.exists() else args.catalog
+        recipe = dataclasses.replace(recipe, catalog=catalog)
+    tiles = [t for part in args.tiles for t in part.split(",") if t] if args.tiles else None
+    for store in run_recipe(recipe, data_dir=args.data_dir, output=args.output,
+                            overwrite=args.overwrite, progress=not args.quiet, tiles=tiles):
         print(store)
 
 
@@ -89,10 +99,38 @@ def _cmd_stac_serve(args: argparse.Namespace) -> None:
     serve_forever([collection], items, args.port)
 
 
-def _cmd_stac_install(args: argparse.Namespace) -> None:
-    from lames_cube.stac_server import ensure_server_env
+def _cmd_stac_install(args: argparse.Namespace) -> int:
+    import time
 
-    print(ensure_server_env())
+    from lames_cube.stac_server import prepare_server_host, server_host_status
+
+    started = time.monotonic()
+    done = prepare_server_host(venv_dir=args.venv_dir)
+    status = server_host_status(venv_dir=args.venv_dir)
+    for step in done:
+        print(f"done: {step}")
+    print(status.report())
+    took = time.monotonic() - started
+    if not status.ready:  # an install that reported success but left something missing
+        print("lames-cube stac install: the host is still not ready (see MISSING above)",
+              file=sys.stderr)
+        return 1
+    print(f"everything is ready; {'prepared' if done else 'nothing to do'} in {took:.1f} s")
+    return 0
+
+
+def _cmd_stac_check(args: argparse.Namespace) -> int:
+    from lames_cube.stac_server import install_command, server_host_status
+
+    status = server_host_status(venv_dir=args.venv_dir)
+    print(status.report())
+    if status.ready:
+        print("everything is ready")
+        return 0
+    fix = install_command() + (f" --venv-dir {status.venv_dir}" if args.venv_dir else "")
+    print(f"not ready: run `{fix}`"
+          + ("" if status.postgres_ready or status.as_root else " after the apt command above, as root"))
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output store (or folder for per-site recipes)")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing stores")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--catalog", help="search this catalog instead of the recipe's (a STAC API "
+                   "URL, a world folder or a stac-geoparquet file)")
+    p.add_argument("--tiles", nargs="+", metavar="TILE",
+                   help="single-area recipes: build only these mosaic tiles (r<row>c<col>, "
+                   "space- or comma-separated), e.g. a trial run of chile-mosaic")
     p.set_defaults(func=_cmd_cube_build)
     p = csub.add_parser("list", help="list the shipped recipes", description="List the recipes in cubes/.")
     p.set_defaults(func=_cmd_cube_list)
@@ -183,9 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("world", help="world directory")
     p.add_argument("--port", type=int, default=8081)
     p.set_defaults(func=_cmd_stac_serve)
-    p = ssub.add_parser("install", help="install PostgreSQL/PostGIS and the server venv",
-                        description="Install what the local STAC API needs.")
+    p = ssub.add_parser("install", help="prepare this host: PostgreSQL/PostGIS, user, server venv",
+                        description="Install what the local STAC API (and its tests) need, and "
+                        "nothing that is already there: PostgreSQL + PostGIS with apt-get (as "
+                        "root; otherwise it prints the apt command to run as root and exits "
+                        "non-zero), the 'postgres' system user (as root) and the server venv "
+                        "(default: $LAMES_STAC_VENV or .venv-stacapi). The only command that "
+                        "changes the host; a second run only checks.")
+    p.add_argument("--venv-dir", help="server venv (default: $LAMES_STAC_VENV or "
+                   "<repo>/.venv-stacapi)")
     p.set_defaults(func=_cmd_stac_install)
+    p = ssub.add_parser("check", help="tell whether the host is prepared (exit 0) or not (1)",
+                        description="Report what the local STAC API needs and what is missing, "
+                        "changing nothing; exit 0 when ready, 1 when `lames-cube stac install` "
+                        "is needed.")
+    p.add_argument("--venv-dir", help="server venv (default: $LAMES_STAC_VENV or "
+                   "<repo>/.venv-stacapi)")
+    p.set_defaults(func=_cmd_stac_check)
     return parser
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor used for grids)
 import xarray as xr
 
-from lames_cube.bands import SCL_CLOUD
+from lames_cube.bands import SATURATED_DN, SCL_CLOUD
 from lames_cube.errors import InvalidGridError, InvalidQueryError
 
 #: SCL classes for snow and for saturated/defective pixels (optional in masks).
@@ -255,7 +255,14 @@ def _masks(
     opening_px = _opening(opening_px, buffer_m)
     scl = _require_scl(cube).drop_vars("band")
     valid = scl != SCL_NODATA
-    bad = scl.isin(_bad_classes(classes, snow, saturated))
+    bad = scl.isin(_bad_classes(classes, snow, False))
+    if saturated:  # SCL 1, or a band at DN 65 535 whatever SCL says
+        refl = [b for b in cube.band.values if b != "SCL"]
+        sat = scl == SCL_SATURATED
+        if refl:
+            sat = sat | (cube.sel(band=refl) == SATURATED_DN).any("band").drop_vars(
+                [c for c in ("band",) if c in cube.coords], errors="ignore")
+        bad = bad | sat
     raw_clear = valid & ~bad
     if buffer_m == 0 and opening_px == 0:
         clear = raw_clear
@@ -263,7 +270,7 @@ def _masks(
         state = xr.where(valid, bad.astype("uint8"), np.uint8(_NODATA)).astype("uint8")
         clear = valid & ~_grow(state, buffer_m, opening_px)
         if saturated:  # a lone saturated pixel is no speck to open away
-            clear = clear & (scl != SCL_SATURATED)
+            clear = clear & ~sat
     return _Masks(scl, valid, raw_clear, clear)
 
 
@@ -484,10 +491,20 @@ def median_composite(cube: xr.DataArray, *, fallback: bool = True, **mask_kwargs
 
     Examples
     --------
-    >>> data = np.array([[[[900]], [[4]]], [[[300]], [[4]]], [[[5000]], [[9]]]], "uint16")
+    Three clear looks (SCL 4) and a cloud (SCL 9): the median of the clear ones.
+
+    >>> looks = [(900, 4), (300, 4), (600, 4), (5000, 9)]
+    >>> data = np.array([[[[v]], [[c]]] for v, c in looks], "uint16")
     >>> cube = xr.DataArray(data, dims=("time", "band", "y", "x"), coords={"band": ["B04", "SCL"]})
     >>> int(median_composite(cube, buffer_m=0).reflectance.squeeze())
     600
+
+    Two clear looks are too few to trust (one may be a cloud's rim): as SCL flagged the pixel
+    once, its darkest look fills it, marked ``fallback``.
+
+    >>> out = median_composite(cube.isel(time=[0, 1, 3]), buffer_m=0)
+    >>> int(out.reflectance.squeeze()), bool(out.fallback.squeeze())
+    (300, True)
     """
     masks = _masks(cube, **mask_kwargs)
     count, never = _never_clear(masks)
@@ -660,7 +677,7 @@ def composite(cube: xr.DataArray, method: str = "median", **kwargs) -> xr.Datase
         return median_composite(cube, **kwargs)
     if method == "least_cloudy":
         return least_cloudy_composite(cube, **kwargs)
-    raise InvalidQueryError(f"method={method!r} is not one of {METHODS}.")
+    raise InvalidQueryError(f"method={method!r} is not one of {METHODS}; pick one of them.")
 
 
 def yearly_composites(cube: xr.DataArray, method: str = "median", **kwargs) -> xr.Dataset:

@@ -494,10 +494,21 @@ def build_cube(
 
     Examples
     --------
-    >>> items = lames_cube.search("worlds/demo", sites=["2203"], datetime="2022")  # doctest: +SKIP
-    >>> cube = build_cube(items, bands=["B04", "B03", "B02", "SCL"], resolution=10)  # doctest: +SKIP
-    >>> cube.dims  # doctest: +SKIP
-    ('time', 'band', 'y', 'x')
+    A tiny synthetic world (one LAMES site, one scene a year, 1 km tiles):
+
+    >>> import tempfile
+    >>> from lames_cube.search import search
+    >>> from lames_cube.synthetic import WorldSpec, write_world
+    >>> spec = WorldSpec(site_ids=("2058",), years=(2021,), scenes_per_year=1, grid_km=1,
+    ...                  tile_px=100, margin_m=100, hidden_mines=False)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     items = search(write_world(f"{tmp}/w", spec, workers=1, progress=False))
+    ...     cube = build_cube(items, bands=["B04", "B03", "B02", "SCL"], resolution=10)
+    ...     values = cube.values  # read while the files exist
+    >>> cube.dims, cube.dtype, cube.attrs["scale"]
+    (('time', 'band', 'y', 'x'), dtype('uint16'), 0.0001)
+    >>> bool((values[:, :3] > 0).any()), sorted(set(values[:, 3].ravel().tolist()) - {0}) != []
+    (True, True)
     """
     if engine not in ENGINES:
         raise InvalidQueryError(

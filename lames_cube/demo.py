@@ -50,12 +50,12 @@ def quicklook(stores: list[Path], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from lames_cube.composite import to_rgb8
-    from lames_cube.io import open_cube
+    from lames_cube.io import open_store
 
     stores = stores[:4]
     fig, axes = plt.subplots(2, len(stores), figsize=(4 * len(stores), 8.4), squeeze=False)
     for col, store in enumerate(stores):
-        cube = open_cube(store)
+        cube = open_store(store).reflectance
         for row, year in enumerate((int(cube.year.values[0]), int(cube.year.values[-1]))):
             rgb = to_rgb8(cube.sel(year=year)).transpose("y", "x", "band").values
             axes[row, col].imshow(rgb)
@@ -118,12 +118,12 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     print(f"\ncube build (recipe 'demo': {recipe.composite.method} {recipe.composite.period}ly "
           f"composites, {recipe.grid.resolution:g} m, one UTM grid per site):")
     stores = run_recipe(recipe, items=everything, data_dir=data_dir, progress=False)
-    from lames_cube.io import open_cube
+    from lames_cube.io import open_store
 
     for store in stores:
-        cube = open_cube(store)
-        count = cube.sel(band="clear_count")
-        print(f"  {store.name}: {dict(cube.sizes)}, clear observations per pixel and year: "
+        data = open_store(store)
+        count = data.clear_count
+        print(f"  {store.name}: {dict(data.reflectance.sizes)}, clear observations per pixel and year: "
               f"median {float(np.median(count.values)):.0f}, min {int(count.min())}")
     png = quicklook(stores, root / "quicklook.png")
     print(f"\nquicklook: {png}")

@@ -82,3 +82,7 @@ class MetadataFormatError(AnnotationError):
 
 class NoOverlapError(LamesCubeError, ValueError):
     """A grid that does not overlap the polygons to rasterise."""
+
+
+class MetricsError(LamesCubeError, ValueError):
+    """Predictions, labels or a confusion matrix that cannot be scored."""

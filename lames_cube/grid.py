@@ -32,6 +32,9 @@ from the ``naturalearth_lowres`` test fixture of the pyogrio wheel).
 with edges on multiples of ``tile_size·resolution`` and tiles of ``tile_size`` pixels (a multiple of
 the 256 px patch); only the tiles that touch the region are ``active``.
 
+:func:`utm_epsg` is the package's one rule from lon/lat to a UTM zone (the synthetic world's tiles,
+``crs: utm`` recipes and the benchmark catalogues all use it).
+
 Both grids are GeoDataFrames with a ``transform`` column: the tile's affine transform in GDAL
 order ``(x0, pixel_width, 0, y0, 0, -pixel_height)``, ``(x0, y0)`` being the upper-left corner
 of pixel (0, 0), as a tuple of 6 floats (``affine.Affine.from_gdal(*t)`` rebuilds it). The column
@@ -45,7 +48,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -60,6 +62,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import CRS, Geod, Transformer
 from shapely.geometry.base import BaseGeometry
 
+from lames_cube._atomic import atomic_path
 from lames_cube.errors import AnnotationError, InvalidGridError
 
 __all__ = [
@@ -75,6 +78,7 @@ __all__ = [
     "read_geoparquet",
     "region_polygon",
     "site_boxes",
+    "utm_epsg",
     "write_geoparquet",
 ]
 
@@ -199,6 +203,64 @@ def region_polygon(region: str | BaseGeometry | gpd.GeoSeries | gpd.GeoDataFrame
         )
     _check_lonlat(region, "The region polygon")
     return region
+
+
+# --------------------------------------------------------------------------- UTM zones
+
+#: Zones of the MGRS exceptions: (south, north, west, east) in degrees -> zone.
+_UTM_EXCEPTIONS: tuple[tuple[tuple[float, float, float, float], int], ...] = (
+    ((56.0, 64.0, 3.0, 12.0), 32),  # south-west Norway: 32V is widened westwards
+    ((72.0, 84.0, 0.0, 9.0), 31),  # Svalbard: 31X, 33X, 35X, 37X are 9 or 12 degrees wide
+    ((72.0, 84.0, 9.0, 21.0), 33),
+    ((72.0, 84.0, 21.0, 33.0), 35),
+    ((72.0, 84.0, 33.0, 42.0), 37),
+)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS 84 / UTM zone that contains ``(lon, lat)``.
+
+    Zones are 6 degrees wide from 180° W (zone 1); a point on a zone's west edge belongs to it,
+    and the equator to the north. As in the MGRS (and so in Sentinel-2's tiling) south-west
+    Norway lies in zone 32 and Svalbard in zones 31, 33, 35 and 37.
+
+    Parameters
+    ----------
+    lon, lat
+        Longitude in -180..180 and latitude in -80..84 (the range of UTM), in degrees.
+
+    Returns
+    -------
+    int
+        326zz in the northern hemisphere, 327zz in the southern one (zz = zone 01..60).
+
+    Raises
+    ------
+    InvalidGridError
+        A longitude or latitude that is not finite or lies outside those ranges.
+
+    Examples
+    --------
+    >>> utm_epsg(-69.07, -24.27), utm_epsg(-1.6, 6.2), utm_epsg(5.3, 60.4)
+    (32719, 32630, 32632)
+    """
+    lon, lat = float(lon), float(lat)
+    if not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
+        raise InvalidGridError(
+            f"lon={lon!r} is not a longitude in -180..180 degrees; pass lon/lat in EPSG:4326 "
+            "(reproject projected coordinates first, wrap longitudes with (lon + 180) % 360 - 180)."
+        )
+    if not (math.isfinite(lat) and -80.0 <= lat <= 84.0):
+        raise InvalidGridError(
+            f"lat={lat!r} is outside -80..84 degrees, where UTM zones are defined; near the "
+            "poles use a polar stereographic CRS (EPSG:32661 north, EPSG:32761 south)."
+        )
+    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
+    for (south, north, west, east), special in _UTM_EXCEPTIONS:
+        if (south <= lat < north or lat == north == 84.0) and west <= lon < east:
+            zone = special
+            break
+    return (32600 if lat >= 0 else 32700) + zone
 
 
 # --------------------------------------------------------------------------- the LAMES rule
@@ -477,7 +539,10 @@ def lames_geobox(tile: pd.Series | dict) -> GeoBox:
     """
     transform = tuple(float(v) for v in tile[_TRANSFORM])
     if len(transform) != 6:
-        raise InvalidGridError(f"transform {transform} is not a GDAL-order 6-tuple.")
+        raise InvalidGridError(
+            f"transform {transform} is not a GDAL-order 6-tuple; pass a row of lames_tiles() (or "
+            "a dict with 'transform' (x0, px_w, 0, y0, 0, -px_h), 'width' and 'height')."
+        )
     return GeoBox((int(tile["height"]), int(tile["width"])), Affine.from_gdal(*transform), "EPSG:3857")
 
 
@@ -668,16 +733,15 @@ def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if not isinstance(gdf, gpd.GeoDataFrame):
-        raise InvalidGridError(f"write_geoparquet needs a GeoDataFrame, got {type(gdf).__name__}.")
+        raise InvalidGridError(
+            f"write_geoparquet needs a GeoDataFrame, got {type(gdf).__name__}; build one with "
+            "geopandas.GeoDataFrame(table, geometry=..., crs=...)."
+        )
     out = gdf.copy()
     if _TRANSFORM in out.columns:
         out[_TRANSFORM] = [[float(v) for v in t] for t in out[_TRANSFORM]]
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         out.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -52,7 +52,11 @@ specification and every region write would have to rewrite it); ``time`` is stor
 times never need other units; string coordinates are stored as Zarr v3 variable-length ``string``
 (fixed-width unicode has no v3 specification and warns) and come back as NumPy fixed-width unicode
 (``<U3``); the zarr ``fill_value`` is the dtype's default (0 for integers = nodata, NaN for
-floats), so unwritten chunks read as nodata; only local paths are supported.
+floats), so unwritten chunks read as nodata.
+
+A store is a local path or an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...; credentials
+come from fsspec's usual settings): the same writes, ledger and resumes. On object stores the
+ledger is rewritten whole for each line, so concurrent region writers need a local store.
 """
 
 from __future__ import annotations
@@ -61,7 +65,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +76,8 @@ import numpy as np
 import xarray as xr
 
 from lames_cube import errors
+from lames_cube._atomic import atomic_write_text
+from lames_cube._fs import StorePath, UrlPath, append_bytes, as_store_path, remove_tree
 from lames_cube.errors import LamesCubeError
 
 __all__ = [
@@ -87,6 +92,8 @@ __all__ = [
     "TemplateMismatchError",
     "init_cube_store",
     "open_cube",
+    "open_store",
+    "region_written",
     "store_status",
     "write_cube",
 ]
@@ -154,8 +161,8 @@ class _SimulatedCrash(RuntimeError):
 
 @dataclass
 class _Prepared:
-    ds: xr.Dataset  # one data variable; dask chunks == Zarr chunks; encodings set
-    name: str
+    ds: xr.Dataset  # the data variables; dask chunks == Zarr chunks; encodings set
+    name: str  # the primary variable (a Dataset's variable with the most dims)
     spatial: tuple[str, str]  # (y dim, x dim)
     gbox: Any  # odc.geo.geobox.GeoBox
     named: bool = True  # False: the cube had no name (the variable is called "data")
@@ -163,6 +170,11 @@ class _Prepared:
     @property
     def var(self) -> xr.DataArray:
         return self.ds[self.name]
+
+    @property
+    def names(self) -> list[str]:
+        """Every data variable, the primary one first."""
+        return [self.name] + [str(n) for n in self.ds.data_vars if n != self.name]
 
     @property
     def chunks(self) -> dict[Hashable, int]:
@@ -306,9 +318,11 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
     import odc.geo.xr  # noqa: F401  (registers .odc)
 
     patch = _check_patch_size(patch_size)
+    if isinstance(cube, xr.Dataset):
+        return _prepare_dataset(cube, chunks, patch, check_chunks)
     if not isinstance(cube, xr.DataArray):
-        raise StoreError(f"write_cube expects an xarray.DataArray cube; got {type(cube).__name__}. "
-                         f"Pick the variable of a Dataset first, e.g. ds['reflectance'].")
+        raise StoreError(f"write_cube expects an xarray.DataArray or Dataset cube; got "
+                         f"{type(cube).__name__}.")
     gbox = cube.odc.geobox
     if gbox is None or gbox.crs is None:
         raise StoreError(
@@ -363,13 +377,59 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
                      named=cube.name is not None)
 
 
+def _prepare_dataset(data: xr.Dataset, chunks: Mapping[Hashable, int] | None, patch: int,
+                     check_chunks: bool) -> _Prepared:
+    """A Dataset of variables on one grid (e.g. reflectance, SCL and clear_count apart, each
+    with its own dtype and attrs), written and resumed together, region by region."""
+    if not data.data_vars:
+        raise StoreError("the Dataset to write has no data variables; add at least one, e.g. "
+                         "xr.Dataset({'reflectance': cube}).")
+    preps = []
+    for name, var in data.data_vars.items():
+        if var.ndim < 2:
+            raise StoreError(
+                f"variable {name!r} of the Dataset has dims {list(var.dims)}, not a grid: every "
+                f"variable of a store lies on the grid (..., y, x). Drop it "
+                f"(ds.drop_vars({name!r})) or keep its value in ds.attrs."
+            )
+        sub = chunks if chunks is None else {d: c for d, c in chunks.items() if d in var.dims}
+        preps.append(_prepare(var.rename(name), sub, patch, check_chunks))
+    unknown = [d for d in (chunks or {}) if d not in data.dims]
+    if unknown:
+        raise ChunkError(f"chunks names dims {unknown} that the Dataset does not have; its dims "
+                         f"are {list(data.dims)}.")
+    first = preps[0]
+    for p in preps[1:]:
+        if p.spatial != first.spatial or p.gbox != first.gbox:
+            raise GridMismatchError(
+                f"variables {first.name!r} and {p.name!r} are not on one grid:\n"
+                f"  {first.name}: {_gbox_text(first.gbox)}\n  {p.name}: {_gbox_text(p.gbox)}\n"
+                f"Reproject one onto the other's GeoBox, or write them to separate stores."
+            )
+        for d in first.spatial:
+            if p.chunks[d] != first.chunks[d]:
+                raise ChunkError(
+                    f"variables {first.name!r} and {p.name!r} have different chunks along {d!r} "
+                    f"({first.chunks[d]} and {p.chunks[d]} px); a store's regions span every "
+                    f"variable. Pass chunks={{{d!r}: {first.chunks[d]}}}."
+                )
+    primary = max(preps, key=lambda p: p.var.ndim)  # first of the widest
+    _check_attrs(data)
+    ds = xr.merge([p.ds for p in preps], compat="equals", join="exact", combine_attrs="override")
+    for p in preps:
+        ds[p.name].encoding = dict(p.var.encoding)
+        ds[p.name].attrs = dict(p.var.attrs)
+    ds.attrs = dict(data.attrs)
+    return _Prepared(ds=ds, name=primary.name, spatial=primary.spatial, gbox=primary.gbox)
+
+
 def _metadata_template(prep: _Prepared) -> xr.Dataset:
     """The Dataset with the cube's data replaced by cheap zeros: writing it writes metadata only."""
-    var = prep.var
-    zeros = dsa.zeros(var.shape, dtype=var.dtype, chunks=var.chunks)
     ds = prep.ds.copy()
-    ds[prep.name] = var.copy(data=zeros)
-    ds[prep.name].encoding = dict(var.encoding)
+    for name in prep.names:
+        var = prep.ds[name]
+        ds[name] = var.copy(data=dsa.zeros(var.shape, dtype=var.dtype, chunks=var.chunks))
+        ds[name].encoding = dict(var.encoding)
     return ds
 
 
@@ -391,24 +451,33 @@ def _hash_values(values: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _template(prep: _Prepared) -> dict[str, Any]:
-    var = prep.var
+def _var_template(var: xr.DataArray) -> dict[str, Any]:
     return {
-        "name": prep.name,
         "dims": [str(d) for d in var.dims],
         "shape": list(var.shape),
-        "chunks": [int(prep.chunks[d]) for d in var.dims],
+        "chunks": [int(c) for c in var.encoding["chunks"]],
         "dtype": var.dtype.str,
         "attrs": _attrs_json(var.attrs),
+    }
+
+
+def _template(prep: _Prepared) -> dict[str, Any]:
+    out = {
+        "name": prep.name,
+        **_var_template(prep.var),
         "coords": {str(k): {"dims": [str(d) for d in c.dims],
                             "sha256": _hash_values(np.asarray(c.values))}
                    for k, c in sorted(prep.ds.coords.items(), key=lambda kv: str(kv[0]))},
     }
+    if len(prep.names) > 1:  # a Dataset: every variable, and the Dataset's attrs
+        out["variables"] = {n: _var_template(prep.ds[n]) for n in prep.names[1:]}
+        out["dataset_attrs"] = _attrs_json(prep.ds.attrs)
+    return out
 
 
 def _template_diff(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     out = []
-    for key in ("name", "dims", "shape", "chunks", "dtype", "attrs"):
+    for key in ("name", "dims", "shape", "chunks", "dtype", "attrs", "variables", "dataset_attrs"):
         if stored.get(key) != new.get(key):
             out.append(f"{key}: store {stored.get(key)!r}, cube {new.get(key)!r}")
     sc, nc = stored.get("coords", {}), new.get("coords", {})
@@ -465,7 +534,7 @@ class _LedgerState:
 
 
 class _Ledger:
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: StorePath) -> None:
         self.path = store / LEDGER_NAME
 
     def exists(self) -> bool:
@@ -477,7 +546,14 @@ class _Ledger:
         group = self.path.parent / "zarr.json"
         if not group.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            group.write_text(json.dumps(_LEDGER_GROUP, indent=2))
+            if isinstance(group, UrlPath):
+                group.write_text(json.dumps(_LEDGER_GROUP, indent=2))
+            else:
+                atomic_write_text(group, json.dumps(_LEDGER_GROUP, indent=2))
+        if isinstance(self.path, UrlPath):  # no concurrent writers on object stores
+            old = self.path.read_bytes() if self.path.exists() else b""
+            append_bytes(self.path, (b"\n" if old and not old.endswith(b"\n") else b"") + data)
+            return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -524,7 +600,7 @@ class _Ledger:
         return state
 
 
-def _describe_incomplete(path: Path, state: _LedgerState) -> str:
+def _describe_incomplete(path: StorePath, state: _LedgerState) -> str:
     if not state.jobs:
         return (f"the store {str(path)!r} is incomplete: its creation was interrupted before any "
                 f"job was recorded. Rewrite it with write_cube(cube, {str(path)!r}, mode='w').")
@@ -557,43 +633,50 @@ def _describe_incomplete(path: Path, state: _LedgerState) -> str:
 # Store helpers
 
 
-def _as_path(store: Any) -> Path:
-    if isinstance(store, str) and "://" in store:
-        raise StoreError(f"only local stores are supported; got the URL {store!r}. Write to a local "
-                         f"path and copy the store.")
-    if not isinstance(store, str | os.PathLike):
-        raise StoreError(f"store must be a path (str or pathlib.Path); got {type(store).__name__}.")
-    return Path(store)
+def _as_path(store: Any) -> StorePath:
+    try:
+        return as_store_path(store)
+    except TypeError:
+        raise StoreError(f"store must be a path (str or pathlib.Path) or an fsspec URL such as "
+                         f"'s3://bucket/cube.zarr'; got {type(store).__name__}.") from None
 
 
-def _is_empty_dir(path: Path) -> bool:
+def _returned(path: StorePath) -> Path | str:
+    """What the public functions return: the local path, or the URL of a remote store."""
+    return str(path) if isinstance(path, UrlPath) else path
+
+
+def _is_empty_dir(path: StorePath) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _remove_store(path: Path) -> None:
+def _remove_store(path: StorePath) -> None:
     """Delete a store (only something that looks like one: a safety net against typos)."""
     if path.is_file() or (not (path / "zarr.json").exists() and not (path / LEDGER_NAME).exists()
                           and not _is_empty_dir(path)):
         raise StoreError(f"refusing to delete {str(path)!r}: it is not a Zarr store (no zarr.json "
                          f"nor {LEDGER_NAME}). Pick another path or remove it yourself.")
-    shutil.rmtree(path)
+    remove_tree(path)
 
 
-def _clear_except_ledger(path: Path) -> None:
+def _clear_except_ledger(path: StorePath) -> None:
     for child in path.iterdir():
         if child.name == LEDGER_NAME.split("/")[0]:
             continue
         if child.is_dir():
-            shutil.rmtree(child)
+            remove_tree(child)
         else:
             child.unlink()
 
 
-def _open_dataset(path: Path) -> xr.Dataset:
-    return xr.open_zarr(path, decode_coords="all", **_ZARR_KW)
+def _open_dataset(path: StorePath) -> xr.Dataset:
+    import odc.geo.xr  # noqa: F401  (registers .odc)
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    return xr.open_zarr(str(path), decode_coords="all", **_ZARR_KW)
 
 
-def _data_var(ds: xr.Dataset, path: Path, variable: str | None) -> str:
+def _data_var(ds: xr.Dataset, path: StorePath, variable: str | None) -> str:
     names = [str(n) for n in ds.data_vars]
     if variable is not None:
         if variable not in names:
@@ -636,7 +719,7 @@ def _gbox_text(gbox: Any) -> str:
             f"{a.d!r}, {a.e!r}, {a.f!r}), bounds={tuple(gbox.extent.boundingbox)})")
 
 
-def _check_store_grid(store_gbox: Any, cube_gbox: Any, path: Path, what: str) -> None:
+def _check_store_grid(store_gbox: Any, cube_gbox: Any, path: StorePath, what: str) -> None:
     if store_gbox != cube_gbox:
         raise GridMismatchError(
             f"the {what} is not on the store's grid ({str(path)!r}).\n"
@@ -647,7 +730,7 @@ def _check_store_grid(store_gbox: Any, cube_gbox: Any, path: Path, what: str) ->
 
 
 def _check_coords_equal(prep: _Prepared, stored: xr.DataArray, names: Iterable[Hashable],
-                        path: Path, what: str) -> None:
+                        path: StorePath, what: str) -> None:
     names = sorted(names, key=lambda k: k not in prep.var.dims)  # dimension coordinates first
     for k in names:
         if k not in stored.coords:
@@ -667,7 +750,7 @@ def _short(values: np.ndarray) -> str:
     return repr(flat if len(flat) <= 6 else [*flat[:3], "...", *flat[-2:]])
 
 
-def _compatible(prep: _Prepared, stored: xr.DataArray, path: Path, what: str) -> None:
+def _compatible(prep: _Prepared, stored: xr.DataArray, path: StorePath, what: str) -> None:
     """Same dims, dtype and coordinate names as the store's variable."""
     if tuple(stored.dims) != tuple(prep.var.dims):
         raise TemplateMismatchError(f"the {what} has dims {list(prep.var.dims)}; the store "
@@ -703,24 +786,25 @@ def _aligned_chunks(offset: int, length: int, chunk: int) -> tuple[int, ...]:
 def _conform(prep: _Prepared, store_chunks: Mapping[Hashable, int],
              offsets: Mapping[Hashable, int]) -> _Prepared:
     """Rechunk to the store's Zarr chunks, aligned with where the cube lands in the store."""
-    var = prep.var
-    chunks = {d: _aligned_chunks(offsets.get(d, 0), var.sizes[d], int(store_chunks[d]))
-              for d in var.dims}
     ds = prep.ds.copy()
-    enc = dict(var.encoding)
-    ds[prep.name] = var.chunk(chunks)
-    enc["chunks"] = tuple(int(store_chunks[d]) for d in var.dims)
-    ds[prep.name].encoding = enc
+    for name in prep.names:
+        var = prep.ds[name]
+        chunks = {d: _aligned_chunks(offsets.get(d, 0), var.sizes[d], int(store_chunks[d]))
+                  for d in var.dims}
+        enc = dict(var.encoding)
+        ds[name] = var.chunk(chunks)
+        enc["chunks"] = tuple(int(store_chunks[d]) for d in var.dims)
+        ds[name].encoding = enc
     return prep.replace(ds=ds)
 
 
-def _write_regions(prep: _Prepared, path: Path, regions: list[_Region], *, t: tuple[int, int],
+def _write_regions(prep: _Prepared, path: StorePath, regions: list[_Region], *, t: tuple[int, int],
                    offset: tuple[int, int], skip: _LedgerState | None, progress: bool,
                    fail_after: int | None, partial_time: bool = False) -> None:
     """Write ``regions`` (absolute indices) of the prepared cube, one ``to_zarr`` call each."""
     ledger = _Ledger(path)
-    var = prep.var
-    data = prep.ds[[prep.name]].drop_vars(list(prep.ds.coords))
+    data = prep.ds[prep.names].drop_vars(list(prep.ds.coords))
+    sizes = {d: n for name in prep.names for d, n in prep.ds[name].sizes.items()}
     ydim, xdim = prep.spatial
     todo = [r for r in regions if skip is None or not skip.is_done(r, t)]
     bar = None
@@ -736,11 +820,11 @@ def _write_regions(prep: _Prepared, path: Path, regions: list[_Region], *, t: tu
                 raise _SimulatedCrash(f"simulated crash after {written} regions (_fail_after)")
             part = data.isel({ydim: slice(y0 - offset[0], y1 - offset[0]),
                               xdim: slice(x0 - offset[1], x1 - offset[1])})
-            where: dict[Hashable, slice] = {d: slice(0, var.sizes[d]) for d in var.dims}
-            if "time" in var.dims:
+            where: dict[Hashable, slice] = {d: slice(0, n) for d, n in sizes.items()}
+            if "time" in sizes:
                 where["time"] = slice(*t)
             where[ydim], where[xdim] = slice(y0, y1), slice(x0, x1)
-            part.to_zarr(path, region=where, mode="a" if partial_time else "r+", **_ZARR_KW)
+            part.to_zarr(str(path), region=where, mode="a" if partial_time else "r+", **_ZARR_KW)
             ledger.append({"event": "done", "t": list(t), "y": [y0, y1], "x": [x0, x1]})
             written += 1
             if bar is not None:
@@ -763,7 +847,7 @@ def _grid(prep: _Prepared) -> dict[str, list[int]]:
             xdim: [0, prep.var.sizes[xdim], int(prep.chunks[xdim])]}
 
 
-def _begin(path: Path, prep: _Prepared, op: str, t: tuple[int, int]) -> str:
+def _begin(path: StorePath, prep: _Prepared, op: str, t: tuple[int, int]) -> str:
     template = _template(prep)
     job = _job_id(template, list(t))
     _Ledger(path).append({"event": "begin", "lames_ledger": _LEDGER_VERSION, "job": job, "op": op,
@@ -785,7 +869,7 @@ def _check_fail_after(fail_after: Any) -> int | None:
 
 def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
                     chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
-                    mode: Literal["w-", "w"] = "w-") -> Path:
+                    mode: Literal["w-", "w"] = "w-") -> Path | str:
     """Create a store with the metadata of ``template`` and no pixels, for later region writes.
 
     Writes the Zarr v3 metadata and every coordinate (nothing of the template's data is computed)
@@ -814,19 +898,28 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
 
     Examples
     --------
-    >>> init_cube_store(cube, "tiles.zarr")                                    # doctest: +SKIP
-    >>> for ys, xs in tiles:                                                  # doctest: +SKIP
-    ...     write_cube(cube.isel(y=ys, x=xs), "tiles.zarr", region={"y": ys, "x": xs})
+    >>> import tempfile
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_zeros
+    >>> gbox = GeoBox.from_bbox((300000, 7000000, 305120, 7002560), "EPSG:32719", resolution=10)
+    >>> cube = (xr_zeros(gbox, dtype="uint16", chunks=(256, 256)) + 7).rename("reflectance")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = init_cube_store(cube, f"{tmp}/tiles.zarr")
+    ...     before = store_status(path)["complete"]
+    ...     for ys, xs in [(slice(0, 256), slice(0, 256)), (slice(0, 256), slice(256, 512))]:
+    ...         _ = write_cube(cube.isel(y=ys, x=xs), path, region={"y": ys, "x": xs})
+    ...     before, store_status(path)["complete"], int(open_cube(path).sum())
+    (False, True, 917504)
     """
     if mode not in ("w-", "w"):
         raise StoreError(f"init_cube_store mode must be 'w-' or 'w'; got {mode!r}.")
     path = _as_path(store)
     prep = _prepare(template, chunks, patch_size)
     _start_store(prep, path, mode, op="init")
-    return path
+    return _returned(path)
 
 
-def _start_store(prep: _Prepared, path: Path, mode: str, op: str) -> str:
+def _start_store(prep: _Prepared, path: StorePath, mode: str, op: str) -> str:
     """Check the path for ``mode``, record the job and write the metadata. Returns the job id."""
     if path.exists() and not _is_empty_dir(path):
         if mode == "w":
@@ -843,16 +936,16 @@ def _start_store(prep: _Prepared, path: Path, mode: str, op: str) -> str:
     return job
 
 
-def _write_metadata(prep: _Prepared, path: Path, job: str) -> None:
+def _write_metadata(prep: _Prepared, path: StorePath, job: str) -> None:
     # mode="a": the directory already holds the ledger, which mode="w" would delete.
-    _metadata_template(prep).to_zarr(path, mode="a", compute=False, **_ZARR_KW)
+    _metadata_template(prep).to_zarr(str(path), mode="a", compute=False, **_ZARR_KW)
     _Ledger(path).append({"event": "metadata", "job": job})
 
 
 def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode = "w-",
                chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
                progress: bool = False, region: Mapping[str, slice] | None = None,
-               append_dim: str | None = None, _fail_after: int | None = None) -> Path:
+               append_dim: str | None = None, _fail_after: int | None = None) -> Path | str:
     """Write a cube to a Zarr v3 store, region by region and resumably.
 
     The store holds one variable named after ``cube.name`` (``"data"`` if unnamed), with the
@@ -922,8 +1015,10 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     >>> from odc.geo.xr import xr_zeros
     >>> gbox = GeoBox.from_bbox((300000, 7000000, 305120, 7002560), "EPSG:32719", resolution=10)
     >>> cube = xr_zeros(gbox, dtype="uint16", chunks=(256, 256)).rename("reflectance")
-    >>> path = write_cube(cube, tmp / "demo.zarr")                               # doctest: +SKIP
-    >>> open_cube(path).odc.geobox == gbox                                       # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_cube(cube, f"{tmp}/demo.zarr")
+    ...     open_cube(path).odc.geobox == gbox
     True
     """
     if mode not in _MODES:
@@ -941,11 +1036,11 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
             raise StoreError(f"append_dim must be 'time'; got {append_dim!r}.")
         prep = _prepare(cube, None, patch_size, check_chunks=False)
         _append(prep, path, mode, progress=progress, fail_after=fail_after)
-        return path
+        return _returned(path)
     if region is not None:
         prep = _prepare(cube, None, patch_size, check_chunks=False)
         _write_region(prep, path, region, mode, progress=progress, fail_after=fail_after)
-        return path
+        return _returned(path)
 
     prep = _prepare(cube, chunks, patch_size)
     template = _template(prep)
@@ -967,23 +1062,25 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
             )
         if state.job_complete(job):
             ledger.mark_complete()
-            return path
+            return _returned(path)
         if job not in state.metadata:  # crashed while writing metadata: redo it
             _clear_except_ledger(path)
             _write_metadata(prep, path, job)
             state = ledger.read()
         _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=state,
                        progress=progress, fail_after=fail_after)
-        return path
+        return _returned(path)
 
     job = _start_store(prep, path, "w" if mode == "w" else "w-", op="write")
     state = _Ledger(path).read()
     _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=None,
                    progress=progress, fail_after=fail_after)
-    return path
+    return _returned(path)
 
 
-def _open_for_update(path: Path, prep: _Prepared, what: str) -> xr.DataArray:
+def _open_for_update(path: StorePath, prep: _Prepared,
+                     what: str) -> tuple[xr.DataArray, dict[Hashable, int]]:
+    """The store's primary variable, and the Zarr chunks of every variable the cube writes."""
     if not (path / "zarr.json").exists():
         raise StoreNotFoundError(
             f"no Zarr store at {str(path)!r} to {what} into. Create it first with "
@@ -1001,10 +1098,21 @@ def _open_for_update(path: Path, prep: _Prepared, what: str) -> xr.DataArray:
                                         f"cube.rename({names[0]!r}).")
     else:
         name = prep.name
-    return ds[name]
+    for other in prep.names[1:]:
+        var = prep.ds[other]
+        if other not in ds.data_vars or tuple(ds[other].dims) != tuple(var.dims) \
+                or ds[other].dtype != var.dtype:
+            have = {str(n): (list(v.dims), str(v.dtype)) for n, v in ds.data_vars.items()}
+            raise TemplateMismatchError(
+                f"the Dataset's variable {other!r} (dims {list(var.dims)}, {var.dtype}) is not "
+                f"in the store {str(path)!r} as such; the store holds {have}. Write the same "
+                f"variables as the store, or another store."
+            )
+    chunks = {d: c for n in (name, *prep.names[1:]) for d, c in _store_chunks(ds[n]).items()}
+    return ds[name], chunks
 
 
-def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
+def _append(prep: _Prepared, path: StorePath, mode: str, *, progress: bool,
             fail_after: int | None) -> None:
     if mode == "w":
         raise StoreError("mode='w' cannot be combined with append_dim (it would delete the store). "
@@ -1024,10 +1132,10 @@ def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
         rec = state.jobs[job]
         if rec["op"] == "append" and job not in state.metadata:
             _rollback_time(path, rec["time"][0])
-    stored = _open_for_update(path, prep, "append")
+    stored, store_chunks = _open_for_update(path, prep, "append")
     if stored.name != prep.name:
         prep = _rename(prep, str(stored.name))
-    store_chunks = _store_chunks(stored)
+
     prep = _conform(prep, store_chunks, {"time": stored.sizes["time"]})
     template = _template(prep)
 
@@ -1040,7 +1148,7 @@ def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
                     return
                 prep = _conform(prep, store_chunks, {"time": t[0]})
                 if job not in state.metadata:
-                    _metadata_template(prep).to_zarr(path, append_dim="time", mode="a",
+                    _metadata_template(prep).to_zarr(str(path), append_dim="time", mode="a",
                                                      compute=False, **_ZARR_KW)
                     ledger.append({"event": "metadata", "job": job})
                     state = ledger.read()
@@ -1087,7 +1195,7 @@ def _append(prep: _Prepared, path: Path, mode: str, *, progress: bool,
     job = _job_id(template, list(t))
     ledger.append({"event": "begin", "lames_ledger": _LEDGER_VERSION, "job": job, "op": "append",
                    "time": list(t), "grid": _grid(prep), "template": template})
-    _metadata_template(prep).to_zarr(path, append_dim="time", mode="a", compute=False, **_ZARR_KW)
+    _metadata_template(prep).to_zarr(str(path), append_dim="time", mode="a", compute=False, **_ZARR_KW)
     ledger.append({"event": "metadata", "job": job})
     state = ledger.read()
     _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=None,
@@ -1103,11 +1211,11 @@ def _rename(prep: _Prepared, name: str) -> _Prepared:
     return prep.replace(ds=ds, name=name)
 
 
-def _rollback_time(path: Path, length: int) -> None:
+def _rollback_time(path: StorePath, length: int) -> None:
     """Shrink every array with a time dim back to ``length`` (undo a half-done append resize)."""
     import zarr
 
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     for _, arr in group.arrays():
         dims = list(arr.metadata.dimension_names or ())
         if "time" in dims:
@@ -1117,7 +1225,7 @@ def _rollback_time(path: Path, length: int) -> None:
 
 
 def _normalise_region(region: Any, stored: xr.DataArray, spatial: tuple[str, str],
-                      chunks: Mapping[Hashable, int], path: Path) -> dict[str, slice]:
+                      chunks: Mapping[Hashable, int], path: StorePath) -> dict[str, slice]:
     if not isinstance(region, Mapping):
         raise RegionError(f"region must be a mapping like {{'y': slice(0, 512), 'x': slice(256, "
                           f"768)}}; got {region!r}.")
@@ -1149,17 +1257,17 @@ def _normalise_region(region: Any, stored: xr.DataArray, spatial: tuple[str, str
     return out
 
 
-def _write_region(prep: _Prepared, path: Path, region: Mapping[str, slice], mode: str, *,
+def _write_region(prep: _Prepared, path: StorePath, region: Mapping[str, slice], mode: str, *,
                   progress: bool, fail_after: int | None) -> None:
     ledger = _Ledger(path)
-    stored = _open_for_update(path, prep, "write a region")
+    stored, store_chunks = _open_for_update(path, prep, "write a region")
     if not ledger.exists():
         raise StoreError(f"the store {str(path)!r} has no {LEDGER_NAME}; region writes need a "
                          f"store created by init_cube_store or write_cube.")
     if stored.name != prep.name:
         prep = _rename(prep, str(stored.name))
     _compatible(prep, stored, path, "sub-cube")
-    store_chunks = _store_chunks(stored)
+
     where = _normalise_region(region, stored, prep.spatial, store_chunks, path)
     ydim, xdim = prep.spatial
     for d in (ydim, xdim):
@@ -1191,6 +1299,31 @@ def _write_region(prep: _Prepared, path: Path, region: Mapping[str, slice], mode
                    fail_after=fail_after)
 
 
+def region_written(store: str | os.PathLike[str], region: Mapping[str, slice]) -> bool:
+    """True when every chunk of ``region`` (spatial slices, as for ``write_cube(region=)``) of
+    ``store`` has been written for all its time steps, by the ledger; False for a missing store.
+
+    Examples
+    --------
+    >>> region_written("no-such-store.zarr", {"y": slice(0, 256), "x": slice(0, 256)})
+    False
+    """
+    path = _as_path(store)
+    ledger = _Ledger(path)
+    if not ledger.exists():
+        return False
+    state = ledger.read()
+    jobs = [rec for rec in state.jobs.values() if rec["op"] in ("write", "init")]
+    if not jobs:
+        return False
+    rec = jobs[-1]
+    spatial = tuple(rec["template"]["dims"][-2:])
+    grid = {d: [region[d].start, region[d].stop, rec["grid"][d][2]] for d in spatial}
+    t = (0, rec["template"]["shape"][rec["template"]["dims"].index("time")]) \
+        if "time" in rec["template"]["dims"] else (0, 0)
+    return all(state.is_done(r, t) for r in _grid_regions(grid, spatial))  # type: ignore[arg-type]
+
+
 def store_status(store: str | os.PathLike[str]) -> dict[str, Any]:
     """Progress of the resumable writes of a store, from its ledger.
 
@@ -1208,12 +1341,20 @@ def store_status(store: str | os.PathLike[str]) -> dict[str, Any]:
 
     Examples
     --------
-    >>> store_status("cube.zarr")["complete"]                                   # doctest: +SKIP
-    True
+    >>> import tempfile
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_zeros
+    >>> gbox = GeoBox.from_bbox((300000, 7000000, 302560, 7002560), "EPSG:32719", resolution=10)
+    >>> cube = xr_zeros(gbox, dtype="uint16", chunks=(128, 128)).rename("reflectance")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     status = store_status(write_cube(cube, f"{tmp}/cube.zarr", patch_size=128))
+    >>> status["complete"], status["regions_done"], status["regions_total"]
+    (True, 4, 4)
     """
     path = _as_path(store)
     if not path.exists():
-        raise StoreNotFoundError(f"no store at {str(path)!r}.")
+        raise StoreNotFoundError(f"no store at {str(path)!r}; check the path, or write one with "
+                                 f"write_cube(cube, {str(path)!r}).")
     ledger = _Ledger(path)
     state = ledger.read()
     jobs = []
@@ -1230,6 +1371,55 @@ def store_status(store: str | os.PathLike[str]) -> dict[str, Any]:
         "regions_done": sum(j["regions_done"] for j in jobs),
         "jobs": jobs,
     }
+
+
+def open_store(store: str | os.PathLike[str], *, allow_incomplete: bool = False) -> xr.Dataset:
+    """Open every variable of a store written by :func:`write_cube` as a lazy Dataset.
+
+    A composite store holds ``reflectance`` (with ``scale``), ``clear_count`` and the fallback
+    markers apart; a scene store ``reflectance`` and ``scl``: scaling the reflectance never
+    touches the others. Coordinates, attrs and the CRS come back as with :func:`open_cube`.
+
+    Parameters
+    ----------
+    store : str or path-like
+        The store.
+    allow_incomplete : bool, default False
+        Open a store whose write has not finished (unwritten chunks read as 0).
+
+    Returns
+    -------
+    xarray.Dataset
+        The lazy variables.
+
+    Raises
+    ------
+    StoreNotFoundError, IncompleteStoreError
+        As :func:`open_cube`.
+    """
+    path = _checked_store(store, allow_incomplete)
+    ds = _open_dataset(path)
+    out = xr.Dataset({n: _restore_coords(v) for n, v in ds.data_vars.items()}, attrs=ds.attrs)
+    return out
+
+
+def _checked_store(store: str | os.PathLike[str], allow_incomplete: bool) -> StorePath:
+    """The store's path, once it exists and (unless allowed) is complete."""
+    path = _as_path(store)
+    if not path.exists():
+        raise StoreNotFoundError(f"no store at {str(path)!r}. Check the path, or write one with "
+                                 f"write_cube(cube, {str(path)!r}).")
+    ledger = _Ledger(path)
+    if not (path / "zarr.json").exists():
+        if ledger.exists():
+            raise IncompleteStoreError(_describe_incomplete(path, ledger.read()))
+        raise StoreNotFoundError(f"{str(path)!r} is not a Zarr v3 store (no zarr.json). Check "
+                                 f"the path.")
+    if ledger.exists() and not allow_incomplete:
+        state = ledger.read()
+        if not state.jobs or state.incomplete_jobs():
+            raise IncompleteStoreError(_describe_incomplete(path, state))
+    return path
 
 
 def open_cube(store: str | os.PathLike[str], *, allow_incomplete: bool = False,
@@ -1264,26 +1454,17 @@ def open_cube(store: str | os.PathLike[str], *, allow_incomplete: bool = False,
 
     Examples
     --------
-    >>> cube = open_cube("cube.zarr")                                            # doctest: +SKIP
-    >>> cube.rio.crs, cube.odc.geobox                                            # doctest: +SKIP
+    >>> import tempfile
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_zeros
+    >>> gbox = GeoBox.from_bbox((300000, 7000000, 302560, 7002560), "EPSG:32719", resolution=10)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_cube(xr_zeros(gbox, dtype="uint16").rename("b04"), f"{tmp}/c.zarr")
+    ...     cube = open_cube(path)
+    ...     str(cube.rio.crs), cube.odc.geobox == gbox, cube.name
+    ('EPSG:32719', True, 'b04')
     """
-    import odc.geo.xr  # noqa: F401  (registers .odc)
-    import rioxarray  # noqa: F401  (registers .rio)
-
-    path = _as_path(store)
-    if not path.exists():
-        raise StoreNotFoundError(f"no store at {str(path)!r}. Check the path, or write one with "
-                                 f"write_cube(cube, {str(path)!r}).")
-    ledger = _Ledger(path)
-    if not (path / "zarr.json").exists():
-        if ledger.exists():
-            raise IncompleteStoreError(_describe_incomplete(path, ledger.read()))
-        raise StoreNotFoundError(f"{str(path)!r} is not a Zarr v3 store (no zarr.json). Check "
-                                 f"the path.")
-    if ledger.exists() and not allow_incomplete:
-        state = ledger.read()
-        if not state.jobs or state.incomplete_jobs():
-            raise IncompleteStoreError(_describe_incomplete(path, state))
+    path = _checked_store(store, allow_incomplete)
     ds = _open_dataset(path)
     name = _data_var(ds, path, variable)
     return _restore_coords(ds[name])

@@ -279,8 +279,20 @@ def dedupe_items(
 
     Examples
     --------
-    >>> kept = dedupe_items(normalize_items(items), collection_order=["sentinel-2-c1-l2a"])
-    ... # doctest: +SKIP
+    The same acquisition in Earth Search's two collections (real items, see
+    :func:`lames_cube.testing.stac_data_dir`):
+
+    >>> import json
+    >>> from lames_cube.testing import stac_data_dir
+    >>> es = stac_data_dir() / "earth_search_v1" / "items"
+    >>> raws = [json.loads((es / name).read_text()) for name in (
+    ...     "sentinel-2-l2a/S2B_24MUV_20250731_0_L2A.json",
+    ...     "sentinel-2-c1-l2a/S2B_T24MUV_20250731T130245_L2A.json")]
+    >>> items = normalize_items(raws)
+    >>> [i.id for i in dedupe_items(items, collection_order=["sentinel-2-c1-l2a"])]
+    ['S2B_T24MUV_20250731T130245_L2A']
+    >>> [i.id for i in dedupe_items(items, collection_order=["sentinel-2-l2a"])]
+    ['S2B_24MUV_20250731_0_L2A']
     """
     items = list(items)
     rank = {c: i for i, c in enumerate(collection_order or ())}
@@ -323,7 +335,17 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
 
     Examples
     --------
-    >>> kept = drop_covered(normalize_items(items), tolerance=0.99)  # doctest: +SKIP
+    Planetary Computer's 60VUK and 59VPE of 2019-01-01 (real items, see
+    :func:`lames_cube.testing.stac_data_dir`):
+
+    >>> import json
+    >>> from lames_cube.testing import stac_data_dir
+    >>> pc = stac_data_dir() / "planetary_computer" / "items" / "sentinel-2-l2a"
+    >>> raws = [json.loads(next(pc.glob(f"*_{tile}_*.json")).read_text())
+    ...         for tile in ("T60VUK", "T59VPE")]
+    >>> kept = drop_covered(normalize_items(raws), tolerance=0.99)
+    >>> [i.properties["s2:mgrs_tile"] for i in kept]
+    ['59VPE']
     """
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance <= 1):
         raise InvalidItemError(
@@ -591,7 +613,8 @@ def _fill_grid(
         )
     if len(shape) != 2:
         raise InvalidItemError(
-            f"proj:shape of asset {band!r} of item {ident!r} is {shape!r}; expected [rows, cols]."
+            f"proj:shape of asset {band!r} of item {ident!r} is {shape!r}; expected [rows, cols]. "
+            "Fix the item metadata."
         )
     transform = list(transform)
     if len(transform) == 9:
@@ -752,7 +775,8 @@ def _cloud_cover(props: Mapping[str, Any], ident: Any) -> float | None:
         value = float(value)
     except (TypeError, ValueError):
         raise InvalidItemError(
-            f"Item {ident!r} has eo:cloud_cover {value!r}; expected a percentage 0..100."
+            f"Item {ident!r} has eo:cloud_cover {value!r}; expected a percentage 0..100. Fix "
+            "the item metadata (or drop eo:cloud_cover)."
         ) from None
     return value if math.isfinite(value) else None
 
@@ -899,7 +923,7 @@ def _item_datetime(props: Mapping[str, Any], ident: Any = None) -> datetime:
     if value is None:
         raise InvalidItemError(
             f"Item {ident!r} has no datetime (nor start_datetime/end_datetime); expected an "
-            "ISO 8601 UTC time such as '2025-07-31T13:03:27Z'."
+            "ISO 8601 UTC time such as '2025-07-31T13:03:27Z'. Fix the item metadata."
         )
     return value if isinstance(value, datetime) else str_to_datetime(str(value))
 
@@ -923,7 +947,7 @@ def _centroid_lon(d: Mapping[str, Any]) -> float:
         return float(centroid["lon"])
     raise InvalidItemError(
         f"Item {d.get('id')!r} has no geometry, bbox or proj:centroid, so its solar day is "
-        "unknown. Expected a GeoJSON footprint in longitude/latitude."
+        "unknown. Expected a GeoJSON footprint in longitude/latitude; add it to the item."
     )
 
 
@@ -1032,7 +1056,7 @@ def _iter_items(items: Any) -> Iterable[pystac.Item | Mapping[str, Any]]:
             return [items]
         raise InvalidItemError(
             f"Expected a STAC FeatureCollection or Item dict, got a dict of type "
-            f"{items.get('type')!r}."
+            f"{items.get('type')!r}; pass a FeatureCollection, an Item or a list of Items."
         )
     if isinstance(items, (str, bytes)):
         raise InvalidItemError(

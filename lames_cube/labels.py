@@ -123,7 +123,10 @@ def _grid_of(like: Any) -> tuple[GeoBox, tuple[str, str] | None, tuple | None]:
             "odc.geo.xr.assign_crs(cube, 'EPSG:32719'), or pass a GeoBox with a CRS."
         )
     if not gbox.axis_aligned:
-        raise InvalidGridError(f"like= has a rotated grid ({gbox.affine}); only axis-aligned grids.")
+        raise InvalidGridError(
+            f"like= has a rotated grid ({gbox.affine}); only axis-aligned grids can be burnt into. "
+            "Reproject the cube onto a north-up grid first (cube.odc.reproject(...))."
+        )
     return gbox, dims, chunks
 
 
@@ -173,7 +176,10 @@ def _check_polygons(gdf: Any, gbox: GeoBox | None = None) -> gpd.GeoDataFrame:
     geoms = gdf.geometry.values
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if missing.all():
-        raise AnnotationError(f"All {len(gdf)} geometries are missing or empty.")
+        raise AnnotationError(
+            f"All {len(gdf)} geometries are missing or empty: there is nothing to rasterise. Check "
+            "the file or the filter that selected the polygons."
+        )
     types = shapely.get_type_id(geoms[~missing])
     bad = ~np.isin(types, (3, 6))  # Polygon, MultiPolygon
     if bad.any():
@@ -204,7 +210,10 @@ def _check_declared_crs(gdf: gpd.GeoDataFrame, gbox: GeoBox | None = None) -> No
     west, south, east, north = (float(v) for v in gdf.total_bounds)
     crs = gdf.crs
     if not all(math.isfinite(v) for v in (west, south, east, north)):
-        raise AnnotationError(f"The polygons have non-finite coordinates (bounds {gdf.total_bounds}).")
+        raise AnnotationError(
+            f"The polygons have non-finite coordinates (bounds {gdf.total_bounds}); drop or repair "
+            "those geometries (e.g. gdf[gdf.geometry.is_valid])."
+        )
     if crs.is_geographic:
         if west < -180.0001 or east > 360.0001 or south < -90.0001 or north > 90.0001:
             raise AnnotationError(
@@ -302,7 +311,9 @@ def _burn_order(geoms: np.ndarray, vals: np.ndarray, overlap: str, priority) -> 
 
 def _validate_options(overlap, priority, ignore_value, ignore_buffer, lazy) -> int | None:
     if overlap not in OVERLAP_RULES:
-        raise InvalidQueryError(f"overlap={overlap!r} is not one of {OVERLAP_RULES}.")
+        raise InvalidQueryError(
+            f"overlap={overlap!r} is not one of {OVERLAP_RULES}; pick one of them."
+        )
     if overlap == "priority":
         if priority is None or isinstance(priority, str) or len(priority) == 0:
             raise InvalidQueryError(
@@ -310,7 +321,10 @@ def _validate_options(overlap, priority, ignore_value, ignore_buffer, lazy) -> i
                 "down, e.g. priority=[6, 4, 3, 7, 5, 8, 9] for LAMES sector classes."
             )
     elif priority is not None:
-        raise InvalidQueryError(f"priority= is only used with overlap='priority' (got {overlap!r}).")
+        raise InvalidQueryError(
+            f"priority= is only used with overlap='priority' (got overlap={overlap!r}); pass "
+            "overlap='priority' or drop priority=."
+        )
     if lazy not in (None, True, False):
         raise InvalidQueryError(f"lazy={lazy!r}: expected None (automatic), True or False.")
     if ignore_buffer is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lames_cube.errors import InvalidQueryError
+from lames_cube.errors import MetricsError
 
 
 def _flat(a: Any):
@@ -36,7 +36,7 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
 
     Raises
     ------
-    InvalidQueryError
+    MetricsError
         Shapes differ, K < 2, or a value outside ``0..K-1``.
 
     Examples
@@ -45,11 +45,15 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
     [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     """
     if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise InvalidQueryError(f"n_classes={n_classes!r}: give the number of classes (>= 2).")
+        raise MetricsError(
+            f"n_classes={n_classes!r} is not an integer >= 2; pass the number of classes K, e.g. "
+            "n_classes=10 for the LAMES mask values 0..9."
+        )
     p, t = _flat(pred), _flat(truth)
     if p.shape != t.shape:
-        raise InvalidQueryError(
-            f"pred has {p.shape[0]} pixels and truth {t.shape[0]}; give maps of the same shape."
+        raise MetricsError(
+            f"pred has {p.shape[0]} pixels and truth {t.shape[0]}; pass maps of the same shape "
+            "(cut both from the same grid, e.g. rasterize(..., like=cube))."
         )
     lazy = hasattr(p, "dask") or hasattr(t, "dask")
     if lazy:
@@ -69,7 +73,7 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
 
         bad, counts = dask.compute(bad, counts)
     if int(bad):
-        raise InvalidQueryError(
+        raise MetricsError(
             f"{int(bad)} pixels hold a class outside 0..{n_classes - 1}"
             + (f" (ignore={ignore} excluded)" if ignore is not None else "")
             + "; check n_classes, or pass ignore= for a no-label value."
@@ -88,18 +92,42 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
         arrays ``precision``, ``recall``, ``f1``, ``accuracy``, ``support``. Classes without
         predictions (or truth) get precision (recall) 0, as in the paper's table.
 
+    Raises
+    ------
+    MetricsError
+        ``cm`` is not a square matrix of K >= 2 classes, holds negative or non-finite counts, or
+        is all zeros.
+
     Examples
     --------
     >>> s = scores(np.array([[8, 2], [1, 9]]))
     >>> round(s["micro_accuracy"], 3), round(s["macro_accuracy"], 3), round(s["macro_f1"], 3)
     (0.85, 0.85, 0.85)
     """
-    cm = np.asarray(cm, dtype=np.float64)
+    try:
+        cm = np.asarray(cm, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MetricsError(
+            f"cm={cm!r} is not a matrix of numbers ({exc}); pass a (K, K) array of pixel counts, "
+            "e.g. confusion_matrix(pred, truth, n_classes)."
+        ) from None
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 2:
-        raise InvalidQueryError(f"cm has shape {cm.shape}; give a square (K, K) matrix, K >= 2.")
+        raise MetricsError(
+            f"cm has shape {cm.shape}; pass a square (K, K) confusion matrix with K >= 2, e.g. "
+            "confusion_matrix(pred, truth, n_classes)."
+        )
+    bad = cm[~np.isfinite(cm) | (cm < 0)]
+    if bad.size:
+        raise MetricsError(
+            f"cm holds {bad.size} negative or non-finite count(s), e.g. {bad[:3].tolist()}; pass "
+            "pixel counts, e.g. confusion_matrix(pred, truth, n_classes)."
+        )
     n = cm.sum()
     if n == 0:
-        raise InvalidQueryError("cm is all zeros: there are no pixels to score.")
+        raise MetricsError(
+            f"cm is all zeros (shape {cm.shape}): there are no pixels to score; pass predictions "
+            "with at least one labelled pixel (check ignore= and the area of the labels)."
+        )
     tp = np.diag(cm)
     pred_total = cm.sum(axis=0)
     truth_total = cm.sum(axis=1)

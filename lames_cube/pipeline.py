@@ -1,17 +1,24 @@
 """Run a cube recipe end to end: search → build_cube → (composite) → Zarr, with progress.
 
-One recipe can yield several cubes: for a LAMES site area on a UTM grid (``grid.crs: utm``),
-each site gets its own cube in its own UTM zone (one box per site, as LAMES cut its imagery);
-any other area gives one cube. Each is written to ``<output>/<name>.zarr``.
+A LAMES site area on a UTM grid (``grid.crs: utm``) gives one cube per site in its own UTM
+zone (one box per site, as LAMES cut its imagery), each written to ``<output>/site-<id>.zarr``.
+Any other area (a country, a GeoJSON outline, a bbox) gives one store on the area's mosaic grid
+(:func:`lames_cube.grid.mosaic_geobox`, tiles of ``grid.tile_size`` px), laid out first and
+filled tile by tile, so that a country-sized run resumes where it stopped.
+
+Stores are Datasets (:func:`store_dataset`): reflectance, SCL and clear counts are separate
+variables, so scaling the reflectance never touches classes or counts.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import geopandas as gpd
+import numpy as np
 import pystac
 import shapely
 import shapely.geometry
@@ -20,7 +27,8 @@ from odc.geo.geobox import GeoBox
 
 from lames_cube.composite import composite, yearly_composites
 from lames_cube.cube import build_cube, overlaps
-from lames_cube.recipes import Recipe, load_recipe
+from lames_cube.errors import EmptyCubeError
+from lames_cube.recipes import Recipe, RecipeError, load_recipe
 
 
 def _site_boxes(recipe: Recipe, data_dir) -> list[tuple[str, tuple[float, float, float, float]]]:
@@ -65,63 +73,275 @@ def recipe_cubes(
     *,
     items: pystac.ItemCollection | None = None,
     data_dir: str | os.PathLike | None = None,
-) -> Iterator[tuple[str, xr.DataArray]]:
-    """The lazy cubes (or composites) a recipe describes, as ``(name, DataArray)`` pairs.
+) -> Iterator[tuple[str, xr.Dataset]]:
+    """The lazy cubes (or composites) of a per-site recipe, as ``(name, Dataset)`` pairs.
 
-    Composites are DataArrays ``(band, y, x)`` (or ``(year, band, y, x)`` for yearly ones)
-    whose last band is ``clear_count``.
+    Each Dataset holds ``reflectance`` (``scale`` 1e-4) and, apart from it, ``scl`` (scenes)
+    or ``clear_count``, ``never_clear`` and ``fallback`` (composites): see
+    :func:`store_dataset`. A single-area recipe is built tile by tile instead
+    (:func:`tile_plan`, :func:`run_recipe`).
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if not per_site(recipe):
+        raise RecipeError(
+            f"recipe {recipe.name!r} covers one area ({recipe.area.kind}), which is built tile by "
+            "tile on its mosaic grid: use run_recipe() (or tile_plan() and tile_dataset())."
+        )
     if items is None:
         items = recipe.search(data_dir=data_dir)
-    common = {"bands": list(recipe.bands), "resolution": recipe.grid.resolution,
-              "chunks": {"y": recipe.chunks.y, "x": recipe.chunks.x}, "engine": recipe.engine}
-    if per_site(recipe):
-        for site_id, bounds in _site_boxes(recipe, data_dir):
-            lon, lat = shapely.box(*bounds).centroid.coords[0]
-            gbox = site_geobox(bounds, recipe.grid.crs_for(lon, lat), recipe.grid.resolution,
-                               recipe.grid.patch_size)
-            # Items touching the whole (patch-padded) grid, not only the site's box.
-            mine = [i for i in items
-                    if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
-            if not mine:
-                continue
-            common_site = {k: v for k, v in common.items() if k != "resolution"}
-            cube = build_cube(mine, geobox=gbox, **common_site)
-            yield f"site-{site_id}", _finish(recipe, cube)
-    else:
-        crs = None if recipe.grid.is_utm else recipe.grid.crs
-        kwargs = recipe.search_kwargs(data_dir=data_dir)
-        if "bbox" in kwargs:
-            bbox = tuple(kwargs["bbox"])
-        elif "intersects" in kwargs:
-            bbox = shapely.geometry.shape(kwargs["intersects"]).bounds
-        else:
-            bbox = None
-        cube = build_cube(items, crs=crs, bbox=bbox, **common)
-        yield recipe.name, _finish(recipe, cube)
+    for site_id, bounds in _site_boxes(recipe, data_dir):
+        lon, lat = shapely.box(*bounds).centroid.coords[0]
+        gbox = site_geobox(bounds, recipe.grid.crs_for(lon, lat), recipe.grid.resolution,
+                           recipe.grid.patch_size)
+        # Items touching the whole (patch-padded) grid, not only the site's box.
+        mine = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
+        if mine:
+            yield f"site-{site_id}", store_dataset(recipe, _cube(recipe, mine, gbox))
 
 
-def _finish(recipe: Recipe, cube: xr.DataArray) -> xr.DataArray:
+def _cube(recipe: Recipe, items, gbox: GeoBox) -> xr.DataArray:
+    return build_cube(items, geobox=gbox, bands=list(recipe.bands),
+                      chunks={"y": recipe.chunks.y, "x": recipe.chunks.x}, engine=recipe.engine,
+                      resampling=recipe.grid.resampling)
+
+
+def _mask_kwargs(recipe: Recipe) -> dict:
+    return {"classes": [c for c in recipe.clouds.mask_classes if c not in (1, 11)],
+            "snow": 11 in recipe.clouds.mask_classes,
+            "saturated": 1 in recipe.clouds.mask_classes,
+            "buffer_m": recipe.clouds.buffer_m}
+
+
+def store_dataset(recipe: Recipe, cube: xr.DataArray) -> xr.Dataset:
+    """What a recipe stores for a cube: reflectance, SCL and counts as separate variables.
+
+    Scenes (``composite.method: none``): ``reflectance`` ``(time, band, y, x)`` uint16 with
+    ``scale`` 1e-4, and ``scl`` ``(time, y, x)`` uint8. Composites: ``reflectance``, and
+    ``clear_count`` (uint16), ``never_clear`` and ``fallback`` (bool) per pixel. Only the
+    reflectance carries ``scale``, so scaling it never touches classes or counts.
+    """
     method = recipe.composite.method
+    attrs = {"recipe": recipe.name, "composite": method, "composite_period": recipe.composite.period,
+             "cloud_buffer_m": float(recipe.clouds.buffer_m),
+             "resampling": recipe.grid.resampling}
     if method == "none":
-        return cube
-    kwargs = {"classes": [c for c in recipe.clouds.mask_classes if c not in (1, 11)],
-              "snow": 11 in recipe.clouds.mask_classes,
-              "saturated": 1 in recipe.clouds.mask_classes,
-              "buffer_m": recipe.clouds.buffer_m}
+        bands = [b for b in cube.band.values if b != "SCL"]
+        out = xr.Dataset({"reflectance": cube.sel(band=bands)}, attrs=attrs)
+        if "SCL" in cube.band.values:
+            scl = cube.sel(band="SCL", drop=True).astype("uint8")
+            scl.attrs = {"nodata": 0, "long_name": "Sen2Cor scene classification (SCL)"}
+            out["scl"] = scl
+        return out
+    kwargs = _mask_kwargs(recipe)
     if method == "least_cloudy" and recipe.clouds.max_cloud is not None:
         kwargs["max_cloud"] = recipe.clouds.max_cloud
     if recipe.composite.period == "year":
         ds = yearly_composites(cube, method, **kwargs)
     else:
         ds = composite(cube, method, **kwargs)
-    count = ds.clear_count.expand_dims(band=["clear_count"]).transpose(*ds.reflectance.dims)
-    out = xr.concat([ds.reflectance, count.astype("uint16")], dim="band")
-    out.attrs = {**cube.attrs, "composite": method, "composite_period": recipe.composite.period,
-                 "cloud_buffer_m": float(recipe.clouds.buffer_m)}
-    out.name = "composite"
+    refl = ds.reflectance
+    refl.attrs = dict(cube.attrs)
+    count = ds.clear_count.astype("uint16")
+    count.attrs = {"units": "clear observations", "long_name": "clear observations per pixel"}
+    out = xr.Dataset({"reflectance": refl, "clear_count": count}, attrs=attrs)
+    for name, meaning in (("never_clear", "no clear observation in the period"),
+                          ("fallback", "filled from flagged scenes (never clear)")):
+        if name in ds:
+            out[name] = ds[name].astype(bool).assign_attrs(long_name=meaning)
     return out
+
+
+# --------------------------------------------------------------------------- tiled recipes
+def tile_plan(recipe: Recipe, *, data_dir: str | os.PathLike | None = None,
+              tiles: Sequence[str] | None = None) -> tuple[GeoBox, gpd.GeoDataFrame]:
+    """The mosaic grid of a single-area recipe and its tiles.
+
+    The grid is :func:`lames_cube.grid.mosaic_geobox` of the recipe's area (country outline,
+    GeoJSON or bbox) in ``grid.crs`` (``utm``: the zone of the area's centre) at
+    ``grid.resolution``, in tiles of ``grid.tile_size`` px; for ``country: chile`` with the
+    chile-mosaic settings it is the LAMES country grid. Tiles that do not touch the area
+    (``active`` False) are written as nodata.
+
+    Parameters
+    ----------
+    tiles
+        Build only these tile ids (``r<row>c<col>``), e.g. for a trial run: the grid is then the
+        smallest block of the mosaic's tiles that holds them (pixel-aligned with the mosaic),
+        and only these are built (the others in the block are nodata).
+
+    Returns
+    -------
+    (GeoBox, GeoDataFrame)
+        The grid, and its tiles as :func:`lames_cube.grid.mosaic_tiles` lists them (``x_off``
+        and ``y_off`` relative to this grid; ``active`` False for tiles left nodata).
+
+    Raises
+    ------
+    RecipeError
+        A per-site recipe, tile ids that are not active tiles of the grid, or chunks that do
+        not divide the tile size.
+    """
+    from lames_cube.grid import mosaic_geobox, mosaic_tiles
+
+    if per_site(recipe):
+        raise RecipeError(f"recipe {recipe.name!r} makes one cube per site; it has no mosaic grid.")
+    area = _area_geometry(recipe, data_dir)
+    lon, lat = area.centroid.coords[0]
+    crs = recipe.grid.crs_for(lon, lat)
+    args = (area, crs, recipe.grid.resolution, recipe.grid.tile_size)
+    for dim, chunk in (("y", recipe.chunks.y), ("x", recipe.chunks.x)):
+        if recipe.grid.tile_size % chunk:
+            raise RecipeError(
+                f"recipe {recipe.name!r}: chunks.{dim}={chunk} does not divide grid.tile_size="
+                f"{recipe.grid.tile_size}; tiles are written whole chunks at a time. Use e.g. "
+                f"chunks.{dim}: {recipe.grid.tile_size}."
+            )
+    gbox = mosaic_geobox(*args)
+    table = mosaic_tiles(*args)
+    if tiles is not None:
+        wanted = [str(t) for t in tiles]
+        active = table[table.active]
+        unknown = sorted(set(wanted) - set(active.tile_id))
+        if unknown:
+            raise RecipeError(
+                f"tiles {unknown} are not active tiles of recipe {recipe.name!r}'s grid "
+                f"({len(active)} active, e.g. {active.tile_id.iloc[:3].tolist()}); list them "
+                "with lames_cube.pipeline.tile_plan(recipe)."
+            )
+        chosen = table[table.tile_id.isin(wanted)]
+        rows = slice(int(chosen.row.min()), int(chosen.row.max()) + 1)
+        cols = slice(int(chosen.col.min()), int(chosen.col.max()) + 1)
+        table = table[table.row.between(rows.start, rows.stop - 1)
+                      & table.col.between(cols.start, cols.stop - 1)].copy()
+        y0, x0 = int(table.y_off.min()), int(table.x_off.min())
+        gbox = gbox[y0:int((table.y_off + table.height).max()), x0:int((table.x_off + table.width).max())]
+        table["y_off"] -= y0
+        table["x_off"] -= x0
+        table["active"] = table.tile_id.isin(wanted)
+    return gbox, table.reset_index(drop=True)
+
+
+def _area_geometry(recipe: Recipe, data_dir) -> shapely.Geometry:
+    kwargs = recipe.search_kwargs(data_dir=data_dir)
+    if "bbox" in kwargs:
+        return shapely.box(*kwargs["bbox"])
+    return shapely.geometry.shape(kwargs["intersects"])
+
+
+def _steps(recipe: Recipe, items) -> xr.DataArray | None:
+    """The store's time axis: every year of the period (yearly composites) or every solar day
+    of the items (scenes); None for one composite over the period."""
+    from lames_cube.cube import solar_day
+
+    if recipe.composite.method == "none":
+        days = sorted({solar_day(i) for i in items})
+        return xr.DataArray(np.array([np.datetime64(d, "ns") for d in days]), dims="time",
+                            name="time")
+    if recipe.composite.period == "year":
+        start, end = recipe.period.interval.split("/")
+        years = list(range(int(start[:4]), int(end[:4]) + 1))
+        return xr.DataArray(np.array(years), dims="year", name="year")
+    return None
+
+
+#: Values of a tile where the period had no scene at all.
+_FILL = {"never_clear": True}
+
+
+def _conform(ds: xr.Dataset, steps: xr.DataArray | None) -> xr.Dataset:
+    """A tile's Dataset on the store's time axis, with only the coordinates every tile shares."""
+    if steps is not None and steps.name == "time":
+        day = ds.solar_day.values.astype("datetime64[D]").astype("datetime64[ns]")
+        ds = ds.drop_vars([c for c in ds.coords if "time" in ds[c].dims and c != "time"])
+        ds = ds.assign_coords(time=day)
+    keep = {"band", "y", "x", "spatial_ref"} | ({str(steps.name)} if steps is not None else set())
+    ds = ds.drop_vars([c for c in ds.coords if c not in keep])
+    if steps is not None:
+        dtypes = {n: v.dtype for n, v in ds.data_vars.items()}
+        fills = {n: np.array(_FILL.get(n, 0)).astype(dtypes[n]).item() for n in ds.data_vars}
+        ds = ds.reindex({steps.name: steps.values}, fill_value=fills)
+        ds = ds.assign({n: ds[n].astype(dtypes[n]) for n in ds.data_vars})
+    return ds
+
+
+def tile_dataset(recipe: Recipe, items, gbox: GeoBox,
+                 steps: xr.DataArray | None) -> xr.Dataset | None:
+    """The lazy Dataset of one tile (``gbox``) on the store's time axis ``steps``, or None when
+    no item touches the tile."""
+    mine = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
+    if not mine:
+        return None
+    return _conform(store_dataset(recipe, _cube(recipe, mine, gbox)), steps)
+
+
+def _template(example: xr.Dataset, gbox: GeoBox, recipe: Recipe) -> xr.Dataset:
+    """The whole grid's Dataset, lazy constants (nodata), shaped like a tile's ``example``."""
+    import dask.array as da
+    from odc.geo.xr import xr_coords
+
+    coords = xr_coords(gbox, crs_coord_name="spatial_ref")
+    chunk = {"y": recipe.chunks.y, "x": recipe.chunks.x}
+    out = xr.Dataset(attrs=example.attrs)
+    for name, var in example.data_vars.items():
+        dims = var.dims
+        sizes = {**var.sizes, "y": gbox.shape[0], "x": gbox.shape[1]}
+        chunks = tuple(chunk.get(d, recipe.chunks.time if d in ("time", "year") else sizes[d])
+                       for d in dims)
+        data = da.full(tuple(sizes[d] for d in dims), _FILL.get(name, 0), dtype=var.dtype,
+                       chunks=chunks)
+        extra = {k: c for k, c in var.coords.items() if k not in ("y", "x", "spatial_ref")}
+        out[name] = xr.DataArray(data, dims=dims, coords={**extra, **{k: coords[k] for k in
+                                 ("y", "x", "spatial_ref")}}, attrs=var.attrs)
+    return out
+
+
+def _write_tiled(recipe: Recipe, items, store: Path, *, data_dir, overwrite: bool,
+                 progress: bool, tiles: Sequence[str] | None) -> Path:
+    """Lay the store out over the whole mosaic grid, then fill it tile by tile (resumable)."""
+    from lames_cube.io import init_cube_store, region_written, write_cube
+
+    gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
+    steps = _steps(recipe, items)
+    example = None
+    for _, tile in table[table.active].iterrows():
+        example = tile_dataset(recipe, items, gbox[_tile_slices(tile)], steps)
+        if example is not None:
+            break
+    if example is None:
+        raise EmptyCubeError(
+            f"no item of the search touches any of the {len(table)} tiles of recipe "
+            f"{recipe.name!r}; check the recipe's catalog, area and period."
+        )
+    template = _template(example, gbox, recipe)
+    laid_out = (store / "zarr.json").exists()
+    if overwrite or not laid_out:  # (a crash before the layout finished: lay it out again)
+        init_cube_store(template, store, mode="w" if overwrite or store.exists() else "w-",
+                        patch_size=recipe.grid.patch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(table), unit="tile", desc=f"{recipe.name} tiles")
+    try:
+        for _, tile in table.iterrows():
+            ys, xs = _tile_slices(tile)
+            region = {"y": ys, "x": xs}
+            if not region_written(store, region):
+                part = tile_dataset(recipe, items, gbox[ys, xs], steps) if tile.active else None
+                if part is None:  # no scene here: write the nodata the store was laid out with
+                    part = template.isel(region)
+                write_cube(part, store, region=region, mode="resume")
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return store
+
+
+def _tile_slices(tile) -> tuple[slice, slice]:
+    return (slice(int(tile.y_off), int(tile.y_off + tile.height)),
+            slice(int(tile.x_off), int(tile.x_off + tile.width)))
 
 
 def run_recipe(
@@ -132,13 +352,22 @@ def run_recipe(
     overwrite: bool = False,
     progress: bool = True,
     items: pystac.ItemCollection | None = None,
+    tiles: Sequence[str] | None = None,
 ) -> list[Path]:
     """Build every cube of a recipe and write it to Zarr (resumable).
 
-    A single-area recipe writes one store at ``output`` (default: the recipe's ``output``); a
-    per-site recipe writes ``<output>/site-<id>.zarr`` for each site.
+    A per-site recipe writes ``<output>/site-<id>.zarr`` for each site. A single-area recipe
+    (a country, GeoJSON or bbox) writes one store at ``output`` (default: the recipe's
+    ``output``) on the area's mosaic grid (:func:`tile_plan`): laid out first, then filled tile
+    by tile, each tile built from the items that touch it; tiles outside the area stay nodata.
 
-    A rerun after an interruption finishes the missing chunks only; ``overwrite`` rewrites.
+    A rerun after an interruption finishes what is missing only (whole tiles, or the missing
+    chunks of a site); ``overwrite`` rewrites.
+
+    Parameters
+    ----------
+    tiles
+        Single-area recipes: build only these tile ids (e.g. a trial run of chile-mosaic).
 
     Returns
     -------
@@ -149,9 +378,17 @@ def run_recipe(
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     root = Path(output) if output is not None else recipe.output_path
+    if items is None:
+        items = recipe.search(data_dir=data_dir)
+    if not per_site(recipe):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        return [_write_tiled(recipe, items, root, data_dir=data_dir, overwrite=overwrite,
+                             progress=progress, tiles=tiles)]
+    if tiles is not None:
+        raise RecipeError(f"tiles= applies to single-area recipes; {recipe.name!r} is per site.")
     stores = []
-    for name, cube in recipe_cubes(recipe, items=items, data_dir=data_dir):
-        store = root / f"{name}.zarr" if per_site(recipe) else root
+    for name, data in recipe_cubes(recipe, items=items, data_dir=data_dir):
+        store = root / f"{name}.zarr"
         store.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
             mode = "w"
@@ -160,7 +397,17 @@ def run_recipe(
         else:
             mode = "w-"
         if progress:
-            print(f"{name}: {dict(cube.sizes)} -> {store}")
-        write_cube(cube, store, mode=mode, progress=progress)
+            print(f"{name}: {dict(data.sizes)} -> {store}")
+        write_cube(data, store, mode=mode, progress=progress, chunks=_chunks(recipe, data))
         stores.append(store)
     return stores
+
+
+def _chunks(recipe: Recipe, data: xr.Dataset) -> dict[str, int]:
+    """The recipe's Zarr chunks: ``chunks.y``/``x`` (capped at the grid), ``chunks.time`` along
+    time (scenes) or year (yearly composites)."""
+    out = {"y": min(recipe.chunks.y, data.sizes["y"]), "x": min(recipe.chunks.x, data.sizes["x"])}
+    for dim in ("time", "year"):
+        if dim in data.dims:
+            out[dim] = min(recipe.chunks.time, data.sizes[dim])
+    return out

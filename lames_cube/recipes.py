@@ -20,8 +20,11 @@ Schema (``*`` = required; defaults in brackets)::
     period*       start* + end* (date, "YYYY[-MM[-DD]]" or a year), or datetime: "<interval>"
     bands*        [canonical band names: B02, B03, B04, B08, B8A, B11, B12, SCL, ...]
     grid*         crs* ("EPSG:32719" or "utm": the UTM zone of each site/area)
-                  resolution* (m, > 0), alignment (m, > 0) [none],
-                  tile_size (px) [2304], patch_size (px) [256]; tile_size % patch_size == 0
+                  resolution* (m, > 0), resampling of reflectance when the grid differs from
+                  the assets' (nearest | bilinear | cubic | average) [bilinear; SCL always
+                  nearest], tile_size (px) [2304]: a single-area recipe is written tile by tile
+                  on the area's mosaic grid (lames_cube.grid.mosaic_geobox), patch_size (px)
+                  [256]; tile_size % patch_size == 0
     clouds        max_cloud (0..100 %) [none], max_nodata (0..100 %) [none],
                   mask (SCL classes) [3, 8, 9, 10], snow (bool) [false], saturated (bool) [true],
                   buffer_m (m, >= 0: masked pixels grow by this radius; 0 = SCL as is) [60]
@@ -33,8 +36,8 @@ Schema (``*`` = required; defaults in brackets)::
 
 Examples
 --------
->>> r = load_recipe("demo")  # doctest: +SKIP
->>> r.grid.resolution, r.composite.method, r.search_kwargs()["sites"]  # doctest: +SKIP
+>>> r = load_recipe("demo")
+>>> r.grid.resolution, r.composite.method, r.search_kwargs()["sites"]
 (10, 'median', ['2203', '2355', '2504', '2657'])
 """
 
@@ -47,17 +50,18 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lames_cube._atomic import atomic_write_text
 from lames_cube.errors import InvalidBBoxError, InvalidQueryError, LamesCubeError
 
-#: The repository checkout (parent of the package directory).
-REPO_ROOT = Path(__file__).resolve().parent.parent
-#: Where named recipes live.
-CUBES_DIR = REPO_ROOT / "cubes"
+#: Where named recipes live: the package ``lames_cube.cubes``, i.e. the repository's top-level
+#: ``cubes/`` folder (editable install) or its copy shipped in the wheel (see pyproject.toml).
+CUBES_DIR = Path(files("lames_cube.cubes"))
 
 AREA_KINDS = ("sites", "split", "bbox", "country", "geojson")
 SPLITS = ("all", "train", "test")
@@ -76,6 +80,10 @@ DEFAULT_BUFFER_M = 60.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NO_VALUE = object()
+
+
+#: Resampling of reflectance bands when the cube's grid differs from the assets'.
+RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 
 
 class RecipeError(LamesCubeError, ValueError):
@@ -120,11 +128,12 @@ class Period:
 
 @dataclass(frozen=True)
 class Grid:
-    """The output grid: CRS (or ``"utm"``), pixel size, alignment, tile and patch sizes."""
+    """The output grid: CRS (or ``"utm"``), pixel size, reflectance resampling, tile and patch
+    sizes."""
 
     crs: str
     resolution: float
-    alignment: float | None = None
+    resampling: str = "bilinear"
     tile_size: int = 2304
     patch_size: int = 256
 
@@ -145,8 +154,9 @@ class Grid:
         """
         if not self.is_utm:
             return self.crs
-        zone = math.floor((lon + 180.0) / 6.0) % 60 + 1
-        return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+        from lames_cube.grid import utm_epsg
+
+        return f"EPSG:{utm_epsg(lon, lat)}"
 
 
 @dataclass(frozen=True)
@@ -247,9 +257,8 @@ class Recipe:
             area = list(area)
         period = ({"datetime": self.period.datetime} if self.period.datetime is not None
                   else {"start": self.period.start, "end": self.period.end})
-        grid = {"crs": self.grid.crs, "resolution": self.grid.resolution}
-        if self.grid.alignment is not None:
-            grid["alignment"] = self.grid.alignment
+        grid = {"crs": self.grid.crs, "resolution": self.grid.resolution,
+                "resampling": self.grid.resampling}
         grid.update(tile_size=self.grid.tile_size, patch_size=self.grid.patch_size)
         chunks = self.chunks or _default_chunks(self.grid.patch_size)
         return {
@@ -314,7 +323,7 @@ class Recipe:
 
         Examples
         --------
-        >>> load_recipe("ghana-asm").search_kwargs()["bbox"]  # doctest: +SKIP
+        >>> load_recipe("ghana-asm").search_kwargs()["bbox"]
         [-2.34, 4.96, -0.46, 6.6]
         """
         kw: dict[str, Any] = {}
@@ -416,7 +425,7 @@ def list_recipes() -> list[str]:
 
     Examples
     --------
-    >>> "demo" in list_recipes()  # doctest: +SKIP
+    >>> "demo" in list_recipes()
     True
     """
     if not CUBES_DIR.is_dir():
@@ -470,8 +479,8 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
 
     Examples
     --------
-    >>> recipe = load_recipe("chile-sites")  # doctest: +SKIP
-    >>> recipe.area, recipe.bands  # doctest: +SKIP
+    >>> recipe = load_recipe("chile-sites")
+    >>> recipe.area, recipe.bands
     (Area(kind='split', value='all'), ('B04', 'B03', 'B02', 'SCL'))
     """
     path = recipe_path(name_or_path)
@@ -499,9 +508,7 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
         data["area"] = {"geojson": _relative(recipe.area.value, folder)}
     text = f"# Cube recipe {recipe.name!r}, written by lames_cube.recipes.dump_recipe.\n"
     text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, text)
     return path
 
 
@@ -552,12 +559,16 @@ def country_geometry(name: str, *, where: str = "country") -> dict:
 
     Examples
     --------
-    >>> country_geometry("Chile")["type"]  # doctest: +SKIP
+    >>> country_geometry("Chile")["type"]
     'MultiPolygon'
     """
     import shapely
     import shapely.geometry
 
+    from lames_cube.grid import known_regions, region_polygon
+
+    if name.strip().casefold() in known_regions():  # the outline shipped in lames_cube/data
+        return shapely.geometry.mapping(region_polygon(name))
     path = _outlines_path()
     if path is None:
         raise RecipeError(
@@ -889,7 +900,7 @@ class _Validator:
         return tuple(out)
 
     def grid(self, value: Any) -> Grid:
-        known = ("crs", "resolution", "alignment", "tile_size", "patch_size")
+        known = ("crs", "resolution", "resampling", "tile_size", "patch_size")
         data = self.mapping(value, "grid", known, ("crs", "resolution"),
                             example="{crs: utm, resolution: 10}")
         crs = self.string(data["crs"], "grid.crs", "EPSG:32719")
@@ -899,16 +910,19 @@ class _Validator:
             self._check_crs(crs)
         resolution = self.number(data["resolution"], "grid.resolution", low=0, low_open=True,
                                  unit="m", example=10)
-        alignment = data.get("alignment")
-        if alignment is not None:
-            alignment = self.number(alignment, "grid.alignment", low=0, low_open=True, unit="m",
-                                    example=resolution)
+        resampling = data.get("resampling")
+        if resampling is None:
+            resampling = "bilinear"
+        elif resampling not in RESAMPLING:
+            raise self.fail("grid.resampling", resampling, "is not a resampling method",
+                            f"one of {list(RESAMPLING)}",
+                            "write e.g. resampling: bilinear (SCL is always resampled nearest)")
         patch = data.get("patch_size")
         patch = 256 if patch is None else self.integer(patch, "grid.patch_size", example=256)
         tile = data.get("tile_size")
         tile = 2304 if tile is None else self.integer(tile, "grid.tile_size", example=2304)
         self.multiple(tile, "grid.tile_size", patch)
-        return Grid(crs=crs, resolution=resolution, alignment=alignment, tile_size=tile,
+        return Grid(crs=crs, resolution=resolution, resampling=resampling, tile_size=tile,
                     patch_size=patch)
 
     def _check_crs(self, crs: str) -> None:

@@ -149,7 +149,9 @@ def _when(value: Any) -> str:
             value = value.replace(tzinfo=dt.UTC)
         text = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         return text.removesuffix(".000000") + "Z"
-    raise TypeError
+    raise InvalidQueryError(
+        f"{value!r} is not a datetime.datetime; pass one, or an ISO 8601 string."
+    )
 
 
 def check_datetime(datetime: Any) -> str | None:
@@ -194,7 +196,9 @@ def check_datetime(datetime: Any) -> str | None:
         except (TypeError, ValueError):
             raise InvalidQueryError(f"datetime={datetime!r}: cannot read {part!r}. {hint}") from None
     if ".." not in out and out[0] > out[1]:
-        raise InvalidQueryError(f"datetime={datetime!r} starts after it ends ({out[0]} > {out[1]}).")
+        raise InvalidQueryError(
+            f"datetime={datetime!r} starts after it ends ({out[0]} > {out[1]}); swap the two ends."
+        )
     return "/".join(out)
 
 
@@ -217,7 +221,9 @@ def _bound(part: Any, end: bool) -> str:
         elif len(pieces) == 3:
             day = dt.date(*pieces)
         else:
-            raise ValueError(text)
+            raise InvalidQueryError(
+                f"{text!r} is not a date; write it as YYYY, YYYY-MM or YYYY-MM-DD."
+            )
     clock = dt.time(23, 59, 59, 999_999) if end else dt.time(0, 0, 0)
     return _when(dt.datetime.combine(day, clock, dt.UTC))
 
@@ -392,15 +398,28 @@ def search(
 
     Examples
     --------
-    >>> items = search("worlds/demo", sites=["2203"], datetime="2021", max_cloud=20)  # doctest: +SKIP
-    >>> sorted({i.properties["s2:mgrs_tile"] for i in items})  # doctest: +SKIP
-    ['19JCL60', '19JCL61']
+    A local search, in a tiny synthetic world over LAMES site 2058 (a STAC API URL works the
+    same way):
+
+    >>> import tempfile
+    >>> from lames_cube.synthetic import WorldSpec, write_world
+    >>> spec = WorldSpec(site_ids=("2058",), years=(2021,), scenes_per_year=1, grid_km=1,
+    ...                  tile_px=100, margin_m=100, hidden_mines=False)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = write_world(f"{tmp}/w", spec, workers=1, progress=False)
+    ...     items = search(root, sites=["2058"], datetime="2021", max_cloud=20)
+    >>> sorted({i.properties["s2:mgrs_tile"] for i in items})
+    ['19HCE8604', '19HCE8704']
     """
     from lames_cube.items import dedupe_items, drop_covered, normalize_item, unsupported_reason
 
     areas = [a is not None for a in (bbox, intersects, sites)]
     if sum(areas) > 1:
-        raise InvalidQueryError("Give at most one of bbox=, intersects= and sites=.")
+        given = [name for name, a in zip(("bbox", "intersects", "sites"), areas, strict=True) if a]
+        raise InvalidQueryError(
+            f"{' and '.join(f'{g}=' for g in given)} are all given; give at most one of bbox=, "
+            "intersects= and sites= (they each choose the search area)."
+        )
     geometry = None
     if bbox is not None:
         bbox = check_bbox(bbox)

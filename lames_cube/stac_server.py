@@ -1,8 +1,15 @@
 """A real STAC API on 127.0.0.1: PostgreSQL + pgstac + stac-fastapi-pgstac, run from Python.
 
 The API server needs packages whose pins conflict with lames_cube's own, so it runs from a
-separate virtual environment (:func:`ensure_server_env` builds it), as a subprocess. PostgreSQL
-comes from the operating system (Debian's ``postgresql`` and ``postgresql-NN-postgis-3``).
+separate virtual environment, as a subprocess. PostgreSQL comes from the operating system
+(Debian's ``postgresql`` and ``postgresql-NN-postgis-3``).
+
+Preparing the host is one explicit step, ``lames-cube stac install``
+(:func:`prepare_server_host`): as root it installs PostgreSQL/PostGIS with apt-get when missing
+and creates the ``postgres`` system user; it builds the server venv. Nothing else here changes
+the host: :class:`StacApiServer` and the tests only check (:func:`check_server_env`,
+``lames-cube stac check``) and raise :class:`~lames_cube.errors.StacServerError` naming the
+command to run when something is missing.
 
 :class:`StacApiServer` makes a throw-away database in a temporary directory, loads STAC
 collections and items into it with ``pypgstac`` and serves them with ``uvicorn``, both on free
@@ -12,10 +19,23 @@ processes) when the Python process that started them dies.
 
 Examples
 --------
->>> from lames_cube.stac_server import StacApiServer, ensure_server_env
->>> ensure_server_env()  # doctest: +SKIP
->>> with StacApiServer([collection], items) as server:  # doctest: +SKIP
-...     client = pystac_client.Client.open(server.url)
+A tiny synthetic world served over a real STAC API (a host prepared by ``lames-cube stac
+install``; about 4 s):
+
+>>> import tempfile
+>>> import pystac_client
+>>> from lames_cube.stac_server import StacApiServer
+>>> from lames_cube.synthetic import WorldSpec, write_world
+>>> from lames_cube.synthetic.write import read_world_stac
+>>> spec = WorldSpec(site_ids=("2058",), years=(2021,), scenes_per_year=1, grid_km=1,
+...                  tile_px=100, margin_m=100, hidden_mines=False)
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     collection, items = read_world_stac(write_world(f"{tmp}/w", spec, workers=1,
+...                                                     progress=False))
+...     with StacApiServer([collection], items) as server:
+...         found = pystac_client.Client.open(server.url).search(max_items=10).item_collection()
+>>> sorted(i.id for i in found) == sorted(i["id"] for i in items)
+True
 """
 
 from __future__ import annotations
@@ -47,6 +67,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lames_cube._atomic import atomic_path, atomic_write_text
 from lames_cube.errors import StacServerError
 
 #: Exact pins of the server's virtual environment (direct requirements and everything they pull
@@ -257,9 +278,7 @@ def _install_venv(venv_dir: Path) -> None:
         timeout=1800,
         env=env,
     )
-    tmp = venv_dir / (_MARKER_NAME + ".tmp")
-    tmp.write_text(_marker_text())
-    tmp.replace(venv_dir / _MARKER_NAME)
+    atomic_write_text(venv_dir / _MARKER_NAME, _marker_text())
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,47 +447,267 @@ def _describe_missing(install: PostgresInstall | None) -> str:
     )
 
 
-def _ensure_postgres(*, install: bool) -> PostgresInstall:
+def _apt_command(packages: Sequence[str]) -> str:
+    """The shell command, to run as root, that installs ``packages`` with apt."""
+    return "apt-get update && apt-get install -y --no-install-recommends " + " ".join(packages)
+
+
+def install_command() -> str:
+    """Return the command that prepares this host for the local STAC API.
+
+    Returns
+    -------
+    str
+        ``<venv>/bin/lames-cube stac install`` for the ``lames-cube`` script beside the running
+        Python (relative to the current directory when it lies below it, e.g.
+        ``.venv/bin/lames-cube stac install`` from the repository root), else
+        ``lames-cube stac install``.
+    """
+    script = Path(sys.executable).parent / "lames-cube"
+    if not script.exists():
+        return "lames-cube stac install"
+    with contextlib.suppress(ValueError):
+        return f"{script.absolute().relative_to(Path.cwd())} stac install"
+    return f"{script.absolute()} stac install"
+
+
+def _install_postgres() -> tuple[PostgresInstall, list[str]]:
+    """Install PostgreSQL + PostGIS with apt when missing (root only); return it and what was done."""
     found = find_postgres()
     if found is not None and not found.missing_extensions:
-        return found
+        return found, []
     packages = _apt_packages()
-    command = "apt-get update && apt-get install -y --no-install-recommends " + " ".join(packages)
-    if not install or os.geteuid() != 0:
-        why = "not running as root" if install else "install=False"
+    if os.geteuid() != 0:
         raise StacServerError(
             f"The local STAC API needs PostgreSQL with PostGIS, but {_describe_missing(found)}. "
-            f"Cannot install it ({why}); as root run:\n    {command}"
+            f"Installing it needs root and this process runs as {_current_user().name!r} "
+            f"(uid {os.geteuid()}). As root run:\n"
+            f"    {_apt_command(packages)}\nthen run `{install_command()}` again."
         )
     _say(f"{_describe_missing(found)}; installing with apt")
+    done = list(packages)
     _apt_install(packages)
     found = find_postgres()
     if found is not None and found.missing_extensions and not found.debian_managed:
         packages = _apt_packages()  # a Debian server came with the first install: add PostGIS
         _apt_install(packages)
+        done += packages
         found = find_postgres()
     if found is None or found.missing_extensions:
         raise StacServerError(
-            f"Installed {' '.join(packages)} with apt, but still {_describe_missing(found)}."
+            f"Installed {' '.join(done)} with apt, but still {_describe_missing(found)}."
+        )
+    return found, [f"installed {' '.join(done)} with apt-get"]
+
+
+def _require_postgres() -> PostgresInstall:
+    """The PostgreSQL server with PostGIS; raise (installing nothing) when there is none."""
+    found = find_postgres()
+    if found is None or found.missing_extensions:
+        raise StacServerError(
+            f"The local STAC API needs PostgreSQL with PostGIS, but {_describe_missing(found)}. "
+            f"Run `{install_command()}` (as root) to install it."
         )
     return found
 
 
-def ensure_server_env(*, venv_dir: str | os.PathLike | None = None, install: bool = True) -> Path:
-    """Make sure the STAC API server's virtual environment and PostgreSQL + PostGIS exist.
+@dataclass
+class _OsUser:
+    uid: int
+    gid: int
+    name: str
 
-    The venv gets :data:`SERVER_PINS` (stac-fastapi-pgstac 7.2.0, pypgstac[psycopg] 0.10.0,
-    uvicorn 0.54.0 and their dependencies, all pinned); a marker file in it records the pins so
-    that later calls return at once. PostgreSQL server binaries and PostGIS come from apt when
-    missing (only as root). Progress goes to stderr.
+
+def _current_user() -> _OsUser:
+    """This process's user (named by its uid when it has no passwd entry, as in containers)."""
+    try:
+        entry = pwd.getpwuid(os.geteuid())
+    except KeyError:
+        return _OsUser(os.geteuid(), os.getegid(), str(os.geteuid()))
+    return _OsUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def _find_pg_os_user() -> _OsUser | None:
+    """The OS user that runs initdb/postgres: yourself, or ``postgres`` as root (None if absent)."""
+    if os.geteuid() != 0:
+        return _current_user()
+    try:
+        entry = pwd.getpwnam(_PG_OS_USER)
+    except KeyError:
+        return None
+    return _OsUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def _pg_os_user() -> _OsUser:
+    """Like :func:`_find_pg_os_user`, but a missing user raises (it is never created here)."""
+    user = _find_pg_os_user()
+    if user is None:
+        raise StacServerError(
+            f"Running as root, PostgreSQL needs the OS user {_PG_OS_USER!r} (it refuses to run "
+            f"as root), and there is none on this host. Run `{install_command()}` (as root) "
+            "to create it."
+        )
+    return user
+
+
+def _create_pg_os_user() -> _OsUser:
+    """Create the system user ``postgres`` (root only); the one place that runs useradd."""
+    _say(f"creating the system user {_PG_OS_USER!r} to run PostgreSQL (it refuses root)")
+    _run_logged(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            _PG_OS_USER,
+        ],
+        f"Creating the OS user {_PG_OS_USER}",
+        timeout=60,
+    )
+    entry = pwd.getpwnam(_PG_OS_USER)
+    return _OsUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def _resolve_venv_dir(venv_dir: str | os.PathLike | None) -> Path:
+    venv = Path(venv_dir).expanduser().absolute() if venv_dir is not None else default_venv_dir()
+    if venv.exists() and not venv.is_dir():
+        raise StacServerError(
+            f"The STAC API server venv_dir {str(venv)!r} exists and is not a directory; remove "
+            "it or point LAMES_STAC_VENV (or venv_dir=) at a directory."
+        )
+    return venv
+
+
+@dataclass(frozen=True)
+class ServerHostStatus:
+    """What the local STAC API needs on this host, and what of it is there.
+
+    Made by :func:`server_host_status`, which only looks (it changes nothing).
+
+    Attributes
+    ----------
+    venv_dir
+        The server's virtual environment.
+    venv_ready
+        True when ``venv_dir`` holds exactly :data:`SERVER_PINS` for this Python.
+    postgres
+        The PostgreSQL server found (see :func:`find_postgres`), or None.
+    os_user
+        The OS user that would run PostgreSQL (``postgres`` as root, else yourself), or None
+        when running as root and there is no ``postgres`` user.
+    as_root
+        True when this process runs as root.
+    """
+
+    venv_dir: Path
+    venv_ready: bool
+    postgres: PostgresInstall | None
+    os_user: str | None
+    as_root: bool
+
+    @property
+    def postgres_ready(self) -> bool:
+        """True when a PostgreSQL server with every extension pgstac needs is installed."""
+        return self.postgres is not None and not self.postgres.missing_extensions
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """One sentence per missing piece (empty when :attr:`ready`)."""
+        out = []
+        if not self.postgres_ready:
+            out.append(
+                f"PostgreSQL + PostGIS: {_describe_missing(self.postgres)}; it comes from apt "
+                f"(as root: {_apt_command(_apt_packages())})"
+            )
+        if self.os_user is None:
+            out.append(
+                f"OS user {_PG_OS_USER!r}: absent; running as root, PostgreSQL needs it (it "
+                "refuses to run as root)"
+            )
+        if not self.venv_ready:
+            if not self.venv_dir.exists():
+                state = "does not exist"
+            elif not _venv_python(self.venv_dir).exists():
+                state = "is not a venv (no bin/python)"
+            else:
+                state = f"is out of date (its {_MARKER_NAME} does not match these pins)"
+            out.append(
+                f"server venv: {self.venv_dir} {state}; it needs the {len(SERVER_PINS)} pinned "
+                "packages of stac-fastapi-pgstac, pypgstac and uvicorn"
+            )
+        return tuple(out)
+
+    @property
+    def ready(self) -> bool:
+        """True when the STAC API can start without installing anything."""
+        return not self.missing
+
+    def report(self) -> str:
+        """Return a few lines, one per requirement, saying ``ready`` or what is missing."""
+        pg = self.postgres
+        lines = [
+            f"PostgreSQL + PostGIS: ready (PostgreSQL {pg.major} in {pg.bindir})"
+            if self.postgres_ready and pg is not None
+            else "",
+            f"OS user for PostgreSQL: ready ({self.os_user!r})" if self.os_user else "",
+            f"server venv: ready ({self.venv_dir}, {len(SERVER_PINS)} pinned packages)"
+            if self.venv_ready
+            else "",
+        ]
+        lines = [line for line in lines if line] + [f"MISSING {m}" for m in self.missing]
+        return "\n".join(lines)
+
+
+def server_host_status(*, venv_dir: str | os.PathLike | None = None) -> ServerHostStatus:
+    """Look at what the local STAC API needs on this host; change nothing.
 
     Parameters
     ----------
     venv_dir
-        Where the venv lives. None means :func:`default_venv_dir` (``$LAMES_STAC_VENV``, else
+        The server venv. None means :func:`default_venv_dir` (``$LAMES_STAC_VENV``, else
         ``<repo>/.venv-stacapi``).
-    install
-        When False, nothing is installed: anything missing raises.
+
+    Returns
+    -------
+    ServerHostStatus
+        Its ``ready`` tells whether the server can start, ``missing`` what is not there.
+
+    Raises
+    ------
+    StacServerError
+        ``venv_dir`` exists and is not a directory.
+
+    Examples
+    --------
+    >>> from lames_cube.stac_server import server_host_status
+    >>> server_host_status().ready  # after `lames-cube stac install`
+    True
+    """
+    venv = _resolve_venv_dir(venv_dir)
+    user = _find_pg_os_user()
+    return ServerHostStatus(
+        venv_dir=venv,
+        venv_ready=_venv_ready(venv),
+        postgres=find_postgres(),
+        os_user=user.name if user is not None else None,
+        as_root=os.geteuid() == 0,
+    )
+
+
+def check_server_env(*, venv_dir: str | os.PathLike | None = None) -> Path:
+    """Make sure the host is prepared for the local STAC API, without changing anything.
+
+    This is what the tests and :class:`StacApiServer` call; :func:`prepare_server_host`
+    (``lames-cube stac install``) is what prepares the host.
+
+    Parameters
+    ----------
+    venv_dir
+        The server venv; None means :func:`default_venv_dir`.
 
     Returns
     -------
@@ -478,26 +717,112 @@ def ensure_server_env(*, venv_dir: str | os.PathLike | None = None, install: boo
     Raises
     ------
     StacServerError
-        Something is missing and cannot be installed (``install=False``, or PostgreSQL/PostGIS
-        missing while not root: the message gives the apt command), or an install failed (the
-        message has the tail of its output).
+        Something is missing: the message lists each missing piece and the command to run
+        (``.venv/bin/lames-cube stac install``, and the apt command to run as root when
+        PostgreSQL/PostGIS is missing and this process is not root).
+
+    Examples
+    --------
+    >>> from lames_cube.stac_server import check_server_env
+    >>> check_server_env().is_dir()  # after `lames-cube stac install`
+    True
     """
-    venv = Path(venv_dir).expanduser().absolute() if venv_dir is not None else default_venv_dir()
-    if venv.exists() and not venv.is_dir():
-        raise StacServerError(f"venv_dir {str(venv)!r} exists and is not a directory.")
-    if not _venv_ready(venv):
-        if not install:
-            raise StacServerError(
-                f"The STAC API server venv at {venv} is missing or out of date (install=False). "
-                "Call lames_cube.stac_server.ensure_server_env() to build it."
+    status = server_host_status(venv_dir=venv_dir)
+    if status.ready:
+        return status.venv_dir
+    if venv_dir is not None:
+        fix = f"Run `{install_command()} --venv-dir {status.venv_dir}`"
+    elif os.environ.get("LAMES_STAC_VENV"):
+        fix = f"Run `LAMES_STAC_VENV={status.venv_dir} {install_command()}`"
+    else:
+        fix = f"Run `{install_command()}`"
+    if not status.postgres_ready and not status.as_root:
+        fix = (
+            f"As root run `{_apt_command(_apt_packages())}`, then "
+            f"{fix[0].lower()}{fix[1:]}"
+        )
+    raise StacServerError(
+        "The host is not prepared for the local STAC API (nothing is installed on demand):\n"
+        + "\n".join(f"  - {m}" for m in status.missing)
+        + f"\n{fix} once to prepare it (`lames-cube stac check` tells when it is ready)."
+    )
+
+
+def prepare_server_host(*, venv_dir: str | os.PathLike | None = None) -> list[str]:
+    """Prepare this host for the local STAC API: the only function that changes the host.
+
+    Installs what is missing and nothing else, so a second run only looks and returns at once:
+    PostgreSQL + PostGIS with apt-get (root only), the system user ``postgres`` with useradd
+    (root only: PostgreSQL refuses to run as root), and the server venv with
+    :data:`SERVER_PINS`. Progress goes to stderr. ``lames-cube stac install`` runs this.
+
+    Parameters
+    ----------
+    venv_dir
+        The server venv; None means :func:`default_venv_dir`.
+
+    Returns
+    -------
+    list of str
+        What was done, one sentence per step; empty when everything was already there.
+
+    Raises
+    ------
+    StacServerError
+        PostgreSQL/PostGIS is missing and this process is not root (the message gives the apt
+        command to run as root), or an install step failed (the message has its output).
+
+    Examples
+    --------
+    >>> from lames_cube.stac_server import prepare_server_host
+    >>> prepare_server_host()  # a prepared host: nothing to do
+    []
+    """
+    venv = _resolve_venv_dir(venv_dir)
+    done: list[str] = []
+    with _file_lock(venv):  # one preparation at a time per venv, across processes
+        _, installed = _install_postgres()
+        done += installed
+        if _find_pg_os_user() is None:
+            user = _create_pg_os_user()
+            done.append(f"created the system user {user.name!r} (uid {user.uid})")
+        if not _venv_ready(venv):
+            started = time.monotonic()
+            _install_venv(venv)
+            done.append(
+                f"built the server venv {venv} ({len(SERVER_PINS)} pinned packages) in "
+                f"{time.monotonic() - started:.0f} s"
             )
-        with _file_lock(venv):
-            if not _venv_ready(venv):  # another process may have finished it meanwhile
-                started = time.monotonic()
-                _install_venv(venv)
-                _say(f"server venv ready in {time.monotonic() - started:.1f} s")
-    _ensure_postgres(install=install)
-    return venv
+    return done
+
+
+def ensure_server_env(*, venv_dir: str | os.PathLike | None = None, install: bool = False) -> Path:
+    """Check the host for the local STAC API, or (``install=True``) prepare it first.
+
+    Kept for callers of earlier versions; new code calls :func:`check_server_env` or
+    :func:`prepare_server_host`.
+
+    Parameters
+    ----------
+    venv_dir
+        The server venv; None means :func:`default_venv_dir`.
+    install
+        False (the default) only checks, changing nothing. True runs
+        :func:`prepare_server_host` first (apt-get, useradd and pip: host changes).
+
+    Returns
+    -------
+    pathlib.Path
+        The venv directory.
+
+    Raises
+    ------
+    StacServerError
+        As :func:`check_server_env` (something missing) or :func:`prepare_server_host`.
+    """
+    if install:
+        prepare_server_host(venv_dir=venv_dir)
+    return check_server_env(venv_dir=venv_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,41 +853,6 @@ def _die_with_parent(signum: int) -> Any:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
     return preexec
-
-
-@dataclass
-class _OsUser:
-    uid: int
-    gid: int
-    name: str
-
-
-def _ensure_pg_os_user() -> _OsUser:
-    """The OS user that runs initdb/postgres: ``postgres`` when root (created if needed)."""
-    if os.geteuid() != 0:
-        entry = pwd.getpwuid(os.geteuid())
-        return _OsUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
-    try:
-        entry = pwd.getpwnam(_PG_OS_USER)
-    except KeyError:
-        _say(f"creating the system user {_PG_OS_USER!r} to run PostgreSQL (it refuses root)")
-        _run_logged(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                _PG_OS_USER,
-            ],
-            f"Creating the OS user {_PG_OS_USER}",
-            timeout=60,
-        )
-        entry = pwd.getpwnam(_PG_OS_USER)
-    return _OsUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 
 def _stop_process(proc: subprocess.Popen | None, first_signal: int, grace: float) -> None:
@@ -604,7 +894,9 @@ def _check_stac_dicts(collections: Any, items: Any) -> tuple[list[dict], list[di
             raise StacServerError(f"Every collection needs a string 'id'; got {cid!r}.")
         ids.append(cid)
     if len(set(ids)) != len(ids):
-        raise StacServerError(f"Collection ids must be unique; got {ids}.")
+        raise StacServerError(
+            f"Collection ids must be unique; got {ids}. Rename or drop the repeats."
+        )
     for item in items:
         if not isinstance(item.get("id"), str) or not item.get("id"):
             raise StacServerError(f"Every item needs a string 'id'; got {item.get('id')!r}.")
@@ -618,11 +910,12 @@ def _check_stac_dicts(collections: Any, items: Any) -> tuple[list[dict], list[di
 
 def _write_ndjson(path: Path, records: list[dict]) -> None:
     try:
-        with open(path, "w") as handle:
+        with atomic_path(path) as tmp, open(tmp, "w") as handle:
             for record in records:
                 handle.write(json.dumps(record, separators=(",", ":")) + "\n")
     except (TypeError, ValueError) as exc:
-        raise StacServerError(f"A STAC record is not JSON-serialisable: {exc}") from exc
+        raise StacServerError(f"A STAC record is not JSON-serialisable: {exc}. Convert its "
+                              "values to JSON types (e.g. item.to_dict() for pystac objects).") from exc
 
 
 class StacApiServer:
@@ -642,9 +935,7 @@ class StacApiServer:
         None means the system temp dir. When running as root it must be reachable by the
         ``postgres`` OS user.
     venv_dir
-        The server venv (see :func:`ensure_server_env`); None means the default.
-    install
-        Passed to :func:`ensure_server_env` on start: install what is missing.
+        The server venv (see :func:`check_server_env`); None means the default.
     startup_timeout
         Seconds to wait for PostgreSQL and for the API to answer.
 
@@ -658,13 +949,14 @@ class StacApiServer:
     Raises
     ------
     StacServerError
-        Bad collections/items, a busy ``port``, or any start-up step that failed (the message
+        Bad collections/items, a busy ``port``, a host not prepared by ``lames-cube stac
+        install`` (start() installs nothing), or any start-up step that failed (the message
         has the tail of the logs).
 
     Examples
     --------
-    >>> with StacApiServer([collection], items) as server:  # doctest: +SKIP
-    ...     pystac_client.Client.open(server.url).search(bbox=[0, 0, 1, 1]).item_collection()
+    See the module's example: ``with StacApiServer([collection], items) as server:`` then
+    ``pystac_client.Client.open(server.url)``.
     """
 
     def __init__(
@@ -675,7 +967,6 @@ class StacApiServer:
         port: int | None = None,
         workdir: str | os.PathLike | None = None,
         venv_dir: str | os.PathLike | None = None,
-        install: bool = True,
         startup_timeout: float = 60.0,
     ) -> None:
         self._collections, self._items = _check_stac_dicts(collections, items)
@@ -690,7 +981,6 @@ class StacApiServer:
         self._requested_port = port
         self._workdir = Path(workdir) if workdir is not None else None
         self._venv_dir = venv_dir
-        self._install = install
         self._startup_timeout = float(startup_timeout)
         self._tmp: Path | None = None
         self._pg_proc: subprocess.Popen | None = None
@@ -736,7 +1026,9 @@ class StacApiServer:
         Raises
         ------
         StacServerError
-            Already started, or a step failed (everything started so far is stopped first).
+            Already started, the host is not prepared (the message says to run
+            ``lames-cube stac install``; nothing is installed here), or a step failed
+            (everything started so far is stopped first).
         """
         with self._lock:
             if self._tmp is not None:
@@ -747,8 +1039,8 @@ class StacApiServer:
                     "port or port=None to pick a free one."
                 )
             started = time.monotonic()
-            venv = ensure_server_env(venv_dir=self._venv_dir, install=self._install)
-            pg = _ensure_postgres(install=False)
+            venv = check_server_env(venv_dir=self._venv_dir)
+            pg = _require_postgres()
             atexit.register(self.stop)
             try:
                 self._start(venv, pg)
@@ -910,13 +1202,13 @@ class StacApiServer:
             time.sleep(0.1)
 
     def _start(self, venv: Path, pg: PostgresInstall) -> None:
-        user = _ensure_pg_os_user()
+        user = _pg_os_user()
         tmp = self._make_tmp(user)
         sockdir = tmp / "sock"
         sockdir.mkdir()
         pwfile = tmp / "pgpass"
         password = secrets.token_urlsafe(24)
-        pwfile.write_text(password + "\n")
+        atomic_write_text(pwfile, password + "\n")
         if os.geteuid() == 0:
             os.chown(sockdir, user.uid, user.gid)
             os.chown(pwfile, user.uid, user.gid)
@@ -1088,8 +1380,9 @@ def serve_forever(
 ) -> None:
     """Serve ``collections`` and ``items`` as a STAC API until Ctrl-C (or SIGTERM).
 
-    Installs what is missing (:func:`ensure_server_env`), starts a :class:`StacApiServer`,
-    prints its URL on stdout, blocks, then stops everything cleanly.
+    Checks the host (:func:`check_server_env`; ``lames-cube stac install`` prepares it),
+    starts a :class:`StacApiServer`, prints its URL on stdout, blocks, then stops everything
+    cleanly.
 
     Parameters
     ----------
@@ -1103,9 +1396,10 @@ def serve_forever(
     Raises
     ------
     StacServerError
-        Start-up failed, or a server process died while serving (the message has its logs).
+        The host is not prepared (the message says what to run), start-up failed, or a
+        server process died while serving (the message has its logs).
     """
-    ensure_server_env()
+    check_server_env()
     server = StacApiServer(collections, items, port=port, workdir=workdir)
     previous: Any = signal.SIG_DFL
     previous_int: Any = signal.default_int_handler

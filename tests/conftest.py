@@ -31,3 +31,20 @@ def world_pc(tmp_path_factory, lames_dir):
     """The same world in Planetary Computer style."""
     return small_world(tmp_path_factory.mktemp("worlds") / "pc", data_dir=lames_dir, workers=2,
                        style="planetary-computer")
+
+
+@pytest.fixture(scope="session")
+def stac_server_env():
+    """The STAC API server venv of a host prepared by ``lames-cube stac install``.
+
+    Only checks (apt-get, useradd and pip are never run from the tests): an unprepared host
+    fails every test that uses it, loudly, with the command to run; it never skips.
+    """
+    from lames_cube.errors import StacServerError
+    from lames_cube.stac_server import check_server_env
+
+    try:
+        return check_server_env()
+    except StacServerError as exc:
+        problem = str(exc)
+    pytest.fail(f"The STAC API tests need a prepared host. {problem}", pytrace=False)

@@ -25,7 +25,11 @@ from lames_cube.synthetic.landscape import pixel_centres, solar_angles
 
 
 def test_the_anchor_acquisition_is_reproduced():
-    """S2B_MSIL2A_20230103T143729_R096_T19HCC: relative orbit 96 over Santiago."""
+    """S2B_MSIL2A_20230103T143729_R096_T19HCC: relative orbit 96 over Santiago.
+
+    The product id (a real Copernicus L2A product) gives the platform, the sensing time and the
+    relative orbit R096 expected here.
+    """
     assert 96 in orbits_over(-70.65, -33.45)
     first = passes(96, -33.45, dt.date(2023, 1, 3), dt.date(2023, 1, 3))
     assert [(p.platform, p.when.strftime("%Y%m%dT%H%M%S")) for p in first] == [
@@ -37,6 +41,8 @@ def test_revisit_and_platforms_as_flown():
         ps = passes(96, -24.0, start, end)
         return ps, {(b.when.date() - a.when.date()).days for a, b in itertools.pairwise(ps)}
 
+    # ESA mission facts: 10-day repeat cycle per satellite; 2B from 2017-07-06, 2C replaced 2A
+    # on 2025-01-21 (a 5-day revisit with two satellites in service)
     early, g = gaps(dt.date(2016, 1, 1), dt.date(2016, 12, 31))
     assert g == {10} and {p.platform for p in early} == {"sentinel-2a"}  # before 2B
     both, g = gaps(dt.date(2021, 1, 1), dt.date(2022, 12, 31))
@@ -60,15 +66,17 @@ def test_tracks_are_spaced_and_timed_like_sentinel_2():
     lons = np.array([track_longitude(r, lat) for r in range(1, N_ORBITS + 1)])
     order = np.argsort(lons)
     spacing = np.diff(lons[order])
-    assert spacing == pytest.approx(360 / 143, abs=1e-6)
-    # The track next door to the west is flown 3 days later by the same satellite.
+    assert spacing == pytest.approx(360 / 143, abs=1e-6)  # 143 relative orbits (ESA), equally spaced
+    # The track next door to the west is flown 3 days later by the same satellite (by hand: it is
+    # 43 orbits on, and 43 x 10 / 143 days = 3.007 days).
     r = 96
     west = int(order[np.flatnonzero(order == r - 1)[0] - 1]) + 1
     day = passes(r, lat, dt.date(2023, 1, 1), dt.date(2023, 1, 10))[0].when
     days = {(p.when - day).days % 10 for p in passes(west, lat, dt.date(2023, 1, 1), dt.date(2023, 1, 20))
             if p.platform == "sentinel-2b"}
     assert days == {3}
-    # Neighbouring swaths overlap by tens of kilometres at Chilean latitudes.
+    # Neighbouring swaths overlap by tens of kilometres at Chilean latitudes (290 km swath, ESA;
+    # 20..90 km brackets the 20-70 km of the acquisitions module docstring).
     gap_km = spacing[0] * 111.32 * math.cos(math.radians(lat)) * math.cos(
         math.atan(0.25 * math.cos(math.radians(lat))))
     assert 20 < 2 * HALF_SWATH_KM - gap_km < 90
@@ -78,13 +86,16 @@ def test_processing_baselines_over_time():
     days = [dt.date(2020, 1, 1) + dt.timedelta(days=k) for k in range(0, 5 * 365, 7)]
     names = [published_baseline(d) for d in days]
     assert [float(n) for n in names] == sorted(float(n) for n in names)
+    # 04.00 (with the +1000 DN offset) from 2022-01-25: ESA's Sentinel-2 processing baseline news
     assert published_baseline(dt.date(2022, 1, 24)) < "04.00" <= published_baseline(dt.date(2022, 1, 25))
     assert {scene_baseline(d, collection1=True, reprocessed=False) >= "05.00" for d in days} == {True}
+    # Collection-1 reprocessing runs baseline 05.00 (ESA Sentinel-2 Collection-1 documentation)
     assert scene_baseline(dt.date(2021, 5, 1), collection1=False, reprocessed=True) == "05.00"
 
 
 def test_solar_angles_at_the_equinox_by_hand():
-    # Declination 0 on day 81: cos z = cos(lat) cos(22.5°) at 10:30.
+    # Declination 0 on day 81 (sin(2 pi (284 + 81) / 365) = 0): cos z = cos(lat) cos(22.5°) at
+    # 10:30 (hour angle -22.5°), 32.43° for lat -24°; abs=0.6° leaves room for a finer declination.
     z, a = solar_angles(dt.date(2021, 3, 22), -24.0)
     assert math.degrees(z) == pytest.approx(math.degrees(math.acos(
         math.cos(math.radians(24)) * math.cos(math.radians(22.5)))), abs=0.6)

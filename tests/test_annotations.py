@@ -74,6 +74,7 @@ def metadata(lames_dir):
 
 
 def test_class_enum_values_codes_and_names():
+    # mask values, codes and names: annotations/annotation_doc.pdf (DESIGN.md section 5)
     assert [(int(c), c.code) for c in LamesClass] == [
         (0, "-"), (1, "asm"), (2, "lsm"), (3, "lh"), (4, "mf"), (5, "op"), (6, "pp"), (7, "sy"),
         (8, "tsf"), (9, "wr")]
@@ -94,6 +95,7 @@ def test_class_enum_values_codes_and_names():
 
 
 def test_sector_mapping_and_site_rule():
+    # the sector task's 8 classes {0, 3..9} -> 0..7: LAMES repository, DESIGN.md section 5
     assert [c.code for c in SECTOR_CLASSES] == ["-", "lh", "mf", "op", "pp", "sy", "tsf", "wr"]
     assert [int(c) for c in SECTOR_MINE_CLASSES] == [3, 4, 5, 6, 7, 8, 9]
     values = np.array([[0, 3, 4, 5], [6, 7, 8, 9]], dtype=np.uint8)
@@ -117,6 +119,7 @@ def test_sector_mapping_and_site_rule():
 
 def test_sector_file_loads_as_1204_valid_polygons_with_the_file_class_counts(sectors, raw_sectors):
     gdf, rep = sectors
+    # 1,204 polygons of 139 sites: ../shared/lames/MANIFEST.md (Chile_LSM_sectors.geojson)
     assert len(raw_sectors) == 1204 and len(gdf) == 1204 and rep.n_features == 1204
     assert gdf.crs == "EPSG:4326"
     assert gdf.geometry.is_valid.all()
@@ -126,6 +129,7 @@ def test_sector_file_loads_as_1204_valid_polygons_with_the_file_class_counts(sec
     assert gdf["class"].dtype == np.int64
     file_counts = collections.Counter(f["properties"]["class"] for f in raw_sectors)
     assert dict(gdf["class"].value_counts()) == dict(file_counts)
+    # counted in the raw file with the json module (blob 02333703); MANIFEST.md: "one feature has 0"
     assert file_counts == {4: 414, 9: 320, 7: 158, 5: 143, 6: 79, 8: 58, 3: 31, 0: 1}
     # one site-id type, 139 sites, every Name is <site_id>_<n>
     assert {type(s) for s in gdf.site_id} == {str}
@@ -134,17 +138,18 @@ def test_sector_file_loads_as_1204_valid_polygons_with_the_file_class_counts(sec
     # padded strings stripped
     for col in ("Name", "system"):
         assert (gdf[col] == gdf[col].str.strip()).all()
+    # the distinct `system` values of the raw file, unpadded
     assert set(gdf.system) == {"Maxar Technologies", "CNES / Airbus",
                                "Maxar Technologies, CNES / Airbus"}
     assert KML_LEFTOVERS <= set(rep.dropped_columns)
-    assert rep.z_dropped == 1204
+    assert rep.z_dropped == 1204  # every feature is Polygon Z (MANIFEST.md)
 
 
 def test_invalid_polygons_are_repaired_and_reported(sectors, raw_sectors):
     gdf, rep = sectors
     raw_invalid = [f["properties"]["Name"] for f in raw_sectors
                    if not shapely.geometry.shape(f["geometry"]).is_valid]
-    assert len(raw_invalid) == 10
+    assert len(raw_invalid) == 10  # MANIFEST.md: "10 geometries are invalid"
     assert rep.repaired_names == raw_invalid
     by_name = gdf.set_index("Name").geometry
     for r in rep.geometry_repairs:
@@ -163,6 +168,7 @@ def test_impossible_dates_become_nat_and_are_reported(sectors, raw_sectors):
     gdf, rep = sectors
     assert gdf["date"].dtype == "datetime64[ns]" and gdf["date2"].dtype == "datetime64[ns]"
     bad = {(r.name, r.column, r.value) for r in rep.bad_dates}
+    # the two impossible dates of MANIFEST.md, found in these four features of the raw file
     assert bad == {("2221_21", "date", "2017-13-01"), ("2503_1", "date", "2021-22-07"),
                    ("2504_5", "date2", "2021-22-07"), ("2504_6", "date2", "2021-22-07")}
     g = gdf.set_index("Name")
@@ -174,12 +180,12 @@ def test_impossible_dates_become_nat_and_are_reported(sectors, raw_sectors):
         present = {n for n, p in raw.items() if p.get(col)}
         parsed = set(g.index[g[col].notna()])
         assert parsed == present - {n for n, c, _ in bad if c == col}
-    assert g.loc["817_1", "date"] == pd.Timestamp("2016-01-20")
+    assert g.loc["817_1", "date"] == pd.Timestamp("2016-01-20")  # raw file, feature 817_1
 
 
 def test_class_zero_feature_is_kept_and_reported(sectors):
     gdf, rep = sectors
-    assert rep.unexpected_class == ("2503_1",)
+    assert rep.unexpected_class == ("2503_1",)  # the one class-0 feature of the raw file
     assert gdf.loc[gdf.Name == "2503_1", "class"].tolist() == [LamesClass.OTHER]
 
 
@@ -199,7 +205,7 @@ def test_valid_polygons_are_returned_as_in_the_file(sectors, lames_dir):
     raw = gpd.read_file(lames_dir / ann.SECTORS_FILE)
     flat = shapely.force_2d(raw.geometry.values)
     valid = shapely.is_valid(flat)
-    assert valid.sum() == 1194
+    assert valid.sum() == 1194  # 1,204 - the 10 invalid of MANIFEST.md
     assert shapely.equals_exact(gdf.geometry.values[valid], flat[valid], tolerance=0).all()
     repaired = shapely.make_valid(flat[~valid], method="structure", keep_collapsed=False)
     assert shapely.equals_exact(gdf.geometry.values[~valid], repaired, tolerance=0).all()
@@ -214,11 +220,11 @@ def test_sites_load_without_warning(lames_dir):
         warnings.simplefilter("error")
         sites, rep = load_sites("all", lames_dir, report=True)
         train, test = load_sites("train", lames_dir), load_sites("test", lames_dir)
-    assert (len(train), len(test), len(sites)) == (104, 35, 139)
+    assert (len(train), len(test), len(sites)) == (104, 35, 139)  # MANIFEST.md, train/test_sites
     assert list(sites.columns) == ["site_id", "split", "geometry"]
     assert sites.site_id.is_unique and {type(s) for s in sites.site_id} == {str}
     assert sites.geometry.is_valid.all() and not sites.geometry.has_z.any()
-    assert rep.bad_dates == () and rep.z_dropped == 139
+    assert rep.bad_dates == () and rep.z_dropped == 139  # 139 MultiPolygon Z sites (MANIFEST.md)
     with pytest.raises(InvalidQueryError, match="split='val'"):
         load_sites("val", lames_dir)
 
@@ -226,7 +232,7 @@ def test_sites_load_without_warning(lames_dir):
 def test_footprints(lames_dir):
     raw = json.loads((lames_dir / ann.FOOTPRINTS_FILE).read_text())["features"]
     fp = load_footprints(lames_dir)
-    assert len(fp) == 227 == len(raw)
+    assert len(fp) == 227 == len(raw)  # MANIFEST.md: 227 Maus et al. footprints, AREA sum 3,759.66
     assert list(fp.columns) == ["site_id", "ISO3_CODE", "COUNTRY_NAME", "AREA", "geometry"]
     assert {type(s) for s in fp.site_id} == {str} and fp.site_id.is_unique
     assert fp.AREA.dtype == np.float64
@@ -241,7 +247,7 @@ def test_footprints(lames_dir):
 
 def test_metadata_loads_as_150_typed_rows(metadata):
     meta, rep = metadata
-    assert len(meta) == 150 and meta.site_id.is_unique
+    assert len(meta) == 150 and meta.site_id.is_unique  # MANIFEST.md: 150 rows keyed by ID
     assert {type(s) for s in meta.site_id} == {str}
     floats = ["latitude", "longitude", "rom_mt_per_year"] + [
         f"{k}_{i}" for k in ("grade", "production") for i in range(1, 5)]
@@ -250,14 +256,14 @@ def test_metadata_loads_as_150_typed_rows(metadata):
     for col in ("mine_name", "status", "company", "commodity_1", "shareholder_1", "source_url_1"):
         assert isinstance(meta[col].dtype, pd.StringDtype), col
         assert (meta[col].dropna() == meta[col].dropna().str.strip()).all()
-    row = meta.set_index("site_id").loc["817"]
+    row = meta.set_index("site_id").loc["817"]  # expected values: row ID 817 of metadata.csv
     assert row.mine_name == "Mina Invierno" and row.commodity_1 == "Coal"
     assert row.rom_mt_per_year == 6.0  # "6,0" (decimal comma)
     assert row.latitude == pytest.approx(-(52 + 52 / 60 + 35 / 3600))  # 52°52?35?S
     assert row.longitude == pytest.approx(-(71 + 38 / 60 + 28 / 3600))
     assert row.latitude_text == "52°52?35?S"
     assert pd.isna(row.processing_method)  # "N/A"
-    # decimal degrees and quantities with units
+    # decimal degrees and quantities with units (row ID 3784 of metadata.csv)
     m = meta.set_index("site_id")
     assert m.loc["3784", "latitude"] == pytest.approx(-22.41)
     assert m.loc["3784", "production_1"] == 195485.0
@@ -269,11 +275,14 @@ def test_metadata_loads_as_150_typed_rows(metadata):
     # every coordinate parsed lies in Chile; the unparseable ones are reported
     lat, lon = meta.latitude.dropna(), meta.longitude.dropna()
     assert lat.between(-56, -17).all() and lon.between(-76, -66).all()
+    # metadata.csv: 2 rows without coordinates; 11 latitudes and 9 longitudes unparseable (the 20
+    # repairs below; 7 rows lose both): 150 - 2 - 11 = 137, 150 - 2 - 9 = 139, 150 - 2 - 13 = 135
     assert meta.latitude.notna().sum() == 137 and meta.longitude.notna().sum() == 139
     assert (meta.latitude.notna() & meta.longitude.notna()).sum() == 135
     bad = {(r.name, r.column, r.value) for r in rep.value_repairs}
     assert ("2254", "latitude", "25° 84' S") in bad and ("2168", "longitude", "70.81°") in bad
     assert len(bad) == 20
+    # metadata.csv has 154 lines: 2 header rows, 150 data rows, an empty row, a stray URL cell
     assert rep.dropped_rows == ("line 153 (empty)", "line 154 (orphan cells)")
 
 
@@ -288,6 +297,8 @@ def test_metadata_joins_to_sites(metadata, lames_dir):
     pts = gpd.GeoSeries(gpd.points_from_xy(has.longitude, has.latitude), crs=4326)
     dist_km = (gpd.GeoSeries(has.geometry.values, crs=4326).to_crs(32719)
                .distance(pts.to_crs(32719), align=False) / 1000)
+    # 124 = the 136 joined sites less those without both coordinates; 50 km, 120 and 5 km are
+    # tolerances of this test (coordinates give a mine's location, not its polygon)
     assert len(has) == 124 and (dist_km < 50).sum() >= 120 and dist_km.median() < 5
 
 
@@ -371,11 +382,11 @@ def test_asm_file_schema_is_parsed(tmp_path):
     assert list(gdf.columns) == ["Name", "class", "date", "geometry"]
     assert gdf.Name.tolist() == [t["Name"] for t in truth]  # padding stripped
     assert gdf["class"].tolist() == [t["class"] for t in truth]
-    assert gdf["class"].tolist() == [1, 1, 1, 1, 0, 1, 1, 1]
+    assert gdf["class"].tolist() == [1, 1, 1, 1, 0, 1, 1, 1]  # "asm 0" written at other_at=(4,)
     expected_dates = pd.to_datetime(pd.Series([t["date"] for t in truth]))
     pd.testing.assert_series_equal(gdf["date"], expected_dates, check_names=False)
-    assert [(r.name, r.value) for r in rep.bad_dates] == [("asm_2", "2021-13-01")]
-    assert rep.repaired_names == ["asm_5"] and gdf.geometry.is_valid.all()
+    assert [(r.name, r.value) for r in rep.bad_dates] == [("asm_2", "2021-13-01")]  # impossible_date_at
+    assert rep.repaired_names == ["asm_5"] and gdf.geometry.is_valid.all()  # bowtie_at=(5,)
     assert not gdf.has_z.any() and gdf.crs == "EPSG:4326"
     assert {"description", "altitudeMode", "icon"} <= set(rep.dropped_columns)
     with pytest.warns(AnnotationRepairWarning, match=r"asm_2 date='2021-13-01'"):
@@ -403,6 +414,7 @@ def _manifest_table() -> dict[str, tuple[str, int]]:
 
 
 def test_git_blob_sha1_matches_git():
+    # `printf 'hello\n' | git hash-object --stdin` and `git hash-object /dev/null`
     assert git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
     assert git_blob_sha1(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 
@@ -426,6 +438,7 @@ def test_verify_detects_a_changed_file(tmp_path, lames_dir):
     (tmp_path / "annotations" / "metadata.csv").chmod(0o644)
     with open(tmp_path / "annotations" / "metadata.csv", "ab") as f:
         f.write(b"\n")
+    # blob 5757a0c7: MANIFEST.md
     with pytest.raises(DataDirError, match=r"metadata\.csv.*expected blob 5757a0c7"):
         verify_lames(tmp_path, files=["annotations/metadata.csv"])
     with pytest.raises(InvalidQueryError, match=r"Ghana_ASM.geojson"):
@@ -468,8 +481,9 @@ def test_download_checks_blob_ids_and_writes_atomically(tmp_path, lames_dir):
     for rel in files:
         assert (dest / rel).read_bytes() == (lames_dir / rel).read_bytes()
     download_lames(dest, files=files, session=session)  # present and correct: not fetched again
-    assert len(session.urls) == 2
+    assert len(session.urls) == 2  # the two files, fetched once
     bad = _FakeSession(lames_dir, corrupt="annotations/metadata_stats.xlsx")
+    # blob 8da7fbdf: MANIFEST.md
     with pytest.raises(DataDirError, match=r"metadata_stats\.xlsx.*expected blob 8da7fbdf"):
         download_lames(dest, files=["annotations/metadata_stats.xlsx"], session=bad)
     assert not (dest / "annotations" / "metadata_stats.xlsx").exists()

@@ -208,6 +208,21 @@ def test_saturated_pixels_are_masked_by_default():
     assert clear_mask(cube, buffer_m=0, saturated=False).values.all()
 
 
+@pytest.mark.parametrize("buffer_m", [0, 60])
+def test_a_band_at_dn_65535_is_saturated_even_where_scl_is_not_1(buffer_m):
+    """Sen2Cor flags saturation per pixel (SCL 1), the product per band (DN 65 535): both mask."""
+    scl = np.full((1, 9, 9), 4, "uint16")
+    refl = np.full((1, 3, 9, 9), 1000)
+    refl[0, 1, 4, 4] = 65535  # B03 saturated, SCL says vegetation
+    cube = make_cube(scl, refl, chunks=None)
+    mask = clear_mask(cube, buffer_m=buffer_m).values[0]
+    assert not mask[4, 4] and mask.sum() == 80  # a lone pixel: opened away from the buffer
+    scl[0, 4, 4] = 1  # the same pixel flagged by SCL instead gives the same mask
+    np.testing.assert_array_equal(clear_mask(make_cube(scl, chunks=None), buffer_m=buffer_m).values[0],
+                                  mask)
+    assert clear_mask(cube, buffer_m=buffer_m, saturated=False).values.all()
+
+
 def test_opening_removes_isolated_specks_before_the_buffer():
     scl = np.full((1, 14, 14), 4, "uint16")
     scl[0, 2, 2] = 9  # a one-pixel speck
@@ -430,15 +445,15 @@ def test_recipe_buffer_is_validated(value, match):
 
 @pytest.mark.parametrize("buffer_m", [0, 20])
 def test_pipeline_carries_the_recipe_buffer_into_the_composite(buffer_m):
-    from lames_cube.pipeline import _finish
+    from lames_cube.pipeline import store_dataset
 
     cube, _ = _mine_cube()
     recipe = Recipe.from_dict(_recipe(buffer_m=buffer_m))
-    got = _finish(recipe, cube)
+    got = store_dataset(recipe, cube)
     direct = median_composite(cube, buffer_m=buffer_m)
-    np.testing.assert_array_equal(got.sel(band=["B04", "B03", "B02"]).values,
+    np.testing.assert_array_equal(got.reflectance.sel(band=["B04", "B03", "B02"]).values,
                                   direct.reflectance.values)
-    np.testing.assert_array_equal(got.sel(band="clear_count").values, direct.clear_count.values)
+    np.testing.assert_array_equal(got.clear_count.values, direct.clear_count.values)
     assert got.attrs["cloud_buffer_m"] == buffer_m
 
 

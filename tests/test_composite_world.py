@@ -69,6 +69,7 @@ def test_yearly_median_is_within_2_percent_of_the_cloud_free_median(year):
     tile = year.tiles[1]
     gbox = tile.geobox(10)
     cube = year.to_cube(gbox, dates="2022", bands=BANDS, chunks=512, footprints=True)
+    # preconditions: YEAR_SPEC keeps 8 passes per orbit; at least two cloudy dates to mask
     assert cube.sizes["time"] >= 8 and (cube.cloud_cover.values > 30).sum() >= 2
     comp = median_composite(cube).compute()
     ref = _reference(year, gbox, cube)
@@ -80,9 +81,9 @@ def test_yearly_median_is_within_2_percent_of_the_cloud_free_median(year):
         share = float((rel <= 0.02).mean())
         ratios.append(share)
         print(f"{band}: {share:.4f} of {ok.sum()} valid pixels within 2 %")
-        assert share >= 0.99, band
+        assert share >= 0.99, band  # issue 8's bar: within 2 % on 99 % of the valid pixels
     holes = (comp.reflectance.values[0] == 0) & np.isfinite(ref["B02"])
-    assert holes.mean() < 1e-3
+    assert holes.mean() < 1e-3  # tolerance of this test: at most 1 pixel in 1000 left empty
 
 
 def test_no_mine_pixel_is_lost_to_false_clouds(lames_dir):
@@ -118,5 +119,6 @@ def test_no_mine_pixel_is_lost_to_false_clouds(lames_dir):
         total += int(mines.sum())
     print(f"mine pixels: {total}; flagged cloud/snow on half the dates or more: {flagged}; "
           f"lost (pixel-bands): {lost}")
-    assert total > 10_000 and flagged > 1000  # the trap is there ...
+    # the trap is there (floors of this test, below the printed counts of the demo sites) ...
+    assert total > 10_000 and flagged > 1000
     assert lost == 0  # ... and the composite does not fall into it

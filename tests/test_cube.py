@@ -26,6 +26,7 @@ from lames_cube.errors import (
     EmptyCubeError,
     InvalidGridError,
     InvalidItemError,
+    InvalidQueryError,
     MixedCollectionsError,
     UnknownBandError,
 )
@@ -196,7 +197,7 @@ def test_least_cloudy_mosaic_takes_the_clearest_scene_first(year_world):
     np.testing.assert_array_equal(out.reflectance.sel(band="B04").values[ok.values],
                                   first.sel(band="B04").values[ok.values])
     assert (out.source_time.values[ok.values] == cube.time.values[clearest]).all()
-    with pytest.raises(Exception, match="raise max_cloud"):
+    with pytest.raises(InvalidQueryError, match="raise max_cloud"):
         least_cloudy_composite(cube, max_cloud=-1)
 
 
@@ -433,9 +434,25 @@ def test_a_signing_hook_reads_items_whose_hrefs_need_signing(world):
     signed = build_cube(unsigned, bands=["B04", "SCL"], chunks=512, sign=sign)
     assert sorted(calls) == sorted(i.id for i in items)
     np.testing.assert_array_equal(signed.values, plain.values)
-    with pytest.raises(rasterio.errors.RasterioIOError):  # unsigned, the hrefs do not resolve
-        build_cube(unsigned, bands=["B04", "SCL"], chunks=512).values
+    with pytest.raises(rasterio.errors.RasterioIOError, match="nonexistent-until-signed"):
+        build_cube(unsigned, bands=["B04", "SCL"], chunks=512).compute()
     with pytest.raises(InvalidQueryError, match="sign='nope' is not a known signer"):
         build_cube(items, sign="nope")
     with pytest.raises(InvalidQueryError, match="sign returned dict"):
         build_cube(items, sign=lambda i: i.to_dict())
+
+
+def test_reflectance_resamples_as_asked_and_scl_always_nearest(world):
+    """On a grid half a pixel off the assets', bilinear reflectance differs from nearest while
+    SCL (classes) is the same either way: resampling never applies to it."""
+    items = search(world, sites=["2203"], datetime="2021")
+    base = build_cube(items, bands=["B04", "SCL"], chunks=256).odc.geobox
+    a = base.affine
+    shifted = GeoBox(base.shape, a * a.translation(0.5, 0.5), base.crs)
+    near = build_cube(items, geobox=shifted, bands=["B04", "SCL"], chunks=256).compute()
+    bil = build_cube(items, geobox=shifted, bands=["B04", "SCL"], chunks=256,
+                     resampling="bilinear").compute()
+    np.testing.assert_array_equal(bil.sel(band="SCL").values, near.sel(band="SCL").values)
+    both = (near.sel(band="B04") > 0) & (bil.sel(band="B04") > 0)
+    differ = (near.sel(band="B04") != bil.sel(band="B04")).values[both.values].mean()
+    assert differ > 0.5

@@ -239,13 +239,15 @@ def test_irregular_chunks_are_made_regular(tmp_path, cube):
     xr.testing.assert_identical(out.compute(), cube.compute())
 
 
-def test_cube_without_crs_or_not_a_dataarray(tmp_path, cube):
+def test_cube_without_crs_or_not_a_cube(tmp_path, cube):
     bare = xr.DataArray(cube.data, dims=cube.dims, coords={"y": cube.y.values,
                                                             "x": cube.x.values})
     with pytest.raises(StoreError, match="no CRS/GeoBox"):
         write_cube(bare, tmp_path / "a.zarr")
-    with pytest.raises(StoreError, match=r"ds\['reflectance'\]"):
-        write_cube(cube.to_dataset(), tmp_path / "b.zarr")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match=r"expects an xarray\.DataArray or Dataset cube; got ndarray"):
+        write_cube(cube.values, tmp_path / "b.zarr")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="no data variables"):
+        write_cube(xr.Dataset(), tmp_path / "c.zarr")
 
 
 def test_attrs_that_cannot_be_stored(tmp_path, cube):
@@ -282,7 +284,7 @@ def test_killed_write_resumes_to_the_same_store(tmp_path, written, cube):
         open_cube(path)
     partial = open_cube(path, allow_incomplete=True).compute()
     assert (partial.isel(y=slice(256, None)) == 0).all()  # unwritten: nodata
-    with pytest.raises(StoreExistsError):
+    with pytest.raises(StoreExistsError, match="a store already exists"):
         write_cube(cube, path)  # "w-" never touches it
     with pytest.raises(RuntimeError, match="simulated crash after 1 regions"):
         write_cube(cube, path, mode="resume", _fail_after=1)
@@ -301,14 +303,14 @@ def test_killed_write_resumes_to_the_same_store(tmp_path, written, cube):
 
 def test_resume_after_a_crash_while_writing_metadata(tmp_path, written, cube):
     path = tmp_path / "meta.zarr"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated crash after 0 regions"):
         write_cube(cube, path, _fail_after=0)
     lines = (path / LEDGER_NAME).read_text().splitlines()
     (path / LEDGER_NAME).write_text(lines[0] + "\n" + '{"event": "meta')  # torn line
     for sub in ("time", "reflectance"):
         for f in sorted((path / sub).rglob("*"), reverse=True):
             f.unlink() if f.is_file() else f.rmdir()
-    with pytest.raises(IncompleteStoreError):
+    with pytest.raises(IncompleteStoreError, match="mode='resume'"):
         open_cube(path)
     write_cube(cube, path, mode="resume")
     assert store_files(path) == store_files(written)
@@ -316,7 +318,7 @@ def test_resume_after_a_crash_while_writing_metadata(tmp_path, written, cube):
 
 def test_resume_refuses_another_template(tmp_path, cube):
     path = tmp_path / "partial.zarr"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated crash after 1 regions"):
         write_cube(cube, path, _fail_after=1)
     others = {
         "shape": make_cube(nt=2),
@@ -504,3 +506,98 @@ def test_region_errors(tmp_path, cube):
     with pytest.raises(StoreError, match="chunks= cannot be combined with region="):
         write_cube(tile, path, region={"y": slice(0, 256)}, chunks={"y": 256})
     assert store_status(path)["regions_done"] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets: variables of one grid, written and resumed together
+
+
+def make_dataset(**kw) -> xr.Dataset:
+    """Reflectance (with ``scale``), SCL and a clear count apart, as a scene store holds them."""
+    cube = make_cube(**kw)
+    scl = (cube.sel(band="SCL") % 12).astype("uint8").rename("scl")
+    scl.attrs = {"nodata": 0, "classes": "Sen2Cor scene classification"}
+    count = (cube.sel(band="B04") % 7).astype("uint16").isel(time=0, drop=True)
+    count = count.drop_vars([c for c in count.coords if c not in ("y", "x", "spatial_ref")])
+    count.attrs = {"units": "clear observations"}  # not the reflectance's scale
+    refl = cube.sel(band=["B04"]).rename("reflectance")
+    return xr.Dataset({"reflectance": refl, "scl": scl, "clear_count": count.rename("clear_count")},
+                      attrs={"composite": "none"})
+
+
+def test_a_dataset_round_trips_and_resumes_to_the_same_bytes(tmp_path):
+    from lames_cube.io import open_store
+
+    ds = make_dataset()
+    ref = write_cube(ds, tmp_path / "ref.zarr")
+    back = open_store(ref)
+    assert sorted(back.data_vars) == ["clear_count", "reflectance", "scl"]
+    for name in ds.data_vars:
+        assert back[name].dtype == ds[name].dtype
+        assert back[name].attrs == ds[name].attrs
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+    assert back.attrs == {"composite": "none"}
+    assert back.reflectance.odc.geobox == ds.reflectance.odc.geobox
+    # Only the reflectance carries a scale: applying it leaves SCL and counts as they were.
+    scaled = {n: v * v.attrs["scale"] if "scale" in v.attrs else v for n, v in back.items()}
+    np.testing.assert_array_equal(scaled["scl"].values, ds.scl.values)
+    np.testing.assert_array_equal(scaled["clear_count"].values, ds.clear_count.values)
+    assert np.allclose(scaled["reflectance"].values, ds.reflectance.values * 1e-4)
+
+    path = tmp_path / "crash.zarr"
+    with pytest.raises(RuntimeError, match="simulated crash after 2 regions"):
+        write_cube(ds, path, _fail_after=2)
+    with pytest.raises(IncompleteStoreError, match="resume"):
+        open_store(path)
+    write_cube(ds, path, mode="resume")
+    assert store_files(path) == store_files(ref)
+    with pytest.raises(TemplateMismatchError, match="dtype"):
+        write_cube(ds.assign(scl=ds.scl.astype("uint16")), path, mode="resume")
+
+
+def test_a_dataset_of_mixed_chunks_or_non_grid_variables_is_refused(tmp_path):
+    from lames_cube.io import ChunkError
+
+    ds = make_dataset()
+    with pytest.raises(ChunkError, match="different chunks along 'y'"):
+        write_cube(ds.assign(scl=ds.scl.chunk({"y": 512})), tmp_path / "b.zarr")
+    with pytest.raises(StoreError, match="not a grid"):
+        write_cube(ds.assign(n=ds.clear_count.sum()), tmp_path / "c.zarr")
+
+
+def test_stores_take_fsspec_urls(tmp_path, cube, written):
+    """memory:// (fsspec's in-memory filesystem) behaves as a local path: writes, crashes,
+    resumes, opens, and gives the same bytes."""
+    import uuid
+
+    import fsspec
+
+    from lames_cube.io import open_store, region_written
+
+    url = f"memory://lames-test-{uuid.uuid4().hex}/cube.zarr"
+    fs = fsspec.filesystem("memory")
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash after 2 regions"):
+            write_cube(cube, url, _fail_after=2)
+        assert not store_status(url)["complete"]
+        with pytest.raises(IncompleteStoreError, match="mode='resume'"):
+            open_cube(url)
+        assert write_cube(cube, url, mode="resume") == url
+        xr.testing.assert_identical(open_cube(url).compute(), cube.compute())
+        root = url.removeprefix("memory://")
+        remote = {p.removeprefix(f"/{root}/"): fs.cat_file(p) for p in fs.find(f"/{root}")
+                  if not p.endswith("ledger.jsonl")}
+        assert remote == store_files(written)
+        assert region_written(url, {"y": slice(0, 256), "x": slice(0, 256)})
+        ds = make_dataset()
+        durl = url.replace("cube.zarr", "ds.zarr")
+        write_cube(ds, durl)
+        assert sorted(open_store(durl).data_vars) == ["clear_count", "reflectance", "scl"]
+        with pytest.raises(StoreExistsError, match="a store already exists"):
+            write_cube(cube, url)
+        write_cube(cube.isel(time=[0]), url, mode="w")  # replaces the remote store
+        assert open_cube(url).sizes["time"] == 1
+    finally:
+        fs.rm(f"/{url.removeprefix('memory://').split('/')[0]}", recursive=True)
+    with pytest.raises(StoreError, match=r"or an fsspec URL such as 's3://bucket/cube\.zarr'"):
+        write_cube(cube, 42)  # type: ignore[arg-type]

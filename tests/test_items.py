@@ -243,6 +243,7 @@ def test_plain_json_array_of_items(stac_dir):
     doc = json.loads(path.read_text())
     assert isinstance(doc, list)
     out = normalize_items(doc)
+    # MANIFEST.md: "a JSON ARRAY ... of 4 PC items"; the tiles are those of the file
     assert isinstance(out, pystac.ItemCollection) and len(out) == len(doc) == 4
     assert {i.properties["s2:mgrs_tile"] for i in out} == {"46XER", "46XES", "47XMJ", "47XML"}
 
@@ -256,7 +257,7 @@ def test_mixed_search_rejects_or_skips_non_s2_l2a(stac_dir):
     reasons = {s["id"]: s["reason"] for s in out.extra_fields["lames:skipped"]}
     s1 = [f["id"] for f in doc["features"] if f["collection"] == "sentinel-1-grd"]
     l1c = [f["id"] for f in doc["features"] if f["collection"] == "sentinel-2-l1c"]
-    assert len(s1) == 3 and len(l1c) == 2
+    assert len(s1) == 3 and len(l1c) == 2  # counted in the file (MANIFEST.md: "mixed_S1_S2")
     assert all("not Sentinel-2" in reasons[i] for i in s1)
     assert all("Level-1C" in reasons[i] for i in l1c)
     assert {i.collection_id for i in out} == {"sentinel-2-l2a", "sentinel-2-c1-l2a"}
@@ -287,6 +288,7 @@ def test_dn_offset_by_provider_and_baseline(stac_dir):
         raw = raw_items(path)[0]
         assert raw["properties"]["s2:processing_baseline"].startswith("05.")
         assert normalize_item(raw).properties["lames:dn_offset"] == 1000, path.name
+    # baselines: MANIFEST.md section 3a (and the files); offset +1000 from 04.00 (ESA)
     pc = {"T24XWR": ("04.00", 1000), "T53MMU": ("05.09", 1000), "T06VVN": ("02.12", 0),
           "T35XQA": ("02.12", 0)}  # fmt: skip
     for tile, (baseline, offset) in pc.items():
@@ -296,7 +298,7 @@ def test_dn_offset_by_provider_and_baseline(stac_dir):
         assert (out["lames:dn_offset"], out["s2:processing_baseline"]) == (offset, baseline)
     for name in ("S2A_29RKH_20200219_0_L2A.json", "S2A_29RKH_20200219_0_L2A.LOCAL_DERIVED.json"):
         raw = json.loads((stac_dir / PIXELS / name).read_text())
-        assert raw["properties"]["s2:processing_baseline"] == "02.14"
+        assert raw["properties"]["s2:processing_baseline"] == "02.14"  # MANIFEST.md section 1a
         assert normalize_item(raw).properties["lames:dn_offset"] == 0
 
 
@@ -307,6 +309,7 @@ def test_earth_search_v0_quirks(stac_dir):
     assert len(raw["assets"]["B04"]["proj:transform"]) == 9
     item = normalize_item(raw)
     assert item.properties["s2:mgrs_tile"] == "28QCH"
+    # the first 6 of the file's 9-element transform
     assert item.assets["B04"].extra_fields["proj:transform"] == [
         10.0, 0.0, 300000.0, 0.0, -10.0, 2300040.0,
     ]  # fmt: skip
@@ -348,6 +351,7 @@ def test_earth_search_jp2_twins_are_dropped(stac_dir):
     assert item.assets["B04"].href == raw["assets"]["red"]["href"]
     assert item.assets["B04"].href.startswith("https://")
     assert item.assets["cloud"].href == raw["assets"]["cloud"]["href"]  # non-band, s3 only
+    # the L2A band set of the file's assets (its eo:bands), B10 absent from L2A (ESA)
     expected = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11",
                 "B12", "SCL", "AOT", "WVP"]  # fmt: skip
     assert item_band_names(raw) == item_band_names(item) == expected
@@ -376,7 +380,7 @@ def test_normal_form_loads_with_odc_stac(stac_dir):
     path = stac_dir / PIXELS / "S2A_29RKH_20200219_0_L2A.LOCAL_DERIVED.json"
     item = normalize_item(json.loads(path.read_text()), href=str(path))
     ds = odc_stac.load([item], bands=["B04", "SCL"], resolution=600)
-    assert ds.odc.crs == "EPSG:32629"
+    assert ds.odc.crs == "EPSG:32629"  # MANIFEST.md section 1a
     assert int(ds.B04.max()) > 0 and set(int(v) for v in ds.SCL.values.ravel()) <= {0, *range(12)}
 
 
@@ -387,7 +391,7 @@ def test_normal_form_loads_with_odc_stac(stac_dir):
 
 def test_raw_dict_and_pystac_item_give_the_same_normal_form(stac_dir):
     items = all_s2_items(stac_dir)
-    assert len(items) > 100
+    assert len(items) > 100  # precondition: the item collections of MANIFEST.md hold over 100
     for name, raw in items:
         migrated = via_pystac(raw)
         epsg = raw["properties"]["proj:epsg"]
@@ -426,7 +430,7 @@ def test_dedupe_keeps_one_item_per_acquisition(stac_dir):
     }  # fmt: skip
     acquisitions = {(r["properties"]["platform"], expected_tile(r["properties"]),
                      expected_solar_day(r)) for r in raws}  # fmt: skip
-    assert len(acquisitions) == 6 < len(raws)
+    assert len(acquisitions) == 6 < len(raws)  # counted from the raw JSON above
     items = list(normalize_items(raws))
     order = ["sentinel-2-c1-l2a", "sentinel-2-l2a", "sentinel-s2-l2a-cogs"]
     kept = dedupe_items(items, collection_order=order)
@@ -472,14 +476,14 @@ def test_dedupe_keeps_distinct_acquisitions(stac_dir):
     sub = "earth_search_v1/itemcollections"
     raws = [r for p in json_files(stac_dir, sub) if "2023-11-10" in p.name for r in raw_items(p)]
     items = list(normalize_items(raws, on_unsupported="skip"))
-    assert len(items) == 10
+    assert len(items) == 10  # the S2 L2A items of the two 2023-11-10 pages (counted in the files)
     assert sorted(i.id for i in dedupe_items(items)) == sorted(i.id for i in items)
 
 
 def test_drop_covered_same_ground_in_two_utm_zones(stac_dir):
     sub = "planetary_computer/itemcollections"
     raws = [r for p in json_files(stac_dir, sub) if "2019-01-01" in p.name for r in raw_items(p)]
-    assert len(raws) == 33
+    assert len(raws) == 33  # the four pages of MANIFEST.md's pc_search_2019-01-01 (10+10+10+3)
     tile = {r["id"]: r["properties"]["s2:mgrs_tile"] for r in raws}
     shape = {tile[r["id"]]: shapely.geometry.shape(r["geometry"]) for r in raws}
     # independent: 60VUK (EPSG:32660) lies inside 59VPE (EPSG:32659)
@@ -496,7 +500,7 @@ def test_drop_covered_same_ground_in_two_utm_zones(stac_dir):
     union = shapely.union_all([shape[t] for t in kept_tiles])
     for t in dropped:  # every dropped footprint really is covered by the kept ones
         assert shape[t].intersection(union).area / shape[t].area >= 0.98, t
-    assert len(kept) >= 25  # neighbours in one zone overlap by ~10 %, they are kept
+    assert len(kept) >= 25  # neighbours in one zone overlap by ~10 %, they are kept (floor)
     # the current-layout copies of the same two items
     pair = [normalize_item(raw_items(find(stac_dir, PC_ITEMS, t))[0]) for t in ("T60VUK", "T59VPE")]
     assert [i.properties["s2:mgrs_tile"] for i in drop_covered(pair)] == ["59VPE"]
@@ -579,7 +583,7 @@ def test_cdse_style_per_resolution_keys(stac_dir):
                 a["proj:code"] = "EPSG:32624"
                 t = a["proj:transform"]
                 a["proj:transform"] = [r, 0, t[2], 0, -r, t[5]]
-                a["proj:shape"] = [109800 // r, 109800 // r]
+                a["proj:shape"] = [109800 // r, 109800 // r]  # a 109.8 km Sentinel-2 tile
                 assets[f"{key}_{r}m"] = a
     raw["assets"] = assets
     item = normalize_item(raw)

@@ -123,6 +123,9 @@ def _overlapping():
     return gpd.GeoDataFrame({"class": [3, 9, 5, 4]}, geometry=geoms, crs="EPSG:32719")
 
 
+# Burn orders (the winner burns last) by hand from _overlapping()'s classes [3, 9, 5, 4] and
+# areas: max = ascending class, min = descending, smallest = largest area first, priority = the
+# unlisted in row order, then the listed from last to first.
 @pytest.mark.parametrize(
     "overlap, kwargs, order",
     [
@@ -144,6 +147,7 @@ def test_overlap_rules_equal_rasterio_in_the_documented_order(overlap, kwargs, o
     np.testing.assert_array_equal(lazy.values, ref)
     if overlap == "smallest":  # small polygons win: each keeps its own class at its centre
         at = lambda x, y: int(out.sel(x=x, y=y, method="nearest"))  # noqa: E731
+        # centres of tiny, small, mid and big (_overlapping's boxes) keep their own classes
         assert (at(175, 175), at(120, 120), at(400, 400), at(50, 50)) == (4, 9, 5, 3)
 
 
@@ -257,7 +261,7 @@ def test_ignore_ring_around_borders():
     d = shapely.distance(shapely.points(xx, yy), shapely.boundary(sq))
     inside = shapely.contains_xy(sq, xx, yy)
     v = out.values
-    assert (v[d < 19] == 255).all()
+    assert (v[d < 19] == 255).all()  # 19 / 21 m: the 20 m ring, +- 1 m for pixel centres
     assert (v[(d > 21) & inside] == 5).all() and (v[(d > 21) & ~inside] == 0).all()
     # shared edges within one value are not uncertain; edges between values are
     two = gpd.GeoDataFrame({"class": [5, 5]}, crs="EPSG:32719",
@@ -310,6 +314,8 @@ def test_bad_polygons_raise_typed_errors(lames):
 
 def test_a_grid_that_misses_the_polygons(lames):
     _, sites = lames
+    # 139 site polygons (MANIFEST.md). By hand: easting 600 km in UTM 30N is 100 km east of 3° W,
+    # at 5° N 100 / 110.9 = 0.90° of longitude: west -2.09..; the sites' west bound is -72.0068.
     ghana = GeoBox.from_bbox((600000, 550000, 620000, 570000), "EPSG:32630", resolution=10)
     with pytest.raises(NoOverlapError,
                        match=r"(?s)does not overlap any of the 139 polygons.*grid extent \(lon/lat\): "
@@ -361,6 +367,7 @@ def test_a_backend_grid_that_differs_is_reported(lames, monkeypatch):
         return ds.isel(x=slice(1, None))  # one column short: shape and transform differ
 
     monkeypatch.setattr(core, "make_geocube", shifted)
+    # expected: _utm_grid(site) (119 x 101 px from x = 367250); got: one column less, from + 10 m
     with pytest.raises(GridMismatchError, match=r"(?s)geocube's output is not on like's grid.*"
                                                 r"got: +shape \(119, 100\).*367260.*expected: +shape \(119, 101\), CRS 32719.*367250"):
         rasterize(site, like=gbox)

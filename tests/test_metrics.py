@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 from sklearn import metrics as skm
 
-from lames_cube.errors import InvalidQueryError
+from lames_cube.errors import InvalidQueryError, LamesCubeError, MetricsError
 from lames_cube.metrics import confusion_matrix, scores
 
 
@@ -51,18 +51,30 @@ def test_lazy_dask_and_ignore_equal_numpy():
     truth[:10] = 255
     pred = rng.integers(0, 3, (100, 80)).astype("uint8")
     expected = confusion_matrix(pred, truth, 3, ignore=255)
-    assert expected.sum() == 90 * 80
+    assert expected.sum() == 90 * 80  # 100 x 80 pixels less the 10 ignored rows
     lazy = confusion_matrix(xr.DataArray(da.from_array(pred, chunks=32), dims=("y", "x")),
                             da.from_array(truth, chunks=32), 3, ignore=255)
     np.testing.assert_array_equal(lazy, expected)
 
 
-def test_bad_input():
-    with pytest.raises(InvalidQueryError, match="same shape"):
+def test_bad_input_raises_metrics_errors_naming_value_and_fix():
+    with pytest.raises(MetricsError, match=r"pred has 4 pixels and truth 5.*same shape"):
         confusion_matrix(np.zeros(4), np.zeros(5), 2)
-    with pytest.raises(InvalidQueryError, match=r"class outside 0\.\.1"):
+    with pytest.raises(MetricsError, match=r"1 pixels hold a class outside 0\.\.1.*ignore="):
         confusion_matrix(np.array([0, 2]), np.array([0, 1]), 2)
-    with pytest.raises(InvalidQueryError, match="n_classes"):
+    with pytest.raises(MetricsError, match=r"n_classes=1 is not an integer >= 2; pass"):
         confusion_matrix(np.zeros(4), np.zeros(4), 1)
-    with pytest.raises(InvalidQueryError, match="all zeros"):
+    with pytest.raises(MetricsError, match=r"cm is all zeros \(shape \(3, 3\)\).*at least one "
+                                           r"labelled pixel"):
         scores(np.zeros((3, 3)))
+    with pytest.raises(MetricsError, match=r"cm has shape \(2, 3\); pass a square"):
+        scores(np.ones((2, 3)))
+    with pytest.raises(MetricsError, match=r"1 negative or non-finite count\(s\), e\.g\. \[-1\.0\]"):
+        scores(np.array([[1, -1], [0, 2]]))
+    with pytest.raises(MetricsError, match=r"cm='abc' is not a matrix of numbers"):
+        scores("abc")
+
+
+def test_metrics_error_is_a_value_error_of_the_package():
+    assert issubclass(MetricsError, ValueError) and issubclass(MetricsError, LamesCubeError)
+    assert not issubclass(MetricsError, InvalidQueryError)  # not a search/query problem

@@ -136,6 +136,8 @@ def check_relations(raw: dict[str, Any], style: str) -> None:
         int(zone), letter, square), msg
     assert "s2:mgrs_tile" not in p and not any(k.startswith("sat:") for k in p), msg
     assert _stamp(p["datetime"]) > sensing, msg  # the granule is sensed after the datatake start
+    # raster:bands of the real Earth Search items (../shared/stac MANIFEST.md section 5): scale
+    # 1e-4, offset -0.1 (the -1000 DN of baseline 04.00) from 04.00 on, nodata 0
     offset = -0.1 if float(baseline) >= 4 else 0
     for key in ("blue", "green", "red", "nir", "swir16", "swir22"):
         band = raw["assets"][key]["raster:bands"][0]
@@ -248,7 +250,7 @@ def test_world_and_real_items_normalise_alike(stac_dir, worlds, style):
         # keep it from 04.00 on (1000); the world's item gets what the real item of its side gets.
         assert p["lames:dn_offset"] == rp["lames:dn_offset"], msg
         assert p["lames:dn_offset_source"] == rp["lames:dn_offset_source"] == "baseline", msg
-        expected = 1000 if side and style != "earth-search" else 0
+        expected = 1000 if side and style != "earth-search" else 0  # +1000 DN from 04.00 (ESA)
         assert p["lames:dn_offset"] == expected, msg
         assert p["lames:solar_day"] == scene.date.isoformat(), msg
 
@@ -324,6 +326,7 @@ def test_cube_equals_the_worlds_truth(request, style):
                 for i, band in enumerate(bands):
                     np.testing.assert_array_equal(
                         got[i][alone], truth[band][alone], err_msg=f"{style} {scene.id} {band}")
+                # floor of this test: most of a scene is covered by it alone
                 assert alone.sum() > 0.3 * cover[scene].sum(), f"{style} {scene.id}"
                 compared[scene.dn_offset] = compared.get(scene.dn_offset, 0) + int(alone.sum())
     assert set(compared) == ({1000} if style == "earth-search-c1" else {0, 1000}), compared
@@ -367,7 +370,7 @@ def test_dark_pixels_past_baseline_04_clamp_to_1_and_never_wrap(request, style):
         dark = sum(int(((raw[b] > 0) & (raw[b] <= 1000)).sum()) for b in ("B11", "B12"))
         found.append((dark, scene))
     dark, scene = max(found, key=lambda f: f[0])
-    assert dark > 20, "the world has no dark pixels past baseline 04.00"
+    assert dark > 20, "the world has no dark pixels past baseline 04.00"  # precondition
     gbox = scene.tile.geobox(20)
     day = np.datetime64(scene.date, "D")
     cube = build_cube(items, geobox=gbox, bands=["B11", "B12"], chunks=512).compute()
@@ -382,6 +385,7 @@ def test_dark_pixels_past_baseline_04_clamp_to_1_and_never_wrap(request, style):
         assert below.sum() > 0, band
         assert (got[below] == 1).all() and (truth[band][below] == 1).all()
         np.testing.assert_array_equal(got[alone], truth[band][alone])
+        # a wrapped value would be 65,536 - (1000 - DN), above 64,500; 65,535 is saturated
         assert got[alone].max() < 60_000 or (raw[band][alone] == 65_535).any()
     nowhere = ~np.any([scene_coverage(s, gbox) for s in [scene, *others]], axis=0)
     assert (cube.values[t][:, nowhere] == 0).all()

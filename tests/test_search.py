@@ -108,7 +108,8 @@ def test_results_are_normalised(world, world_pc):
             assert a.properties[key] == b.properties[key], key
         assert a.properties["lames:provider"] == "earth-search-v1"
         assert b.properties["lames:provider"] == "planetary-computer"
-        # 2022 is baseline 04.00: Earth Search removed the offset from its pixels, PC did not
+        # 2022 is baseline 04.00 (ESA, from 2022-01-25): Earth Search removed the offset from its
+        # pixels, PC did not (../shared/stac MANIFEST.md section 5)
         assert (a.properties["lames:dn_offset"], b.properties["lames:dn_offset"]) == (0, 1000)
         for band in a.assets:
             assert a.assets[band].extra_fields["proj:transform"] == b.assets[band].extra_fields["proj:transform"]
@@ -201,7 +202,7 @@ def test_real_provider_items_normalise_like_synthetic_ones(world, stac_dir):
         *sorted((stac_dir / "planetary_computer/items").rglob("*.json"))[:6],
     ]
     files = [f for f in files if "ARRAY" not in f.name]
-    assert len(files) >= 15
+    assert len(files) >= 15  # ../shared/stac MANIFEST.md: 10 ES v1 + 5 ES v0 + the first 6 PC files
     for path in files:
         raw = json.loads(path.read_text())
         item = normalize_item(raw)

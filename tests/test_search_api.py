@@ -14,10 +14,9 @@ pytestmark = pytest.mark.stacapi
 
 
 @pytest.fixture(scope="module")
-def api(world):
-    from lames_cube.stac_server import StacApiServer, ensure_server_env
+def api(stac_server_env, world):  # the host check first: it fails fast
+    from lames_cube.stac_server import StacApiServer
 
-    ensure_server_env()
     collection, items = read_world_stac(world)
     with StacApiServer([collection], items) as server:
         yield server.url

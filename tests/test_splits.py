@@ -42,7 +42,7 @@ def _boxes(*boxes, ids=None):
 
 def test_isolation_split_reproduces_the_35_lames_test_sites(sites):
     all_sites, test_sites = sites
-    assert len(all_sites) == 139
+    assert len(all_sites) == 139  # 104 train + 35 test sites: ../shared/lames/MANIFEST.md
     train, test = isolation_split(all_sites, 35)
     assert len(test) == 35 and len(train) == 104
     assert sorted(test) == sorted(test_sites.site_id)  # exactly the published test set
@@ -83,11 +83,12 @@ def test_geodesic_variant_in_metres(sites):
     deg = isolation_table(all_sites)
     met = isolation_table(all_sites, distance="geodesic")
     assert met.attrs["units"] == "metres"
-    # the most isolated site is ~165 km from its neighbour; degrees × ~100 km within a factor
+    # the most isolated site is ~165 km from its neighbour (printed by this table); degrees x
+    # 111 km agree within the bounds below (tolerances of this test: envelopes, not geodesics)
     row = met.set_index("site_id").loc[deg.site_id[0]]
     assert 0.6 * 111e3 * deg.distance[0] < row.distance < 1.1 * 111e3 * deg.distance[0]
     _, test = isolation_split(all_sites, 35, distance="geodesic")
-    assert len(set(test) & set(test_sites.site_id)) >= 30  # mostly the same, not identical
+    assert len(set(test) & set(test_sites.site_id)) >= 30  # mostly the same (floor of this test)
 
 
 def test_geodesic_distance_of_two_boxes_near_the_equator():
@@ -98,7 +99,7 @@ def test_geodesic_distance_of_two_boxes_near_the_equator():
     # the closest points are the boxes' north-east / north-west corners (parallels shrink)
     expected = Geod(ellps="WGS84").inv(1, 1, 2, 1)[2]
     assert t.loc["0", "distance"] == pytest.approx(expected, rel=1e-6)
-    assert expected < 111_319.49  # one degree along the equator
+    assert expected < 111_319.49  # one degree along the equator: 2 pi x 6,378,137 m / 360 (WGS84)
     assert t.loc["0", "nearest_site_id"] == "1"
 
 
@@ -130,15 +131,16 @@ def test_isolation_bad_input(call, error, match):
 
 
 def test_random_split_reproducible_disjoint_and_order_free():
-    ids = [str(i) for i in range(139)]
+    ids = [str(i) for i in range(139)]  # as many as the LAMES sites; seed 1117: the paper's
     a = random_split(ids, (0.75, 0.25), seed=1117)
     assert a == random_split(list(reversed(ids)), (0.75, 0.25), seed=1117)
     assert a != random_split(ids, (0.75, 0.25), seed=1118)
     train, test = a
-    assert (len(train), len(test)) == (104, 35)
+    assert (len(train), len(test)) == (104, 35)  # by hand: 139 x 0.25 = 34.75 -> 35 (largest remainder)
     assert set(train).isdisjoint(test) and set(train) | set(test) == set(ids)
     assert random_split(ids, n_test=35, seed=1117) == a  # same permutation, same counts
     three = random_split(ids, (0.7, 0.1, 0.2), seed=0)
+    # by hand, largest remainder: 97.3, 13.9, 27.8 -> floors 97, 13, 27 and the 2 left to .9, .8
     assert [len(p) for p in three] == [97, 14, 28]
     check_no_leakage(dict(zip(("train", "validation", "test"), three, strict=True)))
 
@@ -146,7 +148,7 @@ def test_random_split_reproducible_disjoint_and_order_free():
 def test_validation_split_by_site():
     train, _ = random_split(range(139), n_test=35, seed=1)
     tr, va = validation_split(train, 0.2, seed=5)
-    assert (len(tr), len(va)) == (83, 21)
+    assert (len(tr), len(va)) == (83, 21)  # by hand: round(0.2 x 104) = 21
     assert sorted(tr + va) == sorted(train) and set(tr).isdisjoint(va)
     assert validation_split(train, 0.2, seed=5) == (tr, va)
     assert validation_split(train, 0.2, seed=6) != (tr, va)
@@ -157,7 +159,7 @@ def test_split_table_records_the_seed():
     table = split_table({"train": train, "test": test}, seed=42, method="random")
     assert table.attrs == {"seed": 42, "method": "random"}
     assert table.split.value_counts().to_dict() == {"train": 8, "test": 2}
-    with pytest.raises(SplitLeakageError):
+    with pytest.raises(SplitLeakageError, match=rf"'{train[0]}' in \['train', 'test'\]"):
         split_table({"train": train, "test": [train[0]]}, seed=42)
 
 

@@ -15,7 +15,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from lames_cube.config import find_data_dir
 from lames_cube.demo import DEMO_SPEC
-from lames_cube.errors import DataDirError, WorldError
+from lames_cube.errors import DataDirError, UnknownSiteError, WorldError
 from lames_cube.synthetic import World, WorldSpec
 from lames_cube.testing import SMALL_SPEC, small_world
 
@@ -45,7 +45,7 @@ def test_same_seed_gives_identical_bytes(world, tmp_path, lames_dir):
 
 def test_every_cog_is_valid(world):
     tifs = sorted(world.rglob("*.tif"))
-    assert len(tifs) == 7 * len(_items(world))
+    assert len(tifs) == 7 * len(_items(world))  # B02, B03, B04, B08, B11, B12, SCL per item
     for tif in tifs:
         valid, errors, _ = cog_validate(str(tif), quiet=True)
         assert valid, (tif, errors)
@@ -67,12 +67,15 @@ def test_item_metadata_follows_earth_search(world):
         p = item["properties"]
         pb = float(p["s2:processing_baseline"])
         offset = item["assets"]["red"]["raster:bands"][0]["offset"]
+        # the real Earth Search v1 items: offset -0.1 from baseline 04.00 (../shared/stac
+        # MANIFEST.md section 5)
         assert offset == (-0.1 if pb >= 4 else 0.0)
         # as Earth Search v1: the offset is removed from the COGs from 04.00 on, yet declared
         assert p["earthsearch:boa_offset_applied"] is (pb >= 4)
         assert isinstance(p["proj:epsg"], int) and "proj:code" not in p
         assert not [k for k in p if k.startswith("lames:")]  # nothing says "synthetic"
         assert set(item["assets"]) == {"blue", "green", "red", "nir", "swir16", "swir22", "scl"}
+        # SMALL_SPEC.tile_px = 330 at 10 m, halved for the 20 m SCL
         assert item["assets"]["scl"]["proj:shape"] == [165, 165]
         assert item["assets"]["red"]["proj:shape"] == [330, 330]
         assert len(item["assets"]["red"]["proj:transform"]) == 6
@@ -104,7 +107,7 @@ def test_pixels_are_what_earth_search_serves(world, lames_dir):
         np.testing.assert_array_equal(dn[valid], truth[valid])
         assert (dn[~valid] == 0).all()
         assert (dn[valid] > 0).all()
-    assert seen == {0, 1000}
+    assert seen == {0, 1000}  # SMALL_SPEC's 2021-2022 spans baseline 04.00 (+1000, 2022-01-25)
 
 
 def test_cloud_cover_and_nodata_match_scl(world):
@@ -123,7 +126,7 @@ def test_cloud_cover_and_nodata_match_scl(world):
         np.testing.assert_array_equal(swir == 0, ~valid)
         cloudy += cover > 5
         edges += nodata > 1
-    assert cloudy >= 2 and edges >= 2
+    assert cloudy >= 2 and edges >= 2  # preconditions: the small world has cloudy and edge scenes
 
 
 def test_clouds_brighten_and_shadows_darken(world, lames_dir):
@@ -136,6 +139,7 @@ def test_clouds_brighten_and_shadows_darken(world, lames_dir):
     clear = w.read(gbox, scene.date, clouds=False, scene=scene)
     truth, scl = seen["CLOUD_TRUTH"], seen["SCL"]
     cloud = truth == 2
+    # 0.95: tolerances of this test (SCL's own errors are modelled, so not 1.0)
     assert (seen["B02"][cloud] > clear["B02"][cloud]).mean() > 0.95
     assert np.isin(scl[cloud], (8, 9)).mean() > 0.95  # real clouds are flagged
     shadow = truth == 3
@@ -162,10 +166,11 @@ def test_mines_are_planted_where_the_sectors_are(lames_dir):
         ref = rasterize(zip(local.geometry, local["class"], strict=True), out_shape=gbox.shape,
                         transform=gbox.affine, fill=0, all_touched=False, dtype="uint8")
         np.testing.assert_array_equal(classes, ref)
-        area = (classes > 0).sum() * 100.0
+        area = (classes > 0).sum() * 100.0  # 10 m x 10 m pixels
+        # rel=0.03: pixel count vs polygon area, a tolerance of this test
         assert area == pytest.approx(truth.loc[("2355", year), "area_m2"], rel=0.03)
     first, last = (truth.loc[("2355", y), "area_m2"] for y in SMALL_SPEC.years)
-    assert last > first * 1.05
+    assert last > first * 1.05  # the mine grows over the two years (floor of this test)
 
 
 def test_brightness_alone_cannot_find_the_mines(lames_dir):
@@ -184,12 +189,12 @@ def test_brightness_alone_cannot_find_the_mines(lames_dir):
         brightness.append(sum(data[b].astype(float) for b in ("B02", "B03", "B04")).ravel())
         mine.append((w.mine_classes(gbox, DEMO_SPEC.years[-1]) > 0).ravel())
     brightness, mine = np.concatenate(brightness), np.concatenate(mine)
-    assert 0.005 < mine.mean() < 0.2
+    assert 0.005 < mine.mean() < 0.2  # precondition: mines neither absent nor dominant in 12 km boxes
     best = 0.0
     for t in np.quantile(brightness, np.linspace(0.3, 0.999, 150)):
         for pred in (brightness > t, brightness < t):
             best = max(best, 2 * (pred & mine).sum() / (pred.sum() + mine.sum()))
-    assert best < 0.5, best
+    assert best < 0.5, best  # a bound of this test ("poorly"), not a measured figure
 
 
 def test_window_reads_agree_with_whole_tile(lames_dir):
@@ -215,7 +220,7 @@ def test_bad_world_specs():
         WorldSpec(grid_km=3, tile_px=100)
     with pytest.raises(WorldError, match="style='nasa'"):
         WorldSpec(style="nasa")
-    with pytest.raises(Exception, match="Unknown LAMES site id"):
+    with pytest.raises(UnknownSiteError, match=r"Unknown LAMES site id\(s\) \['nope'\]"):
         World(WorldSpec(site_ids=("nope",)))
 
 
@@ -256,7 +261,7 @@ def test_tiles_cover_every_site_and_margin(lames_dir, site_ids, changes):
 
 def test_dates_are_distinct_even_at_a_five_day_revisit():
     w = World(WorldSpec(use_lames=False, n_sites=1, years=(2021, 2024), scenes_per_year=73))
-    assert len(w.dates) == len(set(w.dates)) >= 146
+    assert len(w.dates) == len(set(w.dates)) >= 146  # 2 years x 73 passes (5-day revisit)
     for tile in w.tiles:
         days = [s.date for s in w.scenes if s.tile == tile]
         assert len(days) == len(set(days)) >= 146  # every pass of its orbits, each on its day
@@ -307,3 +312,78 @@ def test_chunks_cut_through_mines_stitch_to_the_whole_grid(lames_dir, crs):
             part = w.read(gbox[r:r1, c:c1], date)
             for band in ("B02", "B08", "B12", "SCL"):
                 np.testing.assert_array_equal(part[band], whole[band][r:r1, c:c1])
+
+
+# --------------------------------------------------------------------------- one tile-name function
+
+
+def test_tiles_are_named_by_the_one_mgrs_tile_id():
+    from lames_cube.synthetic.mgrs import tile_id
+
+    for grid_km, tile_px, precision in ((10, 1098, 10_000), (5, 512, 1_000)):
+        spec = WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1,
+                         grid_km=grid_km, tile_px=tile_px)
+        tiles = World(spec).tiles
+        assert tiles
+        for t in tiles:
+            south = t.y0 - grid_km * 1000
+            lat = t.geobox(10).extent.to_crs(4326).centroid.coords[0][1]
+            assert t.tile_id == tile_id(t.epsg, t.x0, south, lat, precision_m=precision)
+        assert len(tiles[0].tile_id) == (7 if precision == 10_000 else 9)
+    assert tile_id(32719, 507_000.0, 7_233_000.0, -25.0, precision_m=1000) == "19JEN0733"
+    with pytest.raises(WorldError, match=r"precision_m=100 is not a precision.*pass 10000"):
+        tile_id(32719, 507_000.0, 7_233_000.0, -25.0, precision_m=100)
+
+
+def test_benchmark_items_carry_valid_mgrs_tile_names():
+    import datetime as dt
+
+    from lames_cube.items import _MGRS
+    from lames_cube.testing.catalogs import fake_items
+
+    items = fake_items((-70.5, -25.0, -65.5, -24.0), dates=(dt.date(2022, 1, 10),))
+    names = [i["properties"]["s2:mgrs_tile"] for i in items]
+    assert names and all(_MGRS.match(n) for n in names), names
+    assert len(set(names)) == len(names)
+    assert {n[:2] for n in names} == {"19", "20"}
+
+
+# --------------------------------------------------------------------------- typed errors
+
+
+def test_the_world_raises_only_typed_errors():
+    import ast
+
+    import lames_cube.synthetic as synthetic
+
+    builtins = {"ValueError", "TypeError", "KeyError", "RuntimeError", "IndexError", "Exception"}
+    bare = []
+    for path in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(exc, ast.Name) and exc.id in builtins:
+                    bare.append(f"{path.name}:{node.lineno} {exc.id}")
+    assert bare == []
+
+
+def test_world_errors_name_the_value_and_the_fix():
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    from lames_cube.errors import InvalidGridError, InvalidQueryError
+    from lames_cube.synthetic.landscape import pixel_centres
+    from lames_cube.synthetic.lazy import _as_date
+    from lames_cube.synthetic.mines import MineModel, fallback_sites
+
+    rotated = GeoBox((4, 4), Affine(10, 1, 0, 1, -10, 0), "EPSG:32719")
+    with pytest.raises(InvalidGridError, match=r"rotated or sheared \(affine .*reproject onto a north-up"):
+        pixel_centres(rotated)
+    with pytest.raises(InvalidQueryError, match=r"3\.5 \(float\) is not a date; pass a datetime\.date"):
+        _as_date(3.5)
+    with pytest.raises(WorldError, match=r"years=\(\) is empty.*e\.g\. years=\(2021, 2022\)"):
+        MineModel(fallback_sites(1), ())
+    with pytest.raises(WorldError, match=r"kind\(s\) \['open'\].*set the kind column"):
+        MineModel(fallback_sites(1).assign(kind="open"), (2021,))
+    with pytest.raises(WorldError, match=r"tile_px=1099 must be even.*tile_px=1100"):
+        WorldSpec(tile_px=1099)

@@ -13,7 +13,7 @@ from odc.geo.geobox import GeoBox
 
 from lames_cube.bands import WORLD_BANDS
 from lames_cube.cube import build_cube
-from lames_cube.errors import InvalidGridError, UnknownBandError, WorldError
+from lames_cube.errors import InvalidGridError, InvalidQueryError, UnknownBandError, WorldError
 from lames_cube.search import search
 from lames_cube.synthetic import World
 from lames_cube.synthetic.lazy import CubePlan, coarse_window
@@ -71,7 +71,7 @@ def test_cube_equals_build_cube_on_a_written_tile(world, w):
     refl[:, scl] = False
     refl &= ref.values > 500  # relative differences of the darkest pixels are noise
     rel = np.abs(everywhere[refl].astype(float) / ref.values[refl] - 1)
-    assert np.median(rel) < 0.01 and np.mean(rel < 0.05) > 0.99
+    assert np.median(rel) < 0.01 and np.mean(rel < 0.05) > 0.99  # tolerances of this test
 
 
 def test_a_window_equals_world_read(w):
@@ -127,6 +127,7 @@ def test_chunked_and_unchunked_give_the_same_values(w):
     gbox = w.tiles[2].geobox(10)
     small = w.to_cube(gbox, dates="2022", bands=["B08", "B11", "SCL"], chunks=256)
     whole = w.to_cube(gbox, dates="2022", bands=["B08", "B11", "SCL"], chunks=1024)
+    # SMALL_SPEC.tile_px = 330 = 256 + 74; 3 bands asked; one chunk per date (2 in 2022 here)
     assert small.chunks[2] == (256, 74) and whole.chunks[2] == (330,)
     assert small.chunks[1] == (3,) and small.chunks[0] == (1, 1)
     np.testing.assert_array_equal(small.values, whole.values)
@@ -142,14 +143,15 @@ def test_a_country_grid_builds_lazily_and_fast(w):
         cube = w.to_cube(gbox, dates=w.dates[:2], chunks=2304)
         took = time.perf_counter() - start
     assert counter.calls == 0
+    # mosaic_geobox("chile"): 184 x 32 tiles of 2304 px (the grid of tests/test_grid.py)
     assert cube.shape == (2, len(WORLD_BANDS), 423_936, 73_728)
     assert cube.chunks[2] == (2304,) * 184 and cube.chunks[3] == (2304,) * 32
     graph = dict(cube.data.__dask_graph__())
     plans = [v for v in graph.values() if isinstance(v, CubePlan)]
     assert len(plans) == 1 and plans[0].world is w  # the world is held once
-    assert len(graph) == 1 + 2 * 184 * 32
+    assert len(graph) == 1 + 2 * 184 * 32  # the plan, then one task per date and chunk
     size = len(pickle.dumps(graph))
-    assert size < len(pickle.dumps(w)) + 200 * len(graph)
+    assert size < len(pickle.dumps(w)) + 200 * len(graph)  # budget of this test: 200 B a task
     print(f"\ncountry cube {cube.shape}: graph of {len(graph)} tasks built in {took:.3f} s, "
           f"pickled {size / 1e6:.2f} MB")
 
@@ -177,7 +179,7 @@ def test_bad_bands_chunks_dates_and_grids(w):
         w.to_cube(gbox, bands=["B04", "B05"])
     with pytest.raises(UnknownBandError, match=r"'ndvi' is not rendered"):
         w.to_cube(gbox, bands="ndvi")
-    with pytest.raises(ValueError, match=r"lists 'B04' twice"):
+    with pytest.raises(InvalidQueryError, match=r"lists 'B04' twice; list each band once"):
         w.to_cube(gbox, bands=["red", "B04"])
     with pytest.raises(InvalidGridError, match=r"chunks\['y'\]=300 .*multiple of the 256-px .* e\.g\. 256"):
         w.to_cube(gbox, chunks=300)

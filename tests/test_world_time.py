@@ -28,7 +28,8 @@ def test_the_surface_changes_with_the_date(w):
     assert w.mines.sectors_in_year(2021) is not None
     for band in ("B02", "B04", "B11"):
         rel = np.abs(a[band].astype(float) / b[band] - 1)
-        assert 0.003 < np.median(rel) < 0.2, band  # sun, haze and noise, not another world
+        # bounds of this test: sun, haze and noise, not another world
+        assert 0.003 < np.median(rel) < 0.2, band
     # Without a date: the neutral sky, no noise (bit-identical twice).
     n1, n2 = w.read(gbox), w.read(gbox)
     np.testing.assert_array_equal(n1["B04"], n2["B04"])
@@ -50,7 +51,8 @@ def test_overlapping_tiles_differ_slightly_on_the_same_day(w):
         ra, rb = (w.read(gbox, a.date, scene=s) for s in (a, b))
         np.testing.assert_array_equal(ra["SCL"], rb["SCL"])  # one classification of the day
         rel = np.abs(ra["B04"].astype(float) / rb["B04"] - 1)
-        assert 0.001 < np.median(rel) < 0.03, (a.id, b.id)  # each tile's correction and noise
+        # bounds of this test: each tile's correction (gain about 1 %) and noise
+        assert 0.001 < np.median(rel) < 0.03, (a.id, b.id)
         assert w.scene_gain(a) != w.scene_gain(b)
 
 
@@ -63,7 +65,7 @@ def test_cloud_shadows_fall_away_from_the_sun(w):
     gbox = scene.tile.geobox(10).pad(200)
     truth = w.read(gbox, scene.date)["CLOUD_TRUTH"]
     shadow, cloud = truth == 3, np.isin(truth, (1, 2))
-    assert shadow.sum() > 1000
+    assert shadow.sum() > 1000  # precondition: the cloudiest scene casts a shadow
     dc, dr = round(state.shadow_dx / 10), round(-state.shadow_dy / 10)  # columns, rows
 
     def cloud_at(sign):
@@ -72,7 +74,7 @@ def test_cloud_shadows_fall_away_from_the_sun(w):
         ok = (r >= 0) & (r < truth.shape[0]) & (c >= 0) & (c < truth.shape[1])
         return cloud[r[ok], c[ok]].mean()
 
-    assert cloud_at(+1) > 0.9 and cloud_at(-1) < 0.5
+    assert cloud_at(+1) > 0.9 and cloud_at(-1) < 0.5  # bounds of this test
 
 
 def test_20m_bands_integrate_the_10m_ground(w):
@@ -84,7 +86,7 @@ def test_20m_bands_integrate_the_10m_ground(w):
         blocks = ten[band].astype(float).reshape(h, 2, wd, 2)
         mean = blocks.mean(axis=(1, 3))
         ok = (blocks > 1).all(axis=(1, 3)) & (blocks < 60000).all(axis=(1, 3))
-        assert np.abs(twenty[band][ok] - mean[ok]).max() <= 1.0, band
+        assert np.abs(twenty[band][ok] - mean[ok]).max() <= 1.0, band  # rounding to an integer DN
         # Not a point sample: a sub-pixel alone differs from the 20 m value somewhere.
         assert (np.abs(twenty[band] - ten[band][::2, ::2]) > 20).mean() > 0.01
 
@@ -110,6 +112,8 @@ def test_classification_errors_beside_the_truth(w):
     assert all(v > 0 for v in seen.values()), seen
     rate = flagged / bright
     print(f"very bright clear pixels flagged as cloud/snow: {rate:.2f} of {bright}")
+    # SCL_ERRORS["bright_as_cloud"] = 0.4 flags bright ground where two noise blobs are low:
+    # 0.2..0.7 brackets that rate; 0.95 is a tolerance of this test
     assert bright > 1000 and 0.2 < rate < 0.7 and SCL_ERRORS["bright_as_cloud"] > 0
     assert real_flagged / real > 0.95
 
@@ -125,5 +129,7 @@ def test_snow_on_the_high_andes_in_winter(lames_dir):
         snowy[day] = float((d["CLOUD_TRUTH"] == 4).mean())
     winter = [v for k, v in snowy.items() if 5 <= k.month <= 9]
     summer = [v for k, v in snowy.items() if k.month in (12, 1, 2, 3)]
+    # site 1959 lies high in the Andes: bounds of this test for southern winter (May-Sep) and
+    # summer (Dec-Mar) snow cover
     assert max(winter) > 0.3 and max(summer) < 0.05
     assert min(winter) < max(winter)  # storms come and go

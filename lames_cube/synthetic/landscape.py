@@ -184,7 +184,10 @@ def pixel_centres(gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre x (1, W) and y (H, 1) coordinates of an axis-aligned GeoBox."""
     a = gbox.affine
     if a.b != 0 or a.d != 0:
-        raise ValueError(f"render needs an axis-aligned grid, got affine {tuple(a)[:6]}")
+        raise InvalidGridError(
+            f"The grid is rotated or sheared (affine {tuple(a)[:6]}); the world renders only "
+            "axis-aligned GeoBox (affine b = d = 0): reproject onto a north-up grid first."
+        )
     h, w = gbox.shape
     xs = a.c + a.a * (np.arange(w) + 0.5)
     ys = a.f + a.e * (np.arange(h) + 0.5)
@@ -286,8 +289,8 @@ def solar_angles(date, lat: float) -> tuple[float, float]:
     --------
     >>> import datetime as dt
     >>> z, a = solar_angles(dt.date(2021, 6, 21), -24.0)  # southern winter: low sun, to the NE
-    >>> round(math.degrees(z)), round(math.degrees(a))
-    (55, 31)
+    >>> round(math.degrees(z)), round(math.degrees(a))  # noon zenith: 24 + 23.44 = 47.4 degrees
+    (52, 26)
     """
     doy = date.timetuple().tm_yday
     decl = math.radians(23.44) * math.sin(2 * math.pi * (284 + doy) / 365.0)

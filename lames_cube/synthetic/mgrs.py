@@ -1,24 +1,14 @@
-"""MGRS-like tile ids and UTM zones for the synthetic world's tiles."""
+"""MGRS tile ids: the names of the synthetic world's tiles (UTM zones: ``lames_cube.grid``)."""
 
 from __future__ import annotations
 
 import math
 
+from lames_cube.errors import WorldError
+
 _BANDS = "CDEFGHJKLMNPQRSTUVWX"
 _COLUMN_SETS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")  # indexed by zone % 3
 _ROWS = "ABCDEFGHJKLMNPQRSTUV"
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the WGS 84 / UTM zone that contains ``(lon, lat)``.
-
-    Examples
-    --------
-    >>> utm_epsg(-69.07, -24.27), utm_epsg(-1.6, 6.2)
-    (32719, 32630)
-    """
-    zone = math.floor((lon + 180.0) / 6.0) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 def latitude_band(lat: float) -> str:
@@ -42,13 +32,46 @@ def square_100km(zone: int, easting: float, northing: float) -> str:
     return column + _ROWS[row_index]
 
 
-def tile_id(epsg: int, easting: float, northing: float, lat: float) -> str:
-    """An MGRS reference at 10 km precision, e.g. ``"19JDM0703"``, naming a synthetic tile.
+def tile_id(epsg: int, easting: float, northing: float, lat: float, *,
+            precision_m: int = 10_000) -> str:
+    """The MGRS reference of a tile's south-west corner, e.g. ``"19JDM0703"``: the tile's name.
 
-    ``easting``/``northing`` is the tile's south-west corner of its 10 km square.
+    Parameters
+    ----------
+    epsg
+        The tile's WGS 84 / UTM EPSG code (326zz or 327zz; see :func:`lames_cube.grid.utm_epsg`).
+    easting, northing
+        The south-west corner of the tile in that zone (metres).
+    lat
+        A latitude inside the tile (degrees), for the latitude band letter.
+    precision_m
+        Precision of the reference: 10 000 (one digit each for easting and northing) or 1 000
+        (two digits each).
+
+    Returns
+    -------
+    str
+        Zone (two digits), latitude band, 100 km square and the digits, e.g. ``"19JDM0703"``.
+
+    Raises
+    ------
+    WorldError
+        A precision other than 10 000 or 1 000 m.
+
+    Examples
+    --------
+    >>> tile_id(32719, 507000.0, 7230000.0, -25.0), tile_id(32719, 507000.0, 7233000.0, -25.0,
+    ...                                                     precision_m=1000)
+    ('19JEN03', '19JEN0733')
     """
+    digits = {10_000: 1, 1_000: 2}.get(precision_m)
+    if digits is None:
+        raise WorldError(
+            f"precision_m={precision_m!r} is not a precision of the tile names; pass 10000 "
+            "(10 km tiles and larger) or 1000."
+        )
     zone = epsg % 100
     square = square_100km(zone, easting, northing)
-    e10 = int(easting % 100_000 // 10_000)
-    n10 = int(northing % 100_000 // 10_000)
-    return f"{zone:02d}{latitude_band(lat)}{square}{e10}{n10}"
+    e = int(easting % 100_000 // precision_m)
+    n = int(northing % 100_000 // precision_m)
+    return f"{zone:02d}{latitude_band(lat)}{square}{e:0{digits}d}{n:0{digits}d}"

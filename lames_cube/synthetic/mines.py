@@ -40,7 +40,7 @@ import shapely.affinity
 
 from lames_cube.classes import SECTOR_MINE_CLASSES
 from lames_cube.errors import WorldError
-from lames_cube.synthetic.mgrs import utm_epsg
+from lames_cube.grid import utm_epsg
 from lames_cube.synthetic.noise import hash_uniform
 
 #: LAMES sector classes drawn by the synthetic world (mask values 3..9, see DESIGN.md §5).
@@ -323,13 +323,15 @@ class MineModel:
         missing = [c for c in ("Name", "site_id", "class") if c not in sectors.columns]
         if missing:
             raise WorldError(f"The sectors have no {missing} column(s); columns present: "
-                             f"{list(sectors.columns)}.")
+                             f"{list(sectors.columns)}. Pass sectors with Name, site_id and class "
+                             "columns, as lames_cube.annotations.load_sectors() returns them.")
         sectors = sectors.assign(site_id=sectors["site_id"].astype(str))
         if "kind" not in sectors.columns:
             sectors = sectors.assign(kind="lames")
         bad = sorted(set(sectors["kind"]) - set(KINDS))
         if bad:
-            raise WorldError(f"Sector kind(s) {bad} are not one of {KINDS}.")
+            raise WorldError(f"Sector kind(s) {bad} are not one of {KINDS}; set the kind column "
+                             "to 'lames' (labelled sectors) or 'hidden' (unlabelled mines).")
         if not sectors["Name"].is_unique:
             repeated = sorted(set(sectors["Name"][sectors["Name"].duplicated()]))[:5]
             raise WorldError(f"Sector names repeat ({repeated}); make them unique with "
@@ -339,7 +341,8 @@ class MineModel:
         self.sectors = sectors
         self.years = tuple(sorted(set(int(y) for y in self.years)))
         if not self.years:
-            raise WorldError("A mine model needs at least one year.")
+            raise WorldError(f"years={self.years!r} is empty; a mine model needs at least one "
+                             "year, e.g. years=(2021, 2022).")
 
         site_ids = sectors["site_id"].astype(str).to_numpy()
         geoms = np.asarray(sectors.geometry.values, dtype=object)

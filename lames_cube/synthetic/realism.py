@@ -153,12 +153,14 @@ def _check_image(image: Mapping[str, np.ndarray], mine: np.ndarray) -> tuple[np.
     mine = np.asarray(mine)
     shape = np.shape(image["B04"])
     if len(shape) != 2 or min(shape) < 2:
-        raise WorldError(f"Image bands must be 2-D arrays of at least 2 x 2 pixels (got shape {shape}).")
+        raise WorldError(f"Image bands must be 2-D arrays of at least 2 x 2 pixels (got shape "
+                         f"{shape}); pass one date's bands as World.read() returns them.")
     bad = {b: np.shape(a) for b, a in image.items() if b != "SCL" and np.shape(a) != shape}
     if bad or mine.shape != shape:
         raise WorldError(
             f"Image bands and the mine mask must share one shape; B04 is {shape}, the mask "
-            f"{mine.shape}, and {bad or 'no band'} differ."
+            f"{mine.shape}, and {bad or 'no band'} differ. Cut the bands and the mask from the "
+            "same GeoBox (World.read(gbox, date) and World.mine_classes(gbox, year) > 0)."
         )
     return mine.astype(bool), shape
 
@@ -443,9 +445,14 @@ def check_world(
 
     Examples
     --------
+    One small LAMES site (2058, about 14 × 10 px of sectors), 100 m of ground around it:
+
     >>> from lames_cube.synthetic import World, WorldSpec
-    >>> w = World(WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1))
-    >>> check_world(w, margin_m=300)[["site_id", "contrast", "passes"]]  # doctest: +SKIP
+    >>> w = World(WorldSpec(site_ids=("2058",), years=(2021,), scenes_per_year=1, grid_km=1,
+    ...                     tile_px=100, margin_m=100, hidden_mines=False))
+    >>> check_world(w, margin_m=100)[["site_id", "split", "n_px", "contrast", "passes"]].round(2)
+      site_id split  n_px  contrast  passes
+    0    2058  test  1120      0.09    True
     """
     years = tuple(world.spec.years)
     year = years[-1] if year is None else int(year)
@@ -492,9 +499,14 @@ def open_world(path: str | os.PathLike):
 
     Examples
     --------
-    >>> world = open_world("~/worlds/demo")  # doctest: +SKIP
-    >>> list(world.sites.site_id)  # doctest: +SKIP
-    ['2203', '2355', '2504', '2657']
+    >>> import tempfile
+    >>> from lames_cube.synthetic import World, WorldSpec, write_world
+    >>> spec = WorldSpec(site_ids=("2058",), years=(2021,), scenes_per_year=1, grid_km=1,
+    ...                  tile_px=100, margin_m=100, hidden_mines=False)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     world = open_world(write_world(f"{tmp}/w", spec, workers=1, progress=False))
+    >>> list(world.sites.site_id), world.spec == spec, world.digest() == World(spec).digest()
+    (['2058'], True, True)
     """
     import geopandas as gpd
 

@@ -131,7 +131,8 @@ def _band_north(letter: str) -> float:
     """Northern edge (°) of an MGRS latitude band (X reaches 84° N)."""
     index = _MGRS_BANDS.find(letter.upper())
     if index < 0:
-        raise WorldError(f"MGRS latitude band {letter!r} is not one of {_MGRS_BANDS!r}.")
+        raise WorldError(f"MGRS latitude band {letter!r} is not one of {_MGRS_BANDS!r}; name "
+                         "tiles with lames_cube.synthetic.mgrs.tile_id.")
     return 84.0 if letter.upper() == "X" else -72.0 + 8.0 * index
 
 

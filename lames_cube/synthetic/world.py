@@ -28,6 +28,7 @@ from odc.geo.geom import Geometry
 from lames_cube.bands import SATURATED_DN, WORLD_BANDS
 from lames_cube.cube import harmonise_values
 from lames_cube.errors import WorldError
+from lames_cube.grid import utm_epsg
 from lames_cube.synthetic.acquisitions import (
     BASELINE_04_START,
     HALF_SWATH_KM,
@@ -54,7 +55,7 @@ from lames_cube.synthetic.landscape import (
     rasterize_classes,
     scene_pixels,
 )
-from lames_cube.synthetic.mgrs import latitude_band, square_100km, utm_epsg
+from lames_cube.synthetic.mgrs import tile_id
 from lames_cube.synthetic.mines import (
     HIDDEN_PREFIX,
     SECTOR_CLASSES,
@@ -161,7 +162,8 @@ class WorldSpec:
                 "every 5 days)."
             )
         if self.tile_px % 2:
-            raise WorldError(f"tile_px={self.tile_px} must be even (20 m bands halve it).")
+            raise WorldError(f"tile_px={self.tile_px} must be even (20 m bands halve it); use "
+                             f"e.g. tile_px={self.tile_px + 1}.")
 
     def _check_area(self) -> None:
         area = self.area
@@ -399,7 +401,11 @@ class World:
             sectors = self._default_sectors(data_dir)
         sectors = sectors[sectors["class"].isin(SECTOR_CLASSES)]
         if len(sectors) == 0:
-            raise WorldError("The world has no mine sectors to draw; check site_ids.")
+            raise WorldError(
+                f"The world has no mine sectors (classes {list(SECTOR_CLASSES)}) to draw for "
+                f"site_ids={spec.site_ids!r}, area={spec.area!r}; pass site ids or an area that "
+                "hold LAMES sectors, or sectors= with such classes."
+            )
         sectors = sectors.reset_index(drop=True)
         sectors["site_id"] = sectors["site_id"].astype(str)
         if "kind" not in sectors.columns:
@@ -587,18 +593,11 @@ class World:
             centres = shapely.points([(squares[i][1] + step / 2, squares[i][2] + step / 2)
                                       for i in sel])
             lats[sel] = gpd.GeoSeries(centres, crs=int(code)).to_crs(4326).y.to_numpy()
+        precision = 10_000 if spec.grid_km >= 10 else 1_000  # digits of the tile names
         for (code, sx, sy), lat in zip(squares, lats, strict=True):
-            tid = self._tile_name(code, sx, sy, float(lat))
+            tid = tile_id(code, sx, sy, float(lat), precision_m=precision)
             found[tid] = Tile(tid, code, float(sx), float(sy + step), spec.tile_px)
         return [found[k] for k in sorted(found)]
-
-    def _tile_name(self, epsg: int, sx: int, sy: int, lat: float) -> str:
-        zone = epsg % 100
-        digits = 1 if self.spec.grid_km >= 10 else 2
-        unit = 10_000 if digits == 1 else 1_000
-        e = int(sx % 100_000 // unit)
-        n = int(sy % 100_000 // unit)
-        return f"{zone:02d}{latitude_band(lat)}{square_100km(zone, sx, sy)}{e:0{digits}d}{n:0{digits}d}"
 
     # ------------------------------------------------------------------ time
     @cached_property

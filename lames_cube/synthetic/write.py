@@ -14,8 +14,9 @@ The COGs hold what the style's provider serves: the L2A product's digital number
 from baseline 04.00), except in the Earth Search ``sentinel-2-l2a`` style, whose COGs of baseline
 04.00 and later hold harmonised values (Element 84 removed the offset), as the real ones do.
 
-A world is written under a temporary name and renamed when complete, so a crash never leaves a
-half-written world behind; an existing complete world with the same spec is reused.
+A world is written under a temporary name and renamed when complete
+(:func:`lames_cube._atomic.atomic_directory`), so a crash never leaves a half-written world
+behind; an existing complete world with the same spec is reused.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
+from lames_cube._atomic import atomic_directory, atomic_path, atomic_write_text
 from lames_cube.errors import WorldError
 from lames_cube.synthetic.stac import collection_dict, item_dict, item_id
 from lames_cube.synthetic.world import Scene, World, WorldSpec
@@ -56,12 +56,12 @@ def write_cog(path: Path, array: np.ndarray, gbox, *, categorical: bool) -> None
         "overview_resampling": "nearest" if categorical else "average",
         **_COG_OPTIONS,
     }
-    with rasterio.open(path, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(array, 1)
 
 
 def _dump(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _scene_stats(scl: np.ndarray) -> dict:
@@ -142,7 +142,8 @@ def write_index(items: list[dict], path: Path) -> None:
     """Write a stac-geoparquet index of ``items`` (hrefs as given)."""
     import rustac
 
-    rustac.write_sync(str(path), items, format="geoparquet")
+    with atomic_path(path) as tmp:
+        rustac.write_sync(str(tmp), items, format="geoparquet")
 
 
 def write_world(
@@ -188,8 +189,19 @@ def write_world(
 
     Examples
     --------
-    >>> from lames_cube.synthetic import WorldSpec, write_world
-    >>> root = write_world("/tmp/w", WorldSpec(use_lames=False, n_sites=1, years=(2021,)))  # doctest: +SKIP
+    One small LAMES site, one year, one pass per orbit: two 1 km tiles, each seen from two
+    relative orbits (4 items), written in about a second.
+
+    >>> import tempfile
+    >>> from lames_cube.synthetic import WorldSpec
+    >>> spec = WorldSpec(site_ids=("2058",), years=(2021,), scenes_per_year=1, grid_km=1,
+    ...                  tile_px=100, margin_m=100, hidden_mines=False)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = write_world(f"{tmp}/w", spec, workers=1, progress=False)
+    ...     sorted(p.name for p in root.iterdir())
+    ...     len(list(root.glob("stac/sentinel-2-l2a/*/*.json")))
+    ['index.parquet', 'manifest.json', 'sectors.geojson', 'stac', 'truth.csv']
+    4
     """
     world = world if world is not None else World(spec or WorldSpec(), data_dir=data_dir)
     spec = world.spec
@@ -213,10 +225,9 @@ def write_world(
                 f"{root} exists, is not empty and is not a lames_cube world (no {MANIFEST}); it is "
                 "never deleted, even with overwrite=True. Pick an empty or new directory."
             )
-    tmp = root.with_name(f".{root.name}.tmp-{uuid.uuid4().hex[:12]}")
-    coll_dir = tmp / "stac" / spec.collection_id
-    coll_dir.mkdir(parents=True)
-    try:
+    with atomic_directory(root) as tmp:
+        coll_dir = tmp / "stac" / spec.collection_id
+        coll_dir.mkdir(parents=True)
         by_tile: dict[str, list[Scene]] = {}
         for scene in world.scenes:
             by_tile.setdefault(scene.tile.tile_id, []).append(scene)
@@ -257,24 +268,17 @@ def write_world(
         })
         final_coll = root / "stac" / spec.collection_id
         write_index([_absolute(i, final_coll / i["id"]) for i in items], tmp / INDEX)
-        world.truth().to_csv(tmp / "truth.csv", index=False, float_format="%.3f")
+        with atomic_path(tmp / "truth.csv") as out:
+            world.truth().to_csv(out, index=False, float_format="%.3f")
         # Full precision: open_world() rebuilds exactly this world (computed hidden-mine cells).
-        world.sectors.to_file(tmp / "sectors.geojson", driver="GeoJSON", COORDINATE_PRECISION=17)
+        with atomic_path(tmp / "sectors.geojson") as out:
+            world.sectors.to_file(out, driver="GeoJSON", COORDINATE_PRECISION=17)
         _dump(tmp / MANIFEST, {
             "spec": spec.to_dict(), "digest": digest, "root": str(root),
             "collection": spec.collection_id, "n_items": len(items), "n_tiles": len(by_tile),
             "sites": list(world.sites.site_id), "hidden_mines": list(world.hidden.site_id),
             "texture_epsg": world.texture_epsg,
         })
-        root.parent.mkdir(parents=True, exist_ok=True)
-        trash = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:12]}")
-        if root.exists():
-            root.rename(trash)  # swap by renames: a crash leaves the old or the new world
-        tmp.rename(root)
-        shutil.rmtree(trash, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 

@@ -16,6 +16,8 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+from lames_cube._atomic import atomic_write_text
+
 __all__ = ["ASM_FIELDS", "asm_records", "write_asm_geojson"]
 
 #: The property names of the published file, in order.
@@ -137,5 +139,5 @@ def write_asm_geojson(path: str | os.PathLike, n: int = 5, **kwargs) -> Path:
         "features": [r["feature"] for r in records],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1))
+    atomic_write_text(path, json.dumps(doc, indent=1))
     return path

@@ -7,10 +7,11 @@ import datetime as dt
 import shapely
 from odc.geo.geom import Geometry
 
-from lames_cube.synthetic.mgrs import utm_epsg
+from lames_cube.grid import region_polygon, utm_epsg
+from lames_cube.synthetic.mgrs import tile_id
 
-#: Chile's bounding box (degrees), from the Natural Earth 1:110m outline.
-CHILE_BBOX = (-75.64, -55.61, -66.96, -17.58)
+#: Chile's bounding box (degrees, to 0.01°), from the Natural Earth 1:110m outline.
+CHILE_BBOX = tuple(round(v, 2) for v in region_polygon("chile").bounds)
 
 
 def fake_items(
@@ -38,7 +39,7 @@ def fake_items(
                 if not tile.intersects(local):
                     continue
                 geom = Geometry(tile, f"EPSG:{epsg}").to_crs("EPSG:4326").geom
-                tid = f"{epsg % 100:02d}X{x // step:03d}{y // step:04d}"
+                tid = tile_id(epsg, x, y, geom.centroid.y)
                 for date in dates:
                     when = dt.datetime.combine(date, dt.time(14, 40), dt.UTC)
                     assets = {}
