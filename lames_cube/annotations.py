@@ -1093,10 +1093,9 @@ def download_lames(
 
     Examples
     --------
-    Needs the internet (raw.githubusercontent.com), so it is not run as a doctest:
+    Needs the internet (raw.githubusercontent.com), so it is shown, not run as a doctest::
 
-    >>> download_lames("data/lames")  # doctest: +SKIP
-    PosixPath('data/lames')
+        download_lames("data/lames")  # -> PosixPath('data/lames')
     """
     if commit != LAMES_COMMIT:
         raise InvalidQueryError(

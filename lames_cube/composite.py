@@ -235,6 +235,7 @@ class _Masks(NamedTuple):
     valid: xr.DataArray  #: SCL != 0
     raw_clear: xr.DataArray  #: valid and not in the masked classes (no buffer, no opening)
     clear: xr.DataArray  #: valid and not within the buffer of a masked pixel
+    saturated: xr.DataArray | np.bool_  #: SCL 1 or a band at DN 65 535 (False when not masked)
 
 
 def _bad_classes(classes: Sequence[int], snow: bool, saturated: bool) -> list[int]:
@@ -256,6 +257,7 @@ def _masks(
     scl = _require_scl(cube).drop_vars("band")
     valid = scl != SCL_NODATA
     bad = scl.isin(_bad_classes(classes, snow, False))
+    sat: xr.DataArray | np.bool_ = np.False_
     if saturated:  # SCL 1, or a band at DN 65 535 whatever SCL says
         refl = [b for b in cube.band.values if b != "SCL"]
         sat = scl == SCL_SATURATED
@@ -271,7 +273,7 @@ def _masks(
         clear = valid & ~_grow(state, buffer_m, opening_px)
         if saturated:  # a lone saturated pixel is no speck to open away
             clear = clear & ~sat
-    return _Masks(scl, valid, raw_clear, clear)
+    return _Masks(scl, valid, raw_clear, clear, sat)
 
 
 def clear_mask(
@@ -454,7 +456,7 @@ def _fallback_sets(masks: _Masks, never: xr.DataArray, *,
     # Also pixels seen clear fewer than MIN_RAW_CLEAR times: one clear look may be a rim.
     few = (masks.clear.sum("time") < MIN_RAW_CLEAR) if rare else never
     median_set = few & enough & raw
-    flagged = masks.valid & masks.scl.isin(FALLBACK_CLASSES)
+    flagged = masks.valid & masks.scl.isin(FALLBACK_CLASSES) & ~masks.saturated
     cand = few & ~enough & flagged.any("time") & (masks.valid & raw | flagged)
     return median_set, cand
 

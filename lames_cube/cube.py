@@ -407,6 +407,7 @@ def _load_stackstac(items, bands, geobox, chunks, resampling) -> xr.DataArray:
         rescale=False, xy_coords="topleft", snap_bounds=False,
         resampling=getattr(rasterio.enums.Resampling, resampling),
         chunksize=(1, 1, chunks["y"], chunks["x"]),
+        sortby_date=False,  # ours, (time, id): stackstac sorts datetime strings, not times
     )
     if stack.shape[-2:] != tuple(geobox.shape):
         raise InvalidGridError(

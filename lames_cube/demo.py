@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lames_cube.config import cache_dir, find_data_dir
+from lames_cube.io import TemplateMismatchError
 from lames_cube.pipeline import run_recipe
 from lames_cube.recipes import Recipe, load_recipe
 from lames_cube.search import search
@@ -117,7 +118,13 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     recipe = demo_recipe(world, root)
     print(f"\ncube build (recipe 'demo': {recipe.composite.method} {recipe.composite.period}ly "
           f"composites, {recipe.grid.resolution:g} m, one UTM grid per site):")
-    stores = run_recipe(recipe, items=everything, data_dir=data_dir, progress=False)
+    try:
+        stores = run_recipe(recipe, items=everything, data_dir=data_dir, progress=False)
+    except TemplateMismatchError as exc:  # stores of an older layout in the cache: rebuild them
+        print(f"  cached stores do not match this version's layout ({str(exc)[:80]}...); "
+              "rebuilding them")
+        stores = run_recipe(recipe, items=everything, data_dir=data_dir, progress=False,
+                            overwrite=True)
     from lames_cube.io import open_store
 
     for store in stores:

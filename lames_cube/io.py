@@ -406,7 +406,7 @@ def _prepare_dataset(data: xr.Dataset, chunks: Mapping[Hashable, int] | None, pa
                 f"  {first.name}: {_gbox_text(first.gbox)}\n  {p.name}: {_gbox_text(p.gbox)}\n"
                 f"Reproject one onto the other's GeoBox, or write them to separate stores."
             )
-        for d in first.spatial:
+        for d in set(first.chunks) & set(p.chunks):
             if p.chunks[d] != first.chunks[d]:
                 raise ChunkError(
                     f"variables {first.name!r} and {p.name!r} have different chunks along {d!r} "
@@ -869,7 +869,7 @@ def _check_fail_after(fail_after: Any) -> int | None:
 
 def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
                     chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
-                    mode: Literal["w-", "w"] = "w-") -> Path | str:
+                    mode: Literal["w-", "w", "resume"] = "w-") -> Path | str:
     """Create a store with the metadata of ``template`` and no pixels, for later region writes.
 
     Writes the Zarr v3 metadata and every coordinate (nothing of the template's data is computed)
@@ -888,8 +888,11 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
         Zarr chunks per dim (default: the template's dask chunks, see :func:`write_cube`).
     patch_size : int, default 256
         Chunks along y and x must be multiples of it.
-    mode : {"w-", "w"}, default "w-"
-        ``"w-"`` refuses an existing store; ``"w"`` replaces it.
+    mode : {"w-", "w", "resume"}, default "w-"
+        ``"w-"`` refuses an existing store; ``"w"`` replaces it; ``"resume"`` keeps a store
+        laid out for the same template (a no-op), finishes a layout interrupted before its
+        metadata was recorded, lays out a missing store, and refuses a store of another
+        template (:class:`TemplateMismatchError`).
 
     Returns
     -------
@@ -911,11 +914,28 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
     ...     before, store_status(path)["complete"], int(open_cube(path).sum())
     (False, True, 917504)
     """
-    if mode not in ("w-", "w"):
-        raise StoreError(f"init_cube_store mode must be 'w-' or 'w'; got {mode!r}.")
+    if mode not in ("w-", "w", "resume"):
+        raise StoreError(f"init_cube_store mode must be 'w-', 'w' or 'resume'; got {mode!r}.")
     path = _as_path(store)
     prep = _prepare(template, chunks, patch_size)
-    _start_store(prep, path, mode, op="init")
+    if mode == "resume" and path.exists() and not _is_empty_dir(path):
+        ledger = _Ledger(path)
+        state = ledger.read()
+        template_doc = _template(prep)
+        job = _job_id(template_doc, list(_time_range(prep)))
+        if job not in state.jobs:
+            known = [j for j in state.jobs.values() if j["op"] in ("write", "init")]
+            diff = _template_diff(known[0]["template"], template_doc) if known else []
+            raise TemplateMismatchError(
+                f"the store {str(path)!r} was laid out for another cube "
+                f"({'; '.join(diff) or 'no ledger'}). Pass the same template, or mode='w' to "
+                f"replace the store."
+            )
+        if job not in state.metadata:  # a layout interrupted before its metadata was recorded
+            _clear_except_ledger(path)
+            _write_metadata(prep, path, job)
+        return _returned(path)
+    _start_store(prep, path, "w-" if mode == "resume" else mode, op="init")
     return _returned(path)
 
 
@@ -1088,8 +1108,21 @@ def _open_for_update(path: StorePath, prep: _Prepared,
                                                    if what == "write a region" else "") + "."
         )
     ds = _open_dataset(path)
+    names = [str(n) for n in ds.data_vars]
+    if not names:
+        raise IncompleteStoreError(
+            f"the store {str(path)!r} has no variables yet (its layout was interrupted): "
+            f"lay it out again with init_cube_store(template, {str(path)!r}, mode='resume') "
+            f"or write it whole with mode='w'."
+        )
+    if len(names) > 1 and sorted(names) != sorted(prep.names):
+        raise TemplateMismatchError(
+            f"the store {str(path)!r} holds the variables {sorted(names)}; the cube to {what} "
+            f"has {sorted(prep.names)}. Pass a Dataset with exactly the store's variables (a "
+            f"region or append covers every variable, or the store would be marked complete "
+            f"with some of them unwritten)."
+        )
     if prep.name not in ds.data_vars:
-        names = [str(n) for n in ds.data_vars]
         if len(names) == 1 and not prep.named:
             name = names[0]
         else:
@@ -1313,15 +1346,17 @@ def region_written(store: str | os.PathLike[str], region: Mapping[str, slice]) -
     if not ledger.exists():
         return False
     state = ledger.read()
-    jobs = [rec for rec in state.jobs.values() if rec["op"] in ("write", "init")]
-    if not jobs:
+    if not state.jobs:
         return False
-    rec = jobs[-1]
-    spatial = tuple(rec["template"]["dims"][-2:])
-    grid = {d: [region[d].start, region[d].stop, rec["grid"][d][2]] for d in spatial}
-    t = (0, rec["template"]["shape"][rec["template"]["dims"].index("time")]) \
-        if "time" in rec["template"]["dims"] else (0, 0)
-    return all(state.is_done(r, t) for r in _grid_regions(grid, spatial))  # type: ignore[arg-type]
+    for job, rec in state.jobs.items():  # every job's time range (appends add their own)
+        if job not in state.metadata:
+            return False
+        spatial = tuple(rec["template"]["dims"][-2:])
+        grid = {d: [region[d].start, region[d].stop, rec["grid"][d][2]] for d in spatial}
+        t = tuple(rec["time"])
+        if not all(state.is_done(r, t) for r in _grid_regions(grid, spatial)):  # type: ignore[arg-type]
+            return False
+    return True
 
 
 def store_status(store: str | os.PathLike[str]) -> dict[str, Any]:

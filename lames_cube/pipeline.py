@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -25,6 +24,7 @@ import shapely.geometry
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from lames_cube._fs import StorePath, as_store_path
 from lames_cube.composite import composite, yearly_composites
 from lames_cube.cube import build_cube, overlaps
 from lames_cube.errors import EmptyCubeError
@@ -146,8 +146,8 @@ def store_dataset(recipe: Recipe, cube: xr.DataArray) -> xr.Dataset:
     out = xr.Dataset({"reflectance": refl, "clear_count": count}, attrs=attrs)
     for name, meaning in (("never_clear", "no clear observation in the period"),
                           ("fallback", "filled from flagged scenes (never clear)")):
-        if name in ds:
-            out[name] = ds[name].astype(bool).assign_attrs(long_name=meaning)
+        if name in ds:  # attrs anew: xarray carries the reflectance's (scale!) through masks
+            out[name] = ds[name].astype(bool).drop_attrs(deep=False).assign_attrs(long_name=meaning)
     return out
 
 
@@ -239,13 +239,11 @@ def _steps(recipe: Recipe, items) -> xr.DataArray | None:
                             name="time")
     if recipe.composite.period == "year":
         start, end = recipe.period.interval.split("/")
-        years = list(range(int(start[:4]), int(end[:4]) + 1))
-        return xr.DataArray(np.array(years), dims="year", name="year")
+        seen = [solar_day(i).year for i in items]
+        first = min(seen) if start == ".." else int(start[:4])
+        last = max(seen) if end == ".." else int(end[:4])
+        return xr.DataArray(np.arange(first, last + 1), dims="year", name="year")
     return None
-
-
-#: Values of a tile where the period had no scene at all.
-_FILL = {"never_clear": True}
 
 
 def _conform(ds: xr.Dataset, steps: xr.DataArray | None) -> xr.Dataset:
@@ -258,7 +256,8 @@ def _conform(ds: xr.Dataset, steps: xr.DataArray | None) -> xr.Dataset:
     ds = ds.drop_vars([c for c in ds.coords if c not in keep])
     if steps is not None:
         dtypes = {n: v.dtype for n, v in ds.data_vars.items()}
-        fills = {n: np.array(_FILL.get(n, 0)).astype(dtypes[n]).item() for n in ds.data_vars}
+        # Nodata where a tile had no scene that year (never_clear too: no data, nothing to see).
+        fills = {n: np.zeros((), dtypes[n]).item() for n in ds.data_vars}
         ds = ds.reindex({steps.name: steps.values}, fill_value=fills)
         ds = ds.assign({n: ds[n].astype(dtypes[n]) for n in ds.data_vars})
     return ds
@@ -267,11 +266,33 @@ def _conform(ds: xr.Dataset, steps: xr.DataArray | None) -> xr.Dataset:
 def tile_dataset(recipe: Recipe, items, gbox: GeoBox,
                  steps: xr.DataArray | None) -> xr.Dataset | None:
     """The lazy Dataset of one tile (``gbox``) on the store's time axis ``steps``, or None when
-    no item touches the tile."""
-    mine = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
+    no item touches the tile.
+
+    The tile is built with a halo as wide as the cloud buffer (and the opening before it), then
+    cropped: a cloud just across the tile's edge grows into it as in one seamless cube, so the
+    tiles of a store equal one composite of the whole area (least-cloudy composites excepted:
+    they rank scenes by each tile's clear fraction).
+    """
+    halo = _halo_px(recipe)
+    grown = gbox.pad(halo) if halo else gbox
+    mine = [i for i in items if overlaps(grown, shapely.geometry.shape(i.geometry), name=i.id)]
     if not mine:
         return None
-    return _conform(store_dataset(recipe, _cube(recipe, mine, gbox)), steps)
+    data = store_dataset(recipe, _cube(recipe, mine, grown))
+    if halo:
+        data = data.isel(y=slice(halo, -halo), x=slice(halo, -halo))
+    return _conform(data, steps)
+
+
+def _halo_px(recipe: Recipe) -> int:
+    """Pixels a composite's value depends on beyond its own: the cloud buffer and the 1 px
+    opening before it (none for scenes)."""
+    if recipe.composite.method == "none":
+        return 0
+    buffer_m = float(recipe.clouds.buffer_m)
+    if buffer_m == 0:
+        return 0
+    return math.ceil(buffer_m / float(recipe.grid.resolution)) + 2
 
 
 def _template(example: xr.Dataset, gbox: GeoBox, recipe: Recipe) -> xr.Dataset:
@@ -287,16 +308,15 @@ def _template(example: xr.Dataset, gbox: GeoBox, recipe: Recipe) -> xr.Dataset:
         sizes = {**var.sizes, "y": gbox.shape[0], "x": gbox.shape[1]}
         chunks = tuple(chunk.get(d, recipe.chunks.time if d in ("time", "year") else sizes[d])
                        for d in dims)
-        data = da.full(tuple(sizes[d] for d in dims), _FILL.get(name, 0), dtype=var.dtype,
-                       chunks=chunks)
+        data = da.zeros(tuple(sizes[d] for d in dims), dtype=var.dtype, chunks=chunks)
         extra = {k: c for k, c in var.coords.items() if k not in ("y", "x", "spatial_ref")}
         out[name] = xr.DataArray(data, dims=dims, coords={**extra, **{k: coords[k] for k in
                                  ("y", "x", "spatial_ref")}}, attrs=var.attrs)
     return out
 
 
-def _write_tiled(recipe: Recipe, items, store: Path, *, data_dir, overwrite: bool,
-                 progress: bool, tiles: Sequence[str] | None) -> Path:
+def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite: bool,
+                 progress: bool, tiles: Sequence[str] | None) -> StorePath:
     """Lay the store out over the whole mosaic grid, then fill it tile by tile (resumable)."""
     from lames_cube.io import init_cube_store, region_written, write_cube
 
@@ -313,10 +333,10 @@ def _write_tiled(recipe: Recipe, items, store: Path, *, data_dir, overwrite: boo
             f"{recipe.name!r}; check the recipe's catalog, area and period."
         )
     template = _template(example, gbox, recipe)
-    laid_out = (store / "zarr.json").exists()
-    if overwrite or not laid_out:  # (a crash before the layout finished: lay it out again)
-        init_cube_store(template, store, mode="w" if overwrite or store.exists() else "w-",
-                        patch_size=recipe.grid.patch_size)
+    # "resume": keep the layout of this template, finish one a crash interrupted, refuse
+    # another template's store (another recipe, tile block or period: TemplateMismatchError).
+    init_cube_store(template, store, mode="w" if overwrite else "resume",
+                    patch_size=recipe.grid.patch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -353,7 +373,7 @@ def run_recipe(
     progress: bool = True,
     items: pystac.ItemCollection | None = None,
     tiles: Sequence[str] | None = None,
-) -> list[Path]:
+) -> list[StorePath]:
     """Build every cube of a recipe and write it to Zarr (resumable).
 
     A per-site recipe writes ``<output>/site-<id>.zarr`` for each site. A single-area recipe
@@ -371,13 +391,13 @@ def run_recipe(
 
     Returns
     -------
-    list of pathlib.Path
-        The Zarr stores written.
+    list of pathlib.Path (or fsspec URL paths)
+        The Zarr stores written; ``output`` may be an fsspec URL (``s3://...``).
     """
     from lames_cube.io import write_cube
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    root = Path(output) if output is not None else recipe.output_path
+    root = as_store_path(output) if output is not None else recipe.output_path
     if items is None:
         items = recipe.search(data_dir=data_dir)
     if not per_site(recipe):

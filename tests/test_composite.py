@@ -484,3 +484,15 @@ def test_two_clear_looks_keep_their_median():
     refl[1] = 1100
     out = median_composite(make_cube(scl, refl), buffer_m=0).compute()
     assert (out.reflectance.values == 1050).all() and not out.fallback.values.any()
+
+
+def test_a_saturated_look_never_fills_a_flagged_pixel():
+    """The darkest-look fallback takes looks SCL flags as cloud, but never a saturated one
+    (DN 65 535 under SCL 9 is a saturated sensor, not the ground)."""
+    scl = np.array([[[9]], [[9]]], "uint16")
+    refl = np.full((2, 3, 1, 1), 4000)
+    refl[0, 0] = 65535  # B04 saturated on the first, darker-looking date
+    refl[0, 1:] = 100
+    out = median_composite(make_cube(scl, refl, chunks=None), buffer_m=0)
+    assert out.reflectance.values[:, 0, 0].tolist() == [4000, 4000, 4000]
+    assert bool(out.fallback.squeeze())

@@ -448,7 +448,7 @@ def test_reflectance_resamples_as_asked_and_scl_always_nearest(world):
     items = search(world, sites=["2203"], datetime="2021")
     base = build_cube(items, bands=["B04", "SCL"], chunks=256).odc.geobox
     a = base.affine
-    shifted = GeoBox(base.shape, a * a.translation(0.5, 0.5), base.crs)
+    shifted = GeoBox(base.shape, a @ a.translation(0.5, 0.5), base.crs)
     near = build_cube(items, geobox=shifted, bands=["B04", "SCL"], chunks=256).compute()
     bil = build_cube(items, geobox=shifted, bands=["B04", "SCL"], chunks=256,
                      resampling="bilinear").compute()

@@ -601,3 +601,44 @@ def test_stores_take_fsspec_urls(tmp_path, cube, written):
         fs.rm(f"/{url.removeprefix('memory://').split('/')[0]}", recursive=True)
     with pytest.raises(StoreError, match=r"or an fsspec URL such as 's3://bucket/cube\.zarr'"):
         write_cube(cube, 42)  # type: ignore[arg-type]
+
+
+def test_region_writes_of_a_dataset_cover_every_variable(tmp_path):
+    """A region write with only some of a store's variables is refused: the ledger would call
+    the region done with the others unwritten."""
+    ds = make_dataset()
+    path = tmp_path / "tiles.zarr"
+    init_cube_store(ds, path)
+    region = {"y": slice(0, 256), "x": slice(0, 256)}
+    with pytest.raises(TemplateMismatchError, match=r"holds the variables \['clear_count', "
+                       r"'reflectance', 'scl'\]"):
+        write_cube(ds[["reflectance"]].isel(region), path, region=region)
+    with pytest.raises(TemplateMismatchError, match="holds the variables"):
+        write_cube(ds.reflectance.isel(region), path, region=region)
+    from lames_cube.io import region_written
+
+    assert not region_written(path, region)
+    write_cube(ds.isel(region), path, region=region)
+    assert region_written(path, region) and not store_status(path)["complete"]
+
+
+def test_an_interrupted_layout_is_finished_and_another_template_refused(tmp_path):
+    from lames_cube.io import open_store, region_written
+
+    ds = make_dataset()
+    path = tmp_path / "tiles.zarr"
+    init_cube_store(ds, path)
+    # A kill between the arrays and the ledger's "metadata" line: the layout is not recorded.
+    lines = [x for x in (path / LEDGER_NAME).read_text().splitlines() if '"metadata"' not in x]
+    (path / LEDGER_NAME).write_text("\n".join(lines) + "\n")
+    region = {"y": slice(0, 256), "x": slice(0, 256)}
+    assert not region_written(path, region)  # never "written" before the layout is recorded
+    with pytest.raises(TemplateMismatchError, match="laid out for another cube"):
+        init_cube_store(ds.assign(scl=ds.scl.astype("uint16")), path, mode="resume")
+    init_cube_store(ds, path, mode="resume")  # finishes the layout
+    init_cube_store(ds, path, mode="resume")  # and then is a no-op
+    for y0 in (0, 256):
+        for x0 in (0, 256, 512):
+            r = {"y": slice(y0, y0 + 256), "x": slice(x0, x0 + 256)}
+            write_cube(ds.isel(r), path, region=r)
+    xr.testing.assert_identical(open_store(path).compute(), ds.compute())

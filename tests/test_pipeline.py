@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lames_cube.cube import build_cube
 from lames_cube.io import open_store
 from lames_cube.pipeline import run_recipe, site_geobox
 from lames_cube.recipes import load_recipe
@@ -84,7 +85,9 @@ def test_recipe_writes_one_store_per_site_equal_to_an_independent_composite(tmp_
     assert sorted(stored.data_vars) == ["clear_count", "fallback", "never_clear", "reflectance"]
     refl = stored.reflectance
     assert refl.dims == ("year", "band", "y", "x") and "SCL" not in refl.band.values
-    assert refl.attrs["scale"] == 1e-4 and "scale" not in stored.clear_count.attrs
+    assert refl.attrs["scale"] == 1e-4
+    for name in ("clear_count", "never_clear", "fallback"):  # scaling them would corrupt them
+        assert "scale" not in stored[name].attrs, name
     from lames_cube.annotations import load_sites
 
     site = load_sites("all", data_dir=lames_dir).set_index("site_id").loc["2203"]
@@ -174,6 +177,19 @@ def test_chile_mosaic_builds_tile_by_tile_and_resumes_after_a_kill(tmp_path, wor
     assert col % 2304 == 0 and row % 2304 == 0 and gbox.shape[1] % 2304 == 0
     assert int(stored.clear_count.max()) > 0  # the selected tiles hold the site's scenes
     assert list(stored.year.values) == [2021, 2022]
+    # Seamless: the tiles equal one composite of the whole block (the cloud buffer crosses tile
+    # edges through each tile's halo).
+    from lames_cube.pipeline import store_dataset
+
+    items = recipe.search(data_dir=lames_dir)
+    halo = 9  # the 60 m buffer at 10 m (6 px), the 1 px opening (2 px), one to spare
+    whole = store_dataset(recipe, build_cube(items, geobox=gbox.pad(halo), chunks=2304,
+                                             bands=list(recipe.bands), resampling="bilinear"))
+    whole = whole.isel(y=slice(halo, -halo), x=slice(halo, -halo))
+    for year in whole.year.values:
+        for name in ("reflectance", "clear_count", "never_clear"):
+            np.testing.assert_array_equal(stored[name].sel(year=year).values,
+                                          whole[name].sel(year=year).values, err_msg=name)
 
     store = tmp_path / "crash.zarr"
     cmd = [sys.executable, "-m", "lames_cube.cli", "--data-dir", str(lames_dir), "cube",
@@ -220,3 +236,38 @@ def test_tile_plans_are_checked(world, lames_dir):
                           int((table.x_off + table.width).max()))
     with pytest.raises(RecipeError, match="makes one cube per site"):
         tile_plan(load_recipe("demo"))
+
+
+def test_tiles_are_seamless_where_clouds_cross_their_edges(tmp_path, world, lames_dir):
+    """Small (512 px) tiles through a site, every scene kept: the cloud buffer reaches across
+    tile edges (each tile is built with a halo), so the tiled store equals one composite of
+    the whole block, built independently of the tiling."""
+    import shapely
+
+    from lames_cube.pipeline import store_dataset, tile_plan
+    from lames_cube.recipes import Recipe
+
+    data = load_recipe("chile-mosaic").to_dict()
+    data.update(catalog=str(world), chunks={"y": 512, "x": 512, "time": 1})
+    data["grid"]["tile_size"] = 512
+    data["clouds"]["max_cloud"] = None
+    recipe = Recipe.from_dict(data)
+    _, table = tile_plan(recipe, data_dir=lames_dir)
+    footprints = shapely.union_all([shapely.geometry.shape(i.geometry)
+                                    for i in search(world, sites=["2203"])])
+    lonlat = table.to_crs(4326)
+    tiles = lonlat[lonlat.active & lonlat.intersects(footprints)].tile_id.tolist()
+    assert len(tiles) >= 4  # tile edges cross the site both ways
+    store = run_recipe(recipe, data_dir=lames_dir, output=tmp_path / "t.zarr", tiles=tiles,
+                       progress=False)[0]
+    stored = open_store(store)
+    gbox = stored.reflectance.odc.geobox
+    halo = 9
+    whole = store_dataset(recipe, build_cube(recipe.search(data_dir=lames_dir),
+                                             geobox=gbox.pad(halo), chunks=512,
+                                             bands=list(recipe.bands), resampling="bilinear"))
+    whole = whole.isel(y=slice(halo, -halo), x=slice(halo, -halo)).compute()
+    assert int(whole.clear_count.max()) > 0 and bool((whole.clear_count == 0).any())
+    for name in ("reflectance", "clear_count", "never_clear", "fallback"):
+        np.testing.assert_array_equal(stored[name].sel(year=whole.year).values,
+                                      whole[name].values, err_msg=name)
