@@ -11,7 +11,7 @@ import dask
 import numpy as np
 import rasterio
 
-from lames_cube.cube import build_cube
+from lames_cube.cube import build_cube, prepare_items
 from lames_cube.search import search
 from lames_cube.synthetic import World, WorldSpec, write_world
 from lames_cube.testing.catalogs import CHILE_BBOX, fake_items
@@ -167,6 +167,16 @@ class ChileMosaicGraph:
 
     def time_build_one_tile(self):
         build_cube(self.items, geobox=self.tile, chunks=2304, bands=["B04", "B08", "SCL"])
+
+    def time_items_of_every_active_tile(self):
+        """Which items touch each of the 1,826 active tiles (the tiled writer's lookup)."""
+        from lames_cube.grid import mosaic_tiles
+        from lames_cube.pipeline import ItemIndex
+
+        index = ItemIndex(prepare_items(self.items), self.gbox.crs)
+        for _, tile in mosaic_tiles("chile", active_only=True).iterrows():
+            index.touching(self.gbox[int(tile.y_off):int(tile.y_off + tile.height),
+                                     int(tile.x_off):int(tile.x_off + tile.width)])
 
     def track_tasks_per_tile(self):
         """Tasks per 2304-px tile of the whole-country cube (2 dates, 3 bands); printed."""

@@ -205,27 +205,42 @@ def overlaps(geobox: GeoBox, footprint, *, name: str | None = None) -> bool:
     >>> overlaps(g, bowtie)  # not valid, repaired, still overlapping
     True
     """
+    return bool(geobox.extent.geom.intersects(footprint_in(geobox.crs, footprint, name=name)))
+
+
+def footprint_in(crs: Any, footprint, *, name: str | None = None):
+    """A lon/lat footprint projected into ``crs`` (a shapely geometry), repaired when invalid.
+
+    Raises
+    ------
+    InvalidItemError
+        The footprint cannot be projected into ``crs`` or has no finite outline there; the
+        message names ``name`` (the item id).
+
+    Examples
+    --------
+    >>> footprint_in("EPSG:32719", shapely.box(-69.01, -24.01, -69.0, -24.0)).area > 1e6
+    True
+    """
     from odc.geo.geom import Geometry
 
     what = f"item {name!r}" if name else "an item"
     try:
-        local = Geometry(footprint, "EPSG:4326").to_crs(geobox.crs).geom
+        local = Geometry(footprint, "EPSG:4326").to_crs(crs).geom
         finite = bool(np.isfinite(shapely.get_coordinates(local)).all())
     except Exception as exc:
         raise InvalidItemError(
             f"The footprint of {what} ({shapely.to_wkt(footprint, rounding_precision=4)[:120]}) "
-            f"cannot be projected into the grid's CRS {geobox.crs}: {exc}. Fix the item's "
+            f"cannot be projected into the grid's CRS {crs}: {exc}. Fix the item's "
             "geometry (lon/lat, EPSG:4326) or build the cube in a CRS that covers it."
         ) from exc
     if not finite or local.is_empty:
         raise InvalidItemError(
             f"The footprint of {what} ({shapely.to_wkt(footprint, rounding_precision=4)[:120]}) "
-            f"has no finite outline in the grid's CRS {geobox.crs}. Fix the item's geometry "
+            f"has no finite outline in the grid's CRS {crs}. Fix the item's geometry "
             "(lon/lat, EPSG:4326) or build the cube in a CRS that covers it."
         )
-    if not local.is_valid:
-        local = shapely.make_valid(local)
-    return bool(geobox.extent.geom.intersects(local))
+    return local if local.is_valid else shapely.make_valid(local)
 
 
 def _check_chunks(chunks: int | Mapping[str, int] | None, geobox: GeoBox) -> dict[str, int]:

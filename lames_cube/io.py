@@ -262,6 +262,11 @@ def _crs_coord_name(cube: xr.DataArray, crs: Any) -> str | None:
     return None
 
 
+def _crs_text(crs: Any) -> str:
+    """One spelling of a CRS for attrs: ``EPSG:<code>`` when it has one, else its WKT."""
+    return f"EPSG:{crs.epsg}" if crs.epsg is not None else crs.to_wkt()
+
+
 def _is_text(values: np.ndarray) -> bool:
     if values.dtype.kind in "US" or values.dtype.kind == "T":
         return True
@@ -366,6 +371,8 @@ def _prepare(cube: Any, chunks: Mapping[Hashable, int] | None, patch_size: Any,
         elif _is_text(np.asarray(v.values)):
             v = v.copy(data=_as_text_objects(np.asarray(v.values)))
             v.encoding = {}
+        if k in spatial and "crs" in v.attrs:  # odc-geo writes str(crs): an EPSG code or WKT,
+            v.attrs = {**v.attrs, "crs": _crs_text(gbox.crs)}  # by how the CRS was made
         new_coords[k] = v
     ds = ds.assign_coords(new_coords)
     var = ds[name]

@@ -263,6 +263,41 @@ def _conform(ds: xr.Dataset, steps: xr.DataArray | None) -> xr.Dataset:
     return ds
 
 
+class ItemIndex:
+    """Items with their footprints projected once into a grid's CRS, in an STR-tree: which
+    items touch a tile is a tree query, not a reprojection of every footprint per tile (a
+    country holds thousands of tiles and items).
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> import pystac, datetime
+    >>> item = pystac.Item("a", shapely.geometry.mapping(shapely.box(-69.01, -24.01, -69.0, -24.0)),
+    ...                    None, datetime.datetime(2022, 1, 1), {})
+    >>> index = ItemIndex([item], "EPSG:32719")
+    >>> far = GeoBox.from_bbox((300_000, 7_300_000, 310_000, 7_310_000), "EPSG:32719",
+    ...                        resolution=10)
+    >>> [i.id for i in index.touching(far)]
+    []
+    """
+
+    def __init__(self, items, crs) -> None:
+        from lames_cube.cube import footprint_in
+
+        self.items = list(items)
+        self.crs = crs
+        self.tree = shapely.STRtree([footprint_in(crs, shapely.geometry.shape(i.geometry),
+                                                  name=i.id) for i in self.items])
+
+    def touching(self, gbox: GeoBox) -> list:
+        """The items whose footprints intersect ``gbox`` (in the order given)."""
+        if gbox.crs != self.crs:
+            raise RecipeError(f"the index is in {self.crs}, the tile in {gbox.crs}; build the "
+                              "index in the tiles' CRS.")
+        return [self.items[k] for k in sorted(self.tree.query(gbox.extent.geom,
+                                                              predicate="intersects"))]
+
+
 def tile_dataset(recipe: Recipe, items, gbox: GeoBox,
                  steps: xr.DataArray | None) -> xr.Dataset | None:
     """The lazy Dataset of one tile (``gbox``) on the store's time axis ``steps``, or None when
@@ -275,7 +310,10 @@ def tile_dataset(recipe: Recipe, items, gbox: GeoBox,
     """
     halo = _halo_px(recipe)
     grown = gbox.pad(halo) if halo else gbox
-    mine = [i for i in items if overlaps(grown, shapely.geometry.shape(i.geometry), name=i.id)]
+    if isinstance(items, ItemIndex):
+        mine = items.touching(grown)
+    else:
+        mine = [i for i in items if overlaps(grown, shapely.geometry.shape(i.geometry), name=i.id)]
     if not mine:
         return None
     data = store_dataset(recipe, _cube(recipe, mine, grown))
@@ -322,6 +360,7 @@ def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite
 
     gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
     steps = _steps(recipe, items)
+    items = ItemIndex(items, gbox.crs)
     example = None
     for _, tile in table[table.active].iterrows():
         example = tile_dataset(recipe, items, gbox[_tile_slices(tile)], steps)
