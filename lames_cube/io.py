@@ -413,7 +413,7 @@ def _prepare_dataset(data: xr.Dataset, chunks: Mapping[Hashable, int] | None, pa
                 f"  {first.name}: {_gbox_text(first.gbox)}\n  {p.name}: {_gbox_text(p.gbox)}\n"
                 f"Reproject one onto the other's GeoBox, or write them to separate stores."
             )
-        for d in set(first.chunks) & set(p.chunks):
+        for d in set(first.chunks) & set(p.chunks) if check_chunks else ():
             if p.chunks[d] != first.chunks[d]:
                 raise ChunkError(
                     f"variables {first.name!r} and {p.name!r} have different chunks along {d!r} "
@@ -928,6 +928,11 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
     if mode == "resume" and path.exists() and not _is_empty_dir(path):
         ledger = _Ledger(path)
         state = ledger.read()
+        if not state.jobs and {c.name for c in path.iterdir()} <= {LEDGER_NAME.split("/")[0]}:
+            # killed before the layout's job was recorded: nothing but the ledger's folder
+            remove_tree(path)
+            _start_store(prep, path, "w-", op="init")
+            return _returned(path)
         template_doc = _template(prep)
         job = _job_id(template_doc, list(_time_range(prep)))
         if job not in state.jobs:

@@ -12,6 +12,7 @@ variables, so scaling the reflectance never touches classes or counts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -99,10 +100,15 @@ def recipe_cubes(
             yield f"site-{site_id}", store_dataset(recipe, _cube(recipe, mine, gbox))
 
 
-def _cube(recipe: Recipe, items, gbox: GeoBox) -> xr.DataArray:
-    return build_cube(items, geobox=gbox, bands=list(recipe.bands),
-                      chunks={"y": recipe.chunks.y, "x": recipe.chunks.x}, engine=recipe.engine,
-                      resampling=recipe.grid.resampling)
+def _cube(recipe: Recipe, items, gbox: GeoBox, *, whole: bool = False) -> xr.DataArray:
+    """The recipe's cube on ``gbox``; ``whole``: a tile with its halo, in chunks of the
+    recipe's size unless those span the tile (then one chunk, not a tile and four slivers)."""
+    chunks = {"y": recipe.chunks.y, "x": recipe.chunks.x}
+    if whole:
+        chunks = {d: gbox.shape[k] if c >= recipe.grid.tile_size else c
+                  for k, (d, c) in enumerate(chunks.items())}
+    return build_cube(items, geobox=gbox, bands=list(recipe.bands), chunks=chunks,
+                      engine=recipe.engine, resampling=recipe.grid.resampling)
 
 
 def _mask_kwargs(recipe: Recipe) -> dict:
@@ -240,6 +246,9 @@ def _steps(recipe: Recipe, items) -> xr.DataArray | None:
     if recipe.composite.period == "year":
         start, end = recipe.period.interval.split("/")
         seen = [solar_day(i).year for i in items]
+        if not seen and ".." in (start, end):
+            raise EmptyCubeError(f"recipe {recipe.name!r}: the search found no item, so the "
+                                 f"open period {recipe.period.interval!r} has no years.")
         first = min(seen) if start == ".." else int(start[:4])
         last = max(seen) if end == ".." else int(end[:4])
         return xr.DataArray(np.arange(first, last + 1), dims="year", name="year")
@@ -316,9 +325,15 @@ def tile_dataset(recipe: Recipe, items, gbox: GeoBox,
         mine = [i for i in items if overlaps(grown, shapely.geometry.shape(i.geometry), name=i.id)]
     if not mine:
         return None
-    data = store_dataset(recipe, _cube(recipe, mine, grown))
+    data = store_dataset(recipe, _cube(recipe, mine, grown, whole=bool(halo)))
     if halo:
+        from odc.geo.xr import xr_coords
+
+        # Cropped, with the tile's own coordinates (a crop of the grown grid's may differ in
+        # the last bits on grids whose resolution is not a whole number).
         data = data.isel(y=slice(halo, -halo), x=slice(halo, -halo))
+        own = xr_coords(gbox, crs_coord_name="spatial_ref")
+        data = data.assign_coords(y=own["y"], x=own["x"])
     return _conform(data, steps)
 
 
@@ -372,6 +387,11 @@ def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite
             f"{recipe.name!r}; check the recipe's catalog, area and period."
         )
     template = _template(example, gbox, recipe)
+    # The tiles this store is built from belong to its template: widening a trial run's
+    # tiles within the same block is another store, not a resume that skips them.
+    active = sorted(table.tile_id[table.active])
+    template.attrs["tiles_built"] = len(active)
+    template.attrs["tiles_sha256"] = hashlib.sha256(" ".join(active).encode()).hexdigest()
     # "resume": keep the layout of this template, finish one a crash interrupted, refuse
     # another template's store (another recipe, tile block or period: TemplateMismatchError).
     init_cube_store(template, store, mode="w" if overwrite else "resume",
@@ -389,6 +409,8 @@ def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite
                 part = tile_dataset(recipe, items, gbox[ys, xs], steps) if tile.active else None
                 if part is None:  # no scene here: write the nodata the store was laid out with
                     part = template.isel(region)
+                elif _halo_px(recipe):  # computed once, not once per chunk it is written in
+                    part = part.persist()
                 write_cube(part, store, region=region, mode="resume")
             if bar is not None:
                 bar.update(1)

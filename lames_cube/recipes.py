@@ -52,12 +52,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from lames_cube._atomic import atomic_write_text
 from lames_cube.errors import InvalidBBoxError, InvalidQueryError, LamesCubeError
+
+if TYPE_CHECKING:
+    from lames_cube._fs import UrlPath
 
 #: Where named recipes live: the package ``lames_cube.cubes``, i.e. the repository's top-level
 #: ``cubes/`` folder (editable install) or its copy shipped in the wheel (see pyproject.toml).
@@ -291,8 +294,13 @@ class Recipe:
         return self.output if self.output is not None else f"{self.name}.zarr"
 
     @property
-    def output_path(self) -> Path:
-        """The output Zarr store, resolved against the current directory unless absolute."""
+    def output_path(self) -> Path | UrlPath:
+        """The output Zarr store: an fsspec URL as given (``s3://…``), else a path resolved
+        against the current directory unless absolute."""
+        from lames_cube._fs import as_store_path
+
+        if "://" in self.output_name:
+            return as_store_path(self.output_name)
         path = Path(self.output_name).expanduser()
         return path if path.is_absolute() else Path.cwd() / path
 

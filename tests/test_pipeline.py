@@ -274,3 +274,23 @@ def test_tiles_are_seamless_where_clouds_cross_their_edges(tmp_path, world, lame
     for name in ("reflectance", "clear_count", "never_clear", "fallback"):
         np.testing.assert_array_equal(stored[name].sel(year=whole.year).values,
                                       whole[name].values, err_msg=name)
+
+
+def test_widening_a_trial_runs_tiles_is_another_store_not_a_silent_resume(tmp_path, world,
+                                                                          lames_dir):
+    """Tiles left nodata in a trial run are not 'done' for a run that builds them."""
+    from lames_cube.io import TemplateMismatchError
+    from lames_cube.pipeline import tile_plan
+
+    recipe, tiles = _site_tiles(world, lames_dir)
+    _, table = tile_plan(recipe, data_dir=lames_dir)
+    first = table.set_index("tile_id").loc[tiles[0]]
+    row, col = int(first.row), int(first.col)
+    ids = [f"r{row:03d}c{c:03d}" for c in (col, col + 1, col + 2)]
+    assert table.set_index("tile_id").loc[ids].active.all()
+    store = tmp_path / "t.zarr"
+    # The same 1 x 3 block both times: the middle tile is nodata in the first run only.
+    run_recipe(recipe, data_dir=lames_dir, output=store, tiles=[ids[0], ids[2]], progress=False)
+    with pytest.raises(TemplateMismatchError, match="laid out for another cube"):
+        run_recipe(recipe, data_dir=lames_dir, output=store, tiles=ids, progress=False)
+    assert open_store(store).attrs["tiles_built"] == 2
