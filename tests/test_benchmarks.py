@@ -39,6 +39,8 @@ def test_benchmark_runs_once(cls, name, lames_dir):
         if cls not in _CACHE:
             _CACHE[cls] = bench.setup_cache()
         args = (_CACHE[cls],)
+    if getattr(cls, "params", None):  # a parametrised benchmark: its first parameter value
+        args = (*args, cls.params[0])
     if hasattr(bench, "setup"):
         bench.setup(*args)
     try:

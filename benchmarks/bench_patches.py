@@ -1,0 +1,95 @@
+"""Benchmarks of the patch kernels, on the cases the tests use (lames_cube.testing.patch_cases)
+and on a LAMES-sized raster: extraction throughput against a plain memory copy of the same bytes
+and against NumPy fancy indexing (ratios printed)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from lames_cube import _kernels
+from lames_cube.patches import patch_table
+from lames_cube.testing.patch_cases import CASES
+
+QUICK = bool(os.environ.get("LAMES_BENCH_QUICK"))
+#: 4 bands of 4608 x 4608 px (two LAMES tiles a side), 256-px windows every 128 px.
+SIDE = 1024 if QUICK else 4608
+
+
+def _median_time(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+class KernelCases:
+    """The gather kernel on every case of the shared table."""
+
+    params = tuple(c[0] for c in CASES)
+    param_names = ("case",)
+
+    def setup(self, name):
+        _, shape, size, stride, edge = next(c for c in CASES if c[0] == name)
+        self.src = np.random.default_rng(0).integers(1, 10_000, shape).astype(np.uint16)
+        g = GeoBox.from_bbox((0, 0, shape[2] * 10, shape[1] * 10), "EPSG:32719", resolution=10)
+        t = patch_table(g, size=size, stride=stride, edge=edge)
+        self.rows, self.cols = t.row.to_numpy(), t.col.to_numpy()
+        self.out = np.empty((len(t), shape[0], size, size), np.uint16)
+        _kernels.gather(self.src, self.rows, self.cols, self.out, np.uint16(0))  # compile
+
+    def time_gather(self, name):
+        _kernels.gather(self.src, self.rows, self.cols, self.out, np.uint16(0))
+
+
+class ExtractionThroughput:
+    """256-px windows every 128 px from a 4-band raster: the numba gather against a memory copy
+    of the same number of bytes (target >= 0.8) and against NumPy fancy indexing (>= 3x)."""
+
+    timeout = 600
+
+    def setup(self):
+        self.src = np.random.default_rng(0).integers(1, 10_000, (4, SIDE, SIDE)).astype(np.uint16)
+        g = GeoBox.from_bbox((0, 0, SIDE * 10, SIDE * 10), "EPSG:32719", resolution=10)
+        t = patch_table(g, size=256, stride=128)
+        self.rows, self.cols = t.row.to_numpy(), t.col.to_numpy()
+        self.out = np.empty((len(t), 4, 256, 256), np.uint16)
+        self.copy_src = np.empty_like(self.out)
+        self.copy_dst = np.empty_like(self.out)
+        self.copy_src[...] = 1
+        _kernels.gather(self.src, self.rows, self.cols, self.out, np.uint16(0))  # compile
+        ii = np.arange(256)
+        self.index = (slice(None), self.rows[:, None, None] + ii[None, :, None],
+                      self.cols[:, None, None] + ii[None, None, :])
+
+    def _gather(self):
+        _kernels.gather(self.src, self.rows, self.cols, self.out, np.uint16(0))
+
+    def _copy(self):
+        np.copyto(self.copy_dst, self.copy_src)
+
+    def _fancy(self):
+        return self.src[self.index]
+
+    def time_gather(self):
+        self._gather()
+
+    def track_ratio_to_memory_copy(self):
+        gather, copy = _median_time(self._gather), _median_time(self._copy)
+        print(f"gather {gather:.3f} s, memory copy of the same bytes {copy:.3f} s: throughput "
+              f"ratio {copy / gather:.2f}")
+        return copy / gather
+
+    track_ratio_to_memory_copy.unit = "ratio"
+
+    def track_speedup_over_fancy_indexing(self):
+        gather, fancy = _median_time(self._gather), _median_time(self._fancy)
+        print(f"gather {gather:.3f} s, numpy fancy indexing {fancy:.3f} s: {fancy / gather:.1f}x")
+        return fancy / gather
+
+    track_speedup_over_fancy_indexing.unit = "x"

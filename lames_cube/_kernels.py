@@ -1,0 +1,119 @@
+"""numba kernels on plain arrays: window gather, blended merge, summed-area tables.
+
+Kernels take and fill preallocated NumPy arrays and check nothing: the validating wrappers are
+in :mod:`lames_cube.patches` and :mod:`lames_cube.sampling` (DESIGN.md §4). Each kernel has a
+slow NumPy reference in ``tests/test_kernels_patches.py``, driven by the same table of cases as
+the benchmarks (``lames_cube.testing.patch_cases``).
+
+Examples
+--------
+>>> import numpy as np
+>>> src = np.arange(2 * 4 * 5, dtype=np.uint16).reshape(2, 4, 5)
+>>> out = np.empty((1, 2, 2, 2), np.uint16)
+>>> gather(src, np.array([3]), np.array([4]), out, 0)  # half outside: filled with 0
+>>> out[0, 0].tolist()
+[[19, 0], [0, 0]]
+>>> table = summed_area(np.eye(3, dtype=np.uint8))
+>>> int(window_sums(table, np.array([0]), np.array([0]), 2, 2)[0])
+2
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+def _gather(src, rows, cols, out, fill):  # pragma: no cover - compiled
+    """Copy the windows ``src[:, r:r+s, c:c+s]`` into ``out[k]`` (``out`` is ``(n, B, s, s)``);
+    pixels outside ``src`` take ``fill``. Windows run in parallel; rows of windows inside the
+    raster are copied as contiguous runs."""
+    n, nb_, s, t = out.shape
+    height, width = src.shape[1], src.shape[2]
+    for k in nb.prange(n):
+        r0, c0 = rows[k], cols[k]
+        inside = r0 >= 0 and c0 >= 0 and r0 + s <= height and c0 + t <= width
+        for b in range(nb_):
+            for i in range(s):
+                r = r0 + i
+                if inside:
+                    out[k, b, i, :] = src[b, r, c0:c0 + t]
+                    continue
+                inside_r = 0 <= r < height
+                for j in range(t):
+                    c = c0 + j
+                    if inside_r and 0 <= c < width:
+                        out[k, b, i, j] = src[b, r, c]
+                    else:
+                        out[k, b, i, j] = fill
+
+
+#: :func:`_gather` over windows in parallel threads (a NumPy call), and serially for tasks that
+#: already run in parallel (dask blocks: no oversubscription, no nested thread pools).
+gather = nb.njit(cache=False, nogil=True, parallel=True)(_gather)
+gather_serial = nb.njit(cache=False, nogil=True)(_gather)
+
+
+@nb.njit(cache=False, nogil=True)
+def merge(values, rows, cols, weights, total, weight):  # pragma: no cover - compiled
+    """Add ``weights * values[k]`` into ``total[:, r:r+s, c:c+s]`` and ``weights`` into
+    ``weight`` (the parts inside the raster); ``values`` is ``(n, B, s, s)``, ``total``
+    ``(B, H, W)`` float64, ``weight`` ``(H, W)`` float64."""
+    n, nb_, s, t = values.shape
+    height, width = weight.shape
+    for k in range(n):
+        r0, c0 = rows[k], cols[k]
+        for i in range(s):
+            r = r0 + i
+            if r < 0 or r >= height:
+                continue
+            for j in range(t):
+                c = c0 + j
+                if c < 0 or c >= width:
+                    continue
+                w = weights[i, j]
+                weight[r, c] += w
+                for b in range(nb_):
+                    total[b, r, c] += w * values[k, b, i, j]
+
+
+@nb.njit(cache=False, nogil=True)
+def _summed_area(mask, out):  # pragma: no cover - compiled
+    height, width = mask.shape
+    for r in range(height):
+        run = 0
+        for c in range(width):
+            run += mask[r, c]
+            out[r + 1, c + 1] = out[r, c + 1] + run
+
+
+def summed_area(mask: np.ndarray) -> np.ndarray:
+    """The summed-area table of a 2-D array: ``(H + 1, W + 1)`` int64 with
+    ``out[r, c] = mask[:r, :c].sum()``."""
+    out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    _summed_area(mask, out)
+    return out
+
+
+@nb.njit(cache=False, nogil=True)
+def _window_sums(table, rows, cols, height, width, out):  # pragma: no cover - compiled
+    for k in range(rows.shape[0]):
+        r, c = rows[k], cols[k]
+        out[k] = table[r + height, c + width] - table[r, c + width] - table[r + height, c] + table[r, c]
+
+
+def window_sums(table: np.ndarray, rows: np.ndarray, cols: np.ndarray, height: int,
+                width: int) -> np.ndarray:
+    """Sum of the masked array over each window ``[r:r+height, c:c+width]`` (inside the raster),
+    in O(1) per window from its summed-area table."""
+    out = np.empty(rows.shape[0], np.int64)
+    _window_sums(table, rows.astype(np.int64), cols.astype(np.int64), height, width, out)
+    return out
+
+
+def hann(size: int) -> np.ndarray:
+    """A 2-D Hann (cosine-squared) weight window, positive everywhere (sampled at pixel
+    centres), 1 at the centre of an odd window: neighbours of half-overlapping windows sum to a
+    near-constant weight, and a pixel seen by one window only still has weight > 0."""
+    edge = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    return np.outer(edge, edge)
