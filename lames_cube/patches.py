@@ -155,16 +155,26 @@ def patch_table(
     rows = _offsets(height, size, stride, edge)
     cols = _offsets(width, size, stride, edge)
     rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    table = window_table(gbox, rr, cc, size)
+    if region is not None:
+        table = table[_touching(table, region)].reset_index(drop=True)
+    table.attrs.update(stride=stride, edge=edge)
+    return table
+
+
+def window_table(gbox: GeoBox, rows: np.ndarray, cols: np.ndarray,
+                 size: int) -> gpd.GeoDataFrame:
+    """A window table for given top-left offsets: ``row``, ``col``, the boxes in the grid's
+    CRS, and ``attrs`` ``size`` and ``grid`` (samplers add their rule and seed)."""
     a = gbox.affine
+    rr, cc = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
     x0, y0 = a.c + cc * a.a, a.f + rr * a.e
     boxes = shapely.box(np.minimum(x0, x0 + size * a.a), np.minimum(y0, y0 + size * a.e),
                         np.maximum(x0, x0 + size * a.a), np.maximum(y0, y0 + size * a.e))
-    table = gpd.GeoDataFrame({"row": rr.astype(np.int64), "col": cc.astype(np.int64)},
-                             geometry=boxes, crs=gbox.crs.to_wkt() if gbox.crs.epsg is None
+    table = gpd.GeoDataFrame({"row": rr, "col": cc}, geometry=boxes,
+                             crs=gbox.crs.to_wkt() if gbox.crs.epsg is None
                              else f"EPSG:{gbox.crs.epsg}")
-    if region is not None:
-        table = table[_touching(table, region)].reset_index(drop=True)
-    table.attrs = {"size": size, "stride": stride, "edge": edge, "grid": _grid_attrs(gbox)}
+    table.attrs = {"size": int(size), "grid": _grid_attrs(gbox)}
     return table
 
 

@@ -10,7 +10,7 @@ from odc.geo.geobox import GeoBox
 
 from lames_cube.errors import InvalidQueryError
 from lames_cube.patches import lames_patch_table, patch_table
-from lames_cube.sampling import NotEnoughWindowsError, sample_blind, touches
+from lames_cube.sampling import NotEnoughWindowsError, sample_background, sample_blind, touches
 
 
 def _table():
@@ -76,3 +76,50 @@ def test_blind_contamination_over_all_lames_chile_patches(lames_dir, capsys):
               f"{int(either.sum())}; a blind draw of 10,000 holds {expected:.0f} contaminated "
               f"windows on average")
     assert counts["LAMES site polygons"] > 0 and counts["Maus footprints"] > 0
+
+
+def _world(seed=0):
+    """A 600 x 700 px grid with planted mines (labels) and polygons to avoid (not in labels)."""
+    from odc.geo.xr import xr_zeros
+
+    g = GeoBox.from_bbox((300_000, 7_000_000, 307_000, 7_006_000), "EPSG:32719", resolution=10)
+    labels = xr_zeros(g, dtype="uint8")
+    rng = np.random.default_rng(seed)
+    for r, c in rng.integers(0, 560, (6, 2)):
+        labels[r:r + 30, c:c + 40] = 1
+    hidden = gpd.GeoDataFrame(geometry=[shapely.Point(303_500, 7_003_000).buffer(400)],
+                              crs="EPSG:32719").to_crs("EPSG:4326")
+    return g, labels, hidden
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_background_windows_hold_no_mine_and_touch_no_excluded_polygon(seed):
+    _g, labels, hidden = _world()
+    t = sample_background(labels, 150, size=64, exclude=hidden, buffer_m=100, seed=seed)
+    assert len(t) == 150 and not t.duplicated(["row", "col"]).any()
+    values = labels.values
+    for r, c in zip(t.row, t.col, strict=True):  # independent: the pixels themselves
+        assert 0 <= r <= 600 - 64 and 0 <= c <= 700 - 64
+        assert values[r:r + 64, c:c + 64].max() == 0
+    grown = hidden.to_crs("EPSG:32719").buffer(100).iloc[0]  # independent: shapely
+    assert not any(w.intersects(grown) for w in t.geometry.values)
+    again = sample_background(labels, 150, size=64, exclude=hidden, buffer_m=100, seed=seed)
+    assert t[["row", "col"]].equals(again[["row", "col"]])
+    assert t.attrs["rule"] == "background" and t.attrs["seed"] == seed
+
+
+def test_background_respects_invalid_pixels_and_counts_what_exists():
+    _g, labels, _ = _world()
+    valid = labels.copy(data=np.ones(labels.shape, bool))
+    valid[:, :350] = False  # the western half has no data
+    t = sample_background(labels, 40, size=64, valid=valid, seed=4)
+    assert (t.col >= 350).all()
+    half = sample_background(labels, 40, size=64, valid=valid, max_invalid=0.5, seed=4)
+    assert (half.col >= 350 - 32).all() and (half.col < 350).any()
+    free = sum(labels.values[r:r + 64, c:c + 64].max() == 0 and (c >= 350)
+               for r in range(600 - 63) for c in range(700 - 63))  # slow count
+    with pytest.raises(NotEnoughWindowsError, match=f"asked for n={free + 1} windows but the "
+                                                    f"grid .* holds only {free}"):
+        sample_background(labels, free + 1, size=64, valid=valid, seed=4)
+    with pytest.raises(InvalidQueryError, match="seed='a' is not an integer"):
+        sample_background(labels, 1, size=64, seed="a")
