@@ -28,15 +28,20 @@ LOAD_SPEC = (
 BANDS = ("B02", "B03", "B04", "B08")
 
 
+def _temporary_world(spec: WorldSpec) -> str:
+    """Write ``spec`` into a fresh temporary folder (asv's setup_cache) and return its path."""
+    root = Path(tempfile.mkdtemp(prefix="lames-bench-")) / "world"
+    write_world(root, spec, progress=False)
+    return str(root)
+
+
 class CubeLoad:
     """Loading a tile's 10 m bands through build_cube vs plain rasterio reads of the same COGs."""
 
     timeout = 600
 
     def setup_cache(self):
-        root = Path(tempfile.mkdtemp(prefix="lames-bench-")) / "world"
-        write_world(root, LOAD_SPEC, progress=False)
-        return str(root)
+        return _temporary_world(LOAD_SPEC)
 
     def setup(self, root):
         world = World(LOAD_SPEC)
@@ -102,9 +107,7 @@ class CubeVsBareLoad:
     timeout = 900
 
     def setup_cache(self):
-        root = Path(tempfile.mkdtemp(prefix="lames-bench-")) / "world"
-        write_world(root, OFFSETS_SPEC, progress=False)
-        return str(root)
+        return _temporary_world(OFFSETS_SPEC)
 
     def setup(self, root):
         import odc.stac

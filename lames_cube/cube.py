@@ -267,10 +267,18 @@ def solar_day(item: pystac.Item) -> dt.date:
 
 
 def harmonise_values(dn, offset):
-    """:func:`harmonise` on a numpy or dask array of digital numbers (dask stays lazy).
+    """Remove a digital-number offset from a numpy or dask array (dask stays lazy), keeping 0
+    as nodata, 65 535 as saturated and valid pixels at ≥ 1: values at or below the offset
+    (negative reflectance) clamp to 1.
 
     ``offset`` is an int or an array that broadcasts against ``dn`` (one offset per item and
     band; 0 leaves a pixel as it is).
+
+    Examples
+    --------
+    >>> dn = np.array([0, 500, 1000, 1001, 3000, 65535], "uint16")
+    >>> harmonise_values(dn, 1000).tolist()
+    [0, 1, 1, 1, 2000, 65535]
     """
     offset = np.asarray(offset, dtype=np.uint16)
     if not offset.any():
@@ -278,21 +286,6 @@ def harmonise_values(dn, offset):
     floor = offset + np.uint16(1)
     keep = (dn == 0) | (dn == SATURATED_DN)
     return np.where(keep, dn, np.maximum(dn, floor) - offset).astype(np.uint16)
-
-
-def harmonise(dn: xr.DataArray, offset: int) -> xr.DataArray:
-    """Remove a digital-number offset, keeping 0 as nodata, 65 535 as saturated and valid
-    pixels at ≥ 1: values at or below the offset (negative reflectance) clamp to 1 (lazy).
-
-    Examples
-    --------
-    >>> dn = np.array([0, 500, 1000, 1001, 3000, 65535], "uint16")
-    >>> harmonise(xr.DataArray(dn), 1000).values.tolist()
-    [0, 1, 1, 1, 2000, 65535]
-    """
-    if offset == 0:
-        return dn
-    return dn.copy(data=harmonise_values(dn.data, offset))
 
 
 def fuse_first(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:

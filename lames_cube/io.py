@@ -94,6 +94,7 @@ __all__ = [
     "open_cube",
     "open_store",
     "region_written",
+    "regions_written",
     "store_status",
     "write_cube",
 ]
@@ -933,22 +934,29 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
             remove_tree(path)
             _start_store(prep, path, "w-", op="init")
             return _returned(path)
-        template_doc = _template(prep)
-        job = _job_id(template_doc, list(_time_range(prep)))
-        if job not in state.jobs:
-            known = [j for j in state.jobs.values() if j["op"] in ("write", "init")]
-            diff = _template_diff(known[0]["template"], template_doc) if known else []
-            raise TemplateMismatchError(
-                f"the store {str(path)!r} was laid out for another cube "
-                f"({'; '.join(diff) or 'no ledger'}). Pass the same template, or mode='w' to "
-                f"replace the store."
-            )
-        if job not in state.metadata:  # a layout interrupted before its metadata was recorded
-            _clear_except_ledger(path)
-            _write_metadata(prep, path, job)
+        _resume_job(prep, path, state, "the store {path} was laid out for another cube ({diff}). "
+                    "Pass the same template, or mode='w' to replace the store.")
         return _returned(path)
     _start_store(prep, path, "w-" if mode == "resume" else mode, op="init")
     return _returned(path)
+
+
+def _resume_job(prep: _Prepared, path: StorePath, state: _LedgerState,
+                mismatch: str) -> _LedgerState:
+    """Find the ledger's job for ``prep`` (refusing another cube's store with ``mismatch``,
+    formatted with ``path`` and ``diff``) and redo its metadata if a crash cut it short."""
+    template = _template(prep)
+    job = _job_id(template, list(_time_range(prep)))
+    if job not in state.jobs:
+        known = [j for j in state.jobs.values() if j["op"] in ("write", "init")]
+        diff = _template_diff(known[0]["template"], template) if known else []
+        raise TemplateMismatchError(mismatch.format(
+            path=repr(str(path)), diff="; ".join(diff) or "no matching job in the ledger"))
+    if job not in state.metadata:  # crashed while writing the metadata: redo it
+        _clear_except_ledger(path)
+        _write_metadata(prep, path, job)
+        state = _Ledger(path).read()
+    return state
 
 
 def _start_store(prep: _Prepared, path: StorePath, mode: str, op: str) -> str:
@@ -1084,21 +1092,13 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
                              f"written by write_cube. Replace it with mode='w'.")
         state = ledger.read()
         job = _job_id(template, list(t))
-        if job not in state.jobs:
-            known = [j for j in state.jobs.values() if j["op"] in ("write", "init")]
-            diff = _template_diff(known[0]["template"], template) if known else []
-            raise TemplateMismatchError(
-                f"cannot resume {str(path)!r} with this cube: the store was started with another "
-                f"cube ({'; '.join(diff) or 'different time range'}). Resume with the same cube, "
-                f"or replace the store with mode='w'."
-            )
+        state = _resume_job(prep, path, state,
+                            "cannot resume {path} with this cube: the store was started with "
+                            "another cube ({diff}). Resume with the same cube, or replace the "
+                            "store with mode='w'.")
         if state.job_complete(job):
             ledger.mark_complete()
             return _returned(path)
-        if job not in state.metadata:  # crashed while writing metadata: redo it
-            _clear_except_ledger(path)
-            _write_metadata(prep, path, job)
-            state = ledger.read()
         _write_regions(prep, path, state.regions(job), t=t, offset=(0, 0), skip=state,
                        progress=progress, fail_after=fail_after)
         return _returned(path)
@@ -1353,22 +1353,29 @@ def region_written(store: str | os.PathLike[str], region: Mapping[str, slice]) -
     >>> region_written("no-such-store.zarr", {"y": slice(0, 256), "x": slice(0, 256)})
     False
     """
-    path = _as_path(store)
-    ledger = _Ledger(path)
-    if not ledger.exists():
-        return False
-    state = ledger.read()
-    if not state.jobs:
-        return False
-    for job, rec in state.jobs.items():  # every job's time range (appends add their own)
-        if job not in state.metadata:
-            return False
-        spatial = tuple(rec["template"]["dims"][-2:])
-        grid = {d: [region[d].start, region[d].stop, rec["grid"][d][2]] for d in spatial}
-        t = tuple(rec["time"])
-        if not all(state.is_done(r, t) for r in _grid_regions(grid, spatial)):  # type: ignore[arg-type]
-            return False
-    return True
+    return regions_written(store, [region])[0]
+
+
+def regions_written(store: str | os.PathLike[str],
+                    regions: Iterable[Mapping[str, slice]]) -> list[bool]:
+    """:func:`region_written` for many regions, reading the ledger once (a country's tiles)."""
+    regions = list(regions)
+    ledger = _Ledger(_as_path(store))
+    state = ledger.read() if ledger.exists() else _LedgerState()
+    if not state.jobs or any(job not in state.metadata for job in state.jobs):
+        return [False] * len(regions)
+    out = []
+    for region in regions:
+        done = True
+        for rec in state.jobs.values():  # every job's time range (appends add their own)
+            spatial = tuple(rec["template"]["dims"][-2:])
+            grid = {d: [region[d].start, region[d].stop, rec["grid"][d][2]] for d in spatial}
+            t = tuple(rec["time"])
+            if not all(state.is_done(r, t) for r in _grid_regions(grid, spatial)):  # type: ignore[arg-type]
+                done = False
+                break
+        out.append(done)
+    return out
 
 
 def store_status(store: str | os.PathLike[str]) -> dict[str, Any]:

@@ -371,14 +371,16 @@ def _template(example: xr.Dataset, gbox: GeoBox, recipe: Recipe) -> xr.Dataset:
 def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite: bool,
                  progress: bool, tiles: Sequence[str] | None) -> StorePath:
     """Lay the store out over the whole mosaic grid, then fill it tile by tile (resumable)."""
-    from lames_cube.io import init_cube_store, region_written, write_cube
+    from lames_cube.io import init_cube_store, regions_written, write_cube
 
     gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
     steps = _steps(recipe, items)
     items = ItemIndex(items, gbox.crs)
     example = None
+    built: dict[str, xr.Dataset | None] = {}  # tiles looked at for the example: not built twice
     for _, tile in table[table.active].iterrows():
-        example = tile_dataset(recipe, items, gbox[_tile_slices(tile)], steps)
+        example = built[tile.tile_id] = tile_dataset(recipe, items, gbox[_tile_slices(tile)],
+                                                     steps)
         if example is not None:
             break
     if example is None:
@@ -401,12 +403,17 @@ def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(table), unit="tile", desc=f"{recipe.name} tiles")
+    regions = [dict(zip(("y", "x"), _tile_slices(tile), strict=True))
+               for _, tile in table.iterrows()]
+    written = regions_written(store, regions)  # the ledger read once, not once per tile
     try:
-        for _, tile in table.iterrows():
-            ys, xs = _tile_slices(tile)
-            region = {"y": ys, "x": xs}
-            if not region_written(store, region):
-                part = tile_dataset(recipe, items, gbox[ys, xs], steps) if tile.active else None
+        for (_, tile), region, done in zip(table.iterrows(), regions, written, strict=True):
+            ys, xs = region["y"], region["x"]
+            if not done:
+                part = None
+                if tile.active:
+                    part = (built.pop(tile.tile_id) if tile.tile_id in built
+                            else tile_dataset(recipe, items, gbox[ys, xs], steps))
                 if part is None:  # no scene here: write the nodata the store was laid out with
                     part = template.isel(region)
                 elif _halo_px(recipe):  # computed once, not once per chunk it is written in

@@ -134,7 +134,10 @@ def touches(table: gpd.GeoDataFrame, polygons: Any, *, buffer_m: float = 0) -> n
     """
     if buffer_m < 0:
         raise InvalidQueryError(f"buffer_m={buffer_m!r} must be >= 0 metres.")
-    geom = _polygons(polygons, table.crs, buffer_m)
+    return _touches_geometry(table, _polygons(polygons, table.crs, buffer_m))
+
+
+def _touches_geometry(table: gpd.GeoDataFrame, geom: shapely.Geometry) -> np.ndarray:
     if geom.is_empty:
         return np.zeros(len(table), bool)
     shapely.prepare(geom)
@@ -230,6 +233,7 @@ def sample_background(
         raise InvalidQueryError(f"size={size} px is larger than the grid ({height} x {width} "
                                 f"px); use a size up to {min(height, width)}.")
     forbidden = (_mask(labels, "labels") > 0).astype(np.uint8)
+    geom = None
     if exclude is not None:
         from rasterio.features import rasterize
 
@@ -290,8 +294,8 @@ def sample_background(
         (np.zeros(0, np.int64), np.zeros(0, np.int64))
     order = np.lexsort((cols, rows))
     table = window_table(gbox, rows[order], cols[order], size)
-    if exclude is not None and len(table):
-        grazing = touches(table, exclude, buffer_m=buffer_m)
+    if geom is not None and len(table):
+        grazing = _touches_geometry(table, geom)
         if grazing.any():  # cannot happen with the padded mask; never return such a window
             raise RuntimeError(f"{int(grazing.sum())} drawn windows touch an excluded polygon: "
                                "a bug in sample_background, please report it.")
