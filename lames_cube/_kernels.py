@@ -117,3 +117,49 @@ def hann(size: int) -> np.ndarray:
     near-constant weight, and a pixel seen by one window only still has weight > 0."""
     edge = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
     return np.outer(edge, edge)
+
+
+@nb.njit(cache=False, nogil=True)
+def _clean_positions(bad, inv, size, limit, out, row_counts):  # pragma: no cover - compiled
+    ny, nx = out.shape
+    check_inv = inv.shape[0] > 0
+    for r in range(ny):
+        count = 0
+        for c in range(nx):
+            ok = bad[r + size, c + size] - bad[r, c + size] - bad[r + size, c] + bad[r, c] == 0
+            if ok and check_inv:
+                ok = inv[r + size, c + size] - inv[r, c + size] - inv[r + size, c] + inv[r, c] <= limit
+            out[r, c] = ok
+            count += ok
+        row_counts[r] = count
+
+
+def clean_positions(bad: np.ndarray, invalid: np.ndarray | None, size: int,
+                    limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``size``-px windows of a block hold no ``bad`` pixel and at most ``limit``
+    ``invalid`` ones, for every top-left position, from summed-area tables (O(1) per window).
+
+    Returns the ``(H - size + 1, W - size + 1)`` boolean map and its count per row."""
+    ny, nx = bad.shape[0] - size + 1, bad.shape[1] - size + 1
+    out = np.empty((ny, nx), np.bool_)
+    rows = np.empty(ny, np.int64)
+    inv = summed_area(invalid) if invalid is not None else np.zeros((0, 0), np.int64)
+    _clean_positions(summed_area(bad), inv, size, limit, out, rows)
+    return out, rows
+
+
+@nb.njit(cache=False, nogil=True)
+def _all_window_sums(table, size, out):  # pragma: no cover - compiled
+    ny, nx = out.shape
+    for r in range(ny):
+        for c in range(nx):
+            out[r, c] = (table[r + size, c + size] - table[r, c + size] - table[r + size, c]
+                         + table[r, c])
+
+
+def all_window_sums(mask: np.ndarray, size: int) -> np.ndarray:
+    """The sum of ``mask`` over every ``size``-px window: ``(H - size + 1, W - size + 1)``
+    int64, indexed by the window's top-left pixel."""
+    out = np.empty((mask.shape[0] - size + 1, mask.shape[1] - size + 1), np.int64)
+    _all_window_sums(summed_area(mask), size, out)
+    return out

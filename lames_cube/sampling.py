@@ -22,6 +22,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import shapely
+import xarray as xr
 
 from lames_cube.errors import InvalidQueryError
 
@@ -86,6 +87,55 @@ def sample_blind(table: gpd.GeoDataFrame, n: int, seed: int | None = None) -> gp
     return out
 
 
+def sample_checked(table: gpd.GeoDataFrame, n: int, *, exclude: Any, buffer_m: float = 0,
+                   seed: int) -> gpd.GeoDataFrame:
+    """The LAMES rule made safe: ``n`` windows drawn uniformly from those of a table that touch
+    no ``exclude`` polygon grown by ``buffer_m`` metres (the checked twin of
+    :func:`sample_blind`, for tables such as :func:`lames_cube.patches.lames_patch_table`; use
+    :func:`sample_background` to check label pixels at any offset).
+
+    Parameters
+    ----------
+    table
+        Windows to draw from.
+    n
+        How many.
+    exclude
+        Polygons (GeoDataFrame/GeoSeries or a list of them, any CRS): LAMES sectors and site
+        polygons, Maus footprints, the test sites' boxes.
+    buffer_m
+        Grow them by this many metres first.
+    seed
+        An integer.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The drawn rows in table order, ``kind`` "checked"; ``attrs``: the table's, plus ``rule``
+        "checked", ``seed``, ``n``, ``buffer_m``, ``available``.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> from lames_cube.patches import patch_table
+    >>> g = GeoBox.from_bbox((300_000, 7_000_000, 305_120, 7_002_560), "EPSG:32719",
+    ...                      resolution=10)
+    >>> mine = gpd.GeoSeries([shapely.Point(301_000, 7_001_000)], crs="EPSG:32719")
+    >>> sample_checked(patch_table(g, size=256), 1, exclude=mine, seed=0)[["row", "col"]].values
+    array([[  0, 256]])
+    """
+    seed = _check_seed(seed)
+    free = table[~touches(table, exclude, buffer_m=buffer_m)]
+    n = _check_n(n, len(free), f"the table (windows clear of the excluded polygons"
+                 f"{f' by {buffer_m:g} m' if buffer_m else ''})")
+    pick = np.sort(np.random.default_rng(seed).choice(len(free), size=n, replace=False))
+    out = free.iloc[pick].copy()
+    out["kind"] = "checked"
+    out.attrs = {**table.attrs, "rule": "checked", "seed": seed, "n": n,
+                 "buffer_m": float(buffer_m), "available": len(free)}
+    return out
+
+
 def _polygons(polygons: Any, crs: Any, buffer_m: float) -> shapely.Geometry:
     """One geometry in ``crs`` from a GeoDataFrame/GeoSeries or a list of them, each buffered
     by ``buffer_m`` metres (in its local UTM zone, so that degrees never stand for metres)."""
@@ -144,15 +194,247 @@ def _touches_geometry(table: gpd.GeoDataFrame, geom: shapely.Geometry) -> np.nda
     return shapely.intersects(geom, table.geometry.values).astype(bool)
 
 
-#: Above this many candidate positions, availability is not counted exactly up front.
-_EXACT_POSITIONS = 50_000_000
+#: Side (in window positions) of the blocks the numpy path splits a grid into.
+BLOCK = 2048
 
 
-def _mask(data: Any, what: str) -> np.ndarray:
-    values = np.asarray(data.values if hasattr(data, "values") else data)
+def _mask(data: Any, what: str) -> Any:
+    """The 2-D array behind ``data``: a dask array stays lazy, anything else becomes NumPy."""
+    values = data.data if isinstance(data, xr.DataArray) else data
+    if not hasattr(values, "dask"):
+        values = np.asarray(values)
     if values.ndim != 2:
         raise InvalidQueryError(f"{what} must be a 2-D (y, x) array; got {values.ndim} dims.")
     return values
+
+
+def _edges(length: int, chunks: Sequence[int] | None) -> list[int]:
+    """Block edges over ``length`` positions: the labels' chunk edges, or every :data:`BLOCK`."""
+    if chunks is None:
+        return [*range(0, length, BLOCK), length]
+    edges = [int(e) for e in np.cumsum([0, *chunks]) if e < length]
+    return [*edges, length]
+
+
+def _block_bits(labels: np.ndarray, invalid_src: np.ndarray | None, geom: Any,
+                affine: Any, size: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clean-window map of one block (labels given with a trailing ``size - 1`` px halo)."""
+    from lames_cube import _kernels
+
+    bad = (np.asarray(labels) > 0).view(np.uint8)
+    if geom is not None:
+        height, width = bad.shape
+        x0, y1 = affine @ (0, 0)
+        x1, y0 = affine @ (width, height)
+        clip = shapely.clip_by_rect(geom, min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        if not clip.is_empty:
+            from rasterio.features import rasterize
+
+            bad = bad | rasterize([clip], out_shape=(height, width), transform=affine,
+                                  all_touched=True, dtype="uint8")
+    invalid = None
+    if invalid_src is not None:
+        invalid = (~np.asarray(invalid_src).astype(bool)).view(np.uint8)
+        if not invalid.any():
+            invalid = None
+    if not bad.any() and invalid is None:  # nothing to avoid: every window is clean
+        ny, nx = bad.shape[0] - size + 1, bad.shape[1] - size + 1
+        return np.ones((ny, nx), bool), np.full(ny, nx, np.int64)
+    return _kernels.clean_positions(np.ascontiguousarray(bad), invalid, size, limit)
+
+
+def _summary(labels, invalid, geom, affine, size, limit, keep: bool):
+    bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
+    return int(rows.sum()), rows, (np.packbits(bits, axis=1) if keep else None)
+
+
+def _pick(bits_row_packed: np.ndarray, width: int, offset: int) -> int:
+    return int(np.flatnonzero(np.unpackbits(bits_row_packed, count=width))[offset])
+
+
+def _draw(labels, invalid, geom, affine, size, limit, local: np.ndarray) -> np.ndarray:
+    """Positions (block-relative ``(k, 2)``) of the ``local``-th clean windows of a block."""
+    bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
+    return _locate(np.packbits(bits, axis=1), rows, bits.shape[1], local)
+
+
+def _locate(packed: np.ndarray, rows: np.ndarray, width: int, local: np.ndarray) -> np.ndarray:
+    starts = np.concatenate([[0], np.cumsum(rows)])
+    r = np.searchsorted(starts, local, side="right") - 1
+    return np.array([(int(i), _pick(packed[i], width, int(k - starts[i])))
+                     for i, k in zip(r, local, strict=True)], np.int64).reshape(-1, 2)
+
+
+class BackgroundIndex:
+    """Every clean window of a grid, counted exactly, ready to be drawn from many times.
+
+    Built by :func:`background_index` (see there); :meth:`sample` draws. The grid is split into
+    blocks (the labels' dask chunks, or :data:`BLOCK`-position squares for NumPy labels); each
+    block's clean windows are found from its summed-area tables (O(1) per window) and counted
+    per row. For NumPy labels the clean-window map is kept, one bit per position; for lazy
+    labels only the counts are, and a draw re-reads the blocks it lands in.
+    """
+
+    def __init__(self, gbox, blocks, counts, rows, packed, reader, settings) -> None:
+        self.geobox = gbox
+        self.blocks = blocks
+        self.counts = np.asarray(counts, np.int64)
+        self._rows = rows
+        self._packed = packed
+        self._reader = reader
+        self.settings = settings
+
+    @property
+    def count(self) -> int:
+        """How many clean windows the grid holds."""
+        return int(self.counts.sum())
+
+    def __repr__(self) -> str:
+        h, w = self.geobox.shape
+        return (f"BackgroundIndex({self.count:,} clean {self.settings['size']}-px windows of "
+                f"{(h - self.settings['size'] + 1) * (w - self.settings['size'] + 1):,} on a "
+                f"{h} x {w} grid, {len(self.blocks)} blocks)")
+
+    def sample(self, n: int, *, seed: int) -> gpd.GeoDataFrame:
+        """``n`` distinct clean windows drawn uniformly (without replacement) from all of them.
+
+        Raises
+        ------
+        NotEnoughWindowsError
+            Fewer clean windows exist than ``n`` (the message names both numbers).
+        """
+        from lames_cube.patches import window_table
+
+        seed = _check_seed(seed)
+        n = _check_n(n, self.count, self.settings["what"])
+        starts = np.concatenate([[0], np.cumsum(self.counts)])
+        ranks = np.sort(np.random.default_rng(seed).choice(self.count, size=n, replace=False))
+        block = np.searchsorted(starts, ranks, side="right") - 1
+        found = []
+        todo = []
+        for b in np.unique(block):
+            local = ranks[block == b] - starts[b]
+            y0, _, x0, x1 = self.blocks[b]
+            if self._packed is not None:
+                at = _locate(self._packed[b], self._rows[b], x1 - x0, local)
+                found.append(at + np.array([y0, x0]))
+            else:
+                todo.append((b, local))
+        if todo:
+            import dask
+
+            parts = dask.compute(*[self._reader(b, local) for b, local in todo])
+            found += [at + np.array(self.blocks[b][::2]) for (b, _), at in zip(todo, parts, strict=True)]
+        at = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+        order = np.lexsort((at[:, 1], at[:, 0]))
+        table = window_table(self.geobox, at[order, 0], at[order, 1], self.settings["size"])
+        geom = self.settings.get("geom")
+        if geom is not None and len(table):
+            grazing = _touches_geometry(table, geom)
+            if grazing.any():  # cannot happen with the padded mask; never return such a window
+                raise RuntimeError(f"{int(grazing.sum())} drawn windows touch an excluded "
+                                   "polygon: a bug in sample_background, please report it.")
+        table["kind"] = "background"
+        table.attrs.update(rule="background", seed=seed, n=int(n),
+                           buffer_m=self.settings["buffer_m"],
+                           max_invalid=self.settings["max_invalid"], stride=None, edge="drop",
+                           available=self.count)
+        return table
+
+
+def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffer_m: float = 0,
+                     max_invalid: float = 0.0, valid: Any = None,
+                     progress: bool = False) -> BackgroundIndex:
+    """Find and count every clean window of a grid once (see :func:`sample_background`).
+
+    Parameters are those of :func:`sample_background`; ``progress`` shows a bar over the blocks
+    of lazy labels. ``labels`` and ``valid`` may be lazy (dask) country-sized arrays: each
+    block reads its chunk plus a ``size - 1`` px halo, and memory stays bounded by a block.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_zeros
+    >>> g = GeoBox.from_bbox((0, 0, 640, 640), "EPSG:32719", resolution=10)  # 64 x 64 px
+    >>> labels = xr_zeros(g, dtype="uint8")
+    >>> labels[0, 0] = 1  # one mine pixel: only the windows over it are lost
+    >>> index = background_index(labels, size=32)
+    >>> index.count == 33 * 33 - 1, len(index.sample(5, seed=0))
+    (True, 5)
+    """
+    from lames_cube.patches import _geobox, _positive
+
+    gbox = _geobox(labels, "labels")
+    size = _positive(size, "size")
+    if not 0 <= float(max_invalid) <= 1:
+        raise InvalidQueryError(f"max_invalid={max_invalid!r} must be a fraction from 0 to 1.")
+    if buffer_m < 0:
+        raise InvalidQueryError(f"buffer_m={buffer_m!r} must be >= 0 metres.")
+    height, width = (int(v) for v in gbox.shape)
+    if size > min(height, width):
+        raise InvalidQueryError(f"size={size} px is larger than the grid ({height} x {width} "
+                                f"px); use a size up to {min(height, width)}.")
+    lab = _mask(labels, "labels")
+    inv = None
+    if valid is not None:
+        if _geobox(valid, "valid") != gbox:
+            raise InvalidQueryError("valid is not on the labels' grid; make it like the labels.")
+        inv = _mask(valid, "valid")
+    geom = None
+    geom_raw = None
+    if exclude is not None:
+        geom_raw = _polygons(exclude, gbox.crs.to_wkt(), buffer_m)
+        if not geom_raw.is_empty:
+            # One pixel wider than the polygons: a window whose box only touches a polygon's
+            # edge holds a marked pixel too (conservative by at most 1.5 px).
+            geom = geom_raw.buffer(1.5 * max(abs(gbox.affine.a), abs(gbox.affine.e)))
+        else:
+            geom_raw = None
+    limit = int(np.floor(float(max_invalid) * size * size))
+    ny, nx = height - size + 1, width - size + 1
+    lazy = hasattr(lab, "dask") or (inv is not None and hasattr(inv, "dask"))
+    chunks = (lab.chunks if hasattr(lab, "dask") else inv.chunks) if lazy else (None, None)
+    ys, xs = _edges(ny, chunks[0]), _edges(nx, chunks[1])
+    blocks = [(ys[i], ys[i + 1], xs[j], xs[j + 1])
+              for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
+
+    def args(b):
+        y0, y1, x0, x1 = blocks[b]
+        window = (slice(y0, y1 + size - 1), slice(x0, x1 + size - 1))
+        return (lab[window], None if inv is None else inv[window], geom,
+                gbox.affine @ gbox.affine.translation(x0, y0), size, limit)
+
+    what = (f"the grid ({size}-px windows free of mines"
+            + (", off the excluded polygons" if exclude is not None else "")
+            + (f", at most {float(max_invalid):.0%} invalid" if valid is not None else "") + ")")
+    settings = {"size": size, "buffer_m": float(buffer_m), "max_invalid": float(max_invalid),
+                "geom": geom_raw, "what": what}
+    if not lazy:
+        import concurrent.futures as cf
+
+        with cf.ThreadPoolExecutor() as pool:  # the kernels release the GIL
+            parts = list(pool.map(lambda b: _summary(*args(b), keep=True), range(len(blocks))))
+        return BackgroundIndex(gbox, blocks, [p[0] for p in parts], [p[1] for p in parts],
+                               [p[2] for p in parts], None, settings)
+    import dask
+
+    shared = dask.delayed(geom) if geom is not None else None
+
+    def task(fn, b, *extra):
+        a = list(args(b))
+        a[2] = shared
+        return dask.delayed(fn, pure=True)(*a, *extra)
+
+    summaries = [task(_summary, b, False) for b in range(len(blocks))]
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            parts = dask.compute(*summaries)
+    else:
+        parts = dask.compute(*summaries)
+    return BackgroundIndex(gbox, blocks, [p[0] for p in parts], [p[1] for p in parts], None,
+                           lambda b, local: task(_draw, b, local), settings)
 
 
 def sample_background(
@@ -166,19 +448,22 @@ def sample_background(
     valid: Any = None,
     seed: int,
 ) -> gpd.GeoDataFrame:
-    """Checked "no-mine" windows: ``n`` distinct windows at random pixel offsets that hold no
-    mine pixel, touch no ``exclude`` polygon (grown by ``buffer_m``), and have at most
-    ``max_invalid`` of their pixels invalid.
+    """Checked "no-mine" windows: ``n`` distinct windows drawn uniformly from all the windows
+    (at any pixel offset) that hold no mine pixel, touch no ``exclude`` polygon (grown by
+    ``buffer_m``), and have at most ``max_invalid`` of their pixels invalid.
 
-    Each candidate is checked in O(1) from summed-area tables of the forbidden pixels (mine
-    labels, and the polygons rasterised with every touched pixel) and of the invalid ones; the
-    chosen windows are then checked once more against the polygons with shapely, so a window
-    whose box only grazes a polygon's edge is never kept.
+    Each window is checked in O(1) from summed-area tables of the forbidden pixels (mine
+    labels, and the polygons rasterised with every touched pixel) and of the invalid ones; every
+    clean window is counted first (:func:`background_index`), so the draw is exact and uniform
+    however scarce clean windows are; the chosen windows are then checked once more against the
+    polygons with shapely, so a window whose box only grazes a polygon's edge is never kept.
 
     Parameters
     ----------
     labels
-        ``(y, x)`` labels on the grid (``> 0`` is mine), e.g. ``rasterize(sectors, like=cube)``.
+        ``(y, x)`` labels on the grid (``> 0`` is mine), e.g. ``rasterize(sectors, like=cube)``;
+        NumPy-backed, or lazy (dask) and country-sized: then it is read chunk by chunk (with a
+        ``size - 1`` px halo), twice at most, and never held whole.
     n
         How many windows.
     size
@@ -191,15 +476,17 @@ def sample_background(
     max_invalid
         Largest fraction (0–1) of a window's pixels that may be invalid.
     valid
-        ``(y, x)`` boolean, True where the imagery has data and is clear (default: all valid).
+        ``(y, x)`` boolean on the same grid, True where the imagery has data and is clear, or
+        where windows may lie (e.g. a rasterised country outline); default: all valid.
     seed
         An integer: the same seed gives the same table.
 
     Returns
     -------
     geopandas.GeoDataFrame
-        As :func:`lames_cube.patches.patch_table`, with ``kind`` "background"; ``attrs``:
-        ``rule`` "background", ``seed``, ``n``, ``buffer_m``, ``max_invalid``.
+        As :func:`lames_cube.patches.patch_table`, sorted by row and column, with ``kind``
+        "background"; ``attrs``: ``rule`` "background", ``seed``, ``n``, ``buffer_m``,
+        ``max_invalid``, ``available`` (how many clean windows there were).
 
     Raises
     ------
@@ -210,7 +497,6 @@ def sample_background(
 
     Examples
     --------
-    >>> import xarray as xr
     >>> from odc.geo.geobox import GeoBox
     >>> from odc.geo.xr import xr_zeros
     >>> g = GeoBox.from_bbox((300_000, 7_000_000, 302_560, 7_002_560), "EPSG:32719",
@@ -221,85 +507,211 @@ def sample_background(
     >>> len(t), any((abs(t.row + 16 - 120) < 36) & (abs(t.col + 16 - 120) < 36))
     (20, False)
     """
-    from lames_cube.patches import _geobox, _positive, window_table
+    seed = _check_seed(seed)
+    _check_n(n, np.iinfo(np.int64).max, "the grid")
+    index = background_index(labels, size=size, exclude=exclude, buffer_m=buffer_m,
+                             max_invalid=max_invalid, valid=valid)
+    return index.sample(n, seed=seed)
+
+
+BALANCES = (None, "fraction", "class")
+
+
+def _quotas(n: int, available: Sequence[int]) -> list[int]:
+    """``n`` split as evenly as possible over groups holding ``available`` items each (a group
+    that holds fewer gives its share to the others); raises when they hold fewer than ``n``."""
+    quota = [0] * len(available)
+    left, open_ = n, [i for i, a in enumerate(available) if a > 0]
+    while left and open_:
+        share, extra = divmod(left, len(open_))
+        for k, i in enumerate(open_):
+            take = min(share + (k < extra), available[i] - quota[i])
+            quota[i] += take
+            left -= take
+        open_ = [i for i in open_ if quota[i] < available[i]]
+    return quota
+
+
+def sample_positive(
+    labels: Any,
+    n: int,
+    *,
+    size: int = 256,
+    min_fraction: float,
+    balance: str | None = "fraction",
+    bins: int = 4,
+    classes: Sequence[int] | None = None,
+    table: gpd.GeoDataFrame | None = None,
+    seed: int,
+) -> gpd.GeoDataFrame:
+    """Mine windows: ``n`` distinct windows whose mine pixels (``labels > 0``) cover at least
+    ``min_fraction`` of them, balanced so that small mine fractions or common classes do not
+    crowd out the rest.
+
+    Parameters
+    ----------
+    labels
+        ``(y, x)`` labels on the grid (``> 0`` is mine; the value is the class), read into
+        memory (a per-site cube's labels).
+    n
+        How many windows.
+    size
+        Window side in pixels.
+    min_fraction
+        Least share of a window's pixels that must be mine (with ``balance="class"``: of the
+        class it is drawn for), in (0, 1].
+    balance
+        ``None``: uniform over the eligible windows. ``"fraction"``: equal numbers from ``bins``
+        equal-width bins of mine fraction between ``min_fraction`` and 1 (LAMES' patches are
+        mostly mine edges; this keeps whole-mine windows in). ``"class"``: equal numbers per
+        class (the sector task's rare classes), each window drawn for one class.
+        A bin or class with too few windows gives its share to the others.
+    bins
+        Number of fraction bins for ``balance="fraction"``.
+    classes
+        The classes to balance over (default: every value > 0 in ``labels``).
+    table
+        Draw from these windows only (e.g. ``patch_table(labels, stride=128)``, on the labels'
+        grid); default: every pixel offset.
+    seed
+        An integer: the same seed gives the same table.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        As :func:`lames_cube.patches.patch_table`, sorted by row and column, with ``kind``
+        "positive", ``fraction`` (mine share of the window) and, with ``balance="class"``,
+        ``class`` and ``class_fraction``; ``attrs``: ``rule`` "positive", ``seed``, ``n``,
+        ``min_fraction``, ``balance``, ``bins``, ``available`` (eligible windows per group).
+
+    Raises
+    ------
+    NotEnoughWindowsError
+        Fewer eligible windows exist than ``n`` (the message names both numbers).
+    InvalidQueryError, InvalidGridError
+        Bad ``n``, ``size``, ``min_fraction``, ``balance``, ``seed``, or a table on another grid.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_zeros
+    >>> g = GeoBox.from_bbox((0, 0, 1280, 1280), "EPSG:32719", resolution=10)  # 128 x 128 px
+    >>> labels = xr_zeros(g, dtype="uint8")
+    >>> labels[40:80, 40:80] = 1
+    >>> t = sample_positive(labels, 8, size=32, min_fraction=0.25, seed=0)
+    >>> len(t), bool((t.fraction >= 0.25).all()), t.attrs["available"]
+    (8, True, [1008, 688, 444, 357])
+    """
+    from lames_cube import _kernels
+    from lames_cube.patches import _check_table, _geobox, _positive, window_table
 
     gbox = _geobox(labels, "labels")
     seed = _check_seed(seed)
     size = _positive(size, "size")
-    if not 0 <= float(max_invalid) <= 1:
-        raise InvalidQueryError(f"max_invalid={max_invalid!r} must be a fraction from 0 to 1.")
+    if isinstance(min_fraction, bool) or not isinstance(min_fraction, int | float) or \
+            not 0 < float(min_fraction) <= 1:
+        raise InvalidQueryError(f"min_fraction={min_fraction!r} must be a fraction in (0, 1], "
+                                "e.g. 0.05 for windows that are at least 5 % mine.")
+    if balance not in BALANCES:
+        raise InvalidQueryError(f"balance={balance!r} is not one of {BALANCES}; pick one.")
+    bins = _positive(bins, "bins", 4)
     height, width = (int(v) for v in gbox.shape)
     if size > min(height, width):
         raise InvalidQueryError(f"size={size} px is larger than the grid ({height} x {width} "
                                 f"px); use a size up to {min(height, width)}.")
-    forbidden = (_mask(labels, "labels") > 0).astype(np.uint8)
-    geom = None
-    if exclude is not None:
-        from rasterio.features import rasterize
-
-        geom = _polygons(exclude, gbox.crs.to_wkt(), buffer_m)
-        if not geom.is_empty:
-            # One pixel wider than the polygons: a window whose box only touches a polygon's
-            # edge holds a marked pixel too (conservative by at most 1.5 px).
-            pad = 1.5 * max(abs(gbox.affine.a), abs(gbox.affine.e))
-            forbidden |= rasterize([geom.buffer(pad)], out_shape=(height, width),
-                                   transform=gbox.affine, all_touched=True, dtype="uint8")
-    invalid = None
-    if valid is not None:
-        if _geobox(valid, "valid") != gbox:
-            raise InvalidQueryError("valid is not on the labels' grid; make it like the labels.")
-        invalid = (~_mask(valid, "valid").astype(bool)).astype(np.uint8)
-    from lames_cube import _kernels
-
-    bad_sat = _kernels.summed_area(forbidden)
-    inv_sat = _kernels.summed_area(invalid) if invalid is not None else None
-    limit = int(np.floor(float(max_invalid) * size * size))
-
-    def ok(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        good = _kernels.window_sums(bad_sat, rows, cols, size, size) == 0
-        if inv_sat is not None:
-            good &= _kernels.window_sums(inv_sat, rows, cols, size, size) <= limit
-        return good
-
-    ny, nx = height - size + 1, width - size + 1
-    rng = np.random.default_rng(seed)
-    n = _check_n(n, ny * nx, "the grid")
-    chosen: list[tuple[int, int]] = []
-    if ny * nx <= _EXACT_POSITIONS:  # count what exists, draw exactly from it when scarce
-        rr, cc = (a.ravel() for a in np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij"))
-        where = np.flatnonzero(ok(rr, cc))
-        n = _check_n(n, where.size, f"the grid (windows of {size} px free of mines"
-                     + (", excluded polygons" if exclude is not None else "") + ")")
-        pick = rng.choice(where, size=n, replace=False)
-        chosen = list(zip(rr[pick].tolist(), cc[pick].tolist(), strict=True))
+    values = _mask(labels, "labels")
+    values = np.asarray(values.compute() if hasattr(values, "dask") else values)
+    if table is not None:
+        rows, cols, tsize = _check_table(table, gbox)
+        if tsize != size:
+            raise InvalidQueryError(f"the table's windows are {tsize} px but size={size}; pass "
+                                    f"size={tsize}.")
+        inside = (rows >= 0) & (cols >= 0) & (rows <= height - size) & (cols <= width - size)
+        rows, cols = rows[inside], cols[inside]
     else:
-        seen: set[tuple[int, int]] = set()
-        for _ in range(200):
-            rows, cols = rng.integers(0, ny, 4 * n + 64), rng.integers(0, nx, 4 * n + 64)
-            keep = ok(rows, cols)
-            for r, c in zip(rows[keep].tolist(), cols[keep].tolist(), strict=True):
-                if (r, c) not in seen:
-                    seen.add((r, c))
-                    chosen.append((r, c))
-            if len(chosen) >= n:
+        ny, nx = height - size + 1, width - size + 1
+        if ny * nx > 2e8:
+            raise InvalidQueryError(
+                f"the grid has {ny * nx:,} window positions, too many to weigh one by one; "
+                f"pass table=patch_table(labels, size={size}, stride={size // 2}) to draw from "
+                "a lattice.")
+        rows, cols = (a.ravel() for a in np.meshgrid(np.arange(ny), np.arange(nx),
+                                                      indexing="ij"))
+    area = float(size * size)
+
+    def share(mask: np.ndarray) -> np.ndarray:
+        sums = _kernels.window_sums(_kernels.summed_area(mask.view(np.uint8)), rows, cols, size,
+                                    size)
+        return sums / area
+
+    fraction = share(values > 0)
+    n = _check_n(n, np.iinfo(np.int64).max, "the grid")
+    rng = np.random.default_rng(seed)
+    extra: dict[str, np.ndarray] = {}
+    if balance == "class":
+        present = sorted(int(v) for v in np.unique(values) if v > 0)
+        wanted = present if classes is None else [int(c) for c in classes]
+        groups = [np.flatnonzero(share(values == c) >= min_fraction) for c in wanted]
+        chosen: list[int] = []
+        klass: list[int] = []
+        taken = np.zeros(rows.size, bool)
+        # Rarest class first, so that a window eligible for several goes to the rarest.
+        order = np.argsort([g.size for g in groups], kind="stable")
+        available = [0] * len(groups)
+        pool = {}
+        for i in order:
+            pool[i] = groups[i]
+        need = n
+        remaining = list(order)
+        while need and remaining:
+            free = [int((~taken[pool[i]]).sum()) for i in remaining]
+            quota = _quotas(need, free)
+            if sum(quota) == 0:
                 break
-        if len(chosen) < n:
+            for i, q in zip(remaining, quota, strict=True):
+                if q:
+                    cand = pool[i][~taken[pool[i]]]
+                    pick = rng.choice(cand, size=q, replace=False)
+                    taken[pick] = True
+                    chosen += pick.tolist()
+                    klass += [wanted[i]] * q
+                    need -= q
+            remaining = [i for i in remaining if (~taken[pool[i]]).any()]
+        available = [int(g.size) for g in groups]
+        if need:
             raise NotEnoughWindowsError(
-                f"asked for n={n} windows but only {len(chosen)} free ones were found in "
-                f"{200 * (4 * n + 64)} random draws over the grid; ask for fewer, or loosen "
-                "exclude/max_invalid."
-            )
-        chosen = chosen[:n]
-    rows, cols = (np.array(v, np.int64) for v in zip(*chosen, strict=True)) if chosen else \
-        (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    order = np.lexsort((cols, rows))
-    table = window_table(gbox, rows[order], cols[order], size)
-    if geom is not None and len(table):
-        grazing = _touches_geometry(table, geom)
-        if grazing.any():  # cannot happen with the padded mask; never return such a window
-            raise RuntimeError(f"{int(grazing.sum())} drawn windows touch an excluded polygon: "
-                               "a bug in sample_background, please report it.")
-    table["kind"] = "background"
-    table.attrs.update(rule="background", seed=seed, n=int(n), buffer_m=float(buffer_m),
-                       max_invalid=float(max_invalid), stride=None, edge="drop")
-    return table
+                f"asked for n={n} windows but the grid holds only {len(chosen)} distinct windows "
+                f"at least {min_fraction:g} of one class of {wanted}; ask for fewer or lower "
+                "min_fraction.")
+        pick = np.array(chosen, np.int64)
+        extra["class"] = np.array(klass, np.int64)
+        extra["class_fraction"] = np.array(
+            [share(values == c)[i] for c, i in zip(klass, chosen, strict=True)]) if chosen else \
+            np.zeros(0)
+    else:
+        eligible = np.flatnonzero(fraction >= min_fraction)
+        if balance == "fraction":
+            edges = np.linspace(float(min_fraction), 1.0, bins + 1)
+            which = np.clip(np.searchsorted(edges, fraction[eligible], side="right") - 1, 0,
+                            bins - 1)
+            groups = [eligible[which == b] for b in range(bins)]
+        else:
+            groups = [eligible]
+        available = [int(g.size) for g in groups]
+        n = _check_n(n, sum(available), f"the grid (windows of {size} px at least "
+                     f"{min_fraction:g} mine)")
+        quota = _quotas(n, available)
+        pick = np.concatenate([rng.choice(g, size=q, replace=False)
+                               for g, q in zip(groups, quota, strict=True)] or
+                              [np.zeros(0, np.int64)])
+    order = np.lexsort((cols[pick], rows[pick]))
+    pick = pick[order]
+    out = window_table(gbox, rows[pick], cols[pick], size)
+    out["kind"] = "positive"
+    out["fraction"] = fraction[pick]
+    for name, column in extra.items():
+        out[name] = column[order]
+    out.attrs.update(rule="positive", seed=seed, n=int(n), min_fraction=float(min_fraction),
+                     balance=balance, bins=bins if balance == "fraction" else None,
+                     available=available, stride=None, edge="drop")
+    return out

@@ -119,7 +119,164 @@ def test_background_respects_invalid_pixels_and_counts_what_exists():
     free = sum(labels.values[r:r + 64, c:c + 64].max() == 0 and (c >= 350)
                for r in range(600 - 63) for c in range(700 - 63))  # slow count
     with pytest.raises(NotEnoughWindowsError, match=f"asked for n={free + 1} windows but the "
-                                                    f"grid .* holds only {free}"):
+                                                    f"grid \\(.*\\) holds only {free}"):
         sample_background(labels, free + 1, size=64, valid=valid, seed=4)
     with pytest.raises(InvalidQueryError, match="seed='a' is not an integer"):
         sample_background(labels, 1, size=64, seed="a")
+
+
+def _slow_clean(values, size, forbidden_extra=None):
+    """Every clean window's (row, col), by looking at its pixels."""
+    bad = values > 0 if forbidden_extra is None else (values > 0) | forbidden_extra
+    h, w = bad.shape
+    return {(r, c) for r in range(h - size + 1) for c in range(w - size + 1)
+            if not bad[r:r + size, c:c + size].any()}
+
+
+def test_background_index_counts_every_clean_window_and_drawing_all_returns_them():
+    from odc.geo.xr import xr_zeros
+
+    from lames_cube.sampling import background_index
+
+    g = GeoBox.from_bbox((0, 0, 900, 700), "EPSG:32719", resolution=10)  # 70 x 90 px
+    labels = xr_zeros(g, dtype="uint8")
+    rng = np.random.default_rng(0)
+    for r, c in rng.integers(0, 65, (7, 2)):
+        labels[r:r + 3, c:c + 4] = 2
+    clean = _slow_clean(labels.values, 16)
+    index = background_index(labels, size=16)
+    assert index.count == len(clean) and 0 < len(clean) < 55 * 75
+    everything = index.sample(len(clean), seed=1)
+    assert set(zip(everything.row, everything.col, strict=True)) == clean
+
+
+def test_background_draws_are_uniform_over_the_clean_windows():
+    from scipy.stats import chisquare
+
+    _g, labels, _ = _world()
+    small = labels.isel(y=slice(0, 120), x=slice(0, 100))
+    small.values[:] = 0
+    small.values[50:60, 30:70] = 1
+    clean = sorted(_slow_clean(small.values, 40))
+    hits = {k: 0 for k in clean}
+    for seed in range(2000):
+        t = sample_background(small, 1, size=40, seed=seed)
+        hits[(int(t.row.iloc[0]), int(t.col.iloc[0]))] += 1
+    assert chisquare(list(hits.values())).pvalue > 1e-3
+
+
+def test_lazy_labels_give_the_numpy_result_chunk_by_chunk(monkeypatch):
+    import dask
+    import dask.array as da
+
+    from lames_cube import sampling
+
+    _g, labels, hidden = _world()
+    valid = labels.copy(data=np.ones(labels.shape, bool))
+    valid[:40, :] = False
+    monkeypatch.setattr(sampling, "BLOCK", 128)  # the NumPy path's blocks = the dask chunks
+    want = sample_background(labels, 60, size=64, exclude=hidden, buffer_m=50, valid=valid,
+                             max_invalid=0.1, seed=9)
+    lazy = labels.copy(data=da.from_array(labels.values, chunks=128))
+    lazy_valid = valid.copy(data=da.from_array(valid.values, chunks=(200, 128)))
+    with dask.config.set(scheduler="sync"):
+        got = sample_background(lazy, 60, size=64, exclude=hidden, buffer_m=50,
+                                valid=lazy_valid.chunk({"y": 128}), max_invalid=0.1, seed=9)
+    assert got[["row", "col"]].equals(want[["row", "col"]])
+    monkeypatch.setattr(sampling, "BLOCK", 2048)  # other blocks: other draw, same clean set
+    other = sample_background(labels, 60, size=64, exclude=hidden, buffer_m=50, valid=valid,
+                              max_invalid=0.1, seed=9)
+    assert other.attrs["available"] == want.attrs["available"] == got.attrs["available"]
+
+
+def test_lazy_country_sized_labels_read_only_blocks_they_need():
+    """Labels rasterised lazily on a 12,288 x 12,288 px grid (151 Mpx): the index is built
+    block by block, never whole."""
+    from lames_cube import rasterize
+    from lames_cube.sampling import background_index
+
+    g = GeoBox.from_bbox((300_000, 7_000_000, 422_880, 7_122_880), "EPSG:32719", resolution=10)
+    mines = gpd.GeoDataFrame(geometry=[shapely.box(350_000, 7_050_000, 352_000, 7_052_500)],
+                             crs="EPSG:32719")
+    labels = rasterize(mines, like=g, lazy=True, chunks=4096)
+    assert hasattr(labels.data, "dask")
+    index = background_index(labels, size=256)
+    # Hand count: the mine covers rows 7,050..7,299 and cols 5,000..5,199 (px); windows that
+    # overlap it have top-left rows 6,795..7,299 and cols 4,745..5,199.
+    assert index.count == (12_288 - 255) ** 2 - (7_299 - 6_795 + 1) * (5_199 - 4_745 + 1)
+    t = index.sample(50, seed=2)
+    assert not touches(t, mines).any() and len(t) == 50
+
+
+def test_positive_windows_reach_their_fraction_and_balance_it():
+    from lames_cube.sampling import sample_positive
+
+    _g, labels, _ = _world()
+    t = sample_positive(labels, 80, size=32, min_fraction=0.3, seed=5)
+    values = labels.values
+    share = [values[r:r + 32, c:c + 32].astype(bool).mean() for r, c in zip(t.row, t.col,
+                                                                              strict=True)]
+    assert np.allclose(share, t.fraction) and min(share) >= 0.3
+    counts = np.histogram(share, bins=np.linspace(0.3, 1, 5))[0]
+    assert counts.tolist() == [20, 20, 20, 20]  # fraction bins equally filled
+    plain = sample_positive(labels, 80, size=32, min_fraction=0.3, balance=None, seed=5)
+    assert np.histogram(plain.fraction, bins=np.linspace(0.3, 1, 5))[0][0] > 30  # mostly edges
+    again = sample_positive(labels, 80, size=32, min_fraction=0.3, seed=5)
+    assert t[["row", "col"]].equals(again[["row", "col"]])
+    with pytest.raises(NotEnoughWindowsError, match="holds only"):
+        sample_positive(labels, 10**7, size=32, min_fraction=0.3, seed=5)
+    with pytest.raises(InvalidQueryError, match="min_fraction=0 must be a fraction"):
+        sample_positive(labels, 1, size=32, min_fraction=0, seed=5)
+
+
+def test_positive_windows_balanced_per_class_from_a_lattice():
+    from lames_cube.sampling import sample_positive
+
+    g, labels, _ = _world()
+    values = labels.values
+    values[values > 0] = 3  # a common class
+    values[20:60, 20:60] = 7  # a rare one
+    values[300:330, 600:650] = 5  # rarer still
+    table = patch_table(g, size=32, stride=8)
+    t = sample_positive(labels, 30, size=32, min_fraction=0.2, balance="class", table=table,
+                        seed=1)
+    assert sorted(set(t["class"])) == [3, 5, 7] and not t.duplicated(["row", "col"]).any()
+    per = t["class"].value_counts()
+    rare5 = sum(values[r:r + 32, c:c + 32].__eq__(5).mean() >= 0.2
+                for r, c in zip(table.row, table.col, strict=True))
+    assert per[5] == min(10, rare5) and per.sum() == 30 and abs(per[3] - per[7]) <= 1
+    for r, c, k, f in zip(t.row, t.col, t["class"], t.class_fraction, strict=True):
+        assert (r % 8, c % 8) == (0, 0)  # from the lattice
+        assert np.isclose((values[r:r + 32, c:c + 32] == k).mean(), f) and f >= 0.2
+
+
+@pytest.mark.filterwarnings("ignore:.*impossible date")
+def test_checked_draw_over_all_lames_chile_patches_touches_nothing(lames_dir, capsys):
+    """Checked no-mine windows over the LAMES Chile patches: none touches a LAMES sector, site
+    polygon, Maus footprint or test-site box grown by 500 m, verified by a spatial join on the
+    polygons buffered in UTM (not by the sampler's own test)."""
+    from lames_cube.annotations import load_footprints, load_sectors, load_sites
+    from lames_cube.grid import site_boxes
+    from lames_cube.sampling import sample_checked
+
+    table = lames_patch_table("chile")
+    layers = {"sectors": load_sectors(data_dir=lames_dir),
+              "sites": load_sites("all", data_dir=lames_dir),
+              "Maus footprints": load_footprints(data_dir=lames_dir),
+              "test boxes": site_boxes(load_sites("test", data_dir=lames_dir))}
+    drawn = sample_checked(table, 10_000, exclude=list(layers.values()), buffer_m=500, seed=11)
+    assert len(drawn) == 10_000 and (drawn.kind == "checked").all()
+    utm = "EPSG:32719"
+    touching = {}
+    for name, polys in layers.items():
+        grown = gpd.GeoDataFrame(geometry=polys.to_crs(utm).buffer(500))
+        joined = gpd.sjoin(drawn[["geometry"]].to_crs(utm), grown, predicate="intersects")
+        touching[name] = joined.index.nunique()
+    blind = sample_blind(table, 10_000, seed=11)
+    either = touches(blind, list(layers.values()), buffer_m=500)
+    with capsys.disabled():
+        print(f"\nchecked draw of 10,000 from {drawn.attrs['available']:,} clear LAMES patches: "
+              f"touching {touching}; the blind draw with the same seed: {int(either.sum())} "
+              "windows within 500 m of a mine or test box")
+    assert touching == dict.fromkeys(layers, 0)
+    assert either.sum() > 0
