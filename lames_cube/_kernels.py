@@ -163,3 +163,81 @@ def all_window_sums(mask: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((mask.shape[0] - size + 1, mask.shape[1] - size + 1), np.int64)
     _all_window_sums(summed_area(mask), size, out)
     return out
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
+@nb.njit(cache=False, inline="always")
+def _popcount64(x):  # pragma: no cover - compiled (SWAR bit count)
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return int((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@nb.njit(cache=False, nogil=True)
+def _locate_bits(packed, words, row_starts, local, popcount, out):  # pragma: no cover
+    nrows = row_starts.shape[0] - 1
+    lo = 0
+    for k in range(local.shape[0]):
+        target = local[k]
+        if target < row_starts[lo]:  # unsorted input: search from the start
+            lo = 0
+        # The row holding the target-th set bit (row_starts[r] <= target): gallop forward
+        # from the previous one (sorted targets stay near each other), then bisect.
+        step = 1
+        hi = lo + 1
+        while hi < nrows and row_starts[hi] <= target:
+            lo = hi
+            hi = lo + step
+            step *= 2
+        hi = min(hi, nrows)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if row_starts[mid] <= target:
+                lo = mid
+            else:
+                hi = mid
+        left = target - row_starts[lo]
+        word = 0
+        while True:  # 64 bits at a time
+            bits = _popcount64(words[lo, word])
+            if bits > left:
+                break
+            left -= bits
+            word += 1
+        byte = word * 8
+        while popcount[packed[lo, byte]] <= left:
+            left -= popcount[packed[lo, byte]]
+            byte += 1
+        value = packed[lo, byte]
+        bit = 0
+        while True:
+            if value & (128 >> bit):
+                if left == 0:
+                    break
+                left -= 1
+            bit += 1
+        out[k, 0] = lo
+        out[k, 1] = byte * 8 + bit
+
+
+def pack_rows(bits: np.ndarray) -> np.ndarray:
+    """A boolean map packed along its rows, each row padded to whole 64-bit words (what
+    :func:`locate_bits` reads)."""
+    packed = np.packbits(bits, axis=1)
+    pad = -packed.shape[1] % 8
+    return np.pad(packed, ((0, 0), (0, pad))) if pad else packed
+
+
+def locate_bits(packed: np.ndarray, row_starts: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Row and column of the ``local``-th set bits (counted row-major) of a bit map packed by
+    :func:`pack_rows`, whose row ``r`` starts at set bit ``row_starts[r]`` (``row_starts`` is
+    the cumulative count, with a leading 0 and the total last).
+
+    Returns ``(k, 2)`` int64."""
+    out = np.empty((local.shape[0], 2), np.int64)
+    _locate_bits(packed, packed.view(np.uint64), row_starts, local.astype(np.int64), _POPCOUNT,
+                 out)
+    return out

@@ -243,26 +243,39 @@ def _block_bits(labels: np.ndarray, invalid_src: np.ndarray | None, geom: Any,
     return _kernels.clean_positions(np.ascontiguousarray(bad), invalid, size, limit)
 
 
+def _row_starts(rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+
+
 def _summary(labels, invalid, geom, affine, size, limit, keep: bool):
+    from lames_cube import _kernels
+
     bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
-    return int(rows.sum()), rows, (np.packbits(bits, axis=1) if keep else None)
-
-
-def _pick(bits_row_packed: np.ndarray, width: int, offset: int) -> int:
-    return int(np.flatnonzero(np.unpackbits(bits_row_packed, count=width))[offset])
+    return int(rows.sum()), (_row_starts(rows), _kernels.pack_rows(bits)) if keep else None
 
 
 def _draw(labels, invalid, geom, affine, size, limit, local: np.ndarray) -> np.ndarray:
     """Positions (block-relative ``(k, 2)``) of the ``local``-th clean windows of a block."""
+    from lames_cube import _kernels
+
     bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
-    return _locate(np.packbits(bits, axis=1), rows, bits.shape[1], local)
+    return _kernels.locate_bits(_kernels.pack_rows(bits), _row_starts(rows), local)
 
 
-def _locate(packed: np.ndarray, rows: np.ndarray, width: int, local: np.ndarray) -> np.ndarray:
-    starts = np.concatenate([[0], np.cumsum(rows)])
-    r = np.searchsorted(starts, local, side="right") - 1
-    return np.array([(int(i), _pick(packed[i], width, int(k - starts[i])))
-                     for i, k in zip(r, local, strict=True)], np.int64).reshape(-1, 2)
+def _join(blocks, parts) -> tuple[np.ndarray, ...]:
+    """The blocks' packed rows as one array (padded to the widest), with their row starts
+    (cumulative set bits), grid rows and first columns."""
+    width = max(p[1][1].shape[1] for p in parts)
+    packed = np.zeros((sum(p[1][1].shape[0] for p in parts), width), np.uint8)
+    counts, row_y, row_x, at = [], [], [], 0
+    for (y0, y1, x0, _), (_, (starts, bits)) in zip(blocks, parts, strict=True):
+        packed[at:at + bits.shape[0], :bits.shape[1]] = bits
+        at += bits.shape[0]
+        counts.append(np.diff(starts))
+        row_y.append(np.arange(y0, y1))
+        row_x.append(np.full(y1 - y0, x0))
+    return (packed, _row_starts(np.concatenate(counts)), np.concatenate(row_y),
+            np.concatenate(row_x))
 
 
 class BackgroundIndex:
@@ -275,11 +288,12 @@ class BackgroundIndex:
     labels only the counts are, and a draw re-reads the blocks it lands in.
     """
 
-    def __init__(self, gbox, blocks, counts, rows, packed, reader, settings) -> None:
+    def __init__(self, gbox, blocks, counts, packed, reader, settings) -> None:
         self.geobox = gbox
         self.blocks = blocks
         self.counts = np.asarray(counts, np.int64)
-        self._rows = rows
+        # NumPy labels: the rows of every block, in block order, packed to 64-bit words, with
+        # the set bit each row starts at, and each row's grid row and first column.
         self._packed = packed
         self._reader = reader
         self.settings = settings
@@ -295,8 +309,35 @@ class BackgroundIndex:
                 f"{(h - self.settings['size'] + 1) * (w - self.settings['size'] + 1):,} on a "
                 f"{h} x {w} grid, {len(self.blocks)} blocks)")
 
+    def draw(self, n: int, *, seed: int) -> np.ndarray:
+        """``n`` distinct clean windows drawn uniformly (without replacement): their top-left
+        pixels as ``(n, 2)`` int64 (row, col), sorted; :meth:`sample` makes the table."""
+        from lames_cube import _kernels
+
+        seed = _check_seed(seed)
+        n = _check_n(n, self.count, self.settings["what"])
+        starts = np.concatenate([[0], np.cumsum(self.counts)])
+        ranks = np.sort(np.random.default_rng(seed).choice(self.count, size=n, replace=False))
+        if self._packed is not None:  # one lookup over the rows of every block
+            packed, row_starts, row_y, row_x = self._packed
+            found = _kernels.locate_bits(packed, row_starts, ranks)
+            at = np.stack([row_y[found[:, 0]], row_x[found[:, 0]] + found[:, 1]], axis=1)
+        else:  # lazy labels: read again the blocks the draw lands in
+            import dask
+
+            block = np.searchsorted(starts, ranks, side="right") - 1
+            hit, first = np.unique(block, return_index=True)
+            todo = [(b, ranks[lo:hi] - starts[b])
+                    for b, lo, hi in zip(hit, first, [*first[1:], n], strict=True)]
+            parts = dask.compute(*[self._reader(b, local) for b, local in todo])
+            at = np.concatenate([np.zeros((0, 2), np.int64)] + [
+                part + np.array(self.blocks[b][::2])
+                for (b, _), part in zip(todo, parts, strict=True)])
+        return at[np.lexsort((at[:, 1], at[:, 0]))]
+
     def sample(self, n: int, *, seed: int) -> gpd.GeoDataFrame:
-        """``n`` distinct clean windows drawn uniformly (without replacement) from all of them.
+        """``n`` distinct clean windows drawn uniformly (without replacement) from all of them,
+        as a window table (see :func:`sample_background`).
 
         Raises
         ------
@@ -306,28 +347,9 @@ class BackgroundIndex:
         from lames_cube.patches import window_table
 
         seed = _check_seed(seed)
-        n = _check_n(n, self.count, self.settings["what"])
-        starts = np.concatenate([[0], np.cumsum(self.counts)])
-        ranks = np.sort(np.random.default_rng(seed).choice(self.count, size=n, replace=False))
-        block = np.searchsorted(starts, ranks, side="right") - 1
-        found = []
-        todo = []
-        for b in np.unique(block):
-            local = ranks[block == b] - starts[b]
-            y0, _, x0, x1 = self.blocks[b]
-            if self._packed is not None:
-                at = _locate(self._packed[b], self._rows[b], x1 - x0, local)
-                found.append(at + np.array([y0, x0]))
-            else:
-                todo.append((b, local))
-        if todo:
-            import dask
-
-            parts = dask.compute(*[self._reader(b, local) for b, local in todo])
-            found += [at + np.array(self.blocks[b][::2]) for (b, _), at in zip(todo, parts, strict=True)]
-        at = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
-        order = np.lexsort((at[:, 1], at[:, 0]))
-        table = window_table(self.geobox, at[order, 0], at[order, 1], self.settings["size"])
+        at = self.draw(n, seed=seed)
+        n = len(at)
+        table = window_table(self.geobox, at[:, 0], at[:, 1], self.settings["size"])
         geom = self.settings.get("geom")
         if geom is not None and len(table):
             grazing = _touches_geometry(table, geom)
@@ -414,8 +436,8 @@ def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffe
 
         with cf.ThreadPoolExecutor() as pool:  # the kernels release the GIL
             parts = list(pool.map(lambda b: _summary(*args(b), keep=True), range(len(blocks))))
-        return BackgroundIndex(gbox, blocks, [p[0] for p in parts], [p[1] for p in parts],
-                               [p[2] for p in parts], None, settings)
+        return BackgroundIndex(gbox, blocks, [p[0] for p in parts], _join(blocks, parts),
+                               None, settings)
     import dask
 
     shared = dask.delayed(geom) if geom is not None else None
@@ -433,7 +455,7 @@ def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffe
             parts = dask.compute(*summaries)
     else:
         parts = dask.compute(*summaries)
-    return BackgroundIndex(gbox, blocks, [p[0] for p in parts], [p[1] for p in parts], None,
+    return BackgroundIndex(gbox, blocks, [p[0] for p in parts], None,
                            lambda b, local: task(_draw, b, local), settings)
 
 
