@@ -1,6 +1,7 @@
 """Benchmarks of the patch kernels, on the cases the tests use (lames_cube.testing.patch_cases)
-and on a LAMES-sized raster: extraction throughput against a plain memory copy of the same bytes
-and against NumPy fancy indexing (ratios printed)."""
+and on a LAMES-sized raster: extraction throughput against a plain memory copy of the same bytes,
+against NumPy fancy indexing and against xbatcher's BatchGenerator for the same windows (ratios
+printed). xbatcher is a benchmark reference only (the ``test`` extra), never used by lames_cube."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import os
 import time
 
 import numpy as np
+import xarray as xr
+import xbatcher
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import assign_crs, xr_coords
 
 from lames_cube import _kernels
-from lames_cube.patches import patch_table
+from lames_cube.patches import extract_patches, patch_table
 from lames_cube.testing.patch_cases import CASES
 
 QUICK = bool(os.environ.get("LAMES_BENCH_QUICK"))
 #: 4 bands of 4608 x 4608 px (two LAMES tiles a side), 256-px windows every 128 px.
 SIDE = 1024 if QUICK else 4608
+#: The xbatcher case: 3 bands of 4096 x 4096 px, 256-px windows every 256 px (256 windows).
+XB_SIDE = 1024 if QUICK else 4096
 
 
 def _median_time(fn, repeats: int = 3) -> float:
@@ -93,3 +99,57 @@ class ExtractionThroughput:
         return fancy / gather
 
     track_speedup_over_fancy_indexing.unit = "x"
+
+
+class ExtractionVsXbatcher:
+    """The same windows (256 px every 256 px, xbatcher's grid without overlap) of an in-memory
+    3-band uint16 cube as one NumPy array: ``extract_patches(cube, table).image.values`` against
+    xbatcher's ``BatchGenerator`` (each window's ``.values``, stacked; target >= 10x). Both
+    allocate their output on every call."""
+
+    timeout = 600
+    size = 256
+
+    def setup(self):
+        g = GeoBox.from_bbox((0, 0, XB_SIDE * 10, XB_SIDE * 10), "EPSG:32719", resolution=10)
+        src = np.random.default_rng(0).integers(1, 10_000, (3, XB_SIDE, XB_SIDE)).astype(np.uint16)
+        coords = {"band": ["B02", "B03", "B04"], **xr_coords(g, crs_coord_name="spatial_ref")}
+        self.cube = assign_crs(xr.DataArray(src, dims=("band", "y", "x"), coords=coords), g.crs)
+        self.table = patch_table(self.cube, size=self.size, stride=self.size)
+        ours = self._extract()  # also compiles the kernel
+        # Once: both give the same windows with the same pixels (compared sorted by position).
+        ys, xs = self.cube.get_index("y"), self.cube.get_index("x")
+        batches = list(self._generator())
+        pos = np.array([(ys.get_loc(b.y.values[0]), xs.get_loc(b.x.values[0])) for b in batches])
+        theirs = np.stack([b.values for b in batches])
+        mine = np.lexsort((self.table.col.to_numpy(), self.table.row.to_numpy()))
+        other = np.lexsort((pos[:, 1], pos[:, 0]))
+        same_windows = np.array_equal(
+            self.table[["row", "col"]].to_numpy()[mine], pos[other])
+        if not (same_windows and np.array_equal(ours[mine], theirs[other])):
+            raise RuntimeError("extract_patches and xbatcher disagree on the windows or pixels")
+        self.n = len(self.table)
+
+    def _generator(self):
+        return xbatcher.BatchGenerator(self.cube, input_dims={"y": self.size, "x": self.size},
+                                       input_overlap={"y": 0, "x": 0})
+
+    def _extract(self):
+        return extract_patches(self.cube, self.table).image.values
+
+    def _xbatcher(self):
+        return np.stack([b.values for b in self._generator()])
+
+    def time_extract_patches(self):
+        self._extract()
+
+    def time_xbatcher(self):
+        self._xbatcher()
+
+    def track_speedup_over_xbatcher(self):
+        ours, theirs = _median_time(self._extract, 7), _median_time(self._xbatcher, 7)
+        print(f"extract_patches {ours:.3f} s, xbatcher BatchGenerator {theirs:.3f} s "
+              f"({self.n} windows of {self.size} px): {theirs / ours:.1f}x")
+        return theirs / ours
+
+    track_speedup_over_xbatcher.unit = "x"

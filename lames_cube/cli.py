@@ -84,6 +84,21 @@ def _cmd_cube_build(args: argparse.Namespace) -> None:
         print(store)
 
 
+def _cmd_patches_build(args: argparse.Namespace) -> None:
+    from lames_cube.patch_recipes import build_patch_sets
+
+    build_patch_sets(args.recipe, data_dir=args.data_dir, output=args.output,
+                     cubes_output=args.cubes_output, extra_n=args.extra_n,
+                     overwrite=args.overwrite, progress=not args.quiet)
+
+
+def _cmd_patches_list(args: argparse.Namespace) -> None:
+    from lames_cube.patch_recipes import list_patch_recipes, load_patch_recipe
+
+    for name in list_patch_recipes():
+        print(f"{name:20s} {load_patch_recipe(name).description.split('. ')[0]}")
+
+
 def _cmd_cube_list(args: argparse.Namespace) -> None:
     from lames_cube.recipes import list_recipes, load_recipe
 
@@ -172,6 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--workers", type=int)
     p.set_defaults(func=_cmd_world_create)
+    patches = sub.add_parser("patches", help="patch sets for training",
+                             description="Cut per-site cubes into training patch sets.")
+    psub = patches.add_subparsers(dest="patches_command", required=True, metavar="SUBCOMMAND")
+    p = psub.add_parser("build", help="make a patch recipe's train/validation/test sets",
+                        description="Build (or resume) the per-site cubes of a patch recipe, cut "
+                        "them into windows with the LAMES split, add the blind and checked "
+                        "no-mine windows, write each set to Zarr and print the counts per split "
+                        "and kind.")
+    p.add_argument("recipe", help="a shipped patch recipe name (lames-cube patches list) or a "
+                   "path to a .yaml file")
+    p.add_argument("--output", help="folder of the patch sets (default: the recipe's output)")
+    p.add_argument("--cubes-output", help="folder of the per-site cube stores (default: the cube "
+                   "recipe's output)")
+    p.add_argument("--extra-n", type=int, help="override extra.n (no-mine windows per rule)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite instead of resuming")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_patches_build)
+    p = psub.add_parser("list", help="list the shipped patch recipes")
+    p.set_defaults(func=_cmd_patches_list)
+
     p = wsub.add_parser("check", help="measure how hard a world is, against real LAMES imagery",
                         description="Render each site of the world at PATH cloud-free and print "
                         "its realism measures (mine/ground contrast, background texture, "

@@ -574,6 +574,22 @@ class _Ledger:
         finally:
             os.close(fd)
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every whole record of the ledger, in order, whatever its event (lines torn by a
+        crash are skipped); ``[]`` without a ledger. Other writers (patch sets) keep their own
+        events here and read them back with this."""
+        if not self.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line torn by a crash
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
     def read(self) -> _LedgerState:
         state = _LedgerState()
         if not self.exists():

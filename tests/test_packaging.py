@@ -110,10 +110,12 @@ def test_pyproject_lists_every_subpackage_and_maps_cubes():
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lames_cube").rglob("__init__.py")}
     assert set(setuptools["packages"]) == on_disk | {"lames_cube.cubes"}
     assert setuptools["package-dir"] == {"lames_cube.cubes": "cubes"}
-    assert setuptools["package-data"]["lames_cube.cubes"] == ["*.yaml"]
-    # cubes/ holds settings only: the YAML recipes and the __init__.py the editable install needs.
+    assert setuptools["package-data"]["lames_cube.cubes"] == ["*.yaml", "patches/*.yaml"]
+    # cubes/ holds settings only: the YAML cube recipes, the patch recipes in patches/ and the
+    # __init__.py the editable install needs.
     assert sorted(p.name for p in (ROOT / "cubes").iterdir() if p.name != "__pycache__") == sorted(
-        [f"{n}.yaml" for n in _shipped_recipes()] + ["__init__.py"])
+        [f"{n}.yaml" for n in _shipped_recipes()] + ["__init__.py", "patches"])
+    assert {p.suffix for p in (ROOT / "cubes" / "patches").iterdir()} == {".yaml"}
 
 
 def test_editable_install_reads_the_recipes_in_the_checkout():
@@ -167,8 +169,11 @@ def test_wheel_install_ships_the_recipes(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = _shipped_recipes()
     assert recipes
+    patch_recipes = {f"lames_cube/cubes/patches/{p.name}"
+                     for p in (ROOT / "cubes" / "patches").glob("*.yaml")}
     assert {n for n in names if n.startswith("lames_cube/cubes/")} == {
-        f"lames_cube/cubes/{n}.yaml" for n in recipes} | {"lames_cube/cubes/__init__.py"}
+        f"lames_cube/cubes/{n}.yaml" for n in recipes} | {"lames_cube/cubes/__init__.py"} | \
+        patch_recipes
     assert "lames_cube/data/chile_ne110m.geojson" in names
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lames_cube").rglob("*.py")}
     assert modules <= names, modules - names

@@ -1,0 +1,36 @@
+"""Machine learning on lames_cube data: torch Datasets over patch sets and cube stores.
+
+Needs torch (``pip install lames-cube[ml]``); the rest of lames_cube never imports it.
+
+- :class:`PatchDataset`: samples of a patch set (:func:`lames_cube.patchset.write_patch_set`),
+  selected by split and kind, standardised with the set's training statistics.
+- :class:`CubeWindowDataset`: windows read straight from a cube store
+  (:func:`lames_cube.io.write_cube`), without writing patches first.
+- :func:`dihedral`: the 8 flips and rotations of a square, applied to image and mask together.
+"""
+
+from __future__ import annotations
+
+try:
+    import torch  # noqa: F401
+except ImportError as err:  # pragma: no cover - torch is installed in the development env
+    from lames_cube.errors import LamesCubeError
+
+    class MissingDependencyError(LamesCubeError, ImportError):
+        """An optional dependency that is not installed."""
+
+    raise MissingDependencyError(
+        f"lames_cube.ml needs torch, which is not installed ({err}). Install the ml extra: "
+        "pip install 'lames-cube[ml]' (the CPU build, torch==2.13.0)."
+    ) from err
+
+from lames_cube.ml.data import (
+    CubeWindowDataset,
+    DatasetSelectionError,
+    PatchDataset,
+    dihedral,
+    dihedral_index,
+)
+
+__all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
+           "dihedral_index"]

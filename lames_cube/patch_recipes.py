@@ -1,0 +1,471 @@
+"""Patch recipes: the LAMES patch sets (train/validation/test windows of per-site cubes, plus
+no-mine windows from the rest of the country) made by one command.
+
+A patch recipe is a YAML file (shipped ones in ``cubes/``, ``kind: patches``) naming a per-site
+cube recipe and saying how to cut it::
+
+    kind: patches
+    name: lames-site-detection
+    cubes: chile-sites       # the per-site cube recipe (built, or resumed, first)
+    task: site               # site: 1 inside any LAMES site polygon | sector: the 8 classes
+    size: 256                # window side, px
+    stride: 256              # px between windows
+    year: null               # which yearly composite (default: the last)
+    split: {validation: 0.2, seed: 1117}   # test: the LAMES test sites (isolation split)
+    extra: {n: 10000, rules: [blind, checked], buffer_m: 500, seed: 1117}
+    output: lames-site-patches
+
+:func:`build_patch_sets` writes ``<output>/sites.zarr`` (every window of every site cube, with
+``site_id``, ``split``, ``kind`` "site" and ``mine_fraction``) and one store per extra rule
+(``blind.zarr``: the LAMES rule, windows drawn uniformly from all LAMES Chile patches with no
+check; ``checked.zarr``: the same draw from the patches that touch no LAMES sector, site polygon,
+Maus footprint or test-site box grown by ``buffer_m``), all in the training split, plus each
+window table as GeoParquet and ``summary.json``. Every store is resumable (:mod:`lames_cube.patchset`).
+
+The extra windows' pixels come from the cube recipe's synthetic world, rendered window by
+window on the LAMES tile grid (EPSG:3857) under a clear sky (a stand-in for LAMES' least-cloudy
+mosaic); a catalog that is not a synthetic world needs ``extra.source``: a country cube store
+(e.g. the ``chile-mosaic`` recipe's output), cut on its own grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+import yaml
+
+from lames_cube.errors import LamesCubeError
+from lames_cube.recipes import CUBES_DIR
+
+#: Where the shipped patch recipes are.
+PATCHES_DIR = CUBES_DIR / "patches"
+TASKS = ("site", "sector")
+RULES = ("blind", "checked")
+_KEYS = ("kind", "name", "description", "cubes", "task", "size", "stride", "year", "split",
+         "extra", "output")
+
+
+class PatchRecipeError(LamesCubeError, ValueError):
+    """A patch recipe that cannot be used; the message lists every mistake."""
+
+
+class PatchRecipeNotFoundError(PatchRecipeError, FileNotFoundError):
+    """No patch recipe of that name or path."""
+
+
+def list_patch_recipes() -> list[str]:
+    """Names of the patch recipes shipped in ``cubes/patches/`` (sorted).
+
+    Examples
+    --------
+    >>> list_patch_recipes()
+    ['demo-patches', 'lames-site-patches']
+    """
+    return sorted(p.stem for p in PATCHES_DIR.glob("*.yaml")) if PATCHES_DIR.is_dir() else []
+
+
+@dataclass(frozen=True)
+class Extra:
+    """No-mine windows added to the training split."""
+
+    n: int = 0
+    rules: tuple[str, ...] = RULES
+    buffer_m: float = 500.0
+    seed: int = 1117
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class PatchRecipe:
+    """A validated patch recipe (see the module docstring for its keys)."""
+
+    name: str
+    cubes: str
+    task: str = "site"
+    size: int = 256
+    stride: int = 256
+    year: int | None = None
+    validation: float = 0.2
+    seed: int = 1117
+    extra: Extra = field(default_factory=Extra)
+    output: str = "patches"
+    description: str = ""
+    source: Path | None = None
+
+    @property
+    def output_path(self) -> Path:
+        """``output``, relative to the current directory unless absolute."""
+        return Path(self.output).expanduser()
+
+
+def _int(problems: list[str], data: dict, key: str, default: Any, low: int = 1) -> Any:
+    value = data.get(key, default)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        return value
+    problems.append(f"{key}: {value!r} is not an integer >= {low}")
+    return default
+
+
+def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRecipe:
+    """Validate a patch recipe's mapping; every mistake is reported at once.
+
+    Raises
+    ------
+    PatchRecipeError
+        Unknown keys, wrong types or values (all listed, each with the fix).
+
+    Examples
+    --------
+    >>> r = parse_patch_recipe({"kind": "patches", "name": "t", "cubes": "demo",
+    ...                         "extra": {"n": 20}})
+    >>> r.task, r.size, r.extra.rules
+    ('site', 256, ('blind', 'checked'))
+    """
+    if not isinstance(data, dict):
+        raise PatchRecipeError(f"{where} must be a YAML mapping; got {type(data).__name__}.")
+    problems: list[str] = []
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        problems.append(f"unknown keys {unknown}; the keys are {list(_KEYS)}")
+    if data.get("kind") != "patches":
+        problems.append(f"kind: {data.get('kind')!r} must be 'patches'")
+    for key in ("name", "cubes"):
+        if not isinstance(data.get(key), str) or not data.get(key):
+            problems.append(f"{key}: {data.get(key)!r} must be a non-empty string")
+    task = data.get("task", "site")
+    if task not in TASKS:
+        problems.append(f"task: {task!r} is not one of {list(TASKS)}")
+    size = _int(problems, data, "size", 256)
+    stride = _int(problems, data, "stride", size)
+    year = _int(problems, data, "year", None, low=1)
+    split = data.get("split") or {}
+    extra = data.get("extra") or {}
+    for key, value, keys in (("split", split, ("validation", "seed")),
+                             ("extra", extra, ("n", "rules", "buffer_m", "seed", "source"))):
+        if not isinstance(value, dict):
+            problems.append(f"{key}: must be a mapping with keys {list(keys)}")
+        elif set(value) - set(keys):
+            problems.append(f"{key}: unknown keys {sorted(set(value) - set(keys))}; the keys are "
+                            f"{list(keys)}")
+    split = split if isinstance(split, dict) else {}
+    extra = extra if isinstance(extra, dict) else {}
+    validation = split.get("validation", 0.2)
+    if isinstance(validation, bool) or not isinstance(validation, int | float) or \
+            not 0 < validation < 1:
+        problems.append(f"split.validation: {validation!r} must be a fraction in (0, 1)")
+    seed = _int(problems, {"split.seed": split.get("seed", 1117)}, "split.seed", 1117, low=0)
+    n = _int(problems, {"extra.n": extra.get("n", 0)}, "extra.n", 0, low=0)
+    rules = extra.get("rules", list(RULES))
+    if not isinstance(rules, list) or not rules or set(rules) - set(RULES):
+        problems.append(f"extra.rules: {rules!r} must be a non-empty list of {list(RULES)}")
+        rules = list(RULES)
+    buffer_m = extra.get("buffer_m", 500)
+    if isinstance(buffer_m, bool) or not isinstance(buffer_m, int | float) or buffer_m < 0:
+        problems.append(f"extra.buffer_m: {buffer_m!r} must be a number of metres >= 0")
+        buffer_m = 0
+    extra_seed = _int(problems, {"extra.seed": extra.get("seed", seed)}, "extra.seed", seed,
+                      low=0)
+    source = extra.get("source")
+    if source is not None and not isinstance(source, str):
+        problems.append(f"extra.source: {source!r} must be the path of a country cube store")
+    if problems:
+        raise PatchRecipeError(f"{where} has {len(problems)} problem(s):\n  - "
+                               + "\n  - ".join(problems))
+    return PatchRecipe(
+        name=data["name"], cubes=data["cubes"], task=task, size=size, stride=stride, year=year,
+        validation=float(validation), seed=seed,
+        extra=Extra(n=n, rules=tuple(dict.fromkeys(rules)), buffer_m=float(buffer_m),
+                    seed=extra_seed, source=source),
+        output=str(data.get("output") or data["name"]), description=data.get("description", ""))
+
+
+def load_patch_recipe(name_or_path: str | os.PathLike) -> PatchRecipe:
+    """Read a patch recipe: a shipped name (``cubes/<name>.yaml``) or a file path.
+
+    Examples
+    --------
+    >>> load_patch_recipe("lames-site-patches").extra.n
+    10000
+    """
+    text = os.fspath(name_or_path)
+    bare = "/" not in text and os.sep not in text and not text.endswith((".yaml", ".yml"))
+    path = PATCHES_DIR / f"{text}.yaml" if bare else Path(text).expanduser()
+    if not path.is_file():
+        names = list_patch_recipes()
+        raise PatchRecipeNotFoundError(
+            f"No patch recipe {text!r}: {path} does not exist. Shipped patch recipes: "
+            f"{', '.join(names) or '(none)'}; give one of these names or the path of a .yaml "
+            f"file (cube recipes live in {CUBES_DIR}).")
+    data = yaml.safe_load(path.read_text())
+    recipe = parse_patch_recipe(data, where=str(path))
+    return PatchRecipe(**{**recipe.__dict__, "source": path})
+
+
+# --------------------------------------------------------------------------------- building
+def _labels(recipe: PatchRecipe, polygons: dict[str, gpd.GeoDataFrame],
+            cube: xr.DataArray) -> xr.DataArray:
+    from lames_cube import rasterize
+
+    if recipe.task == "site":
+        return rasterize(polygons["sites"], like=cube, value=1)
+    from lames_cube.classes import to_sector_index
+
+    sectors = polygons["sectors"].copy()
+    sectors["index"] = to_sector_index(sectors["class"].to_numpy(), unknown=0)
+    return rasterize(sectors, like=cube, value="index")
+
+
+def _site_sources(recipe: PatchRecipe, stores: list, polygons, test_ids, val_ids):
+    from lames_cube.io import open_store
+    from lames_cube.patches import patch_table
+    from lames_cube.patchset import PatchSource
+
+    sources = []
+    for store in stores:
+        site = Path(str(store)).name.removesuffix(".zarr").removeprefix("site-")
+        refl = open_store(store).reflectance
+        if "time" in refl.dims:
+            raise PatchRecipeError(f"the cube store {store} holds scenes, not composites; the "
+                                   f"cube recipe {recipe.cubes!r} needs composite.method median "
+                                   "or least_cloudy.")
+        if "year" in refl.dims:
+            year = recipe.year if recipe.year is not None else int(refl.year.values[-1])
+            if year not in refl.year.values:
+                raise PatchRecipeError(f"year: {year} is not in {store} (years "
+                                       f"{refl.year.values.tolist()}); pick one of them.")
+            refl = refl.sel(year=year, drop=True)
+        labels = _labels(recipe, polygons, refl)
+        table = patch_table(refl, size=recipe.size, stride=recipe.stride)
+        from lames_cube import _kernels
+
+        sums = _kernels.window_sums(_kernels.summed_area((labels.values > 0).view(np.uint8)),
+                                    table.row.to_numpy(), table.col.to_numpy(), recipe.size,
+                                    recipe.size)
+        table["site_id"] = site
+        table["split"] = "test" if site in test_ids else "validation" if site in val_ids \
+            else "train"
+        table["kind"] = "site"
+        table["mine_fraction"] = sums / recipe.size ** 2
+        sources.append(PatchSource(refl, table, labels))
+    return sources
+
+
+def _window_cube(world, gbox, bands: list[str]) -> xr.DataArray:
+    """A lazy (band, y, x) cube of one window, rendered by the world under a clear sky."""
+    import dask
+    import dask.array as da
+    from odc.geo.xr import xr_coords
+
+    def render():
+        layers = world.read(gbox, None)
+        return np.stack([layers[b] for b in bands])
+
+    data = da.from_delayed(dask.delayed(render, pure=True)(), (len(bands), *gbox.shape),
+                           np.uint16)
+    cube = xr.DataArray(data, dims=("band", "y", "x"),
+                        coords={"band": bands, **xr_coords(gbox, crs_coord_name="spatial_ref")})
+    return cube.assign_attrs(nodata=0)
+
+
+def _lames_window_geoboxes(table: gpd.GeoDataFrame, size: int) -> list:
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    from lames_cube.grid import lames_tiles
+
+    tiles = lames_tiles("chile").set_index("name")
+    out = []
+    for tile, row, col in zip(table.tile, table.row, table.col, strict=True):
+        x0, dx, _, y0, _, dy = tiles.at[tile, "transform"]
+        out.append(GeoBox((size, size), Affine(dx, 0, x0 + col * dx, 0, dy, y0 + row * dy),
+                          "EPSG:3857"))
+    return out
+
+
+def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
+    from lames_cube.patches import window_table
+    from lames_cube.patchset import PatchSource
+
+    sources = []
+    for gbox, (_, row) in zip(_lames_window_geoboxes(table, size), table.iterrows(), strict=True):
+        one = window_table(gbox, np.array([0]), np.array([0]), size)
+        one["tile"], one["tile_row"], one["tile_col"] = row.tile, int(row.row), int(row.col)
+        one["split"], one["kind"] = "train", row.kind
+        sources.append(PatchSource(_window_cube(world, gbox, bands), one, None))
+    return sources
+
+
+def _store_sources(table: gpd.GeoDataFrame, source: str):
+    from lames_cube.io import open_store
+    from lames_cube.patchset import PatchSource
+
+    refl = open_store(source).reflectance
+    if "year" in refl.dims:
+        refl = refl.isel(year=-1, drop=True)
+    out = table.copy()
+    out["split"] = "train"
+    return [PatchSource(refl, out, None)]
+
+
+def _polygons(world, data_dir) -> dict[str, gpd.GeoDataFrame]:
+    """Sites, sectors and Maus footprints: the LAMES files when present, else the world's."""
+    from lames_cube.config import find_data_dir
+
+    if find_data_dir(data_dir, required=False) is not None:
+        import warnings
+
+        from lames_cube.annotations import load_footprints, load_sectors, load_sites
+
+        with warnings.catch_warnings():  # the repairs are reported by load_* themselves
+            warnings.simplefilter("ignore")
+            return {"sites": load_sites("all", data_dir=data_dir),
+                    "sectors": load_sectors(data_dir=data_dir),
+                    "footprints": load_footprints(data_dir=data_dir)}
+    if world is None:
+        raise PatchRecipeError("no LAMES data directory was found and the cube recipe's catalog "
+                               "is not a synthetic world; set LAMES_DATA_DIR.")
+    return {"sites": world.sites, "sectors": world.sectors, "footprints": world.hidden}
+
+
+def _write(sources, store: Path, *, overwrite: bool, progress: bool) -> Path:
+    from lames_cube.patchset import write_patch_set
+
+    mode = "w" if overwrite else ("resume" if store.exists() else "w-")
+    return Path(write_patch_set(sources, store, mode=mode, progress=progress))
+
+
+def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
+                     output: str | os.PathLike | None = None, cubes_output=None,
+                     extra_n: int | None = None, overwrite: bool = False,
+                     progress: bool = True) -> dict[str, Any]:
+    """Make a patch recipe's sets: the per-site cubes first (built or resumed), then the site
+    windows with the LAMES split, then the extra no-mine windows, each rule its own store.
+
+    Parameters
+    ----------
+    recipe
+        A :class:`PatchRecipe`, a shipped name or a path.
+    data_dir
+        The LAMES data directory (default: ``LAMES_DATA_DIR``).
+    output
+        Folder of the patch sets (default: the recipe's ``output``).
+    cubes_output
+        Where the per-site cube stores go (default: the cube recipe's ``output``).
+    extra_n
+        Override ``extra.n`` (e.g. a small trial).
+    overwrite
+        Rewrite existing stores instead of resuming them.
+    progress
+        Bars and counts on the terminal.
+
+    Returns
+    -------
+    dict
+        The summary written to ``<output>/summary.json``: the stores, the counts per split and
+        kind, the test and validation site ids, the rules' seeds.
+    """
+    from lames_cube.pipeline import per_site, run_recipe
+    from lames_cube.recipes import load_recipe
+    from lames_cube.sampling import sample_blind, sample_checked
+    from lames_cube.splits import validation_split
+    from lames_cube.tables import save_table
+
+    recipe = recipe if isinstance(recipe, PatchRecipe) else load_patch_recipe(recipe)
+    cube_recipe = load_recipe(recipe.cubes)
+    if not per_site(cube_recipe):
+        raise PatchRecipeError(f"cubes: {recipe.cubes!r} is not a per-site recipe (its area is "
+                               f"{cube_recipe.area.kind}); name one with sites on UTM grids, "
+                               "e.g. chile-sites or demo.")
+    out = Path(output) if output is not None else recipe.output_path
+    out.mkdir(parents=True, exist_ok=True)
+    world = None
+    if cube_recipe.catalog_kind != "api":
+        from lames_cube.synthetic.realism import open_world
+
+        try:
+            world = open_world(cube_recipe.resolve_catalog(data_dir=data_dir))
+        except LamesCubeError:
+            world = None  # a STAC index that is not a world
+    stores = run_recipe(cube_recipe, data_dir=data_dir, output=cubes_output, progress=progress)
+    polygons = _polygons(world, data_dir)
+    sites = polygons["sites"]
+    ids = [Path(str(s)).name.removesuffix(".zarr").removeprefix("site-") for s in stores]
+    split_of = dict(zip(sites.site_id.astype(str), sites.split.astype(str), strict=True))
+    test_ids = sorted(i for i in ids if split_of.get(i) == "test")
+    train_ids = [i for i in ids if i not in test_ids]
+    val_ids: list[str] = []
+    if len(train_ids) > 1:
+        train_ids, val_ids = validation_split(train_ids, recipe.validation, seed=recipe.seed)
+    summary: dict[str, Any] = {"recipe": recipe.name, "task": recipe.task, "cubes": recipe.cubes,
+                               "test_sites": test_ids, "validation_sites": val_ids,
+                               "train_sites": sorted(train_ids), "stores": {}, "counts": {}}
+    site_sources = _site_sources(recipe, stores, polygons, set(test_ids), set(val_ids))
+    store = _write(site_sources, out / "sites.zarr", overwrite=overwrite, progress=progress)
+    tables = pd.concat([s.table for s in site_sources])
+    summary["stores"]["sites"] = str(store)
+    summary["counts"]["sites"] = {
+        split: {"windows": int((tables.split == split).sum()),
+                "with mine": int(((tables.split == split) & (tables.mine_fraction > 0)).sum())}
+        for split in ("train", "validation", "test")}
+    n = recipe.extra.n if extra_n is None else int(extra_n)
+    if n:
+        from lames_cube.grid import site_boxes
+        from lames_cube.patches import lames_patch_table
+
+        if recipe.extra.source is not None:
+            from lames_cube.io import open_store
+            from lames_cube.patches import patch_table
+
+            refl = open_store(recipe.extra.source).reflectance
+            table = patch_table(refl, size=recipe.size, stride=recipe.size)
+        elif world is not None:
+            table = lames_patch_table("chile", size=recipe.size)
+        else:
+            raise PatchRecipeError("extra windows need pixels from all of Chile: the cube "
+                                   "recipe's catalog is not a synthetic world, so set "
+                                   "extra.source to a country cube store (e.g. the chile-mosaic "
+                                   "recipe's output).")
+        exclude = [polygons["sectors"], sites, polygons["footprints"],
+                   site_boxes(sites[sites.split == "test"])]
+        bands = [str(b) for b in site_sources[0].cube.band.values]
+        for rule in recipe.extra.rules:
+            drawn = (sample_blind(table, n, seed=recipe.extra.seed) if rule == "blind" else
+                     sample_checked(table, n, exclude=exclude, buffer_m=recipe.extra.buffer_m,
+                                    seed=recipe.extra.seed))
+            save_table(drawn, out / f"{rule}-windows.parquet")
+            sources = (_store_sources(drawn, recipe.extra.source) if recipe.extra.source else
+                       _extra_sources(drawn, world, bands, recipe.size))
+            store = _write(sources, out / f"{rule}.zarr", overwrite=overwrite,
+                           progress=progress)
+            summary["stores"][rule] = str(store)
+            from lames_cube.sampling import touches
+
+            near = touches(drawn, exclude, buffer_m=recipe.extra.buffer_m)
+            summary["counts"][rule] = {"train": {"windows": len(drawn),
+                                                 "near a mine or test box": int(near.sum())}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if progress:
+        print(counts_text(summary))
+    return summary
+
+
+def counts_text(summary: dict[str, Any]) -> str:
+    """The counts per split and kind of :func:`build_patch_sets`, as a small table."""
+    rows = []
+    for kind, per in summary["counts"].items():
+        for split, counts in per.items():
+            rows.append({"set": kind, "split": split, **counts})
+    frame = pd.DataFrame(rows).fillna(0)
+    for col in frame.columns[2:]:
+        frame[col] = frame[col].astype(int)
+    return (f"patch sets of {summary['recipe']!r} ({summary['task']} task; test sites "
+            f"{', '.join(summary['test_sites']) or '-'}; validation sites "
+            f"{', '.join(summary['validation_sites']) or '-'}):\n" + frame.to_string(index=False))
