@@ -19,7 +19,7 @@ cube recipe and saying how to cut it::
 ``site_id``, ``split``, ``kind`` "site" and ``mine_fraction``) and one store per extra rule
 (``blind.zarr``: the LAMES rule, windows drawn uniformly from all LAMES Chile patches with no
 check; ``checked.zarr``: the same draw from the patches that touch no LAMES sector, site polygon,
-Maus footprint or test-site box grown by ``buffer_m``), all in the training split, plus each
+Maus footprint or test- or validation-site box grown by ``buffer_m``), all in the training split, plus each
 window table as GeoParquet and ``summary.json``. Every store is resumable (:mod:`lames_cube.patchset`).
 
 The extra windows' pixels come from the cube recipe's synthetic world, rendered window by
@@ -236,6 +236,7 @@ def _site_sources(recipe: PatchRecipe, stores: list, polygons, test_ids, val_ids
             raise PatchRecipeError(f"the cube store {store} holds scenes, not composites; the "
                                    f"cube recipe {recipe.cubes!r} needs composite.method median "
                                    "or least_cloudy.")
+        year = None
         if "year" in refl.dims:
             year = recipe.year if recipe.year is not None else int(refl.year.values[-1])
             if year not in refl.year.values:
@@ -254,7 +255,8 @@ def _site_sources(recipe: PatchRecipe, stores: list, polygons, test_ids, val_ids
             else "train"
         table["kind"] = "site"
         table["mine_fraction"] = sums / recipe.size ** 2
-        sources.append(PatchSource(refl, table, labels))
+        sources.append(PatchSource(refl, table, labels,
+                                   origin=f"{Path(str(store)).resolve()} year={year}"))
     return sources
 
 
@@ -299,7 +301,8 @@ def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
         one = window_table(gbox, np.array([0]), np.array([0]), size)
         one["tile"], one["tile_row"], one["tile_col"] = row.tile, int(row.row), int(row.col)
         one["split"], one["kind"] = "train", row.kind
-        sources.append(PatchSource(_window_cube(world, gbox, bands), one, None))
+        sources.append(PatchSource(_window_cube(world, gbox, bands), one, None,
+                                   origin=f"world {world.digest()} clear sky"))
     return sources
 
 
@@ -312,7 +315,7 @@ def _store_sources(table: gpd.GeoDataFrame, source: str):
         refl = refl.isel(year=-1, drop=True)
     out = table.copy()
     out["split"] = "train"
-    return [PatchSource(refl, out, None)]
+    return [PatchSource(refl, out, None, origin=f"{Path(source).resolve()} last year")]
 
 
 def _polygons(world, data_dir) -> dict[str, gpd.GeoDataFrame]:
@@ -433,8 +436,8 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
                                    "recipe's catalog is not a synthetic world, so set "
                                    "extra.source to a country cube store (e.g. the chile-mosaic "
                                    "recipe's output).")
-        exclude = [polygons["sectors"], sites, polygons["footprints"],
-                   site_boxes(sites[sites.split == "test"])]
+        held_out = (sites.split == "test") | sites.site_id.astype(str).isin(val_ids)
+        exclude = [polygons["sectors"], sites, polygons["footprints"], site_boxes(sites[held_out])]
         bands = [str(b) for b in site_sources[0].cube.band.values]
         for rule in recipe.extra.rules:
             drawn = (sample_blind(table, n, seed=recipe.extra.seed) if rule == "blind" else

@@ -130,11 +130,17 @@ class PatchSource:
     labels
         ``(y, x)`` integer labels (0..255) on the cube's grid; None gives all-0 masks (no-mine
         windows).
+    origin
+        Where the pixels come from (e.g. ``"site-2203.zarr year=2022"``), recorded in the store
+        and checked on resume: a resume whose cube holds other pixels on the same grid (another
+        store, year or world) is refused only when the origins differ, as the pixels themselves
+        are not hashed.
     """
 
     cube: xr.DataArray
     table: gpd.GeoDataFrame
     labels: xr.DataArray | None = None
+    origin: str | None = None
 
 
 @dataclass
@@ -372,7 +378,7 @@ def _plan(sources: Any, block: Any, stats_split: str | None) -> _Plan:
                      "labels_dtype": None if s.labels is None else s.labels.dtype.str,
                      "rows": _hash(s.rows), "cols": _hash(s.cols),
                      "table": {n: _hash(_column_values(s.table[n], n, i)) for n in names},
-                     "attrs": tables[i]}
+                     "attrs": tables[i], "origin": given[i].origin}
                     for i, s in enumerate(checked)],
     }
     job = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]

@@ -673,32 +673,26 @@ def sample_positive(
     if balance == "class":
         present = sorted(int(v) for v in np.unique(values) if v > 0)
         wanted = present if classes is None else [int(c) for c in classes]
-        groups = [np.flatnonzero(share(values == c) >= min_fraction) for c in wanted]
+        shares = [share(values == c) for c in wanted]
+        groups = [np.flatnonzero(f >= min_fraction) for f in shares]
         chosen: list[int] = []
         klass: list[int] = []
         taken = np.zeros(rows.size, bool)
-        # Rarest class first, so that a window eligible for several goes to the rarest.
-        order = np.argsort([g.size for g in groups], kind="stable")
-        available = [0] * len(groups)
-        pool = {}
-        for i in order:
-            pool[i] = groups[i]
         need = n
-        remaining = list(order)
+        # Rarest class first, so that a window eligible for several goes to the rarest.
+        remaining = [int(i) for i in np.argsort([g.size for g in groups], kind="stable")]
         while need and remaining:
-            free = [int((~taken[pool[i]]).sum()) for i in remaining]
-            quota = _quotas(need, free)
-            if sum(quota) == 0:
-                break
+            quota = _quotas(need, [int((~taken[groups[i]]).sum()) for i in remaining])
             for i, q in zip(remaining, quota, strict=True):
+                cand = groups[i][~taken[groups[i]]]  # a rarer class may just have taken some
+                q = min(q, cand.size)
                 if q:
-                    cand = pool[i][~taken[pool[i]]]
                     pick = rng.choice(cand, size=q, replace=False)
                     taken[pick] = True
                     chosen += pick.tolist()
-                    klass += [wanted[i]] * q
+                    klass += [i] * q
                     need -= q
-            remaining = [i for i in remaining if (~taken[pool[i]]).any()]
+            remaining = [i for i in remaining if (~taken[groups[i]]).any()]
         available = [int(g.size) for g in groups]
         if need:
             raise NotEnoughWindowsError(
@@ -706,10 +700,9 @@ def sample_positive(
                 f"at least {min_fraction:g} of one class of {wanted}; ask for fewer or lower "
                 "min_fraction.")
         pick = np.array(chosen, np.int64)
-        extra["class"] = np.array(klass, np.int64)
-        extra["class_fraction"] = np.array(
-            [share(values == c)[i] for c, i in zip(klass, chosen, strict=True)]) if chosen else \
-            np.zeros(0)
+        extra["class"] = np.array([wanted[i] for i in klass], np.int64)
+        extra["class_fraction"] = np.array([shares[i][w] for i, w in zip(klass, chosen,
+                                                                         strict=True)])
     else:
         eligible = np.flatnonzero(fraction >= min_fraction)
         if balance == "fraction":

@@ -369,3 +369,27 @@ def test_the_ledger_records_are_json_lines(tmp_path):
                                            "patchset_block", "patchset_block",
                                            "patchset_complete"]
     assert [r["samples"] for r in lines if r["event"] == "patchset_block"] == [[0, 3], [3, 4]]
+
+
+def test_resume_with_pixels_of_another_origin_is_refused(tmp_path):
+    """The pixels are not hashed: the origin a source declares is, so a resume from another
+    store or year on the same grid is refused instead of mixing two cubes in one set."""
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_zeros
+
+    from lames_cube.io import TemplateMismatchError
+    from lames_cube.patches import patch_table
+    from lames_cube.patchset import PatchSource, write_patch_set
+
+    g = GeoBox.from_bbox((300_000, 7_000_000, 300_640, 7_000_640), "EPSG:32719", resolution=10)
+    table = patch_table(g, size=16)
+    old = PatchSource((xr_zeros(g, dtype="uint16") + 100).expand_dims(band=["B04"]), table,
+                      origin="a.zarr year=2021")
+    new = PatchSource((xr_zeros(g, dtype="uint16") + 500).expand_dims(band=["B04"]), table,
+                      origin="a.zarr year=2022")
+    store = tmp_path / "p.zarr"
+    with pytest.raises(Exception, match="simulated"):
+        write_patch_set([old], store, block=4, progress=False, _fail_after=2)
+    with pytest.raises(TemplateMismatchError, match="origin"):
+        write_patch_set([new], store, mode="resume", block=4, progress=False)
+    write_patch_set([old], store, mode="resume", block=4, progress=False)
