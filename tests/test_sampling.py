@@ -280,3 +280,29 @@ def test_checked_draw_over_all_lames_chile_patches_touches_nothing(lames_dir, ca
               "windows within 500 m of a mine or test box")
     assert touching == dict.fromkeys(layers, 0)
     assert either.sum() > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_per_class_draws_share_windows_between_classes_without_failing(seed):
+    """Windows eligible for two classes: a rarer class may take them first in a round; the
+    others then draw from what is left (a found bug raised numpy's ValueError here)."""
+    from odc.geo.xr import xr_zeros
+
+    from lames_cube.sampling import sample_positive
+
+    g = GeoBox.from_bbox((0, 0, 400, 80), "EPSG:32719", resolution=10)  # 8 x 40 px
+    labels = xr_zeros(g, dtype="uint8")
+    v = labels.values
+    v[0:2, 0:8], v[2:4, 0:8] = 1, 2  # windows 0 and 1: half class 1, half class 2
+    v[0:4, 8:12] = 2                  # window 2: class 2
+    v[0:4, 12:28] = 3                 # windows 3-6: class 3
+    table = patch_table(g, size=4, stride=4)
+    for n in (5, 6, 7):
+        t = sample_positive(labels, n, size=4, min_fraction=0.5, balance="class", table=table,
+                            seed=seed)
+        assert len(t) == n and not t.duplicated(["row", "col"]).any()
+        for r, c, k in zip(t.row, t.col, t["class"], strict=True):
+            assert (v[r:r + 4, c:c + 4] == k).mean() >= 0.5
+    with pytest.raises(NotEnoughWindowsError, match="only 7 distinct windows"):
+        sample_positive(labels, 8, size=4, min_fraction=0.5, balance="class", table=table,
+                        seed=seed)
