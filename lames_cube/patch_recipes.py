@@ -42,6 +42,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
+from lames_cube._atomic import atomic_write_text
 from lames_cube.errors import LamesCubeError
 from lames_cube.recipes import CUBES_DIR
 
@@ -210,43 +211,47 @@ def load_patch_recipe(name_or_path: str | os.PathLike) -> PatchRecipe:
 
 
 # --------------------------------------------------------------------------------- building
-def _labels(recipe: PatchRecipe, polygons: dict[str, gpd.GeoDataFrame],
+def _labels(recipe: PatchRecipe, layers: dict[str, gpd.GeoDataFrame],
             cube: xr.DataArray) -> xr.DataArray:
     from lames_cube import rasterize
 
     if recipe.task == "site":
-        return rasterize(polygons["sites"], like=cube, value=1)
+        return rasterize(layers["sites"], like=cube, value=1)
     from lames_cube.classes import to_sector_index
 
-    sectors = polygons["sectors"].copy()
+    sectors = layers["sectors"].copy()
     sectors["index"] = to_sector_index(sectors["class"].to_numpy(), unknown=0)
     return rasterize(sectors, like=cube, value="index")
 
 
-def _site_sources(recipe: PatchRecipe, stores: list, polygons, test_ids, val_ids):
+def _composite(store: Any, year: int | None, cubes: str) -> tuple[xr.DataArray, int | None]:
+    """A composite store's ``(band, y, x)`` reflectance of ``year`` (default: the last)."""
     from lames_cube.io import open_store
+
+    refl = open_store(store).reflectance
+    if "time" in refl.dims:
+        raise PatchRecipeError(f"the cube store {store} holds scenes, not composites; the cube "
+                               f"recipe {cubes!r} needs composite.method median or least_cloudy.")
+    if "year" not in refl.dims:
+        return refl, None
+    year = year if year is not None else int(refl.year.values[-1])
+    if year not in refl.year.values:
+        raise PatchRecipeError(f"year: {year} is not in {store} (years "
+                               f"{refl.year.values.tolist()}); pick one of them.")
+    return refl.sel(year=year, drop=True), year
+
+
+def _site_sources(recipe: PatchRecipe, stores: list, layers, test_ids, val_ids):
+    from lames_cube import _kernels
     from lames_cube.patches import patch_table
     from lames_cube.patchset import PatchSource
 
     sources = []
     for store in stores:
         site = Path(str(store)).name.removesuffix(".zarr").removeprefix("site-")
-        refl = open_store(store).reflectance
-        if "time" in refl.dims:
-            raise PatchRecipeError(f"the cube store {store} holds scenes, not composites; the "
-                                   f"cube recipe {recipe.cubes!r} needs composite.method median "
-                                   "or least_cloudy.")
-        year = None
-        if "year" in refl.dims:
-            year = recipe.year if recipe.year is not None else int(refl.year.values[-1])
-            if year not in refl.year.values:
-                raise PatchRecipeError(f"year: {year} is not in {store} (years "
-                                       f"{refl.year.values.tolist()}); pick one of them.")
-            refl = refl.sel(year=year, drop=True)
-        labels = _labels(recipe, polygons, refl)
+        refl, year = _composite(store, recipe.year, recipe.cubes)
+        labels = _labels(recipe, layers, refl)
         table = patch_table(refl, size=recipe.size, stride=recipe.stride)
-        from lames_cube import _kernels
-
         sums = _kernels.window_sums(_kernels.summed_area((labels.values > 0).view(np.uint8)),
                                     table.row.to_numpy(), table.col.to_numpy(), recipe.size,
                                     recipe.size)
@@ -306,19 +311,15 @@ def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
     return sources
 
 
-def _store_sources(table: gpd.GeoDataFrame, source: str):
-    from lames_cube.io import open_store
+def _store_sources(table: gpd.GeoDataFrame, refl: xr.DataArray, origin: str):
     from lames_cube.patchset import PatchSource
 
-    refl = open_store(source).reflectance
-    if "year" in refl.dims:
-        refl = refl.isel(year=-1, drop=True)
     out = table.copy()
     out["split"] = "train"
-    return [PatchSource(refl, out, None, origin=f"{Path(source).resolve()} last year")]
+    return [PatchSource(refl, out, None, origin=origin)]
 
 
-def _polygons(world, data_dir) -> dict[str, gpd.GeoDataFrame]:
+def _layers(world, data_dir) -> dict[str, gpd.GeoDataFrame]:
     """Sites, sectors and Maus footprints: the LAMES files when present, else the world's."""
     from lames_cube.config import find_data_dir
 
@@ -377,7 +378,7 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     """
     from lames_cube.pipeline import per_site, run_recipe
     from lames_cube.recipes import load_recipe
-    from lames_cube.sampling import sample_blind, sample_checked
+    from lames_cube.sampling import sample_blind, sample_checked, touches
     from lames_cube.splits import validation_split
     from lames_cube.tables import save_table
 
@@ -398,8 +399,8 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
         except LamesCubeError:
             world = None  # a STAC index that is not a world
     stores = run_recipe(cube_recipe, data_dir=data_dir, output=cubes_output, progress=progress)
-    polygons = _polygons(world, data_dir)
-    sites = polygons["sites"]
+    layers = _layers(world, data_dir)
+    sites = layers["sites"]
     ids = [Path(str(s)).name.removesuffix(".zarr").removeprefix("site-") for s in stores]
     split_of = dict(zip(sites.site_id.astype(str), sites.split.astype(str), strict=True))
     test_ids = sorted(i for i in ids if split_of.get(i) == "test")
@@ -410,7 +411,7 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     summary: dict[str, Any] = {"recipe": recipe.name, "task": recipe.task, "cubes": recipe.cubes,
                                "test_sites": test_ids, "validation_sites": val_ids,
                                "train_sites": sorted(train_ids), "stores": {}, "counts": {}}
-    site_sources = _site_sources(recipe, stores, polygons, set(test_ids), set(val_ids))
+    site_sources = _site_sources(recipe, stores, layers, set(test_ids), set(val_ids))
     store = _write(site_sources, out / "sites.zarr", overwrite=overwrite, progress=progress)
     tables = pd.concat([s.table for s in site_sources])
     summary["stores"]["sites"] = str(store)
@@ -421,13 +422,11 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     n = recipe.extra.n if extra_n is None else int(extra_n)
     if n:
         from lames_cube.grid import site_boxes
-        from lames_cube.patches import lames_patch_table
+        from lames_cube.patches import lames_patch_table, patch_table
 
         if recipe.extra.source is not None:
-            from lames_cube.io import open_store
-            from lames_cube.patches import patch_table
-
-            refl = open_store(recipe.extra.source).reflectance
+            refl, year = _composite(recipe.extra.source, recipe.year, recipe.cubes)
+            origin = f"{Path(recipe.extra.source).resolve()} year={year}"
             table = patch_table(refl, size=recipe.size, stride=recipe.size)
         elif world is not None:
             table = lames_patch_table("chile", size=recipe.size)
@@ -437,24 +436,22 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
                                    "extra.source to a country cube store (e.g. the chile-mosaic "
                                    "recipe's output).")
         held_out = (sites.split == "test") | sites.site_id.astype(str).isin(val_ids)
-        exclude = [polygons["sectors"], sites, polygons["footprints"], site_boxes(sites[held_out])]
+        exclude = [layers["sectors"], sites, layers["footprints"], site_boxes(sites[held_out])]
         bands = [str(b) for b in site_sources[0].cube.band.values]
         for rule in recipe.extra.rules:
             drawn = (sample_blind(table, n, seed=recipe.extra.seed) if rule == "blind" else
                      sample_checked(table, n, exclude=exclude, buffer_m=recipe.extra.buffer_m,
                                     seed=recipe.extra.seed))
             save_table(drawn, out / f"{rule}-windows.parquet")
-            sources = (_store_sources(drawn, recipe.extra.source) if recipe.extra.source else
+            sources = (_store_sources(drawn, refl, origin) if recipe.extra.source else
                        _extra_sources(drawn, world, bands, recipe.size))
             store = _write(sources, out / f"{rule}.zarr", overwrite=overwrite,
                            progress=progress)
             summary["stores"][rule] = str(store)
-            from lames_cube.sampling import touches
-
             near = touches(drawn, exclude, buffer_m=recipe.extra.buffer_m)
             summary["counts"][rule] = {"train": {"windows": len(drawn),
                                                  "near a mine or test box": int(near.sum())}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if progress:
         print(counts_text(summary))
     return summary

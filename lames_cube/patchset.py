@@ -185,11 +185,10 @@ class _Plan:
 def _json_safe(value: Any) -> Any:
     """Attrs as JSON (NumPy scalars and arrays as numbers and lists, anything else as text)."""
     def default(obj: Any) -> Any:
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        return str(obj)
+        try:
+            return io._numpy_json(obj)
+        except TypeError:
+            return str(obj)
 
     return json.loads(json.dumps(value, sort_keys=True, default=default))
 

@@ -24,21 +24,12 @@ import numpy as np
 import shapely
 import xarray as xr
 
+from lames_cube._checks import check_seed
 from lames_cube.errors import InvalidQueryError
 
 
 class NotEnoughWindowsError(InvalidQueryError):
     """More windows were asked for than the table or the raster holds."""
-
-
-def _check_seed(seed: Any, *, allow_none: bool = False) -> int:
-    """An integer seed; None draws one (from the OS) and returns it so it can be recorded."""
-    if seed is None and allow_none:
-        return int(np.random.SeedSequence().entropy % (2**63))
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise InvalidQueryError(f"seed={seed!r} is not an integer; pass e.g. seed=1117 so the draw "
-                                "can be repeated.")
-    return int(seed)
 
 
 def _check_n(n: Any, available: int, what: str) -> int:
@@ -78,7 +69,7 @@ def sample_blind(table: gpd.GeoDataFrame, n: int, seed: int | None = None) -> gp
     InvalidQueryError
         ``seed`` is not an integer (or None).
     """
-    seed = _check_seed(seed, allow_none=True)
+    seed = check_seed(seed, allow_none=True)
     n = _check_n(n, len(table), "the table")
     pick = np.sort(np.random.default_rng(seed).choice(len(table), size=n, replace=False))
     out = table.iloc[pick].copy()
@@ -124,7 +115,7 @@ def sample_checked(table: gpd.GeoDataFrame, n: int, *, exclude: Any, buffer_m: f
     >>> sample_checked(patch_table(g, size=256), 1, exclude=mine, seed=0)[["row", "col"]].values
     array([[  0, 256]])
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     free = table[~touches(table, exclude, buffer_m=buffer_m)]
     n = _check_n(n, len(free), f"the table (windows clear of the excluded polygons"
                  f"{f' by {buffer_m:g} m' if buffer_m else ''})")
@@ -314,7 +305,7 @@ class BackgroundIndex:
         pixels as ``(n, 2)`` int64 (row, col), sorted; :meth:`sample` makes the table."""
         from lames_cube import _kernels
 
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         n = _check_n(n, self.count, self.settings["what"])
         starts = np.concatenate([[0], np.cumsum(self.counts)])
         ranks = np.sort(np.random.default_rng(seed).choice(self.count, size=n, replace=False))
@@ -346,7 +337,7 @@ class BackgroundIndex:
         """
         from lames_cube.patches import window_table
 
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         at = self.draw(n, seed=seed)
         n = len(at)
         table = window_table(self.geobox, at[:, 0], at[:, 1], self.settings["size"])
@@ -529,7 +520,7 @@ def sample_background(
     >>> len(t), any((abs(t.row + 16 - 120) < 36) & (abs(t.col + 16 - 120) < 36))
     (20, False)
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     _check_n(n, np.iinfo(np.int64).max, "the grid")
     index = background_index(labels, size=size, exclude=exclude, buffer_m=buffer_m,
                              max_invalid=max_invalid, valid=valid)
@@ -628,7 +619,7 @@ def sample_positive(
     from lames_cube.patches import _check_table, _geobox, _positive, window_table
 
     gbox = _geobox(labels, "labels")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     size = _positive(size, "size")
     if isinstance(min_fraction, bool) or not isinstance(min_fraction, int | float) or \
             not 0 < float(min_fraction) <= 1:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from lames_cube._checks import check_seed
 from lames_cube.errors import AnnotationError, InvalidQueryError, LamesCubeError
 
 __all__ = [
@@ -242,12 +243,6 @@ def _ids(site_ids: Iterable[Any], what: str = "site_ids") -> list[str]:
     return sorted(ids)
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise InvalidQueryError(f"seed={seed!r}: expected a non-negative integer (e.g. 1117).")
-    return int(seed)
-
-
 def _counts(n: int, fractions: Sequence[float]) -> list[int]:
     """Split ``n`` by ``fractions`` with the largest-remainder method (ties: earlier part)."""
     f = np.asarray(fractions, dtype="float64")
@@ -302,7 +297,7 @@ def random_split(
     True
     """
     ids = _ids(site_ids)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     n = len(ids)
     if n_test is not None:
         if isinstance(n_test, bool) or not isinstance(n_test, int | np.integer) or not 0 <= n_test <= n:

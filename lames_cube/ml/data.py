@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lames_cube import io
+from lames_cube._checks import check_seed
 from lames_cube.errors import LamesCubeError, UnknownBandError
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
@@ -115,13 +116,6 @@ def dihedral_index(seed: int, epoch: int, key: int) -> int:
     """
     state = np.random.SeedSequence([int(seed), int(epoch), int(key)]).generate_state(1)
     return int(state[0] % 8)
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise DatasetSelectionError(f"seed={seed!r} must be a non-negative integer, e.g. "
-                                    f"seed=1117.")
-    return int(seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +313,7 @@ class PatchDataset(_WindowDataset):
             pick = [available.index(b) for b in self.bands]
             self.mean, self.std = _as_stats([mean[i] for i in pick], [std[i] for i in pick],
                                             f"the patch set {self.store!r}")
-        self.augment, self.seed, self.epoch = bool(augment), _check_seed(seed), 0
+        self.augment, self.seed, self.epoch = bool(augment), check_seed(seed), 0
         self._handles: tuple[Any, Any] | None = None
         self._pid: int | None = None
 
@@ -524,7 +518,7 @@ class CubeWindowDataset(_WindowDataset):
         self.shape = tuple(int(v) for v in gbox.shape)
         self.mean, self.std = _stats(stats, self.bands)
         self.array_path = f"{path}/{variable}"
-        self.augment, self.seed, self.epoch = bool(augment), _check_seed(seed), 0
+        self.augment, self.seed, self.epoch = bool(augment), check_seed(seed), 0
         self._handles: Any = None
         self._pid: int | None = None
 
