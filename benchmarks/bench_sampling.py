@@ -57,7 +57,7 @@ class CheckedSampling:
         t0 = time.perf_counter()
         self.index = background_index(self.labels, size=SIZE)
         self.index_seconds = time.perf_counter() - t0
-        self.index.draw(10, seed=0)  # compile
+        self.index.draw(N, seed=0)  # compile the kernels
 
     def time_index_draw(self):
         self.index.draw(N, seed=1)

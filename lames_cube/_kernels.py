@@ -177,10 +177,10 @@ def _popcount64(x):  # pragma: no cover - compiled (SWAR bit count)
 
 
 @nb.njit(cache=False, nogil=True)
-def _locate_bits(packed, words, row_starts, local, popcount, out):  # pragma: no cover
+def _locate_range(packed, words, row_starts, local, popcount, out, first, last):  # pragma: no cover
     nrows = row_starts.shape[0] - 1
     lo = 0
-    for k in range(local.shape[0]):
+    for k in range(first, last):
         target = local[k]
         if target < row_starts[lo]:  # unsorted input: search from the start
             lo = 0
@@ -223,6 +223,14 @@ def _locate_bits(packed, words, row_starts, local, popcount, out):  # pragma: no
         out[k, 1] = byte * 8 + bit
 
 
+@nb.njit(cache=False, nogil=True, parallel=True)
+def _locate_parallel(packed, words, row_starts, local, popcount, out, parts):  # pragma: no cover
+    n = local.shape[0]
+    for p in nb.prange(parts):  # each part walks its own run of the sorted targets
+        _locate_range(packed, words, row_starts, local, popcount, out, p * n // parts,
+                      (p + 1) * n // parts)
+
+
 def pack_rows(bits: np.ndarray) -> np.ndarray:
     """A boolean map packed along its rows, each row padded to whole 64-bit words (what
     :func:`locate_bits` reads)."""
@@ -231,13 +239,18 @@ def pack_rows(bits: np.ndarray) -> np.ndarray:
     return np.pad(packed, ((0, 0), (0, pad))) if pad else packed
 
 
-def locate_bits(packed: np.ndarray, row_starts: np.ndarray, local: np.ndarray) -> np.ndarray:
+def locate_bits(packed: np.ndarray, row_starts: np.ndarray, local: np.ndarray, *,
+                parallel: bool = True) -> np.ndarray:
     """Row and column of the ``local``-th set bits (counted row-major) of a bit map packed by
     :func:`pack_rows`, whose row ``r`` starts at set bit ``row_starts[r]`` (``row_starts`` is
-    the cumulative count, with a leading 0 and the total last).
+    the cumulative count, with a leading 0 and the total last). ``parallel``: split the
+    targets over threads (a NumPy call), or not (inside a dask task).
 
     Returns ``(k, 2)`` int64."""
     out = np.empty((local.shape[0], 2), np.int64)
-    _locate_bits(packed, packed.view(np.uint64), row_starts, local.astype(np.int64), _POPCOUNT,
-                 out)
+    args = (packed, packed.view(np.uint64), row_starts, local.astype(np.int64), _POPCOUNT, out)
+    if parallel and local.shape[0] >= 1024:
+        _locate_parallel(*args, nb.get_num_threads() * 4)
+    else:
+        _locate_range(*args, 0, local.shape[0])
     return out

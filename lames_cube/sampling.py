@@ -250,7 +250,8 @@ def _draw(labels, invalid, geom, affine, size, limit, local: np.ndarray) -> np.n
     from lames_cube import _kernels
 
     bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
-    return _kernels.locate_bits(_kernels.pack_rows(bits), _row_starts(rows), local)
+    return _kernels.locate_bits(_kernels.pack_rows(bits), _row_starts(rows), local,
+                                parallel=False)
 
 
 def _join(blocks, parts) -> tuple[np.ndarray, ...]:
