@@ -107,14 +107,20 @@ class ExtractionVsXbatcher:
     xbatcher's ``BatchGenerator`` (each window's ``.values``, stacked; target >= 10x). Both
     allocate their output on every call."""
 
-    timeout = 600
+    timeout = 1200
     size = 256
+    side = XB_SIDE
+    repeats = 7
+
+    def _cube(self) -> xr.DataArray:
+        side = self.side
+        g = GeoBox.from_bbox((0, 0, side * 10, side * 10), "EPSG:32719", resolution=10)
+        src = np.random.default_rng(0).integers(1, 10_000, (3, side, side)).astype(np.uint16)
+        coords = {"band": ["B02", "B03", "B04"], **xr_coords(g, crs_coord_name="spatial_ref")}
+        return assign_crs(xr.DataArray(src, dims=("band", "y", "x"), coords=coords), g.crs)
 
     def setup(self):
-        g = GeoBox.from_bbox((0, 0, XB_SIDE * 10, XB_SIDE * 10), "EPSG:32719", resolution=10)
-        src = np.random.default_rng(0).integers(1, 10_000, (3, XB_SIDE, XB_SIDE)).astype(np.uint16)
-        coords = {"band": ["B02", "B03", "B04"], **xr_coords(g, crs_coord_name="spatial_ref")}
-        self.cube = assign_crs(xr.DataArray(src, dims=("band", "y", "x"), coords=coords), g.crs)
+        self.cube = self._cube()
         self.table = patch_table(self.cube, size=self.size, stride=self.size)
         ours = self._extract()  # also compiles the kernel
         # Once: both give the same windows with the same pixels (compared sorted by position).
@@ -147,9 +153,38 @@ class ExtractionVsXbatcher:
         self._xbatcher()
 
     def track_speedup_over_xbatcher(self):
-        ours, theirs = _median_time(self._extract, 7), _median_time(self._xbatcher, 7)
+        ours = _median_time(self._extract, self.repeats)
+        theirs = _median_time(self._xbatcher, self.repeats)
         print(f"extract_patches {ours:.3f} s, xbatcher BatchGenerator {theirs:.3f} s "
-              f"({self.n} windows of {self.size} px): {theirs / ours:.1f}x")
+              f"({self.n} windows of {self.size} px, {self.where}): {theirs / ours:.1f}x")
         return theirs / ours
 
     track_speedup_over_xbatcher.unit = "x"
+    where = "in memory"
+
+
+class ExtractionVsXbatcherStore(ExtractionVsXbatcher):
+    """The same comparison on a cube store as the project writes them (``io.write_cube``, one
+    Zarr chunk per 2304-px tile, read lazily with ``io.open_cube``): extract_patches reads each
+    chunk once per group of windows, xbatcher's generator reads a chunk for every window in it
+    (target >= 10x)."""
+
+    side = 1024 if QUICK else 4608
+    tile = 512 if QUICK else 2304
+    repeats = 1
+    where = "from a Zarr cube store"
+
+    def _cube(self) -> xr.DataArray:
+        import tempfile
+
+        from lames_cube.io import open_cube, write_cube
+
+        cube = super()._cube()
+        cube.values[:] = 1000 + cube.values % 64  # reflectance-like: compresses as imagery does
+        self._tmp = tempfile.TemporaryDirectory()
+        store = write_cube(cube, f"{self._tmp.name}/cube.zarr",
+                           chunks={"y": self.tile, "x": self.tile})
+        return open_cube(store)
+
+    def teardown(self):
+        self._tmp.cleanup()
