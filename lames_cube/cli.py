@@ -99,6 +99,30 @@ def _cmd_patches_list(args: argparse.Namespace) -> None:
         print(f"{name:20s} {load_patch_recipe(name).description.split('. ')[0]}")
 
 
+#: ``lames-cube train --protocol lames``: the paper's full training protocol (for a GPU).
+FULL_PROTOCOL = {"epochs": 100, "batch_size": 64, "extra_per_epoch": None, "step_size": 2000,
+                 "patience": None, "threads": None, "device": "auto"}
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from lames_cube.ml.experiments import list_experiments, load_experiment, run_experiment
+
+    if args.list or args.recipe is None:
+        for name in list_experiments():
+            print(f"{name:24s} {load_experiment(name).description.split('. ')[0]}")
+        return
+    overrides: dict = dict(FULL_PROTOCOL) if args.protocol == "lames" else {}
+    for key in ("epochs", "batch_size", "extra_per_epoch", "device", "threads", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    model = args.model or ("lames" if args.protocol == "lames" else None)
+    variants = [v for part in args.variants for v in part.split(",") if v] \
+        if args.variants else None
+    run_experiment(args.recipe, output=args.output, data_dir=args.data_dir, variants=variants,
+                   model=model, train_overrides=overrides, progress=not args.quiet)
+
+
 def _cmd_cube_list(args: argparse.Namespace) -> None:
     from lames_cube.recipes import list_recipes, load_recipe
 
@@ -206,6 +230,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_patches_build)
     p = psub.add_parser("list", help="list the shipped patch recipes")
     p.set_defaults(func=_cmd_patches_list)
+
+    p = sub.add_parser("train", help="run an experiment recipe: train, evaluate, report",
+                       description="Run an experiment recipe (lames-cube train --list): build "
+                       "or reuse its patch sets, fit the baselines, train one model per "
+                       "variant (selected on the validation split), score every model on the "
+                       "test split and write the run folder (config.yaml, checkpoints, "
+                       "metrics.json, report.md with figures).")
+    p.add_argument("recipe", nargs="?", help="a shipped experiment name or a .yaml path")
+    p.add_argument("--list", action="store_true", help="list the shipped experiment recipes")
+    p.add_argument("--output", help="the run folder (default: the recipe's output)")
+    p.add_argument("--variants", action="append", help="run only these variants (a,b)")
+    p.add_argument("--model", help="a model preset instead of the recipe's (small, lames)")
+    p.add_argument("--protocol", choices=["lames"], help="the paper's full protocol: U-Net/"
+                   "ResNet-50, 100 epochs, batch 64, every extra window every epoch, "
+                   "CyclicLR 2000/2000 (for a GPU machine)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--extra-per-epoch", type=int)
+    p.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
 
     p = wsub.add_parser("check", help="measure how hard a world is, against real LAMES imagery",
                         description="Render each site of the world at PATH cloud-free and print "

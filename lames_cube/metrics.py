@@ -89,8 +89,10 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
     dict
         ``micro_accuracy`` (= micro precision = recall = F1 = overall accuracy),
         ``macro_accuracy``, ``macro_precision``, ``macro_recall``, ``macro_f1``, and per-class
-        arrays ``precision``, ``recall``, ``f1``, ``accuracy``, ``support``. Classes without
-        predictions (or truth) get precision (recall) 0, as in the paper's table.
+        arrays ``precision``, ``recall``, ``f1``, ``accuracy``, ``support``; ``iou`` per class
+        (TP / (TP + FP + FN), 0 for a class absent from both truth and prediction) and
+        ``mean_iou`` (their unweighted mean). Classes without predictions (or truth) get
+        precision (recall) 0, as in the paper's table.
 
     Raises
     ------
@@ -103,6 +105,8 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
     >>> s = scores(np.array([[8, 2], [1, 9]]))
     >>> round(s["micro_accuracy"], 3), round(s["macro_accuracy"], 3), round(s["macro_f1"], 3)
     (0.85, 0.85, 0.85)
+    >>> s["iou"].round(3).tolist(), round(s["mean_iou"], 3)  # 8/(8+1+2), 9/(9+2+1)
+    ([0.727, 0.75], 0.739)
     """
     try:
         cm = np.asarray(cm, dtype=np.float64)
@@ -138,6 +142,9 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
     fp = pred_total - tp
     fn = truth_total - tp
     accuracy = (n - fp - fn) / n
+    union = tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, 0.0)
     return {
         "micro_accuracy": float(tp.sum() / n),
         "macro_accuracy": float(accuracy.mean()),
@@ -149,4 +156,6 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
         "f1": f1,
         "accuracy": accuracy,
         "support": truth_total.astype(np.int64),
+        "iou": iou,
+        "mean_iou": float(iou.mean()),
     }

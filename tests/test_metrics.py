@@ -31,6 +31,10 @@ def test_against_scikit_learn(k, seed):
     oa = skm.accuracy_score(truth.ravel(), pred.ravel())
     assert s["micro_accuracy"] == pytest.approx(oa)
     assert s["macro_accuracy"] == pytest.approx(1 - 2 * (1 - oa) / k)
+    iou = skm.jaccard_score(truth.ravel(), pred.ravel(), labels=range(k), average=None,
+                            zero_division=0)
+    np.testing.assert_allclose(s["iou"], iou)
+    assert s["mean_iou"] == pytest.approx(iou.mean())
 
 
 def test_hand_computed_binary_case():
@@ -43,6 +47,7 @@ def test_hand_computed_binary_case():
     assert s["precision"].tolist() == pytest.approx([5 / 6, 3 / 4])
     assert s["recall"].tolist() == pytest.approx([5 / 6, 3 / 4])
     assert s["micro_accuracy"] == pytest.approx(0.8)
+    assert s["iou"].tolist() == pytest.approx([5 / 7, 3 / 5])  # TP / (TP + FP + FN)
 
 
 def test_lazy_dask_and_ignore_equal_numpy():

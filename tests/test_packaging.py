@@ -110,12 +110,14 @@ def test_pyproject_lists_every_subpackage_and_maps_cubes():
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lames_cube").rglob("__init__.py")}
     assert set(setuptools["packages"]) == on_disk | {"lames_cube.cubes"}
     assert setuptools["package-dir"] == {"lames_cube.cubes": "cubes"}
-    assert setuptools["package-data"]["lames_cube.cubes"] == ["*.yaml", "patches/*.yaml"]
-    # cubes/ holds settings only: the YAML cube recipes, the patch recipes in patches/ and the
-    # __init__.py the editable install needs.
+    assert setuptools["package-data"]["lames_cube.cubes"] == [
+        "*.yaml", "patches/*.yaml", "experiments/*.yaml"]
+    # cubes/ holds settings only: the YAML cube recipes, the patch recipes in patches/, the
+    # experiment recipes in experiments/ and the __init__.py the editable install needs.
     assert sorted(p.name for p in (ROOT / "cubes").iterdir() if p.name != "__pycache__") == sorted(
-        [f"{n}.yaml" for n in _shipped_recipes()] + ["__init__.py", "patches"])
-    assert {p.suffix for p in (ROOT / "cubes" / "patches").iterdir()} == {".yaml"}
+        [f"{n}.yaml" for n in _shipped_recipes()] + ["__init__.py", "patches", "experiments"])
+    for folder in ("patches", "experiments"):
+        assert {p.suffix for p in (ROOT / "cubes" / folder).iterdir()} == {".yaml"}
 
 
 def test_editable_install_reads_the_recipes_in_the_checkout():
@@ -169,8 +171,8 @@ def test_wheel_install_ships_the_recipes(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = _shipped_recipes()
     assert recipes
-    patch_recipes = {f"lames_cube/cubes/patches/{p.name}"
-                     for p in (ROOT / "cubes" / "patches").glob("*.yaml")}
+    patch_recipes = {f"lames_cube/cubes/{folder}/{p.name}" for folder in ("patches", "experiments")
+                     for p in (ROOT / "cubes" / folder).glob("*.yaml")}
     assert {n for n in names if n.startswith("lames_cube/cubes/")} == {
         f"lames_cube/cubes/{n}.yaml" for n in recipes} | {"lames_cube/cubes/__init__.py"} | \
         patch_recipes

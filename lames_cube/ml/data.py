@@ -224,6 +224,11 @@ class PatchDataset(_WindowDataset):
         Standardise each band with the set's statistics (``band_mean``, ``band_std``: from its
         training split only); a band whose std is 0 is only centred. False gives the raw values
         as float32.
+    stats
+        Standardise with other statistics instead of the set's own (e.g. the site set's,
+        for an extra no-mine set trained beside it): a patch-set store, a mapping with
+        ``band_mean``/``band_std`` (matched by band name) or a ``(mean, std)`` pair per
+        selected band. Needs ``normalise=True``.
     augment
         Apply one dihedral transform per item, drawn from ``(seed, epoch, sample)`` where
         ``sample`` is the item's index in the store (:func:`dihedral_index`).
@@ -268,7 +273,8 @@ class PatchDataset(_WindowDataset):
 
     def __init__(self, store: str | os.PathLike[str], *, split: str | Sequence[str] | None = None,
                  kinds: str | Sequence[str] | None = None, bands: Sequence[str] | None = None,
-                 normalise: bool = True, augment: bool = False, seed: int = 0) -> None:
+                 normalise: bool = True, stats: Any = None, augment: bool = False,
+                 seed: int = 0) -> None:
         from lames_cube.patchset import open_patch_set
 
         ds = open_patch_set(store)
@@ -305,7 +311,11 @@ class PatchDataset(_WindowDataset):
         self.size = int(ds.attrs["size"])
         self.stats_from = ds.attrs.get("stats_from")
         self.mean = self.std = None
-        if normalise:
+        if stats is not None and not normalise:
+            raise DatasetSelectionError("stats= given with normalise=False; drop one of them.")
+        if stats is not None:
+            self.mean, self.std = _stats(stats, self.bands)
+        elif normalise:
             mean, std = ds.attrs.get("band_mean"), ds.attrs.get("band_std")
             if mean is None or std is None:  # pragma: no cover - complete sets have them
                 raise DatasetSelectionError(f"the patch set {self.store!r} has no statistics; "

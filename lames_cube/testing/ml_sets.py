@@ -1,0 +1,87 @@
+"""Small patch sets with planted mines, for the training tests and benchmarks.
+
+:func:`planted_patch_set` writes a patch set whose masks are known exactly: square "mines"
+(class 1, or sector classes 1..K-1) drawn on a textured background; mine pixels are brighter
+in the SWIR bands and rougher, so a model can learn them in a few steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+
+
+def planted_patch_set(store: str | os.PathLike[str], *, size: int = 32, rows: int = 3,
+                      cols: int = 4, bands: Sequence[str] = BANDS, classes: int = 2,
+                      splits: Sequence[str] | None = None, mines: bool = True,
+                      seed: int = 0) -> tuple[Path, np.ndarray, Any]:
+    """Write a ``rows x cols`` grid of ``size``-px windows with planted mines.
+
+    Parameters
+    ----------
+    store
+        The patch-set store to write.
+    size, rows, cols
+        Window side and the grid of windows (one window per cell, no overlap).
+    bands
+        Band names (any subset of Sentinel-2 ids).
+    classes
+        2: masks 0/1; more: mine squares take the classes 1..classes-1 in turn.
+    splits
+        The split of each window, row-major (default: the last column test, the one before it
+        validation, the rest train).
+    mines
+        False: all-background masks.
+    seed
+        Texture and mine placement.
+
+    Returns
+    -------
+    (pathlib.Path, numpy.ndarray, geopandas.GeoDataFrame)
+        The store, the full ``(H, W)`` mask it was cut from and the window table (``row``,
+        ``col``, ``split``).
+    """
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_zeros
+
+    from lames_cube.patches import patch_table
+    from lames_cube.patchset import PatchSource, write_patch_set
+
+    rng = np.random.default_rng(seed)
+    height, width = rows * size, cols * size
+    g = GeoBox.from_bbox((300_000, 7_000_000, 300_000 + width * 10, 7_000_000 + height * 10),
+                         "EPSG:32719", resolution=10)
+    mask = np.zeros((height, width), np.uint8)
+    if mines:
+        k = 0
+        for r in range(rows):
+            for c in range(cols):
+                side = int(rng.integers(size // 4, size // 2))
+                y, x = (int(v) for v in rng.integers(0, size - side, 2))
+                mask[r * size + y:r * size + y + side, c * size + x:c * size + x + side] = \
+                    1 + k % (classes - 1)
+                k += 1
+    mine = mask > 0
+    layers = []
+    for i, band in enumerate(bands):
+        base = 1500 + 150 * i + rng.normal(0, 120, (height, width))
+        swir = band in ("B11", "B12")
+        base[mine] += (600 if swir else 150) + rng.normal(0, 400, int(mine.sum()))
+        layers.append(np.clip(base, 1, 10_000).astype(np.uint16))
+    cube = xr_zeros(g, dtype="uint16").expand_dims(band=list(bands)).copy(data=np.stack(layers))
+    cube.attrs["nodata"] = 0
+    labels = xr_zeros(g, dtype="uint8").copy(data=mask)
+    table = patch_table(g, size=size)
+    if splits is None:
+        splits = ["test" if c == cols - 1 else "validation" if c == cols - 2 else "train"
+                  for r in range(rows) for c in range(cols)]
+    table["split"] = list(splits)
+    table["kind"] = "site"
+    out = write_patch_set(PatchSource(cube, table, labels), store, progress=False, block=4)
+    return Path(out), mask, table
