@@ -36,7 +36,7 @@ class TrainingSteps:
     def setup(self, preset):
         import torch
 
-        from lames_cube.ml.train import make_scheduler
+        from lames_cube.ml.training import make_scheduler
 
         torch.set_num_threads(2)
         self.model = _model(preset).train()

@@ -19,9 +19,9 @@ from lames_cube.ml.errors import (
     PatchSizeError,
     TrainingConfigError,
 )
-from lames_cube.ml.evaluate import evaluate
+from lames_cube.ml.evaluation import evaluate
 from lames_cube.ml.models import build_model, count_parameters, model_spec
-from lames_cube.ml.train import class_counts, lames_class_weights, make_scheduler, train
+from lames_cube.ml.training import class_counts, lames_class_weights, make_scheduler, train
 from lames_cube.patchset import open_patch_set
 from lames_cube.testing.ml_sets import planted_patch_set
 
@@ -171,7 +171,7 @@ def test_validation_runs_in_eval_mode_without_gradients(planted):
     from torch.utils.data import DataLoader
 
     from lames_cube.ml.data import PatchDataset
-    from lames_cube.ml.train import validate
+    from lames_cube.ml.training import validate
 
     model = build_model("small", in_channels=6)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -276,7 +276,7 @@ def test_a_corrupt_or_foreign_checkpoint(trained, tmp_path):
 
 
 def test_each_epoch_sees_every_site_window_and_fresh_extra_windows():
-    from lames_cube.ml.train import _EpochSampler
+    from lames_cube.ml.training import _EpochSampler
 
     s = _EpochSampler(5, 100, 10, seed=3)
     epochs = []

@@ -86,14 +86,17 @@ def test_design_entry_points_are_importable():
     """DESIGN.md §7 names (lames_cube.ml comes with the training issue), also after their
     modules were imported (``lames_cube.search`` is both a module and the function)."""
     import lames_cube
+    import lames_cube.ml.evaluation
+    import lames_cube.ml.training
     import lames_cube.search  # the module import must not shadow the function
-    from lames_cube import annotations, grid, metrics, splits
+    from lames_cube import annotations, grid, metrics, ml, splits
     from lames_cube.synthetic import World
 
     for fn in (lames_cube.search, lames_cube.build_cube, lames_cube.rasterize,
                annotations.load_sectors, annotations.load_sites, annotations.load_footprints,
                annotations.load_metadata, grid.lames_tiles, grid.site_boxes,
-               splits.isolation_split, metrics.confusion_matrix, metrics.scores, World.to_cube):
+               splits.isolation_split, metrics.confusion_matrix, metrics.scores, World.to_cube,
+               ml.train, ml.evaluate):
         assert callable(fn) and fn.__doc__ and "Examples" in fn.__doc__, fn.__name__
 
 

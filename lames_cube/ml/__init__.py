@@ -1,6 +1,14 @@
-"""Machine learning on lames_cube data: torch Datasets over patch sets and cube stores.
+"""Machine learning on lames_cube data: models, training, evaluation, torch Datasets.
 
-Needs torch (``pip install lames-cube[ml]``); the rest of lames_cube never imports it.
+Needs torch and segmentation-models-pytorch (``pip install lames-cube[ml]``); the rest of
+lames_cube never imports them.
+
+- :func:`train`: the LAMES training protocol on patch sets, one checkpoint
+  (:mod:`lames_cube.ml.training`);
+- :func:`evaluate`: the LAMES table, IoU, figures and a report for one split
+  (:mod:`lames_cube.ml.evaluation`);
+- :func:`build_model`: the U-Net presets of :mod:`lames_cube.ml.models`;
+- :func:`run_experiment`: an experiment recipe end to end (:mod:`lames_cube.ml.experiments`);
 
 - :class:`PatchDataset`: samples of a patch set (:func:`lames_cube.patchset.write_patch_set`),
   selected by split and kind, standardised with the set's training statistics.
@@ -24,6 +32,7 @@ except ImportError as err:  # pragma: no cover - torch is installed in the devel
         "pip install 'lames-cube[ml]' (the CPU build, torch==2.13.0)."
     ) from err
 
+from lames_cube.ml.checkpoint import load_checkpoint, load_model
 from lames_cube.ml.data import (
     CubeWindowDataset,
     DatasetSelectionError,
@@ -31,6 +40,11 @@ from lames_cube.ml.data import (
     dihedral,
     dihedral_index,
 )
+from lames_cube.ml.evaluation import evaluate
+from lames_cube.ml.experiments import run_experiment
+from lames_cube.ml.models import build_model
+from lames_cube.ml.training import train
 
-__all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
-           "dihedral_index"]
+__all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "build_model",
+           "dihedral", "dihedral_index", "evaluate", "load_checkpoint", "load_model",
+           "run_experiment", "train"]

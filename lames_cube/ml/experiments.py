@@ -153,7 +153,7 @@ def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> Expe
       - task: 'y' is not one of ['site', 'sector']
     """
     from lames_cube.ml.models import model_spec
-    from lames_cube.ml.train import TASKS
+    from lames_cube.ml.training import TASKS
 
     if not isinstance(data, Mapping):
         raise ExperimentRecipeError(f"{where} must be a YAML mapping; got "
@@ -319,9 +319,9 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
         The content of ``metrics.json``: per model the test scores, plus timings and paths.
     """
     from lames_cube.ml.checkpoint import load_checkpoint
-    from lames_cube.ml.evaluate import evaluate
+    from lames_cube.ml.evaluation import evaluate
     from lames_cube.ml.run_report import write_experiment_report
-    from lames_cube.ml.train import train
+    from lames_cube.ml.training import train
 
     recipe = recipe if isinstance(recipe, ExperimentRecipe) else load_experiment(recipe)
     if model is not None or train_overrides:

@@ -358,6 +358,19 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Impossible settings (epochs, batch size, learning rates, device).
     lames_cube.ml.data.DatasetSelectionError
         A split the patch set does not have (e.g. no validation samples).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from lames_cube.ml.checkpoint import load_checkpoint
+    >>> from lames_cube.testing.ml_sets import planted_patch_set
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     store, _, _ = planted_patch_set(f"{tmp}/sites.zarr", size=32)
+    ...     path = train(store, f"{tmp}/checkpoint.pt", epochs=2, batch_size=4, threads=1,
+    ...                  progress=False)
+    ...     meta = load_checkpoint(path)
+    >>> meta["task"], meta["patch_size"], [e["epoch"] for e in meta["curve"]]
+    ('site', 32, [1, 2])
     """
     from tqdm.auto import tqdm
 

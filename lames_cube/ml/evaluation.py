@@ -54,7 +54,7 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
 
     from lames_cube.ml.checkpoint import check_bands, load_model
     from lames_cube.ml.data import PatchDataset
-    from lames_cube.ml.train import _deterministic, resolve_device
+    from lames_cube.ml.training import _deterministic, resolve_device
     from lames_cube.patchset import open_patch_set
 
     dev = resolve_device(device)
@@ -131,6 +131,19 @@ def evaluate(checkpoint: str | os.PathLike[str], patches: str | os.PathLike[str]
         A binary split without any mine pixel.
     lames_cube.ml.errors.BandMismatchError
         Bands the model needs that the patch set lacks.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from lames_cube.ml.training import train
+    >>> from lames_cube.testing.ml_sets import planted_patch_set
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     store, _, _ = planted_patch_set(f"{tmp}/sites.zarr", size=32)
+    ...     path = train(store, f"{tmp}/checkpoint.pt", epochs=1, batch_size=4, threads=1,
+    ...                  progress=False)
+    ...     result = evaluate(path, store, split="test", progress=False)
+    >>> result["n_samples"], sorted(result["models"]["U-Net (tu-mobilenetv3_small_100)"]["scores"])[:3]
+    (3, ['accuracy', 'f1', 'iou'])
     """
     from lames_cube.metrics import confusion_matrix, scores
     from lames_cube.ml.checkpoint import load_checkpoint
