@@ -118,9 +118,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
             overrides[key] = value
     model = args.model or ("lames" if args.protocol == "lames" else None)
     variants = [v for part in args.variants for v in part.split(",") if v] \
-        if args.variants else None
-    run_experiment(args.recipe, output=args.output, data_dir=args.data_dir, variants=variants,
-                   model=model, train_overrides=overrides, progress=not args.quiet)
+        if args.variants is not None else None
+    output = args.output
+    if args.protocol == "lames":
+        import torch
+
+        if output is None:  # never over the small run
+            output = f"{load_experiment(args.recipe).output}-lames-protocol"
+        if not torch.cuda.is_available():
+            print("lames-cube: note: the full LAMES protocol (U-Net/ResNet-50, 100 epochs, "
+                  "batch 64, every window every epoch) runs on the CPU here: expect days, "
+                  "not hours (README, 'Training and evaluation').", file=sys.stderr)
+    run_experiment(args.recipe, output=output, data_dir=args.data_dir, variants=variants,
+                   model=model, train_overrides=overrides, overwrite=args.overwrite,
+                   progress=not args.quiet)
 
 
 def _cmd_cube_list(args: argparse.Namespace) -> None:
@@ -251,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--seed", type=int)
+    p.add_argument("--overwrite", action="store_true", help="retrain variants whose "
+                   "checkpoint was trained with other settings (default: refuse)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 

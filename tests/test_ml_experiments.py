@@ -12,6 +12,7 @@ from lames_cube.cli import main
 from lames_cube.ml.checkpoint import load_checkpoint
 from lames_cube.ml.experiments import (
     ExperimentRecipeError,
+    RunExistsError,
     list_experiments,
     load_experiment,
     parse_experiment,
@@ -65,6 +66,9 @@ def test_every_mistake_is_reported_at_once():
     for part in ("unknown keys ['colour']", "'index' is a binary threshold", "not a preset",
                  "train: unknown keys ['epoch']", "variants.a"):
         assert part in text, part
+    with pytest.raises(ExperimentRecipeError, match=r"train.epochs='10' must be an integer"):
+        parse_experiment({"kind": "experiment", "name": "x", "patches": "p",
+                          "train": {"epochs": "10", "threads": 2}})
     with pytest.raises(ExperimentRecipeError, match="no experiment recipe 'nope'"):
         load_experiment("nope")
 
@@ -90,7 +94,17 @@ def test_a_run_writes_its_folder_and_a_rerun_reuses_it(patch_sets, tmp_path, cap
     stamp = (run / "none" / "checkpoint.pt").stat().st_mtime_ns
     again = run_experiment(path, progress=False, variants=["none"])
     assert (run / "none" / "checkpoint.pt").stat().st_mtime_ns == stamp  # reused, not retrained
-    assert again["variants"]["U-Net none"] == results["variants"]["U-Net none"]
+    assert again["variants"] == results["variants"]  # checked not run, still in the table
+    assert sorted(again["reused"]) == ["checked", "none"]
+    assert "U-Net checked" in (run / "report.md").read_text()
+    # other settings: refused unless overwrite
+    other = recipe(patch_sets, tmp_path, train={**TINY_TRAIN, "epochs": 1})
+    with pytest.raises(RunExistsError, match=r"trained with other settings.*--overwrite"):
+        run_experiment(other, progress=False, variants=["none"])
+    assert (run / "none" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    third = run_experiment(other, progress=False, variants=["none"], overwrite=True)
+    assert load_checkpoint(run / "none" / "checkpoint.pt")["settings"]["epochs"] == 1
+    assert "U-Net checked" not in third["variants"]  # its settings are no longer current
 
 
 def test_a_variant_naming_a_set_the_patches_lack(patch_sets, tmp_path):

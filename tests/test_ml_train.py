@@ -191,7 +191,7 @@ def test_validation_runs_in_eval_mode_without_gradients(planted):
 
 
 def test_lames_unet_resnet50_builds_runs_forward_and_backward():
-    import segmentation_models_pytorch as smp
+    import segmentation_models_pytorch as smp  # importable first: lames_cube.ml prepared it
 
     model = build_model("lames", in_channels=3, classes=2)
     reference = smp.Unet("resnet50", encoder_weights=None, in_channels=3, classes=2)
@@ -207,7 +207,7 @@ def test_lames_unet_resnet50_builds_runs_forward_and_backward():
 
 def test_model_settings_and_patch_sizes():
     assert model_spec("small", classes=8).classes == 8
-    with pytest.raises(PatchSizeError, match=r"multiple of 16; use 32 or 48 px"):
+    with pytest.raises(PatchSizeError, match=r"multiples of 16, .*; use 32 or 48 px"):
         train_spec = model_spec("small")
         from lames_cube.ml.models import check_patch_size
 
@@ -226,15 +226,52 @@ def test_model_settings_and_patch_sizes():
 
 def test_a_patch_size_the_model_cannot_take(tmp_path):
     store, _, _ = planted_patch_set(tmp_path / "p40.zarr", size=40, rows=1, cols=3)
-    with pytest.raises(PatchSizeError, match="patch size 40 px"):
+    with pytest.raises(PatchSizeError, match="patch size 40 px does not fit"):
         train(store, tmp_path / "x.pt", **FAST)
     assert not (tmp_path / "x.pt").exists()
 
 
 def test_a_training_split_without_mine_pixels(tmp_path):
-    store, _, _ = planted_patch_set(tmp_path / "empty.zarr", rows=1, cols=3, mines=False)
+    store, _, _ = planted_patch_set(tmp_path / "empty.zarr", rows=2, cols=3, mines=False)
     with pytest.raises(NoPositivePixelsError, match=r"no pixel of class\(es\) \['mine site'\]"):
         train(store, tmp_path / "x.pt", **FAST)
+
+
+def test_a_validation_split_without_mine_pixels(tmp_path):
+    splits = ["train", "train", "validation"]
+    store, _, _ = planted_patch_set(tmp_path / "v.zarr", rows=1, cols=3, splits=splits)
+
+
+    zarr.open_group(str(store), mode="r+")["mask"][2] = 0  # the validation window: no mine
+    with pytest.raises(NoPositivePixelsError, match=r"'validation' split .*\['mine site'\].*model selection scores every class"):
+        train(store, tmp_path / "x.pt", class_weights=[1.0, 1.0], **FAST)
+
+
+def test_statistics_from_other_splits_are_refused(tmp_path):
+    from lames_cube.ml.errors import TrainingConfigError as Err
+
+    store, _, _ = planted_patch_set(tmp_path / "s.zarr", rows=1, cols=3)
+
+
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs.update({"stats_split": None, "stats_from": "all samples"})
+    with pytest.raises(Err, match="come from 'all samples', not from the training split"):
+        train(store, tmp_path / "x.pt", **FAST)
+
+
+def test_starting_weights_with_other_bands(trained, tmp_path):
+    swapped, _, _ = planted_patch_set(tmp_path / "sw.zarr", bands=("B03", "B02", "B04", "B08",
+                                                                  "B11", "B12"))
+    with pytest.raises(BandMismatchError, match=r"trained on bands \['B02', 'B03'"):
+        train(swapped, tmp_path / "x.pt", weights=trained, **FAST)
+
+
+def test_training_keeps_the_callers_random_state(planted, tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(planted[0], tmp_path / "rng.pt", **{**FAST, "epochs": 1})
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_class_weights_of_the_wrong_length(planted, tmp_path):
@@ -245,6 +282,8 @@ def test_class_weights_of_the_wrong_length(planted, tmp_path):
 
 
 def test_bad_training_settings(planted, tmp_path):
+    with pytest.raises(TrainingConfigError, match=r"epochs=0 must be an integer >= 1; lr_range"):
+        train(planted[0], tmp_path / "x.pt", lr_range=(1e-3, 1e-4), **{**FAST, "epochs": 0})
     with pytest.raises(TrainingConfigError, match="epochs=0"):
         train(planted[0], tmp_path / "x.pt", **{**FAST, "epochs": 0})
     with pytest.raises(TrainingConfigError, match="torch sees no CUDA"):

@@ -32,18 +32,22 @@ except ImportError as err:  # pragma: no cover - torch is installed in the devel
         "pip install 'lames-cube[ml]' (the CPU build, torch==2.13.0)."
     ) from err
 
-from lames_cube.ml.checkpoint import load_checkpoint, load_model
-from lames_cube.ml.data import (
+from lames_cube.ml._torchvision import ensure_torchvision
+
+ensure_torchvision()  # before anyone imports timm or segmentation-models-pytorch
+
+from lames_cube.ml.checkpoint import load_checkpoint, load_model  # noqa: E402
+from lames_cube.ml.data import (  # noqa: E402
     CubeWindowDataset,
     DatasetSelectionError,
     PatchDataset,
     dihedral,
     dihedral_index,
 )
-from lames_cube.ml.evaluation import evaluate
-from lames_cube.ml.experiments import run_experiment
-from lames_cube.ml.models import build_model
-from lames_cube.ml.training import train
+from lames_cube.ml.evaluation import evaluate  # noqa: E402
+from lames_cube.ml.experiments import run_experiment  # noqa: E402
+from lames_cube.ml.models import build_model  # noqa: E402
+from lames_cube.ml.training import train  # noqa: E402
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "build_model",
            "dihedral", "dihedral_index", "evaluate", "load_checkpoint", "load_model",

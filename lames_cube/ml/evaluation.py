@@ -54,18 +54,21 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
 
     from lames_cube.ml.checkpoint import check_bands, load_model
     from lames_cube.ml.data import PatchDataset
+    from lames_cube.ml.models import ModelSpec, check_patch_size
     from lames_cube.ml.training import _deterministic, resolve_device
     from lames_cube.patchset import open_patch_set
 
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, device=dev)
+    check_patch_size(ModelSpec.from_dict(meta["model"]),
+                     int(open_patch_set(patches).attrs["size"]))
     bands = check_bands(meta, [str(b) for b in open_patch_set(patches).band.values],
                         f"the patch set {str(patches)!r}")
     data = PatchDataset(patches, split=split, bands=bands,
                         stats=(meta["band_mean"], meta["band_std"]))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
     preds, probs, truths = [], [], []
-    with _deterministic(threads if dev.type == "cpu" else None), torch.no_grad():
+    with _deterministic(dev, threads), torch.no_grad():
         for image, mask in tqdm(loader, desc=f"predict {split}", unit="batch",
                                 disable=not progress, leave=False):
             with torch.autocast(dev.type, enabled=dev.type == "cuda"):

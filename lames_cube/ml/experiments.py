@@ -25,7 +25,10 @@ model per variant (:func:`lames_cube.ml.train`), scores all of them on the test 
 (:func:`lames_cube.ml.evaluate`) and writes the run folder: ``config.yaml`` (the recipe as
 run, overrides included), ``<variant>/checkpoint.pt``, ``<variant>/metrics.json``,
 ``metrics.json`` (every model), ``report.md`` with its ``figures/``. A variant whose
-checkpoint exists with the same settings is not trained again.
+checkpoint exists with the same settings (model, training, bands, the patch sets' content
+and the lames_cube version) is not trained again; one trained with other settings is only
+replaced with ``overwrite=True``. Variants not run this time keep their row in the run's
+table when their folder is current.
 
 Examples
 --------
@@ -50,8 +53,8 @@ from lames_cube._atomic import atomic_write_text
 from lames_cube.errors import LamesCubeError
 from lames_cube.recipes import CUBES_DIR
 
-__all__ = ["ExperimentRecipe", "ExperimentRecipeError", "list_experiments", "load_experiment",
-           "parse_experiment", "run_experiment"]
+__all__ = ["ExperimentRecipe", "ExperimentRecipeError", "RunExistsError", "list_experiments",
+           "load_experiment", "parse_experiment", "run_experiment"]
 
 #: Where the shipped experiment recipes are.
 EXPERIMENTS_DIR = CUBES_DIR / "experiments"
@@ -184,6 +187,9 @@ def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> Expe
     except LamesCubeError as err:
         problems.append(f"model: {err}")
     train = _mapping(problems, data, "train", _TRAIN_KEYS)
+    from lames_cube.ml.training import check_settings
+
+    problems += [f"train.{msg}" for msg in check_settings(**train)]
     evaluate = _mapping(problems, data, "evaluate", _EVAL_KEYS)
     baseline = _mapping(problems, data, "baseline", _BASELINE_KEYS)
     variants_raw = data.get("variants", {"none": {"extra": []}})
@@ -278,22 +284,39 @@ def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict
     return stores
 
 
-def _same_settings(checkpoint: Path, settings: Mapping[str, Any]) -> bool:
+class RunExistsError(ExperimentRecipeError, FileExistsError):
+    """A run folder holding a checkpoint trained with other settings."""
+
+
+def _fingerprint(store: Path) -> str:
+    """A digest of a patch set's attributes (its grids, counts, statistics): a set rebuilt at
+    the same path with other content has another fingerprint."""
+    import hashlib
+
+    from lames_cube.patchset import open_patch_set
+
+    attrs = json.dumps(dict(open_patch_set(store).attrs), sort_keys=True, default=str)
+    return hashlib.sha256(attrs.encode()).hexdigest()[:16]
+
+
+def _previous(checkpoint: Path) -> dict[str, Any] | None:
+    """The checkpoint's values, or None when there is none (a corrupt file counts as none)."""
     from lames_cube.ml.checkpoint import load_checkpoint
     from lames_cube.ml.errors import CheckpointError
 
+    if not checkpoint.exists():
+        return None
     try:
-        meta = load_checkpoint(checkpoint)
+        return load_checkpoint(checkpoint)
     except CheckpointError:
-        return False
-    return meta.get("run_settings") == json.loads(json.dumps(settings))
+        return None
 
 
 def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
                    output: str | os.PathLike[str] | None = None, data_dir: Any = None,
                    variants: list[str] | None = None, model: Any = None,
                    train_overrides: Mapping[str, Any] | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run an experiment recipe end to end and write its run folder.
 
     Parameters
@@ -310,6 +333,9 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
         Another model (a preset name or mapping) than the recipe's.
     train_overrides
         Training settings that replace the recipe's (``epochs``, ``device``...).
+    overwrite
+        Retrain a variant whose folder holds a checkpoint trained with other settings
+        (otherwise :class:`RunExistsError`); a checkpoint with the same settings is reused.
     progress
         Progress bars and a line per epoch.
 
@@ -331,61 +357,107 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
         recipe = parse_experiment(recipe.to_dict(), where="the recipe with overrides")
     chosen = list(recipe.variants) if variants is None else list(variants)
     unknown = [v for v in chosen if v not in recipe.variants]
-    if unknown:
-        raise ExperimentRecipeError(f"variants {unknown} are not in the recipe "
+    if unknown or not chosen:
+        raise ExperimentRecipeError(f"variants {unknown or chosen} are not in the recipe "
                                     f"{recipe.name!r}; it has {list(recipe.variants)}.")
     out = Path(output) if output is not None else Path(recipe.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(
-        {**recipe.to_dict(), "variants_run": chosen}, sort_keys=False))
     timings: dict[str, float] = {}
     start = time.perf_counter()
     stores = _patch_sets(recipe, data_dir, progress)
     timings["patch sets"] = time.perf_counter() - start
     sites = stores["sites"]
+    runs = {}
+    for variant in chosen:  # refuse to overwrite another run before anything is fitted
+        extra = [stores[rule] for rule in recipe.variants[variant]]
+        settings = _run_settings(recipe, sites, extra)
+        checkpoint = out / variant / "checkpoint.pt"
+        meta = _previous(checkpoint)
+        reuse = meta is not None and meta.get("run_settings") == settings
+        if meta is not None and not reuse and not overwrite:
+            raise RunExistsError(
+                f"{str(checkpoint)!r} was trained with other settings (model, training, "
+                f"patch sets or version differ); pass overwrite=True (lames-cube train "
+                f"--overwrite) to replace it, or another output folder (--output)."
+            )
+        runs[variant] = (extra, settings, checkpoint, meta if reuse else None)
     fitted = _fit_baselines(recipe, sites, timings, progress)
     evaluate_kw = {"split": "test", **dict(recipe.evaluate)}
     results: dict[str, Any] = {"recipe": recipe.name, "task": recipe.task, "variants": {},
-                               "baselines": {}, "timings": timings, "stores":
-                               {k: str(v) for k, v in stores.items()}}
+                               "baselines": {}, "timings": timings, "reused": [],
+                               "stores": {k: str(v) for k, v in stores.items()}}
     samples: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
     for i, variant in enumerate(chosen):
-        folder = out / variant
-        checkpoint = folder / "checkpoint.pt"
-        extra = [stores[rule] for rule in recipe.variants[variant]]
-        settings = {"model": recipe.model, "bands": recipe.bands, "task": recipe.task,
-                    "train": dict(recipe.train), "patches": str(sites),
-                    "extra": [str(e) for e in extra]}
-        t0 = time.perf_counter()
-        if not _same_settings(checkpoint, settings):
+        extra, settings, checkpoint, meta = runs[variant]
+        if meta is None:
             if progress:
                 print(f"[{recipe.name}] training variant {variant!r} "
                       f"({len(extra)} extra set(s))", flush=True)
             train(sites, checkpoint, extra=extra, task=recipe.task, bands=recipe.bands,
                   model=recipe.model, progress=progress, run_settings=settings,
                   **dict(recipe.train))
-        timings[f"train {variant}"] = time.perf_counter() - t0
+            meta = load_checkpoint(checkpoint)
+        else:
+            results["reused"].append(variant)
+        timings[f"train {variant}"] = float(meta["train_seconds"])
         t0 = time.perf_counter()
         scored = evaluate(checkpoint, sites, name=f"U-Net {variant}",
-                          baselines=fitted if i == 0 else None, output=folder,
+                          baselines=fitted if i == 0 else None, output=out / variant,
                           progress=progress, **evaluate_kw)
         timings[f"evaluate {variant}"] = time.perf_counter() - t0
         samples.append(scored.pop("_samples"))
-        curves[f"U-Net {variant}"] = load_checkpoint(checkpoint)["curve"]
+        curves[f"U-Net {variant}"] = meta["curve"]
         for label, entry in scored["models"].items():
             target = results["variants"] if label == f"U-Net {variant}" else results["baselines"]
             target[label] = entry
-        results.setdefault("split", scored["split"])
-        results.setdefault("classes", scored["classes"])
-        results.setdefault("n_samples", scored["n_samples"])
+        for key in ("split", "classes", "n_samples"):
+            results.setdefault(key, scored[key])
+    _merge_other_variants(out, recipe, chosen, stores, results, curves)
     timings["total"] = time.perf_counter() - start
     results["files"] = write_experiment_report(out, recipe, results, samples=samples,
                                                curves=curves, fitted=fitted)
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(
+        {**recipe.to_dict(), "variants_run": chosen}, sort_keys=False))
     if progress:
         print(f"[{recipe.name}] run folder: {out} (report.md, metrics.json)", flush=True)
     return results
+
+
+def _run_settings(recipe: ExperimentRecipe, sites: Path, extra: list[Path]) -> dict[str, Any]:
+    """What a variant's checkpoint depends on: a rerun with the same values reuses it."""
+    from lames_cube import __version__
+    from lames_cube.ml.models import model_spec
+
+    settings = {"model": model_spec(recipe.model).to_dict(), "bands": recipe.bands,
+                "task": recipe.task, "train": dict(recipe.train), "patches": str(sites),
+                "extra": [str(e) for e in extra], "version": __version__,
+                "fingerprints": [_fingerprint(s) for s in (sites, *extra)]}
+    return json.loads(json.dumps(settings))
+
+
+def _merge_other_variants(out: Path, recipe: ExperimentRecipe, chosen: list[str],
+                          stores: Mapping[str, Path], results: dict[str, Any],
+                          curves: dict[str, Any]) -> None:
+    """Variants of the recipe not run this time keep their place in the run's table when
+    their folder holds a checkpoint with the current settings and its metrics."""
+    for variant in recipe.variants:
+        if variant in chosen:
+            continue
+        extra = [stores[rule] for rule in recipe.variants[variant]]
+        meta = _previous(out / variant / "checkpoint.pt")
+        metrics = out / variant / "metrics.json"
+        if meta is None or meta.get("run_settings") != _run_settings(recipe, stores["sites"],
+                                                                     extra) \
+                or not metrics.is_file():
+            continue
+        entry = json.loads(metrics.read_text())["models"].get(f"U-Net {variant}")
+        if entry is not None:
+            results["variants"][f"U-Net {variant}"] = entry
+            results["reused"].append(variant)
+            results["timings"][f"train {variant}"] = float(meta["train_seconds"])
+            curves[f"U-Net {variant}"] = meta["curve"]
 
 
 def _fit_baselines(recipe: ExperimentRecipe, sites: Path, timings: dict[str, float],

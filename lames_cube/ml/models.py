@@ -107,7 +107,8 @@ PRESETS: dict[str, ModelSpec] = {
 
 def model_spec(model: str | ModelSpec | Mapping[str, Any] = "small", **overrides: Any) -> ModelSpec:
     """A :class:`ModelSpec` from a preset name, a mapping of settings (``preset:`` plus
-    overrides, as recipes write it) or a spec, with keyword overrides.
+    overrides, as recipes write it; without ``preset`` the overrides apply to ``"small"``) or
+    a spec, with keyword overrides.
 
     Raises
     ------
@@ -175,10 +176,11 @@ def check_patch_size(spec: ModelSpec, size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < m or size % m:
         below = max(m, (int(size) // m) * m) if isinstance(size, int | float) else m
         raise PatchSizeError(
-            f"patch size {size!r} px cannot pass the {spec.encoder} U-Net: its "
-            f"{spec.encoder_depth} levels halve the patch {spec.encoder_depth} times, so the "
-            f"side must be a multiple of {m}; use {below} or {below + m} px (patch recipes: "
-            f"size:), or a model with another encoder_depth."
+            f"patch size {size!r} px does not fit the {spec.encoder} U-Net: its "
+            f"{spec.encoder_depth} levels halve the patch {spec.encoder_depth} times, and "
+            f"lames_cube takes only sides that are multiples of {m}, so that every skip "
+            f"connection lines up with its decoder level without padding or cropping; use "
+            f"{below} or {below + m} px (patch recipes: size:), or another encoder_depth."
         )
     return size
 

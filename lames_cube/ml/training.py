@@ -43,8 +43,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 from lames_cube._checks import check_seed
 from lames_cube.ml.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
 
-__all__ = ["DEFAULT_SEED", "class_counts", "lames_class_weights", "make_scheduler",
-           "resolve_device", "task_classes", "train"]
+__all__ = ["DEFAULT_SEED", "check_settings", "class_counts", "lames_class_weights",
+           "make_scheduler", "require_every_class", "resolve_device", "task_classes", "train"]
 
 #: The LAMES seed.
 DEFAULT_SEED = 1117
@@ -109,7 +109,30 @@ def class_counts(stores: Any, n_classes: int, *, split: str | Sequence[str] | No
     return counts
 
 
-def lames_class_weights(counts: Sequence[int], *, classes: Sequence[str] | None = None,
+def require_every_class(counts: Sequence[float], *, classes: Sequence[str] | None = None,
+                        where: str = "the training split",
+                        fix: str = "add windows with those classes to the training split, or "
+                                   "pass class_weights= explicitly (one positive number per "
+                                   "class)") -> None:
+    """Raise :class:`~lames_cube.ml.errors.NoPositivePixelsError` when a class has no pixel.
+
+    Examples
+    --------
+    >>> require_every_class([10, 0], classes=["no mine", "mine site"], fix="add mines")
+    Traceback (most recent call last):
+    ...
+    lames_cube.ml.errors.NoPositivePixelsError: the training split has no pixel of class(es) ['mine site'] (pixels per class {'no mine': 10, 'mine site': 0}); add mines.
+    """
+    counts = np.asarray(counts, np.float64)
+    names = list(classes) if classes is not None else [str(i) for i in range(counts.size)]
+    empty = [names[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        per = dict(zip(names, [round(c) for c in counts], strict=True))
+        raise NoPositivePixelsError(f"{where} has no pixel of class(es) {empty} (pixels per "
+                                    f"class {per}); {fix}.")
+
+
+def lames_class_weights(counts: Sequence[float], *, classes: Sequence[str] | None = None,
                         where: str = "the training split") -> np.ndarray:
     """Class weights by the LAMES rule: ``w_c = freq_0 / freq_c``, divided by the largest.
 
@@ -119,15 +142,10 @@ def lames_class_weights(counts: Sequence[int], *, classes: Sequence[str] | None 
         A class with no pixel (its weight would be infinite); the message says how to fix it.
     """
     counts = np.asarray(counts, np.float64)
-    names = list(classes) if classes is not None else [str(i) for i in range(counts.size)]
-    empty = [names[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
-        raise NoPositivePixelsError(
-            f"{where} has no pixel of class(es) {empty} (pixels per class "
-            f"{dict(zip(names, counts.astype(int).tolist(), strict=True))}), so the LAMES "
-            f"weight freq_0/freq_c is undefined; add windows with those classes to the training "
-            f"split, or pass class_weights= explicitly (one positive number per class)."
-        )
+    require_every_class(counts, classes=classes, where=where,
+                        fix="the LAMES weight freq_0/freq_c is undefined; add windows with "
+                            "those classes to the training split, or pass class_weights= "
+                            "explicitly (one positive number per class)")
     w = counts[0] / counts
     return w / w.max()
 
@@ -195,30 +213,96 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @contextlib.contextmanager
-def _deterministic(threads: int | None) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the run; restored afterwards."""
+def _deterministic(device: torch.device, threads: int | None) -> Iterator[None]:
+    """On the CPU: deterministic kernels and a fixed thread count; the caller's RNG state,
+    kernel mode and thread count are restored afterwards. On CUDA only the RNG is forked:
+    deterministic mode would refuse ``nll_loss2d`` there (and mixed precision is not bitwise
+    reproducible anyway)."""
     was_det = torch.are_deterministic_algorithms_enabled()
     was_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was_det)
-        torch.set_num_threads(was_threads)
+    with torch.random.fork_rng(devices=[]):
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+            if threads is not None:
+                torch.set_num_threads(int(threads))
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_det)
+            torch.set_num_threads(was_threads)
 
 
-def _grid_info(ds_attrs: Mapping[str, Any]) -> tuple[str | None, float | None]:
+def _grid_info(ds_attrs: Mapping[str, Any]) -> tuple[str | None, float | None, list[float]]:
+    """The CRS(s), the median pixel size and its range over the set's source grids (site
+    boxes in EPSG:3857 have pixel sizes of 10 m / cos(latitude) that differ by site)."""
     grids = ds_attrs.get("grids") or []
     crs = sorted({str(g.get("crs")) for g in grids if g.get("crs")})
-    res = sorted({abs(float(g["affine"][0])) for g in grids if g.get("affine")})
-    return (", ".join(crs) if crs else None), (res[0] if len(res) == 1 else None)
+    res = [abs(float(g["affine"][0])) for g in grids if g.get("affine")]
+    if not res:
+        return (", ".join(crs) if crs else None), None, []
+    return (", ".join(crs) if crs else None), float(np.median(res)), [min(res), max(res)]
 
 
 def _confusion(pred: torch.Tensor, truth: torch.Tensor, k: int) -> np.ndarray:
     index = (truth.reshape(-1).to(torch.int64) * k + pred.reshape(-1).to(torch.int64)).cpu()
     return torch.bincount(index, minlength=k * k).numpy().reshape(k, k)
+
+
+def check_settings(**settings: Any) -> list[str]:
+    """The problems of training settings (an empty list when they can work); the keys are
+    :func:`train`'s keyword arguments. Recipes call it before anything runs.
+
+    Examples
+    --------
+    >>> check_settings(epochs=0, batch_size=8, lr_range=(1e-3, 1e-4))
+    ['epochs=0 must be an integer >= 1', 'lr_range=(0.001, 0.0001) must be (base, max) with 0 < base <= max']
+    """
+    problems = []
+    for name, low in (("epochs", 1), ("batch_size", 1), ("num_workers", 0), ("step_size", 1)):
+        value = settings.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"{name}={value!r} must be an integer >= {low}")
+    for name in ("patience", "extra_per_epoch", "threads"):
+        value = settings.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            problems.append(f"{name}={value!r} must be null/None or an integer >= 1")
+    for name, low in (("lr", 0.0), ("weight_decay", None)):
+        value = settings.get(name, 1e-3 if name == "lr" else 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                value > low if low is not None else value >= 0):
+            problems.append(f"{name}={value!r} must be a number {'> 0' if low is not None else '>= 0'}")
+    lr_range = settings.get("lr_range", (1e-4, 1e-3))
+    try:
+        base, peak = (float(v) for v in lr_range)
+        ok = 0 < base <= peak
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        problems.append(f"lr_range={lr_range!r} must be (base, max) with 0 < base <= max")
+    if "seed" in settings:
+        try:
+            check_seed(settings["seed"])
+        except ValueError as err:
+            problems.append(str(err).rstrip("."))
+    return problems
+
+
+def _check_start_weights(weights: Any, bands: Sequence[str], classes: Sequence[str]) -> None:
+    """A lames_cube checkpoint to start from must have the run's bands and classes, in order."""
+    from lames_cube.ml.checkpoint import load_checkpoint
+    from lames_cube.ml.errors import BandMismatchError, CheckpointError
+
+    try:
+        meta = load_checkpoint(weights)
+    except CheckpointError:
+        return  # a plain state_dict: build_model checks that its tensors fit
+    if list(meta["bands"]) != list(bands) or list(meta["classes"]) != list(classes):
+        raise BandMismatchError(
+            f"weights={str(weights)!r} was trained on bands {meta['bands']} and classes "
+            f"{meta['classes']}; this run has bands {list(bands)} and classes {list(classes)} "
+            f"(the same, in the same order, are needed); pass bands={meta['bands']}."
+        )
 
 
 class _EpochSampler(torch.utils.data.Sampler[int]):
@@ -244,25 +328,29 @@ class _EpochSampler(torch.utils.data.Sampler[int]):
 
 def validate(model: torch.nn.Module, loader: DataLoader, *, n_classes: int,
              loss_fn: torch.nn.Module, device: torch.device) -> dict[str, float]:
-    """Validation loss (pixel mean, the training loss) and the LAMES scores of one confusion
-    matrix over all pixels, in eval mode under ``no_grad``; the model's mode is restored."""
+    """Validation loss (the training loss over all validation pixels at once: the weighted
+    sum divided by the sum of the pixels' class weights) and the LAMES scores of one
+    confusion matrix over all pixels, in eval mode under ``no_grad``; the model's mode is
+    restored."""
     from lames_cube.metrics import scores
 
     was_training = model.training
     model.eval()
     cm = np.zeros((n_classes, n_classes), np.int64)
-    total, pixels = 0.0, 0
+    weight = loss_fn.weight
+    summed = torch.nn.CrossEntropyLoss(weight=weight, reduction="sum")
+    total, norm = 0.0, 0.0
     with torch.no_grad():
         for image, mask in loader:
             image, mask = image.to(device), mask.to(device)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 logits = model(image)
-            total += float(loss_fn(logits.float(), mask)) * mask.numel()
-            pixels += mask.numel()
+            total += float(summed(logits.float(), mask))
+            norm += float(weight[mask].sum()) if weight is not None else mask.numel()
             cm += _confusion(logits.argmax(1), mask, n_classes)
     model.train(was_training)
     s = scores(cm)
-    return {"val_loss": total / pixels, "val_macro_f1": s["macro_f1"],
+    return {"val_loss": total / norm, "val_macro_f1": s["macro_f1"],
             "val_micro_accuracy": s["micro_accuracy"], "val_mean_iou": s["mean_iou"]}
 
 
@@ -379,23 +467,24 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
     from lames_cube.ml.models import build_model, check_patch_size, model_spec
     from lames_cube.patchset import open_patch_set
 
-    seed = check_seed(seed)
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                             ("num_workers", num_workers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise TrainingConfigError(f"{name}={value!r} must be an integer >= {low}.")
-    for name, value in (("patience", patience), ("extra_per_epoch", extra_per_epoch),
-                        ("threads", threads)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise TrainingConfigError(f"{name}={value!r} must be None or an integer >= 1.")
-    if not (lr > 0 and weight_decay >= 0):
-        raise TrainingConfigError(f"lr={lr} must be > 0 and weight_decay={weight_decay} >= 0.")
+    problems = check_settings(epochs=epochs, batch_size=batch_size, num_workers=num_workers,
+                              patience=patience, extra_per_epoch=extra_per_epoch,
+                              threads=threads, lr=lr, weight_decay=weight_decay,
+                              lr_range=lr_range, step_size=step_size, seed=seed)
+    if problems:
+        raise TrainingConfigError("training settings that cannot work: " + "; ".join(problems)
+                                  + ".")
     classes = task_classes(task)
     n_classes = len(classes)
     dev = resolve_device(device)
     site_attrs = dict(open_patch_set(patches).attrs)
     size = int(site_attrs["size"])
+    if site_attrs.get("stats_split") != train_split:
+        raise TrainingConfigError(
+            f"the statistics of {str(patches)!r} come from {site_attrs.get('stats_from')!r}, "
+            f"not from the training split {train_split!r}: standardising with them would use "
+            f"pixels the model must not see; rewrite the set with stats_split={train_split!r}."
+        )
     datasets = [PatchDataset(patches, split=train_split, bands=bands, augment=augment,
                              seed=seed)]
     bands = datasets[0].bands
@@ -405,31 +494,48 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
     val_data = PatchDataset(patches, split=validation_split, bands=bands, augment=False)
     spec = model_spec(model, in_channels=len(bands), classes=n_classes)
     check_patch_size(spec, size)
-    counts = class_counts([patches, *extra], n_classes, split=train_split)
+    train_data = ConcatDataset(datasets)
+    n_train = len(train_data)
+    if n_train < 2:
+        raise TrainingConfigError(f"the {train_split!r} split of {str(patches)!r} holds "
+                                  f"{n_train} sample; training needs at least 2 (BatchNorm).")
+    sampler = _EpochSampler(len(datasets[0]), n_train - len(datasets[0]), extra_per_epoch,
+                            seed)
+    # pixels per class as an epoch sees them: every site window, extra windows pro rata
+    counts = class_counts(patches, n_classes, split=train_split).astype(np.float64)
+    if extra:
+        n_extra = n_train - len(datasets[0])
+        counts += class_counts(list(extra), n_classes, split=train_split) * (
+            sampler.per_epoch / n_extra)
+    where = (f"the {train_split!r} split of {str(patches)!r}"
+             + (f" and {len(extra)} extra set(s)" if extra else ""))
+    require_every_class(counts, classes=classes, where=where)
+    require_every_class(class_counts(patches, n_classes, split=validation_split),
+                        classes=classes, where=f"the {validation_split!r} split of "
+                        f"{str(patches)!r}", fix="model selection scores every class on it: "
+                        "pick validation sites that hold every class (patch recipes: "
+                        "split.validation, split.seed)")
     if isinstance(class_weights, str):
         if class_weights != "lames":
             raise ClassWeightsError(f"class_weights={class_weights!r}: the only named rule is "
                                     f"'lames'; or pass one positive number per class.")
-        weight = lames_class_weights(counts, classes=classes,
-                                     where=f"the {train_split!r} split of {str(patches)!r}"
-                                     + (f" and {len(extra)} extra set(s)" if extra else ""))
+        weight = lames_class_weights(counts, classes=classes, where=where)
     else:
         weight = _check_weights(class_weights, n_classes, classes)
-    train_data = ConcatDataset(datasets)
-    n_train = len(train_data)
-    sampler = _EpochSampler(len(datasets[0]), n_train - len(datasets[0]), extra_per_epoch,
-                            seed)
+    if weights is not None:
+        _check_start_weights(weights, bands, classes)
     settings = {"task": task, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "lr_range": list(lr_range),
                 "step_size": step_size, "augment": augment, "patience": patience,
                 "extra_per_epoch": extra_per_epoch, "device": str(dev),
-                "threads": threads, "num_workers": num_workers, "train_split": train_split,
+                "threads": threads or torch.get_num_threads(), "num_workers": num_workers,
+                "train_split": train_split,
                 "validation_split": validation_split, "patches": str(patches),
                 "extra": [str(e) for e in extra], "n_train": n_train,
                 "n_validation": len(val_data), "train_pixels_per_class": counts.tolist(),
                 "weights": None if weights is None else str(weights)}
     start = time.perf_counter()
-    with _deterministic(threads if dev.type == "cpu" else None):
+    with _deterministic(dev, threads):
         torch.manual_seed(seed)
         net = build_model(spec, weights=weights).to(dev)
         optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -488,10 +594,11 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
         net.load_state_dict(best["state"])
     for entry in curve:
         entry["best"] = entry["epoch"] == best["epoch"]
-    crs, resolution = _grid_info(site_attrs)
+    crs, resolution, resolutions = _grid_info(site_attrs)
     return save_checkpoint(
         output, model=net, spec=spec, bands=bands, band_mean=stats[0], band_std=stats[1],
-        classes=classes, task=task, patch_size=size, crs=crs, resolution=resolution, seed=seed,
+        classes=classes, task=task, patch_size=size, crs=crs, resolution=resolution,
+        resolution_range=resolutions, seed=seed,
         curve=curve, class_weights=weight.tolist(), best_epoch=best["epoch"],
         best_val_macro_f1=best["score"], train_seconds=time.perf_counter() - start,
         settings=settings, run_settings=dict(run_settings or {}))
