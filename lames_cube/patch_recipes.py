@@ -12,6 +12,7 @@ cube recipe and saying how to cut it::
     stride: 256              # px between windows
     year: null               # which yearly composite (default: the last)
     split: {validation: 0.2, seed: 1117}   # test: the LAMES test sites (isolation split)
+    sites_from: cubes        # cubes | world (see below)
     extra: {n: 10000, rules: [blind, checked], buffer_m: 500, seed: 1117}
     output: lames-site-patches
 
@@ -26,6 +27,30 @@ The extra windows' pixels come from the cube recipe's synthetic world, rendered 
 window on the LAMES tile grid (EPSG:3857) under a clear sky (a stand-in for LAMES' least-cloudy
 mosaic); a catalog that is not a synthetic world needs ``extra.source``: a country cube store
 (e.g. the ``chile-mosaic`` recipe's output), cut on its own grid.
+
+Site windows straight from the synthetic world (``sites_from: world``)
+--------------------------------------------------------------------
+Building a composite cube per site is slow for all 139 LAMES sites, and the paper itself cut
+one 8-bit mosaic on EPSG:3857 site boxes. With ``sites_from: world`` no cube is built: the cube
+recipe only names the synthetic world (its ``catalog``), and for each LAMES site (the sites
+layer: the LAMES files when present, else the world's) the window grid is the site's LAMES box
+(:func:`lames_cube.grid.site_boxes`: EPSG:3857, ``k``·256 px square, the paper's rule),
+rendered by the world under a neutral clear sky (``World.read(gbox, None)``: the last year, no
+clouds, no noise), chunk by chunk while the store is written::
+
+    sites_from: world        # cubes (default): cut per-site cube composites | world: render
+    bands: [B02, B03, B04, B08, B11, B12]   # world: any of these (the default: all of them);
+                             # cubes: a selection of the composite's bands (default: all)
+    sites: all               # world only: all, or a list of LAMES site ids (small trials)
+
+Masks are rasterised on each site box's grid exactly as for cubes (site task: 1 inside any
+site polygon, ``all_touched`` False; sector task: the 8-class index of
+:func:`lames_cube.classes.to_sector_index`), and the split is by whole site as for cubes. The
+world must draw every LAMES site whose sectors reach into a chosen box; when the cube recipe's
+world does not (the ``demo`` world draws four sites), the same world spec with ``area: lames``
+(every LAMES site and every hidden mine) renders the windows and the extra windows instead,
+and ``summary.json`` (``world``) and each store's ``origin`` name that world's digest. The extra
+windows always have the site windows' bands.
 """
 
 from __future__ import annotations
@@ -50,8 +75,13 @@ from lames_cube.recipes import CUBES_DIR
 PATCHES_DIR = CUBES_DIR / "patches"
 TASKS = ("site", "sector")
 RULES = ("blind", "checked")
-_KEYS = ("kind", "name", "description", "cubes", "task", "size", "stride", "year", "split",
-         "extra", "output")
+#: Where the site windows' pixels come from: per-site cube composites, or the synthetic world.
+SITES_FROM = ("cubes", "world")
+#: The bands the synthetic world renders (uint16 reflectance x 1e4), the ``bands`` default of
+#: ``sites_from: world``.
+WORLD_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+_KEYS = ("kind", "name", "description", "cubes", "sites_from", "sites", "task", "size",
+         "stride", "year", "bands", "split", "extra", "output")
 
 
 class PatchRecipeError(LamesCubeError, ValueError):
@@ -67,8 +97,9 @@ def list_patch_recipes() -> list[str]:
 
     Examples
     --------
-    >>> list_patch_recipes()
-    ['demo-patches', 'lames-site-patches']
+    >>> list_patch_recipes()  # doctest: +NORMALIZE_WHITESPACE
+    ['demo-patches', 'demo-world-patches', 'lames-site-patches', 'lames-world-sector-patches',
+     'lames-world-site-patches']
     """
     return sorted(p.stem for p in PATCHES_DIR.glob("*.yaml")) if PATCHES_DIR.is_dir() else []
 
@@ -100,11 +131,22 @@ class PatchRecipe:
     output: str = "patches"
     description: str = ""
     source: Path | None = None
+    sites_from: str = "cubes"
+    bands: tuple[str, ...] | None = None
+    sites: tuple[str, ...] | None = None
 
     @property
     def output_path(self) -> Path:
         """``output``, relative to the current directory unless absolute."""
         return Path(self.output).expanduser()
+
+    @property
+    def band_list(self) -> list[str] | None:
+        """The bands of the windows: ``bands``, the world's default bands with
+        ``sites_from: world``, or None (every band of the cubes)."""
+        if self.bands is not None:
+            return list(self.bands)
+        return list(WORLD_BANDS) if self.sites_from == "world" else None
 
 
 def _int(problems: list[str], data: dict, key: str, default: Any, low: int = 1) -> Any:
@@ -113,6 +155,44 @@ def _int(problems: list[str], data: dict, key: str, default: Any, low: int = 1) 
         return value
     problems.append(f"{key}: {value!r} is not an integer >= {low}")
     return default
+
+
+def _bands(problems: list[str], value: Any, *, world: bool) -> tuple[str, ...] | None:
+    """``bands``: None, or a non-empty list of distinct band ids (the world's, with world)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(b, str) and b for b in value):
+        problems.append(f"bands: {value!r} must be a non-empty list of Sentinel-2 band ids, e.g. "
+                        f"{list(WORLD_BANDS)}")
+        return None
+    repeated = sorted({b for b in value if value.count(b) > 1})
+    if repeated:
+        problems.append(f"bands: {repeated} are listed more than once; list each band once")
+    unknown = [b for b in value if b not in WORLD_BANDS]
+    if world and unknown:
+        problems.append(f"bands: {unknown} are not rendered by the synthetic world "
+                        f"(sites_from: world); pick from {list(WORLD_BANDS)} (canonical ids, "
+                        "not common names such as 'red')")
+    return tuple(dict.fromkeys(value))
+
+
+def _sites(problems: list[str], value: Any, *, world: bool) -> tuple[str, ...] | None:
+    """``sites``: ``all`` (None) or a non-empty list of site ids (text; integers are read as
+    text), only with ``sites_from: world``."""
+    if value == "all":
+        return None
+    ok = isinstance(value, list) and value and all(
+        (isinstance(v, str) and v) or (isinstance(v, int) and not isinstance(v, bool))
+        for v in value)
+    if not ok:
+        problems.append(f"sites: {value!r} must be 'all' or a non-empty list of LAMES site ids, "
+                        "e.g. ['2203', '2355']")
+        return None
+    if not world:
+        problems.append("sites: a list of sites needs sites_from: world (with cubes the cube "
+                        "recipe's area chooses the sites); remove it or set sites_from: world")
+    return tuple(dict.fromkeys(str(v) for v in value))
 
 
 def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRecipe:
@@ -127,8 +207,12 @@ def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRe
     --------
     >>> r = parse_patch_recipe({"kind": "patches", "name": "t", "cubes": "demo",
     ...                         "extra": {"n": 20}})
-    >>> r.task, r.size, r.extra.rules
-    ('site', 256, ('blind', 'checked'))
+    >>> r.task, r.size, r.extra.rules, r.sites_from, r.band_list
+    ('site', 256, ('blind', 'checked'), 'cubes', None)
+    >>> w = parse_patch_recipe({"kind": "patches", "name": "w", "cubes": "demo",
+    ...                         "sites_from": "world", "sites": [2203, "2355"]})
+    >>> w.sites, w.band_list
+    (('2203', '2355'), ['B02', 'B03', 'B04', 'B08', 'B11', 'B12'])
     """
     if not isinstance(data, dict):
         raise PatchRecipeError(f"{where} must be a YAML mapping; got {type(data).__name__}.")
@@ -177,6 +261,13 @@ def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRe
     source = extra.get("source")
     if source is not None and not isinstance(source, str):
         problems.append(f"extra.source: {source!r} must be the path of a country cube store")
+    sites_from = data.get("sites_from", "cubes")
+    if sites_from not in SITES_FROM:
+        problems.append(f"sites_from: {sites_from!r} is not one of {list(SITES_FROM)} (cubes: "
+                        "cut the cube recipe's per-site composites; world: render the LAMES "
+                        "site boxes from its synthetic world)")
+    bands = _bands(problems, data.get("bands"), world=sites_from == "world")
+    sites = _sites(problems, data.get("sites", "all"), world=sites_from == "world")
     if problems:
         raise PatchRecipeError(f"{where} has {len(problems)} problem(s):\n  - "
                                + "\n  - ".join(problems))
@@ -185,7 +276,8 @@ def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRe
         validation=float(validation), seed=seed,
         extra=Extra(n=n, rules=tuple(dict.fromkeys(rules)), buffer_m=float(buffer_m),
                     seed=extra_seed, source=source),
-        output=str(data.get("output") or data["name"]), description=data.get("description", ""))
+        output=str(data.get("output") or data["name"]), description=data.get("description", ""),
+        sites_from=sites_from, bands=bands, sites=sites)
 
 
 def load_patch_recipe(name_or_path: str | os.PathLike) -> PatchRecipe:
@@ -211,17 +303,34 @@ def load_patch_recipe(name_or_path: str | os.PathLike) -> PatchRecipe:
 
 
 # --------------------------------------------------------------------------------- building
-def _labels(recipe: PatchRecipe, layers: dict[str, gpd.GeoDataFrame],
-            cube: xr.DataArray) -> xr.DataArray:
+def _labels(recipe: PatchRecipe, layers: dict[str, gpd.GeoDataFrame], cube: Any, *,
+            lazy: bool | None = None) -> xr.DataArray:
+    """The task's mask on ``cube``'s grid (a cube or a GeoBox): 1 inside any site polygon, or
+    the 8-class sector index; all 0 where no polygon reaches the grid. ``lazy=True`` burns with
+    rasterio per chunk (the EPSG:3857 site boxes: geocube rounds their odd transforms) and
+    returns NumPy."""
     from lames_cube import rasterize
+    from lames_cube.errors import NoOverlapError
 
     if recipe.task == "site":
-        return rasterize(layers["sites"], like=cube, value=1)
-    from lames_cube.classes import to_sector_index
+        polygons, value = layers["sites"], 1
+    else:
+        from lames_cube.classes import to_sector_index
 
-    sectors = layers["sectors"].copy()
-    sectors["index"] = to_sector_index(sectors["class"].to_numpy(), unknown=0)
-    return rasterize(sectors, like=cube, value="index")
+        polygons = layers["sectors"].copy()
+        polygons["index"] = to_sector_index(polygons["class"].to_numpy(), unknown=0)
+        value = "index"
+    try:
+        if not lazy:
+            return rasterize(polygons, like=cube, value=value)
+        labels = rasterize(polygons, like=cube, value=value, lazy=True, chunks=1024)
+        return labels.copy(data=labels.data.compute())
+    except NoOverlapError:  # e.g. a sector-less site box: its mask is all background
+        from odc.geo.xr import xr_zeros
+
+        from lames_cube.patches import _geobox
+
+        return xr_zeros(_geobox(cube, "cube"), dtype="uint8")
 
 
 def _composite(store: Any, year: int | None, cubes: str) -> tuple[xr.DataArray, int | None]:
@@ -241,45 +350,158 @@ def _composite(store: Any, year: int | None, cubes: str) -> tuple[xr.DataArray, 
     return refl.sel(year=year, drop=True), year
 
 
-def _site_sources(recipe: PatchRecipe, stores: list, layers, test_ids, val_ids):
+def _site_table(recipe: PatchRecipe, like: Any, labels: xr.DataArray, site: str,
+                test_ids, val_ids) -> gpd.GeoDataFrame:
+    """The windows of one site's grid, with ``site_id``, ``split``, ``kind``, ``mine_fraction``."""
     from lames_cube import _kernels
     from lames_cube.patches import patch_table
+
+    table = patch_table(like, size=recipe.size, stride=recipe.stride)
+    sums = _kernels.window_sums(_kernels.summed_area((labels.values > 0).view(np.uint8)),
+                                table.row.to_numpy(), table.col.to_numpy(), recipe.size,
+                                recipe.size)
+    table["site_id"] = site
+    table["split"] = "test" if site in test_ids else "validation" if site in val_ids else "train"
+    table["kind"] = "site"
+    table["mine_fraction"] = sums / recipe.size ** 2
+    return table
+
+
+def _select_bands(refl: xr.DataArray, bands: list[str] | None, store: Any) -> xr.DataArray:
+    if bands is None:
+        return refl
+    have = [str(b) for b in refl.band.values]
+    missing = [b for b in bands if b not in have]
+    if missing:
+        raise PatchRecipeError(f"bands: {missing} are not in the cube store {store} (bands "
+                               f"{have}); list bands the cube recipe makes, or drop 'bands' to "
+                               "keep all of them.")
+    return refl.sel(band=bands)
+
+
+def _site_sources(recipe: PatchRecipe, stores: list, layers, test_ids, val_ids):
     from lames_cube.patchset import PatchSource
 
     sources = []
     for store in stores:
         site = Path(str(store)).name.removesuffix(".zarr").removeprefix("site-")
         refl, year = _composite(store, recipe.year, recipe.cubes)
+        refl = _select_bands(refl, recipe.band_list, store)
         labels = _labels(recipe, layers, refl)
-        table = patch_table(refl, size=recipe.size, stride=recipe.stride)
-        sums = _kernels.window_sums(_kernels.summed_area((labels.values > 0).view(np.uint8)),
-                                    table.row.to_numpy(), table.col.to_numpy(), recipe.size,
-                                    recipe.size)
-        table["site_id"] = site
-        table["split"] = "test" if site in test_ids else "validation" if site in val_ids \
-            else "train"
-        table["kind"] = "site"
-        table["mine_fraction"] = sums / recipe.size ** 2
+        table = _site_table(recipe, refl, labels, site, test_ids, val_ids)
         sources.append(PatchSource(refl, table, labels,
                                    origin=f"{Path(str(store)).resolve()} year={year}"))
     return sources
 
 
-def _window_cube(world, gbox, bands: list[str]) -> xr.DataArray:
-    """A lazy (band, y, x) cube of one window, rendered by the world under a clear sky."""
+def _window_cube(world, gbox, bands: list[str], chunk: int | None = None, *,
+                 digest: str | None = None) -> xr.DataArray:
+    """A lazy (band, y, x) cube of a grid, rendered by the world under a clear sky, one dask
+    task per ``chunk``-px square (default: the whole grid in one task). ``digest`` is
+    ``world.digest()`` (tens of ms for a world of every LAMES site: pass it when making many).
+
+    The world renders each pixel at its own centre, so a chunk's pixels are those of the whole
+    grid's render (checked in the tests).
+    """
     import dask
     import dask.array as da
     from odc.geo.xr import xr_coords
 
-    def render():
-        layers = world.read(gbox, None)
+    def render(part):
+        layers = world.read(part, None)
         return np.stack([layers[b] for b in bands])
 
-    data = da.from_delayed(dask.delayed(render, pure=True)(), (len(bands), *gbox.shape),
-                           np.uint16)
+    # Named from what determines the pixels (never by hashing the world: dask would pickle it).
+    digest = world.digest() if digest is None else digest
+    h, w = (int(v) for v in gbox.shape)
+    step = max(h, w) if chunk is None else int(chunk)
+    rows = []
+    for y in range(0, h, step):
+        row = []
+        for x in range(0, w, step):
+            part = gbox[y:min(y + step, h), x:min(x + step, w)]
+            key = "world-clear-" + dask.base.tokenize(digest, str(part.crs), tuple(part.shape),
+                                                      tuple(part.affine)[:6], bands)
+            task = dask.delayed(render, pure=False)(part, dask_key_name=key)
+            row.append(da.from_delayed(task, (len(bands), *part.shape), np.uint16,
+                                       name=f"window-{key}"))
+        rows.append(row)
+    data = da.block(rows) if len(rows) * len(rows[0]) > 1 else rows[0][0]
     cube = xr.DataArray(data, dims=("band", "y", "x"),
                         coords={"band": bands, **xr_coords(gbox, crs_coord_name="spatial_ref")})
     return cube.assign_attrs(nodata=0)
+
+
+def _chosen_sites(recipe: PatchRecipe, sites: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The sites layer's rows of ``recipe.sites`` (all of them for None), in the layer's order."""
+    ids = sites.site_id.astype(str)
+    if recipe.sites is None:
+        return sites
+    unknown = [i for i in recipe.sites if i not in set(ids)]
+    if unknown:
+        raise PatchRecipeError(
+            f"sites: {unknown} are not LAMES sites of the sites layer ({len(sites)} sites, e.g. "
+            f"{sorted(ids)[:5]}); list ids of lames_cube.annotations.load_sites(), or 'all'.")
+    return sites[ids.isin(recipe.sites).to_numpy()]
+
+
+def _drawing_world(world, boxes: gpd.GeoDataFrame, layers: dict[str, gpd.GeoDataFrame],
+                   data_dir):
+    """``world`` when it draws every LAMES site whose sectors reach into ``boxes``; otherwise
+    the same spec with ``area="lames"`` (every LAMES site and hidden mine)."""
+    import dataclasses
+
+    import shapely
+
+    from lames_cube.synthetic import World
+    from lames_cube.synthetic.mines import SECTOR_CLASSES
+
+    sectors = layers["sectors"]
+    drawable = sectors[sectors["class"].isin(SECTOR_CLASSES)]
+    near = drawable[drawable.intersects(shapely.union_all(boxes.geometry.values))]
+    needed = set(near.site_id.astype(str))
+    drawn = set(world.sectors.site_id.astype(str))  # hidden mines too (the world's own layers)
+    missing = sorted(needed - drawn)
+    if not missing:
+        return world
+    if not world.spec.use_lames:
+        raise PatchRecipeError(
+            f"the cube recipe's world draws synthetic sites, not the LAMES sites {missing[:5]} "
+            "that the site boxes hold; use a world over the real LAMES sites (a LAMES data "
+            "directory) or leave out LAMES_DATA_DIR so that the world's own sites are cut.")
+    return World(dataclasses.replace(world.spec, area="lames", site_ids=None),
+                 data_dir=data_dir)
+
+
+def _world_site_sources(recipe: PatchRecipe, world, boxes: gpd.GeoDataFrame, layers,
+                        test_ids, val_ids, progress: bool):
+    """One source per site box: the world's clear-sky render on the box's EPSG:3857 grid (lazy,
+    one task per chunk of ``gcd(size, stride)`` px, at least 128), its mask and windows."""
+    import math
+
+    from lames_cube.grid import lames_geobox
+    from lames_cube.patchset import PatchSource
+
+    bands = recipe.band_list
+    chunk = math.gcd(recipe.size, recipe.stride)
+    chunk = chunk if chunk >= min(recipe.size, 128) else recipe.size
+    digest = world.digest()
+    origin = f"world {digest} clear sky (World.read(gbox, None)), LAMES site box"
+    layers = {k: v.to_crs("EPSG:3857") for k, v in layers.items() if k in ("sites", "sectors")}
+    rows = boxes.itertuples(index=False)
+    if progress:
+        from tqdm.auto import tqdm
+
+        rows = tqdm(rows, total=len(boxes), unit="site", desc="site boxes (masks, windows)")
+    sources = []
+    for row in rows:
+        gbox = lames_geobox(row._asdict())
+        labels = _labels(recipe, layers, gbox, lazy=True)
+        site = str(row.site_id)
+        table = _site_table(recipe, gbox, labels, site, test_ids, val_ids)
+        sources.append(PatchSource(_window_cube(world, gbox, bands, chunk, digest=digest),
+                                   table, labels, origin=f"{origin} {site}"))
+    return sources
 
 
 def _lames_window_geoboxes(table: gpd.GeoDataFrame, size: int) -> list:
@@ -301,13 +523,15 @@ def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
     from lames_cube.patches import window_table
     from lames_cube.patchset import PatchSource
 
+    digest = world.digest()  # once: tens of ms for a world of every LAMES site
+    origin = f"world {digest} clear sky"
     sources = []
     for gbox, (_, row) in zip(_lames_window_geoboxes(table, size), table.iterrows(), strict=True):
         one = window_table(gbox, np.array([0]), np.array([0]), size)
         one["tile"], one["tile_row"], one["tile_col"] = row.tile, int(row.row), int(row.col)
         one["split"], one["kind"] = "train", row.kind
-        sources.append(PatchSource(_window_cube(world, gbox, bands), one, None,
-                                   origin=f"world {world.digest()} clear sky"))
+        sources.append(PatchSource(_window_cube(world, gbox, bands, digest=digest), one, None,
+                                   origin=origin))
     return sources
 
 
@@ -350,7 +574,8 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
                      output: str | os.PathLike | None = None, cubes_output=None,
                      extra_n: int | None = None, overwrite: bool = False,
                      progress: bool = True) -> dict[str, Any]:
-    """Make a patch recipe's sets: the per-site cubes first (built or resumed), then the site
+    """Make a patch recipe's sets: the per-site cubes first (built or resumed; with
+    ``sites_from: world`` none, the site boxes are rendered by the world), then the site
     windows with the LAMES split, then the extra no-mine windows, each rule its own store.
 
     Parameters
@@ -362,7 +587,8 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     output
         Folder of the patch sets (default: the recipe's ``output``).
     cubes_output
-        Where the per-site cube stores go (default: the cube recipe's ``output``).
+        Where the per-site cube stores go (default: the cube recipe's ``output``); not used
+        with ``sites_from: world``.
     extra_n
         Override ``extra.n`` (e.g. a small trial).
     overwrite
@@ -374,7 +600,14 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     -------
     dict
         The summary written to ``<output>/summary.json``: the stores, the counts per split and
-        kind, the test and validation site ids, the rules' seeds.
+        kind, the test and validation site ids, the rules' seeds; with ``sites_from: world``
+        also ``world`` (its digest, whether it was widened to every LAMES site, the bands).
+
+    Raises
+    ------
+    PatchRecipeError
+        A cube recipe that is not per-site (cubes) or whose catalog is not a synthetic world
+        (world), unknown ``sites`` or ``bands``, extra windows without pixels.
     """
     from lames_cube.pipeline import per_site, run_recipe
     from lames_cube.recipes import load_recipe
@@ -384,7 +617,8 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
 
     recipe = recipe if isinstance(recipe, PatchRecipe) else load_patch_recipe(recipe)
     cube_recipe = load_recipe(recipe.cubes)
-    if not per_site(cube_recipe):
+    from_world = recipe.sites_from == "world"
+    if not from_world and not per_site(cube_recipe):
         raise PatchRecipeError(f"cubes: {recipe.cubes!r} is not a per-site recipe (its area is "
                                f"{cube_recipe.area.kind}); name one with sites on UTM grids, "
                                "e.g. chile-sites or demo.")
@@ -398,10 +632,26 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
             world = open_world(cube_recipe.resolve_catalog(data_dir=data_dir))
         except LamesCubeError:
             world = None  # a STAC index that is not a world
-    stores = run_recipe(cube_recipe, data_dir=data_dir, output=cubes_output, progress=progress)
-    layers = _layers(world, data_dir)
-    sites = layers["sites"]
-    ids = [Path(str(s)).name.removesuffix(".zarr").removeprefix("site-") for s in stores]
+    if from_world:
+        if world is None:
+            raise PatchRecipeError(
+                f"sites_from: world needs a cube recipe whose catalog is a synthetic world; "
+                f"{recipe.cubes!r} has catalog {cube_recipe.catalog!r}. Name one such as 'demo' "
+                "(catalog world:demo) or a world directory, or use sites_from: cubes.")
+        from lames_cube.grid import site_boxes
+
+        layers = _layers(world, data_dir)
+        sites = layers["sites"]
+        boxes = site_boxes(_chosen_sites(recipe, sites))
+        base = world
+        world = _drawing_world(world, boxes, layers, data_dir)
+        ids = boxes.site_id.astype(str).tolist()
+    else:
+        stores = run_recipe(cube_recipe, data_dir=data_dir, output=cubes_output,
+                            progress=progress)
+        layers = _layers(world, data_dir)
+        sites = layers["sites"]
+        ids = [Path(str(s)).name.removesuffix(".zarr").removeprefix("site-") for s in stores]
     split_of = dict(zip(sites.site_id.astype(str), sites.split.astype(str), strict=True))
     test_ids = sorted(i for i in ids if split_of.get(i) == "test")
     train_ids = [i for i in ids if i not in test_ids]
@@ -409,9 +659,17 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     if len(train_ids) > 1:
         train_ids, val_ids = validation_split(train_ids, recipe.validation, seed=recipe.seed)
     summary: dict[str, Any] = {"recipe": recipe.name, "task": recipe.task, "cubes": recipe.cubes,
+                               "sites_from": recipe.sites_from,
                                "test_sites": test_ids, "validation_sites": val_ids,
                                "train_sites": sorted(train_ids), "stores": {}, "counts": {}}
-    site_sources = _site_sources(recipe, stores, layers, set(test_ids), set(val_ids))
+    if from_world:
+        summary["world"] = {"digest": world.digest(), "catalog_digest": base.digest(),
+                            "widened_to_every_lames_site": world is not base,
+                            "bands": recipe.band_list, "sky": "clear (World.read(gbox, None))"}
+        site_sources = _world_site_sources(recipe, world, boxes, layers, set(test_ids),
+                                           set(val_ids), progress)
+    else:
+        site_sources = _site_sources(recipe, stores, layers, set(test_ids), set(val_ids))
     store = _write(site_sources, out / "sites.zarr", overwrite=overwrite, progress=progress)
     tables = pd.concat([s.table for s in site_sources])
     summary["stores"]["sites"] = str(store)
@@ -466,6 +724,13 @@ def counts_text(summary: dict[str, Any]) -> str:
     frame = pd.DataFrame(rows).fillna(0)
     for col in frame.columns[2:]:
         frame[col] = frame[col].astype(int)
-    return (f"patch sets of {summary['recipe']!r} ({summary['task']} task; test sites "
+    text = (f"patch sets of {summary['recipe']!r} ({summary['task']} task; test sites "
             f"{', '.join(summary['test_sites']) or '-'}; validation sites "
             f"{', '.join(summary['validation_sites']) or '-'}):\n" + frame.to_string(index=False))
+    world = summary.get("world")
+    if world:
+        widened = (f" (the catalog's world {world['catalog_digest']} widened to every LAMES "
+                   "site)" if world["widened_to_every_lames_site"] else "")
+        text += (f"\nsite windows rendered on the LAMES site boxes (EPSG:3857) by world "
+                 f"{world['digest']}{widened}, clear sky, bands {', '.join(world['bands'])}")
+    return text

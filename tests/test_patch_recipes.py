@@ -102,3 +102,159 @@ def test_patch_recipe_mistakes_are_reported_together():
     with pytest.raises(PatchRecipeError, match="No patch recipe 'nope'"):
         load_patch_recipe("nope")
     assert load_patch_recipe("lames-site-patches").extra.n == 10_000
+
+
+# ------------------------------------------------------------------ sites_from: world
+def _world_recipe(tmp_path, world, name="w", **changes):
+    """A world-mode patch recipe over the small test world (only its catalog is used)."""
+    from lames_cube.recipes import load_recipe
+
+    cubes = yaml.safe_load(open(load_recipe("demo").source).read())
+    cubes.update({"name": "small", "catalog": str(world), "area": {"sites": ["2203", "2355"]},
+                  "output": str(tmp_path / "cubes")})
+    (tmp_path / "cubes.yaml").write_text(yaml.safe_dump(cubes))
+    patches = {"kind": "patches", "name": name, "cubes": str(tmp_path / "cubes.yaml"),
+               "sites_from": "world", "sites": ["2203", "2355"], "task": "site", "size": 256,
+               "stride": 256, "bands": ["B04", "B08"], "split": {"validation": 0.4, "seed": 5},
+               "output": str(tmp_path / name), **changes}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(patches))
+    return path
+
+
+def _window_geobox(grid, row, col, size):
+    """The window's grid: a slice of the source grid stored in the patch set's attrs."""
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    whole = GeoBox(tuple(grid["shape"]), Affine(*grid["affine"]), grid["crs"])
+    return whole[row:row + size, col:col + size]
+
+
+def _centres_inside(gbox, polygons_3857):
+    """1 where the pixel centre is inside a polygon (the all_touched=False rule), by shapely."""
+    import shapely
+
+    ys, xs = np.mgrid[0:gbox.shape[0], 0:gbox.shape[1]] + 0.5
+    a = gbox.affine
+    x, y = a.c + xs * a.a, a.f + ys * a.e
+    union = shapely.union_all(polygons_3857.geometry.values)
+    return shapely.contains_xy(union, x, y).astype(np.uint8)
+
+
+def test_world_mode_renders_the_lames_site_boxes_with_the_split(tmp_path, world, lames_dir):
+    import dataclasses
+
+    from lames_cube.annotations import load_sites
+    from lames_cube.grid import lames_geobox, site_boxes
+    from lames_cube.patches import patch_table
+    from lames_cube.patchset import open_patch_set
+    from lames_cube.splits import validation_split
+    from lames_cube.synthetic import World
+    from lames_cube.synthetic.realism import open_world
+
+    # 2203 test, 2355 (k=2) and two small train neighbours the small world does not draw: the
+    # world is widened to every LAMES site.
+    chosen = ["2203", "2355", "2356", "2219"]
+    path = _world_recipe(tmp_path, world, sites=chosen,
+                         extra={"n": 2, "rules": ["blind", "checked"], "seed": 3})
+    recipe = load_patch_recipe(path)
+    summary = build_patch_sets(recipe, data_dir=lames_dir, progress=False)
+    sites = load_sites("all", data_dir=lames_dir)
+    boxes = site_boxes(sites[sites.site_id.isin(chosen)]).set_index("site_id")
+    ds = open_patch_set(tmp_path / "w" / "sites.zarr")
+    assert list(ds.band.values) == ["B04", "B08"] and set(ds.kind.values) == {"site"}
+    assert ds.sizes["sample"] == int((boxes.k ** 2).sum()) == 7
+    # the split: whole sites; test = the isolation split, validation = validation_split
+    train_ids = sorted(set(chosen) - {"2203"})
+    want_train, want_val = validation_split(train_ids, 0.4, seed=5)
+    assert summary["test_sites"] == ["2203"] and summary["validation_sites"] == want_val
+    assert summary["train_sites"] == want_train
+    want_split = {"2203": "test", **{s: "validation" for s in want_val},
+                  **{s: "train" for s in want_train}}
+    base = open_world(world)
+    drawn = World(dataclasses.replace(base.spec, area="lames", site_ids=None),
+                  data_dir=lames_dir)
+    assert summary["world"]["widened_to_every_lames_site"] is True
+    assert summary["world"]["digest"] == drawn.digest() != base.digest()
+    sites_3857 = sites.to_crs("EPSG:3857")
+    for source, grid in enumerate(ds.attrs["grids"]):
+        pick = ds.source.values == source
+        (site,) = set(ds.site_id.values[pick])
+        gbox = lames_geobox(boxes.loc[site])  # exactly the LAMES site box's grid
+        assert grid["crs"] == "EPSG:3857" and tuple(grid["shape"]) == tuple(gbox.shape)
+        assert np.allclose(grid["affine"], tuple(gbox.affine)[:6], rtol=0, atol=1e-9)
+        table = patch_table(gbox, size=256)
+        assert list(ds.row.values[pick]) == list(table.row)
+        assert list(ds.col.values[pick]) == list(table.col)
+        assert set(ds.split.values[pick]) == {want_split[site]}
+        for i in np.flatnonzero(pick):
+            window = _window_geobox(grid, int(ds.row.values[i]), int(ds.col.values[i]), 256)
+            mask = _centres_inside(window, sites_3857)
+            assert np.array_equal(ds.mask.values[i], mask)
+            assert ds.mine_fraction.values[i] == mask.mean()
+            pixels = drawn.read(window, None)  # an independent render of the window
+            assert np.array_equal(ds.image.values[i], np.stack([pixels["B04"],
+                                                                 pixels["B08"]]))
+    assert ds.mask.values.max() == 1 and 0 < ds.mask.values.mean() < 1
+    blind = open_patch_set(tmp_path / "w" / "blind.zarr")
+    assert list(blind.band.values) == ["B04", "B08"] and blind.sizes["sample"] == 2
+
+
+def test_world_mode_sector_task_masks_are_the_8_class_index(tmp_path, world, lames_dir):
+    import rasterio.features
+
+    from lames_cube.annotations import load_sectors
+    from lames_cube.classes import to_sector_index
+    from lames_cube.patchset import open_patch_set
+    from lames_cube.synthetic.realism import open_world
+
+    path = _world_recipe(tmp_path, world, name="s", task="sector", stride=128)
+    summary = build_patch_sets(path, data_dir=lames_dir, progress=False)
+    base = open_world(world)
+    assert summary["world"]["widened_to_every_lames_site"] is False  # it draws both sites
+    assert summary["world"]["digest"] == base.digest()
+    ds = open_patch_set(tmp_path / "s" / "sites.zarr")
+    counts = {s: int((ds.site_id.values == s).sum()) for s in ("2203", "2355")}
+    assert counts == {"2203": 1, "2355": 9}  # k = 1 and 2: (2k - 1)^2 windows at stride 128
+    assert summary["test_sites"] == ["2203"] and set(ds.split.values) == {"test", "train"}
+    sectors = load_sectors(data_dir=lames_dir, report=True)[0].to_crs("EPSG:3857")
+    index = to_sector_index(sectors["class"].to_numpy(), unknown=0)
+    for i in range(ds.sizes["sample"]):
+        grid = ds.attrs["grids"][int(ds.source.values[i])]
+        window = _window_geobox(grid, int(ds.row.values[i]), int(ds.col.values[i]), 256)
+        want = rasterio.features.rasterize(
+            zip(sectors.geometry.values, index.tolist(), strict=True), out_shape=window.shape,
+            transform=window.affine, fill=0, all_touched=False, dtype="uint8")
+        assert np.array_equal(ds.mask.values[i], want)
+        if i in (1, 5):  # windows across the 128-px render chunks: one render of the window
+            pixels = base.read(window, None)
+            assert np.array_equal(ds.image.values[i][1], pixels["B08"])
+    assert ds.mask.values.max() <= 7 and len(np.unique(ds.mask.values)) > 2
+    with pytest.raises(PatchRecipeError, match=r"sites: \['nope'\] are not LAMES sites"):
+        build_patch_sets(_world_recipe(tmp_path, world, name="bad", sites=["nope"]),
+                         data_dir=lames_dir, progress=False)
+
+
+def test_new_patch_recipe_keys_are_checked_together():
+    base = {"kind": "patches", "name": "x", "cubes": "demo"}
+    with pytest.raises(PatchRecipeError, match=r"3 problem\(s\)") as info:
+        parse_patch_recipe({**base, "sites_from": "mosaic", "bands": [], "sites": "some"})
+    text = str(info.value)
+    assert "sites_from: 'mosaic'" in text and "bands: []" in text and "sites: 'some'" in text
+    with pytest.raises(PatchRecipeError, match=r"3 problem\(s\)") as info:
+        parse_patch_recipe({**base, "sites_from": "world", "bands": ["red", "B04", "B04"],
+                            "sites": ["2203", None]})
+    text = str(info.value)
+    assert "['B04'] are listed more than once" in text and "['red'] are not rendered" in text \
+        and "sites: ['2203', None]" in text
+    with pytest.raises(PatchRecipeError, match="needs sites_from: world"):
+        parse_patch_recipe({**base, "sites": ["2203"]})
+    cubes = parse_patch_recipe({**base, "bands": ["SCL"]})  # cubes: any band of the cubes
+    assert cubes.band_list == ["SCL"] and cubes.sites_from == "cubes" and cubes.sites is None
+    for name, task, stride, n in (("lames-world-site-patches", "site", 256, 10_000),
+                                  ("lames-world-sector-patches", "sector", 128, 0)):
+        recipe = load_patch_recipe(name)
+        assert (recipe.sites_from, recipe.task, recipe.stride, recipe.extra.n, recipe.sites) \
+            == ("world", task, stride, n, None)
+        assert recipe.cubes == "demo" and recipe.seed == 1117 and recipe.validation == 0.2
