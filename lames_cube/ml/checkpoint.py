@@ -115,6 +115,20 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: torch.nn.Module, spe
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_torch_file(path: Path, error: type[Exception], what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file raises
+    ``error`` naming ``what`` it should have been and the ``fix``."""
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist; {fix}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and torch errors alike
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise error(f"{what} {str(path)!r} ({path.stat().st_size:,} bytes) cannot be read: it "
+                    f"is corrupt, truncated or not a torch file ({type(err).__name__}: "
+                    f"{first}); {fix}.") from None
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(..., weights_only=True)`` (no code is unpickled).
 
@@ -125,17 +139,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         says which and how to make one).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass the checkpoint.pt "
-                              f"that lames_cube.ml.train (lames-cube train) wrote.")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} ({path.stat().st_size:,} bytes) cannot be read: it is "
-            f"corrupt, truncated or not a torch file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); train again or restore it."
-        ) from None
+    data = read_torch_file(path, CheckpointError, "checkpoint",
+                           "pass the checkpoint.pt that lames_cube.ml.train (lames-cube train) "
+                           "wrote, or train again")
     if not isinstance(data, Mapping) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is a torch file but not a lames_cube checkpoint "
                               f"(no format={CHECKPOINT_FORMAT!r}); for bare weights use "

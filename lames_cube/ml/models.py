@@ -237,17 +237,11 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> torch.
     ModelConfigError
         The file is missing or unreadable, or its tensors do not fit the model.
     """
-    from lames_cube.ml.checkpoint import CHECKPOINT_FORMAT
+    from lames_cube.ml.checkpoint import CHECKPOINT_FORMAT, read_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelConfigError(f"weights={str(path)!r} is not a file; pass the path of a "
-                               f"local checkpoint or state_dict (nothing is downloaded).")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelConfigError(f"weights={str(path)!r} cannot be read as torch weights "
-                               f"({type(err).__name__}: {err}).") from None
+    data = read_torch_file(path, ModelConfigError, "the weights file",
+                           "pass a local checkpoint or state_dict (nothing is downloaded)")
     state = data.get("state_dict") if isinstance(data, Mapping) and \
         data.get("format") == CHECKPOINT_FORMAT else data
     if not isinstance(state, Mapping):
