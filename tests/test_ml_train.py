@@ -312,7 +312,7 @@ def test_a_corrupt_or_foreign_checkpoint(trained, tmp_path):
         load_checkpoint(tmp_path / "none.pt")
     with pytest.raises(ModelConfigError, match="do not fit this model"):
         build_model("small", in_channels=3, weights=trained)
-    with pytest.raises(ModelConfigError, match="the weights file .* does not exist; pass a local"):
+    with pytest.raises(ModelConfigError, match=r"the weights file .* does not exist; pass a local"):
         build_model("small", weights=tmp_path / "none.pt")
     with pytest.raises(ModelConfigError, match="corrupt, truncated"):
         build_model("small", in_channels=6, weights=cut)
