@@ -112,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
             print(f"{name:24s} {load_experiment(name).description.split('. ')[0]}")
         return
     overrides: dict = dict(FULL_PROTOCOL) if args.protocol == "lames" else {}
-    for key in ("epochs", "batch_size", "extra_per_epoch", "device", "threads", "seed"):
+    for key in ("epochs", "batch_size", "extra_per_epoch", "device", "threads", "seed",
+                "num_workers"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-per-epoch", type=int)
     p.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     p.add_argument("--seed", type=int)
     p.add_argument("--overwrite", action="store_true", help="retrain variants whose "
                    "checkpoint was trained with other settings (default: refuse)")
