@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -775,7 +776,7 @@ def plot_samples(images: Any, bands: Sequence[str], truth: Any,
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(columns[j], fontsize=10)
+                ax.set_title(textwrap.fill(columns[j], 24), fontsize=10)
         axes[i, 0].set_ylabel(f"sample {i}", fontsize=9)
     handles = [Patch(facecolor=col, edgecolor="#555555", label=_legend_name(name))
                for col, name in zip(colors, names, strict=True)]
