@@ -60,9 +60,9 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
 
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, device=dev)
-    check_patch_size(ModelSpec.from_dict(meta["model"]),
-                     int(open_patch_set(patches).attrs["size"]))
-    bands = check_bands(meta, [str(b) for b in open_patch_set(patches).band.values],
+    patch_set = open_patch_set(patches)
+    check_patch_size(ModelSpec.from_dict(meta["model"]), int(patch_set.attrs["size"]))
+    bands = check_bands(meta, [str(b) for b in patch_set.band.values],
                         f"the patch set {str(patches)!r}")
     data = PatchDataset(patches, split=split, bands=bands,
                         stats=(meta["band_mean"], meta["band_std"]))
