@@ -135,6 +135,24 @@ def _cmd_train(args: argparse.Namespace) -> None:
                    progress=not args.quiet)
 
 
+def _cmd_infer(args: argparse.Namespace) -> None:
+    from lames_cube.ml.country import run_inference
+
+    output = args.output or f"runs/infer-{Path(args.recipe).stem}"
+    summary = run_inference(args.recipe, args.checkpoint, output, source=args.source,
+                            data_dir=args.data_dir, tiles=args.tiles, scheduler=args.scheduler,
+                            workers=args.workers, patch=args.patch, overlap=args.overlap,
+                            batch_size=args.batch_size, device=args.device,
+                            threads=args.threads, year=args.year, overwrite=args.overwrite,
+                            progress=not args.quiet, evaluate=not args.no_evaluate)
+    keys = ("tiles_scored", "km2_scored", "km2_predicted_mining", "wall_seconds_this_run",
+            "throughput_mpx_per_s", "peak_memory_mb")
+    print("; ".join(f"{k}: {summary[k]}" for k in keys if k in summary))
+    for key, value in summary.get("evaluation", {}).items():
+        print(f"  {key}: {value}")
+    print(f"wrote {output}/ (prediction.zarr, summary.json, polygons.parquet, map.png)")
+
+
 def _cmd_cube_list(args: argparse.Namespace) -> None:
     from lames_cube.recipes import list_recipes, load_recipe
 
@@ -268,6 +286,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint was trained with other settings (default: refuse)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("infer", help="score a recipe's mosaic with a checkpoint (resumable)",
+                       description="Score every active tile of a single-area cube recipe's "
+                       "mosaic grid (chile-mosaic: 1,826 tiles of 2304 px) with a checkpoint, "
+                       "tile by tile on dask, into a resumable Zarr store (rerun the same "
+                       "command to finish an interrupted run); then write summary.json, "
+                       "evaluation.json (synthetic world), polygons.parquet and map.png.")
+    p.add_argument("recipe", help="a single-area cube recipe name or .yaml path (chile-mosaic)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint of lames-cube train")
+    p.add_argument("--output", help="the run folder (default: runs/infer-<recipe>)")
+    p.add_argument("--source", default="world", help="'world' (the synthetic world, offline; "
+                   "default) or a cube store built from the recipe (lames-cube cube build)")
+    p.add_argument("--tiles", nargs="+", help="score only these tile ids (a trial run)")
+    p.add_argument("--scheduler", help="'threads' (default), 'local' (a LocalCluster) or a "
+                   "scheduler address tcp://host:port")
+    p.add_argument("--workers", type=int, help="worker processes of --scheduler local")
+    p.add_argument("--patch", type=int, help="window size (default: the checkpoint's)")
+    p.add_argument("--overlap", type=int, help="window overlap in px (default ~patch/4)")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch threads per task on the CPU (default 1)")
+    p.add_argument("--year", type=int, help="the composite year of a store source")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a prediction store of another model or grid")
+    p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_infer)
 
     p = wsub.add_parser("check", help="measure how hard a world is, against real LAMES imagery",
                         description="Render each site of the world at PATH cloud-free and print "

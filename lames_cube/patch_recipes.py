@@ -397,39 +397,11 @@ def _site_sources(recipe: PatchRecipe, stores: list, layers, test_ids, val_ids):
 def _window_cube(world, gbox, bands: list[str], chunk: int | None = None, *,
                  digest: str | None = None) -> xr.DataArray:
     """A lazy (band, y, x) cube of a grid, rendered by the world under a clear sky, one dask
-    task per ``chunk``-px square (default: the whole grid in one task). ``digest`` is
-    ``world.digest()`` (tens of ms for a world of every LAMES site: pass it when making many).
+    task per ``chunk``-px square (default: the whole grid in one task); see
+    :func:`lames_cube.synthetic.clear.clear_sky_cube`."""
+    from lames_cube.synthetic.clear import clear_sky_cube
 
-    The world renders each pixel at its own centre, so a chunk's pixels are those of the whole
-    grid's render (checked in the tests).
-    """
-    import dask
-    import dask.array as da
-    from odc.geo.xr import xr_coords
-
-    def render(part):
-        layers = world.read(part, None)
-        return np.stack([layers[b] for b in bands])
-
-    # Named from what determines the pixels (never by hashing the world: dask would pickle it).
-    digest = world.digest() if digest is None else digest
-    h, w = (int(v) for v in gbox.shape)
-    step = max(h, w) if chunk is None else int(chunk)
-    rows = []
-    for y in range(0, h, step):
-        row = []
-        for x in range(0, w, step):
-            part = gbox[y:min(y + step, h), x:min(x + step, w)]
-            key = "world-clear-" + dask.base.tokenize(digest, str(part.crs), tuple(part.shape),
-                                                      tuple(part.affine)[:6], bands)
-            task = dask.delayed(render, pure=False)(part, dask_key_name=key)
-            row.append(da.from_delayed(task, (len(bands), *part.shape), np.uint16,
-                                       name=f"window-{key}"))
-        rows.append(row)
-    data = da.block(rows) if len(rows) * len(rows[0]) > 1 else rows[0][0]
-    cube = xr.DataArray(data, dims=("band", "y", "x"),
-                        coords={"band": bands, **xr_coords(gbox, crs_coord_name="spatial_ref")})
-    return cube.assign_attrs(nodata=0)
+    return clear_sky_cube(world, gbox, bands, chunk, digest=digest)
 
 
 def _chosen_sites(recipe: PatchRecipe, sites: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -40,7 +40,9 @@ from lames_cube.ml.errors import ModelConfigError, PatchSizeError
 __all__ = ["PRESETS", "ModelSpec", "build_model", "check_patch_size", "count_parameters",
            "model_spec"]
 
-ARCHITECTURES = ("unet",)
+#: ``unet``: segmentation-models-pytorch U-Net; ``pixel``: a per-pixel network of 1 x 1
+#: convolutions (hidden widths ``decoder_channels``), translation-equivariant, no context.
+ARCHITECTURES = ("unet", "pixel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +94,9 @@ class ModelSpec:
 
     @property
     def multiple(self) -> int:
-        """Patch sides must be multiples of this (the encoder's total stride)."""
-        return 2 ** self.encoder_depth
+        """Patch sides must be multiples of this (the encoder's total stride; 1 for
+        ``pixel``)."""
+        return 1 if self.arch == "pixel" else 2 ** self.encoder_depth
 
 
 #: Named configurations (``in_channels`` and ``classes`` are set per task).
@@ -149,7 +152,11 @@ def _check_spec(spec: ModelSpec) -> None:
         low = 2 if name == "classes" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             problems.append(f"{name}={value!r} must be an integer >= {low}")
-    if not isinstance(spec.encoder_depth, int) or not 3 <= spec.encoder_depth <= 5:
+    if spec.arch == "pixel":
+        if not all(isinstance(c, int) and c >= 1 for c in spec.decoder_channels):
+            problems.append(f"decoder_channels={list(spec.decoder_channels)} must be positive "
+                            "hidden widths for arch='pixel'")
+    elif not isinstance(spec.encoder_depth, int) or not 3 <= spec.encoder_depth <= 5:
         problems.append(f"encoder_depth={spec.encoder_depth!r} must be 3, 4 or 5")
     elif len(spec.decoder_channels) != spec.encoder_depth:
         problems.append(f"decoder_channels={list(spec.decoder_channels)} must give one value "
@@ -210,6 +217,9 @@ def build_model(spec: str | ModelSpec | Mapping[str, Any] = "small", *,
         Unknown settings or encoder, or a weights file that does not fit the model.
     """
     spec = model_spec(spec, **overrides)
+    if spec.arch == "pixel":
+        model = _pixel_model(spec)
+        return load_weights(model, weights) if weights is not None else model
     ensure_torchvision()
     import segmentation_models_pytorch as smp
 
@@ -227,6 +237,17 @@ def build_model(spec: str | ModelSpec | Mapping[str, Any] = "small", *,
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _pixel_model(spec: ModelSpec) -> torch.nn.Module:
+    """A per-pixel network: 1 x 1 convolutions through ``decoder_channels`` with ReLU."""
+    layers: list[torch.nn.Module] = []
+    width = spec.in_channels
+    for hidden in spec.decoder_channels:
+        layers += [torch.nn.Conv2d(width, hidden, 1), torch.nn.ReLU()]
+        width = hidden
+    layers.append(torch.nn.Conv2d(width, spec.classes, 1))
+    return torch.nn.Sequential(*layers)
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> torch.nn.Module:

@@ -85,3 +85,47 @@ def planted_patch_set(store: str | os.PathLike[str], *, size: int = 32, rows: in
     table["kind"] = "site"
     out = write_patch_set(PatchSource(cube, table, labels), store, progress=False, block=4)
     return Path(out), mask, table
+
+
+def random_checkpoint(path: str | os.PathLike[str], *, bands: Sequence[str] = BANDS,
+                      model: Any = "small", patch_size: int = 64, classes: int = 2,
+                      seed: int = 0, mean: float = 1000.0, std: float = 500.0) -> Path:
+    """A checkpoint of a randomly initialised model (seeded), for inference tests.
+
+    ``model`` is a preset name or :class:`~lames_cube.ml.models.ModelSpec` settings; the
+    checkpoint standardises every band with ``mean`` and ``std``.
+    """
+    import torch
+
+    from lames_cube.ml.checkpoint import save_checkpoint
+    from lames_cube.ml.models import build_model, model_spec
+
+    spec = model_spec(model, in_channels=len(bands), classes=classes)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = build_model(spec)
+    names = ["other", "mine"] if classes == 2 else [f"class{k}" for k in range(classes)]
+    return save_checkpoint(path, model=net, spec=spec, bands=list(bands),
+                           band_mean=[mean] * len(bands), band_std=[std] * len(bands),
+                           classes=names, task="site" if classes == 2 else "sector",
+                           patch_size=patch_size, crs="EPSG:32719", resolution=10.0, seed=seed,
+                           curve=[], class_weights=[1.0] * classes)
+
+
+def pointwise_checkpoint(path: str | os.PathLike[str], *, bands: Sequence[str] = BANDS,
+                         classes: int = 2, seed: int = 0, patch_size: int = 64) -> Path:
+    """:func:`random_checkpoint` of a per-pixel (1 x 1 convolution) network: a
+    translation-equivariant model whose prediction of a pixel depends on that pixel only.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lames_cube.ml import load_model
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     net, meta = load_model(pointwise_checkpoint(f"{tmp}/p.pt", bands=["B04"]))
+    ...     tuple(net(torch.zeros(1, 1, 5, 7)).shape), meta["model"]["arch"]
+    ((1, 2, 5, 7), 'pixel')
+    """
+    return random_checkpoint(path, bands=bands, model={"arch": "pixel",
+                             "decoder_channels": (8, 8)}, patch_size=patch_size,
+                             classes=classes, seed=seed)

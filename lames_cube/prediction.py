@@ -1,0 +1,505 @@
+"""Prediction stores: write a lazy prediction tile by tile, resumably; export COGs and polygons.
+
+:func:`write_prediction` lays out a Zarr v3 store for the whole grid first (nothing computed),
+then fills it tile by tile through :func:`lames_cube.io.write_cube` with ``region=``: each
+finished tile is recorded in the store's ledger, so a run killed at any moment and started
+again computes only the tiles not yet recorded and ends with the same bytes as an uninterrupted
+run. Tiles are computed a few at a time (``group``) in one dask compute, so that neighbouring
+tiles share the source pixels of their halos while memory stays bounded whatever the grid's size.
+
+The store's attrs name the model (checkpoint sha256, settings) and its coordinates the grid: a
+rerun with another model or grid is refused (:class:`PredictionStoreMismatchError`).
+
+No torch here: the lazy prediction comes from :func:`lames_cube.ml.predict`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from lames_cube.errors import LamesCubeError
+from lames_cube.io import TemplateMismatchError
+
+__all__ = ["NODATA_CLASS", "PredictionStoreMismatchError", "PredictionError", "bbox_roi",
+           "export_cog",
+           "open_prediction", "prediction_polygons", "tile_regions", "write_prediction"]
+
+#: The class value of pixels without data or outside the scored tiles.
+NODATA_CLASS = 255
+
+
+class PredictionError(LamesCubeError, ValueError):
+    """A prediction (or store) that is not what a function expects."""
+
+
+class PredictionStoreMismatchError(TemplateMismatchError):
+    """A prediction store written by another model, with other settings or on another grid."""
+
+
+# --------------------------------------------------------------------------- tiles
+def tile_regions(pred: xr.Dataset, tiles: Any = None) -> list[tuple[dict[str, slice], bool]]:
+    """The prediction's tiles (its chunks along y/x) as ``(region, scored)`` pairs.
+
+    Parameters
+    ----------
+    pred
+        A lazy prediction of :func:`lames_cube.ml.predict`.
+    tiles
+        None (score every tile), or a table like :func:`lames_cube.grid.mosaic_tiles`
+        (``y_off``, ``x_off`` and ``active``): only its active tiles are scored, the others
+        are written as nodata.
+
+    Raises
+    ------
+    PredictionError
+        A table whose tiles are not the prediction's chunks.
+    """
+    ys = np.cumsum((0, *pred.chunks["y"]))
+    xs = np.cumsum((0, *pred.chunks["x"]))
+    scored = None
+    if tiles is not None:
+        missing = {"y_off", "x_off"} - set(tiles.columns)
+        if missing:
+            raise PredictionError(f"tiles lacks the columns {sorted(missing)}; pass a table of "
+                                  "lames_cube.grid.mosaic_tiles (or pipeline.tile_plan).")
+        active = tiles["active"] if "active" in tiles else np.ones(len(tiles), bool)
+        scored = {(int(y), int(x)) for y, x, a in zip(tiles.y_off, tiles.x_off, active,
+                                                     strict=True) if a}
+        stray = sorted(scored - {(int(y), int(x)) for y in ys[:-1] for x in xs[:-1]})
+        if stray:
+            raise PredictionError(
+                f"tiles at pixel offsets {stray[:3]} (y_off, x_off) are not tiles of the "
+                f"prediction (chunks of {pred.chunks['y'][0]} px from the grid's corner); "
+                "predict with tile= the table's tile size on the table's grid.")
+    out = []
+    for y0, y1 in zip(ys[:-1], ys[1:], strict=True):
+        for x0, x1 in zip(xs[:-1], xs[1:], strict=True):
+            region = {"y": slice(int(y0), int(y1)), "x": slice(int(x0), int(x1))}
+            out.append((region, scored is None or (int(y0), int(x0)) in scored))
+    return out
+
+
+def _nodata_part(pred: xr.Dataset, region: Mapping[str, slice]) -> xr.Dataset:
+    """A tile that is not scored: class 255, probability 0 (uint8) or NaN (float)."""
+    part = pred.isel(region)
+    out = {}
+    for name, var in part.data_vars.items():
+        fill = NODATA_CLASS if name == "class" else (
+            np.nan if np.issubdtype(var.dtype, np.floating) else 0)
+        out[name] = var.copy(data=np.full(var.shape, fill, var.dtype))
+    return part.assign(out)
+
+
+# --------------------------------------------------------------------------- writing
+def _layout(pred: xr.Dataset, store: Path, overwrite: bool) -> None:
+    from lames_cube.io import init_cube_store, open_store
+
+    tile = int(pred.attrs.get("tile", pred.chunks["y"][0]))
+    patch = int(np.gcd(tile, pred.chunks["y"][0]))
+    try:
+        init_cube_store(pred, store, mode="w" if overwrite else "resume", patch_size=patch)
+    except TemplateMismatchError as err:
+        try:
+            old = open_store(store, allow_incomplete=True).attrs
+        except Exception:  # noqa: BLE001 - describe what we can
+            old = {}
+        was = (f"model sha256 {str(old.get('model_sha256', '?'))[:12]} "
+               f"({old.get('model_checkpoint', '?')}), tile {old.get('tile', '?')}, patch "
+               f"{old.get('patch', '?')}")
+        now = (f"model sha256 {str(pred.attrs.get('model_sha256', '?'))[:12]} "
+               f"({pred.attrs.get('model_checkpoint', '?')}), tile {pred.attrs.get('tile')}, "
+               f"patch {pred.attrs.get('patch')}")
+        raise PredictionStoreMismatchError(
+            f"the prediction store {str(store)!r} was written by another model, settings or "
+            f"grid (the store: {was}; this prediction: {now}; differences: {err}). Write to "
+            "another path, or pass overwrite=True (--overwrite) to replace it.") from None
+
+
+def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: Any = None,
+                     overwrite: bool = False, group: int | None = None,
+                     progress: bool = True,
+                     on_tile: Callable[[dict[str, slice], float], None] | None = None,
+                     _fail_after: int | None = None) -> Path:
+    """Compute a lazy prediction tile by tile into a Zarr store (resumable).
+
+    Parameters
+    ----------
+    pred
+        The lazy Dataset of :func:`lames_cube.ml.predict` (one chunk per tile).
+    store
+        The Zarr store (created; an existing store of the same prediction is resumed).
+    tiles
+        Which tiles to score (:func:`tile_regions`); the others are written as nodata
+        (class 255) without computing anything.
+    overwrite
+        Replace a store of another model or grid instead of refusing it.
+    group
+        Tiles per dask compute (default: twice the number of tasks that run at once): tiles of
+        one group share their halo's source pixels; each is recorded as soon as it is written.
+    progress
+        A progress bar with tiles, Mpx/s and the time left.
+    on_tile
+        Called with each written tile's region and its seconds (e.g. a log).
+    _fail_after
+        Test hook: raise after writing this many tiles (a simulated crash).
+
+    Returns
+    -------
+    pathlib.Path
+        The store, complete (every tile in the ledger).
+
+    Raises
+    ------
+    PredictionStoreMismatchError
+        The store holds a prediction of another model, settings or grid.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, xarray as xr
+    >>> from odc.geo.geobox import GeoBox
+    >>> from odc.geo.xr import xr_coords
+    >>> from lames_cube.ml import predict
+    >>> from lames_cube.testing.ml_sets import pointwise_checkpoint
+    >>> gbox = GeoBox.from_bbox((300000, 7000000, 305120, 7005120), "EPSG:32719", resolution=10)
+    >>> cube = xr.DataArray(np.full((1, 512, 512), 900, np.uint16), dims=("band", "y", "x"),
+    ...                     coords={"band": ["B04"], **xr_coords(gbox)})
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pred = predict(cube, pointwise_checkpoint(f"{tmp}/m.pt", bands=["B04"]), tile=256,
+    ...                    patch=64)
+    ...     path = write_prediction(pred, f"{tmp}/pred.zarr", progress=False)
+    ...     open_prediction(path)["class"].shape
+    (512, 512)
+    """
+    import dask
+
+    from lames_cube.cluster import worker_threads
+    from lames_cube.io import regions_written, write_cube
+
+    if not isinstance(pred, xr.Dataset) or "class" not in pred or pred.chunks is None:
+        raise PredictionError("pred must be the lazy Dataset of lames_cube.ml.predict (class "
+                              f"and probability, one chunk per tile); got {type(pred).__name__}.")
+    store = Path(store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    regions = tile_regions(pred, tiles)
+    _layout(pred, store, overwrite)
+    done = regions_written(store, [r for r, _ in regions])
+    todo = [(r, s) for (r, s), d in zip(regions, done, strict=True) if not d]
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    group = group or 2 * worker_threads(client)
+    scored_px = sum(_pixels(r) for r, s in todo if s)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="tile",
+                   desc=f"predict {store.name}", smoothing=0.1)
+    start, px, written = time.perf_counter(), 0, 0
+    try:
+        for k in range(0, len(todo), group):
+            batch = todo[k:k + group]
+            t0 = time.perf_counter()
+            lazy = [pred.isel(r) for r, s in batch if s]
+            computed = iter(dask.compute(*lazy) if lazy else ())
+            took = (time.perf_counter() - t0) / max(1, len(batch))
+            for region, scored in batch:
+                part = next(computed) if scored else _nodata_part(pred, region)
+                write_cube(part, store, region=region, mode="resume")
+                written += 1
+                if scored:
+                    px += _pixels(region)
+                if on_tile is not None:
+                    on_tile(region, took if scored else 0.0)
+                if bar is not None:
+                    rate = px / 1e6 / max(1e-9, time.perf_counter() - start)
+                    bar.set_postfix_str(f"{rate:.2f} Mpx/s, {px / 1e6:,.0f}/"
+                                        f"{scored_px / 1e6:,.0f} Mpx")
+                    bar.update(1)
+                if _fail_after is not None and written >= _fail_after:
+                    raise RuntimeError(f"simulated crash after {written} tiles")
+    finally:
+        if bar is not None:
+            bar.close()
+    from lames_cube.io import _Ledger
+
+    _Ledger(store).mark_complete()
+    return store
+
+
+def _pixels(region: Mapping[str, slice]) -> int:
+    return (region["y"].stop - region["y"].start) * (region["x"].stop - region["x"].start)
+
+
+def open_prediction(store: str | os.PathLike[str], *, allow_incomplete: bool = False) -> xr.Dataset:
+    """A prediction store as a lazy Dataset (``class``, ``probability``) on its grid.
+
+    Raises
+    ------
+    StoreNotFoundError, IncompleteStoreError
+        As :func:`lames_cube.io.open_store` (an unfinished run: resume it, or pass
+        ``allow_incomplete=True``).
+    """
+    from lames_cube.io import open_store
+
+    ds = open_store(store, allow_incomplete=allow_incomplete)
+    if "class" not in ds:
+        raise PredictionError(f"{str(store)!r} is a store but not a prediction (variables "
+                              f"{list(ds.data_vars)}); write one with write_prediction.")
+    return ds
+
+
+# --------------------------------------------------------------------------- exports
+def bbox_roi(gbox: Any, bounds: Sequence[float]) -> tuple[slice, slice] | None:
+    """The pixel slices ``(y, x)`` of ``gbox`` that hold the box ``bounds`` (minx, miny, maxx,
+    maxy in the grid's CRS; pixels whose area touches it), or None when they do not overlap.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> g = GeoBox.from_bbox((0, 0, 1000, 1000), "EPSG:32719", resolution=10)
+    >>> bbox_roi(g, (95, 0, 205, 50)), bbox_roi(g, (2000, 0, 3000, 50))
+    ((slice(95, 100, None), slice(9, 21, None)), None)
+    """
+    import math
+
+    a = gbox.affine  # axis-aligned grids (north-up or not)
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    c0, c1 = (minx - a.c) / a.a, (maxx - a.c) / a.a
+    r0, r1 = (maxy - a.f) / a.e, (miny - a.f) / a.e
+    r0, r1 = sorted((r0, r1))
+    c0, c1 = sorted((c0, c1))
+    h, w = (int(v) for v in gbox.shape)
+    ys = slice(max(0, math.floor(r0)), min(h, math.ceil(r1)))
+    xs = slice(max(0, math.floor(c0)), min(w, math.ceil(c1)))
+    if ys.stop <= ys.start or xs.stop <= xs.start:
+        return None
+    return ys, xs
+
+
+def _region(ds: xr.Dataset, bbox: Sequence[float] | None, crs: Any) -> xr.Dataset:
+    if bbox is None:
+        return ds
+    from odc.geo.geom import BoundingBox
+
+    gbox = ds.odc.geobox
+    box = BoundingBox(*bbox, crs=crs or gbox.crs).to_crs(gbox.crs)
+    roi = bbox_roi(gbox, tuple(box))
+    if roi is None:
+        raise PredictionError(f"bbox {tuple(bbox)} does not overlap the prediction's grid "
+                              f"{tuple(gbox.boundingbox)} ({gbox.crs}).")
+    return ds.isel(y=roi[0], x=roi[1])
+
+
+def export_cog(pred: xr.Dataset | str | os.PathLike[str], path: str | os.PathLike[str], *,
+               variable: str = "probability", bbox: Sequence[float] | None = None,
+               crs: Any = None) -> Path:
+    """Write one variable of a prediction (a region of it) as a Cloud-Optimised GeoTIFF.
+
+    Parameters
+    ----------
+    pred
+        A prediction Dataset or store.
+    variable
+        ``"probability"`` or ``"class"``.
+    bbox, crs
+        The region (``minx, miny, maxx, maxy`` in ``crs``, default the grid's CRS); None for all.
+
+    Returns
+    -------
+    pathlib.Path
+        The file (written atomically), with the grid's CRS and nodata (255 for class).
+    """
+    from lames_cube._atomic import atomic_path
+
+    ds = open_prediction(pred) if not isinstance(pred, xr.Dataset) else pred
+    if variable not in ds:
+        raise PredictionError(f"variable={variable!r} is not in the prediction "
+                              f"({list(ds.data_vars)}).")
+    ds = _region(ds, bbox, crs)
+    da = ds[variable]
+    nodata = NODATA_CLASS if variable == "class" else None
+    da = da.rio.write_crs(ds.odc.geobox.crs.to_wkt())
+    if nodata is not None:
+        da = da.rio.write_nodata(nodata)
+    with atomic_path(path) as tmp:
+        da.compute().rio.to_raster(tmp, driver="COG", compress="DEFLATE")
+    return Path(path)
+
+
+def prediction_polygons(pred: xr.Dataset | str | os.PathLike[str], *, threshold: float = 0.5,
+                        min_area_km2: float = 0.01, sites: Any = None, footprints: Any = None,
+                        tiles: Any = None, block: int | None = None) -> Any:
+    """Polygons of predicted mining (probability >= ``threshold``), with area and context.
+
+    Parameters
+    ----------
+    pred
+        A prediction Dataset or store (probability uint8 x 255 or float).
+    threshold
+        Mine probability at or above which a pixel is mining.
+    min_area_km2
+        Drop polygons smaller than this.
+    sites, footprints
+        GeoDataFrames of LAMES site polygons (``site_id``) and Maus footprints (``fid``): each
+        polygon gets the site or footprint it overlaps most (None when none).
+    tiles
+        A tile table (:func:`lames_cube.grid.mosaic_tiles`): each polygon gets the ``tile_id``
+        that holds its centroid.
+    block
+        Pixels per side of the blocks read at a time (default: the store's chunk).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        In the grid's CRS: ``area_km2`` (true ground area: geodesic on the WGS84 ellipsoid),
+        ``tile_id``, ``site_id``, ``footprint``, ``mean_probability``, geometry. Polygons that
+        cross block edges are merged.
+    """
+    import geopandas as gpd
+
+    ds = open_prediction(pred) if not isinstance(pred, xr.Dataset) else pred
+    gbox = ds.odc.geobox
+    prob = ds["probability"]
+    cut = threshold * 255 if prob.dtype == np.uint8 else threshold
+    step = block or (int(prob.chunks[0][0]) if prob.chunks else 2304)
+    rows: list[tuple[Any, float, int, bool]] = []  # geometry, probability sum, pixels, at edge
+    px_km2 = abs(gbox.resolution.x * gbox.resolution.y) / 1e6
+    min_px = min_area_km2 / px_km2
+    for y0 in range(0, prob.sizes["y"], step):
+        for x0 in range(0, prob.sizes["x"], step):
+            ys, xs = slice(y0, y0 + step), slice(x0, x0 + step)
+            rows += _block_polygons(ds, ys, xs, cut, min_px, gbox)
+    crs = gbox.crs.to_wkt()
+    columns = ["area_km2", "tile_id", "site_id", "footprint", "mean_probability"]
+    if not rows:
+        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=crs)
+    out = _merge_edges(rows, crs)
+    out["area_km2"] = _geodesic_km2(out)
+    out = out[out.area_km2 >= min_area_km2].reset_index(drop=True)
+    if prob.dtype == np.uint8:
+        out["mean_probability"] = out["mean_probability"] / 255
+    out["tile_id"] = _tile_of(out, tiles)
+    out["site_id"] = _best_overlap(out, sites, "site_id")
+    out["footprint"] = _best_overlap(out, footprints, "fid")
+    return out[[*columns, "geometry"]]
+
+
+def _block_polygons(ds: xr.Dataset, ys: slice, xs: slice, cut: float, min_px: float,
+                    gbox: Any) -> list[tuple[Any, float, int, bool]]:
+    """Connected areas of mining in one block: (polygon, probability sum, pixels, at edge);
+    areas smaller than ``min_px`` that do not touch the block's edge are dropped here."""
+    import rasterio.features
+    import shapely
+    from scipy import ndimage
+
+    part = ds["probability"].isel(y=ys, x=xs).values
+    mask = part >= cut
+    if ds["probability"].dtype == np.uint8:
+        mask &= ds["class"].isel(y=ys, x=xs).values != NODATA_CLASS
+    else:
+        mask &= ~np.isnan(part)
+    if not mask.any():
+        return []
+    labels, n = ndimage.label(mask)
+    count = np.bincount(labels.ravel(), minlength=n + 1)
+    total = np.bincount(labels.ravel(), weights=np.nan_to_num(part, nan=0.0).ravel().astype(
+        np.float64), minlength=n + 1)
+    edge = np.zeros(n + 1, bool)
+    for line in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        edge[line] = True
+    keep = (count >= min_px) | edge
+    keep[0] = False
+    if not keep.any():
+        return []
+    transform = gbox[ys, xs].affine
+    out = []
+    for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=keep[labels],
+                                                transform=transform, connectivity=4):
+        k = int(value)
+        out.append((shapely.geometry.shape(geom), float(total[k]), int(count[k]), bool(edge[k])))
+    return out
+
+
+def _merge_edges(rows: list[tuple[Any, float, int, bool]], crs: str) -> Any:
+    """One polygon per connected area: pieces at block edges are merged with their
+    neighbours; the probability sums and pixel counts add up."""
+    import geopandas as gpd
+    import shapely
+
+    inner = [r for r in rows if not r[3]]
+    pieces = [r for r in rows if r[3]]
+    geoms = [r[0] for r in inner]
+    sums = [r[1] for r in inner]
+    counts = [r[2] for r in inner]
+    if pieces:
+        merged = shapely.union_all([r[0] for r in pieces])
+        parts = list(getattr(merged, "geoms", [merged]))
+        tree = shapely.STRtree(parts)
+        acc = np.zeros((len(parts), 2))
+        points = [r[0].representative_point() for r in pieces]
+        where = tree.query(points, predicate="within")
+        for i, j in zip(*where, strict=True):
+            acc[j] += (pieces[i][1], pieces[i][2])
+        geoms += parts
+        sums += list(acc[:, 0])
+        counts += list(acc[:, 1])
+    counts_arr = np.maximum(np.asarray(counts, np.float64), 1)
+    return gpd.GeoDataFrame({"mean_probability": np.asarray(sums) / counts_arr},
+                            geometry=geoms, crs=crs)
+
+
+def _geodesic_km2(gdf: Any) -> np.ndarray:
+    """True ground area (km²) of polygons, on the WGS84 ellipsoid."""
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    lonlat = gdf.geometry.to_crs(4326)
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e6 for g in lonlat])
+
+
+def _tile_of(gdf: Any, tiles: Any) -> list:
+    if tiles is None or len(gdf) == 0:
+        return [None] * len(gdf)
+    t = tiles.to_crs(gdf.crs)
+    joined = gdf.geometry.representative_point().to_frame("geometry").sjoin(
+        t[["tile_id", "geometry"]], how="left", predicate="within")
+    joined = joined[~joined.index.duplicated()]
+    return [None if not isinstance(v, str) else v for v in joined["tile_id"]]
+
+
+def _best_overlap(gdf: Any, layer: Any, column: str) -> list:
+    """Per polygon, ``layer[column]`` of the feature it overlaps most (None if none)."""
+    if layer is None or len(gdf) == 0 or len(layer) == 0:
+        return [None] * len(gdf)
+    other = layer.to_crs(gdf.crs)[[column, "geometry"]].reset_index(drop=True)
+    pairs = gdf.geometry.sindex.query(other.geometry, predicate="intersects")
+    best: dict[int, tuple[float, Any]] = {}
+    for j, i in zip(*pairs, strict=True):
+        area = gdf.geometry.iloc[i].intersection(other.geometry.iloc[j]).area
+        if area > best.get(i, (-1.0, None))[0]:
+            best[i] = (area, other[column].iloc[j])
+    return [None if i not in best else _plain(best[i][1]) for i in range(len(gdf))]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def write_polygons(gdf: Any, path: str | os.PathLike[str]) -> Path:
+    """Write prediction polygons to GeoParquet atomically."""
+    from lames_cube._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        gdf.to_parquet(tmp)
+    return Path(path)
