@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,17 @@ import xarray as xr
 from lames_cube.errors import LamesCubeError
 from lames_cube.io import TemplateMismatchError
 
-__all__ = ["NODATA_CLASS", "PredictionStoreMismatchError", "PredictionError", "bbox_roi",
-           "export_cog",
-           "open_prediction", "prediction_polygons", "tile_regions", "write_prediction"]
+__all__ = [
+    "NODATA_CLASS",
+    "PredictionError",
+    "PredictionStoreMismatchError",
+    "bbox_roi",
+    "export_cog",
+    "open_prediction",
+    "prediction_polygons",
+    "tile_regions",
+    "write_prediction",
+]
 
 #: The class value of pixels without data or outside the scored tiles.
 NODATA_CLASS = 255
@@ -79,8 +88,8 @@ def tile_regions(pred: xr.Dataset, tiles: Any = None) -> list[tuple[dict[str, sl
                 f"prediction (chunks of {pred.chunks['y'][0]} px from the grid's corner); "
                 "predict with tile= the table's tile size on the table's grid.")
     out = []
-    for y0, y1 in zip(ys[:-1], ys[1:], strict=True):
-        for x0, x1 in zip(xs[:-1], xs[1:], strict=True):
+    for y0, y1 in pairwise(ys):
+        for x0, x1 in pairwise(xs):
             region = {"y": slice(int(y0), int(y1)), "x": slice(int(x0), int(x1))}
             out.append((region, scored is None or (int(y0), int(x0)) in scored))
     return out
@@ -108,7 +117,7 @@ def _layout(pred: xr.Dataset, store: Path, overwrite: bool) -> None:
     except TemplateMismatchError as err:
         try:
             old = open_store(store, allow_incomplete=True).attrs
-        except Exception:  # noqa: BLE001 - describe what we can
+        except Exception:
             old = {}
         was = (f"model sha256 {str(old.get('model_sha256', '?'))[:12]} "
                f"({old.get('model_checkpoint', '?')}), tile {old.get('tile', '?')}, patch "

@@ -186,7 +186,7 @@ def test_bad_inputs_raise_typed_errors(ckpts, tmp_path):
     with pytest.raises(BandMismatchError, match=r"trained on bands .*missing \['B11', 'B12'\]"):
         predict(cube.sel(band=["B02", "B03", "B04", "B08"]), ckpts["unet"], tile=192, patch=64)
     bare = xr.DataArray(cube.values, dims=("band", "y", "x"), coords={"band": cube.band.values})
-    with pytest.raises(MissingCRSError, match="has no CRS.*write_crs"):
+    with pytest.raises(MissingCRSError, match=r"has no CRS.*write_crs"):
         predict(bare, ckpts["unet"], tile=192, patch=64)
     with pytest.raises(InferenceConfigError, match=r"tile=200 px is not a multiple of the "
                                                    r"window stride 48"):
@@ -218,7 +218,7 @@ def test_store_of_another_model_or_grid_is_refused(ckpts, tmp_path):
     cube = make_cube(height=192, width=384)
     store = tmp_path / "p.zarr"
     write_prediction(predict(cube, ckpts["pixel"], tile=192, patch=64), store, progress=False)
-    with pytest.raises(PredictionStoreMismatchError, match="another model.*--overwrite"):
+    with pytest.raises(PredictionStoreMismatchError, match=r"another model.*--overwrite"):
         write_prediction(predict(cube, ckpts["unet"], tile=192, patch=64), store,
                          progress=False)
     moved = make_cube(height=192, width=384).assign_coords(x=cube.x + 1920)

@@ -181,7 +181,7 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
     store = out / "prediction.zarr"
     if overwrite and (out / "tiles.log").exists():
         (out / "tiles.log").unlink()
-    log = open(out / "tiles.log", "a")  # noqa: SIM115 - closed below, written per tile
+    log = open(out / "tiles.log", "a")
     try:
         with dask_scheduler(scheduler, workers=workers, quiet=not progress) as client:
             n_threads = worker_threads(client)
@@ -210,13 +210,13 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
         "model_sha256": handle.digest, "source": str(source),
         "grid": {"crs": str(gbox.crs), "resolution": float(gbox.resolution.x),
                  "shape": [int(v) for v in gbox.shape]},
-        "tiles": int(len(table)), "tiles_scored": int(len(active)),
+        "tiles": len(table), "tiles_scored": len(active),
         "window": {"tile": tile, "patch": layout.patch, "overlap": layout.overlap,
                    "halo": layout.halo, "blend": layout.blend},
         "km2_scored": round(scored_px * px_km2, 1),
         "km2_predicted_mining": round(mining_px * px_km2, 2),
         "km2_predicted_mining_polygons": round(float(polygons.area_km2.sum()), 2),
-        "polygons": int(len(polygons)),
+        "polygons": len(polygons),
         "wall_seconds_this_run": round(wall, 1),
         "scheduler": scheduler or "threads", "dask_threads": n_threads,
         "peak_memory_mb": round(_peak_rss_mb(), 0),
@@ -335,7 +335,7 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
     out: dict[str, Any] = {}
     for kind, name in (("lames", "lames_sites"), ("hidden", "hidden_mines")):
         part = mines[(mines.kind == kind) & mines.scored]
-        out[f"{name}_scored"] = int(len(part))
+        out[f"{name}_scored"] = len(part)
         out[f"{name}_found"] = int(part.found.sum())
         out[f"{name}_recall"] = round(float(part.found.mean()), 4) if len(part) else None
         out[f"{name}_median_fraction"] = (round(float(np.nanmedian(part.fraction)), 4)
@@ -432,17 +432,24 @@ def plot_country_map(ds: Any, table: Any, path: str | os.PathLike[str], *, world
         from lames_cube.synthetic.world import World  # noqa: F401 - the type of world
 
         ev_path = Path(path).with_name("evaluation.json")
-        found = {}
+        state = {}  # site id -> True (found), False (missed); absent: not scored
         if ev_path.exists():
-            found = {m["site_id"]: m["found"] for m in json.loads(ev_path.read_text())["mines"]}
+            state = {m["site_id"]: m["found"] for m in json.loads(ev_path.read_text())["mines"]
+                     if m["fraction"] is not None}
         for layer, marker, label in ((world.sites, "o", "LAMES site"),
                                      (world.hidden, "^", "hidden mine")):
             pts = layer.to_crs(crs).geometry.representative_point()
-            ok = layer.site_id.astype(str).map(found).fillna(False).astype(bool).to_numpy()
-            ax.scatter(pts.x[ok], pts.y[ok], s=10, marker=marker, color="tab:green",
-                       label=f"{label} found ({ok.sum()})", zorder=3)
-            ax.scatter(pts.x[~ok], pts.y[~ok], s=10, marker=marker, facecolor="none",
-                       edgecolor="tab:red", label=f"{label} missed ({(~ok).sum()})", zorder=3)
+            ids = layer.site_id.astype(str)
+            found = ids.map(lambda i: state.get(i) is True).to_numpy()
+            missed = ids.map(lambda i: state.get(i) is False).to_numpy()
+            rest = ~(found | missed)
+            ax.scatter(pts.x[found], pts.y[found], s=12, marker=marker, color="tab:green",
+                       label=f"{label} found ({found.sum()})", zorder=3)
+            ax.scatter(pts.x[missed], pts.y[missed], s=12, marker=marker, facecolor="none",
+                       edgecolor="tab:red", label=f"{label} missed ({missed.sum()})", zorder=3)
+            if rest.any():
+                ax.scatter(pts.x[rest], pts.y[rest], s=6, marker=marker, color="0.6",
+                           label=f"{label} not scored ({rest.sum()})", zorder=2)
         ax.legend(loc="lower left", fontsize=7)
     ax.set_title("Predicted mining (synthetic world)" if world is not None else
                  "Predicted mining", fontsize=10)

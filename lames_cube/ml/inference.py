@@ -44,6 +44,7 @@ import os
 import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ def window_layout(*, tile: int, patch: int, overlap: int | None = None,
                                    f"at least one window, e.g. tile={2304 if patch <= 2304 else patch}.")
     stride = patch - overlap
     if tile % stride:
-        fit = [t for t in range(stride, 4 * tile + stride, stride) if t >= tile][0]
+        fit = -(-tile // stride) * stride
         raise InferenceConfigError(
             f"tile={tile} px is not a multiple of the window stride {stride} px (patch {patch} - "
             f"overlap {overlap}), so the windows of neighbouring tiles would not line up; use "
@@ -351,7 +352,7 @@ def quantise(prob: np.ndarray) -> np.ndarray:
 def _geobox(cube: xr.DataArray):
     try:
         gbox = cube.odc.geobox
-    except Exception:  # noqa: BLE001 - odc raises several kinds for a missing grid
+    except Exception:
         gbox = None
     if gbox is None or gbox.crs is None:
         raise MissingCRSError(
@@ -378,7 +379,7 @@ def _edges(size: int, tile: int, halo: int) -> tuple[list[tuple[int, int]], tupl
     cuts = sorted({0, size + 2 * halo} | {b for blk in blocks for b in blk}
                   | {s + 2 * halo for s, _ in blocks})
     cuts = [c for c in cuts if 0 <= c <= size + 2 * halo]
-    chunks = tuple(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a)
+    chunks = tuple(b - a for a, b in pairwise(cuts) if b > a)
     return blocks, chunks
 
 
@@ -395,7 +396,7 @@ def halo_chunks(size: int, tile: int, halo: int) -> tuple[int, ...]:
     _, padded = _edges(size, tile, halo)
     cuts = np.cumsum((0, *padded)) - halo
     cuts = sorted({0, size} | {int(c) for c in cuts if 0 < c < size})
-    return tuple(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    return tuple(b - a for a, b in pairwise(cuts))
 
 
 def _haloed(data, ydim: int, xdim: int, tile: int, halo: int, fill: float):
