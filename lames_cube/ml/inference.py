@@ -59,7 +59,7 @@ from lames_cube.ml.models import ModelSpec, check_patch_size
 from lames_cube.prediction import NODATA_CLASS
 
 __all__ = ["BLENDS", "NODATA_CLASS", "InferenceConfigError", "MissingCRSError", "ModelHandle",
-           "WindowLayout", "predict", "predict_array", "taper", "window_layout"]
+           "WindowLayout", "predict", "predict_array", "taper", "warm_up", "window_layout"]
 
 #: Blending of overlapping windows.
 BLENDS = ("hann", "mean")
@@ -272,15 +272,26 @@ class ModelHandle:
             return _LOADED[key]
 
 
+def warm_up(checkpoint: str | os.PathLike[str], device: str = "auto",
+            threads: int | None = None) -> int:
+    """Load a checkpoint's model in this process now (``client.run(warm_up, path)`` loads it
+    on every worker of a cluster before timing or scoring). Returns the process's load count."""
+    ModelHandle.from_checkpoint(checkpoint, device=device, threads=threads).get()
+    return LOADS["count"]
+
+
 # --------------------------------------------------------------------------- one block
 def _standardise(block: np.ndarray, mean: np.ndarray, std: np.ndarray,
                  nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     """``(band, y, x)`` -> standardised float32 (0 where there is no data) and the valid mask."""
     data = block.astype(np.float32)
     valid = ~np.isnan(data).any(axis=0) if nodata is None else (block != nodata).any(axis=0)
-    data = (data - mean[:, None, None]) / std[:, None, None]
-    data[:, ~valid] = 0.0
-    return np.nan_to_num(data, copy=False), valid
+    data -= mean[:, None, None]
+    data *= (1.0 / std)[:, None, None]
+    data *= valid  # no data: 0, the band mean
+    if nodata is None:
+        np.nan_to_num(data, copy=False)
+    return data, valid
 
 
 def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, *,
@@ -318,15 +329,17 @@ def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, 
     windows = [(r, c) for r in rows for c in cols if seen[r:r + patch, c:c + patch].any()]
     n_classes = int(meta["model"]["classes"])
     with torch.inference_mode():
-        image = torch.from_numpy(full).to(dev)  # moved once per block
+        # moved once per block, channels last: windows are cut as (P, P, bands) runs and fed
+        # to the channels-last model without another copy
+        image = torch.from_numpy(full).to(dev).permute(1, 2, 0).contiguous()
         total = torch.zeros((n_classes, height, width), dtype=torch.float32, device=dev)
         weight = torch.zeros((height, width), dtype=torch.float32, device=dev)
         w = torch.from_numpy(layout.weights()).to(dev)
         amp = dev.type == "cuda"
         for i in range(0, len(windows), batch_size):
             part = windows[i:i + batch_size]
-            x = torch.stack([image[:, r:r + patch, c:c + patch] for r, c in part]).contiguous(
-                memory_format=torch.channels_last)
+            x = torch.stack([image[r:r + patch, c:c + patch] for r, c in part]).permute(
+                0, 3, 1, 2)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
                 logits = model(x)
             p = torch.softmax(logits.float(), dim=1)
