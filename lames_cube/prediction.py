@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,9 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     overwrite
         Replace a store of another model or grid instead of refusing it.
     group
-        Tiles per dask compute (default: twice the number of tasks that run at once): tiles of
-        one group share their halo's source pixels; each is recorded as soon as it is written.
+        Scored tiles per dask compute (default: four times the number of tasks that run at
+        once): tiles of one group share their halo's source pixels; the next group computes
+        while one is written, and each tile is recorded as soon as it is written.
     progress
         A progress bar with tiles, Mpx/s and the time left.
     on_tile
@@ -206,7 +208,7 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
         client = get_client()
     except (ImportError, ValueError):
         client = None
-    group = group or 2 * worker_threads(client)
+    group = group or 4 * worker_threads(client)
     scored_px = sum(_pixels(r) for r, s in todo if s)
     bar = None
     if progress:
@@ -215,28 +217,37 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
         bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="tile",
                    desc=f"predict {store.name}", smoothing=0.1)
     start, px, written = time.perf_counter(), 0, 0
+
+    def compute(batch: list[tuple[dict[str, slice], bool]]) -> tuple[tuple, float]:
+        t0 = time.perf_counter()
+        lazy = [pred.isel(r) for r, s in batch if s]
+        out = dask.compute(*lazy) if lazy else ()
+        return out, (time.perf_counter() - t0) / max(1, len(lazy))
+
+    # The next group computes while this one is written (writing is one thread's work).
     try:
-        for k in range(0, len(todo), group):
-            batch = todo[k:k + group]
-            t0 = time.perf_counter()
-            lazy = [pred.isel(r) for r, s in batch if s]
-            computed = iter(dask.compute(*lazy) if lazy else ())
-            took = (time.perf_counter() - t0) / max(1, len(batch))
-            for region, scored in batch:
-                part = next(computed) if scored else _nodata_part(pred, region)
-                write_cube(part, store, region=region, mode="resume")
-                written += 1
-                if scored:
-                    px += _pixels(region)
-                if on_tile is not None:
-                    on_tile(region, took if scored else 0.0)
-                if bar is not None:
-                    rate = px / 1e6 / max(1e-9, time.perf_counter() - start)
-                    bar.set_postfix_str(f"{rate:.2f} Mpx/s, {px / 1e6:,.0f}/"
-                                        f"{scored_px / 1e6:,.0f} Mpx")
-                    bar.update(1)
-                if _fail_after is not None and written >= _fail_after:
-                    raise RuntimeError(f"simulated crash after {written} tiles")
+        with ThreadPoolExecutor(1, thread_name_prefix="lames-predict") as pool:
+            batches = _groups(todo, group)
+            ahead = pool.submit(compute, batches[0]) if batches else None
+            for i, batch in enumerate(batches):
+                results, took = ahead.result()
+                ahead = pool.submit(compute, batches[i + 1]) if i + 1 < len(batches) else None
+                computed = iter(results)
+                for region, scored in batch:
+                    part = next(computed) if scored else _nodata_part(pred, region)
+                    write_cube(part, store, region=region, mode="resume")
+                    written += 1
+                    if scored:
+                        px += _pixels(region)
+                    if on_tile is not None:
+                        on_tile(region, took if scored else 0.0)
+                    if bar is not None:
+                        rate = px / 1e6 / max(1e-9, time.perf_counter() - start)
+                        bar.set_postfix_str(f"{rate:.2f} Mpx/s, {px / 1e6:,.0f}/"
+                                            f"{scored_px / 1e6:,.0f} Mpx")
+                        bar.update(1)
+                    if _fail_after is not None and written >= _fail_after:
+                        raise RuntimeError(f"simulated crash after {written} tiles")
     finally:
         if bar is not None:
             bar.close()
@@ -244,6 +255,23 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
 
     _Ledger(store).mark_complete()
     return store
+
+
+def _groups(todo: list[tuple[dict[str, slice], bool]],
+            group: int) -> list[list[tuple[dict[str, slice], bool]]]:
+    """Consecutive tiles in groups of ``group`` scored tiles (with the unscored between)."""
+    out: list[list[tuple[dict[str, slice], bool]]] = []
+    cur: list[tuple[dict[str, slice], bool]] = []
+    scored = 0
+    for item in todo:
+        cur.append(item)
+        scored += item[1]
+        if scored == group:
+            out.append(cur)
+            cur, scored = [], 0
+    if cur:
+        out.append(cur)
+    return out
 
 
 def _pixels(region: Mapping[str, slice]) -> int:

@@ -371,3 +371,25 @@ def test_handle_is_light_and_loads_once_per_process(ckpts):
     handle.get()
     assert inference.LOADS["count"] - before <= 1
     json.dumps({k: v for k, v in handle.meta.items() if k != "state_dict"}, default=str)
+
+
+def test_batch_size_defaults(ckpts):
+    handle = ModelHandle.from_checkpoint(ckpts["unet"], device="cpu")
+    model, _ = handle.get()
+    assert inference._batch(handle, model, 6, 256, None) == 8  # 8 windows of 256 px
+    assert inference._batch(handle, model, 6, 64, None) == 128
+    assert inference._batch(handle, model, 6, 64, 5) == 5
+    assert inference.gpu_batch_size(16e9, 100e6) == 80
+
+
+@pytest.mark.gpu
+def test_cuda_prediction_matches_the_cpu(ckpts):  # pragma: no cover - needs CUDA
+    cube = make_cube()
+    cpu = predict(cube, ckpts["unet"], tile=192, patch=64, device="cpu",
+                  probability="float32").compute()
+    gpu = predict(cube, ckpts["unet"], tile=192, patch=64, device="cuda",
+                  probability="float32").compute()
+    assert np.abs(gpu.probability.values - cpu.probability.values).max() < 1e-2  # float16
+    handle = ModelHandle.from_checkpoint(ckpts["unet"], device="cuda")
+    model, _ = handle.get()
+    assert inference._batch(handle, model, 6, 64, None) >= 1

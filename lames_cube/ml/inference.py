@@ -294,8 +294,47 @@ def _standardise(block: np.ndarray, mean: np.ndarray, std: np.ndarray,
     return data, valid
 
 
+def gpu_batch_size(free_bytes: float, window_bytes: float, *, fraction: float = 0.5,
+                   cap: int = 256) -> int:
+    """Windows per batch that fill ``fraction`` of a GPU's free memory.
+
+    Examples
+    --------
+    >>> gpu_batch_size(8e9, 150e6), gpu_batch_size(1e6, 150e6), gpu_batch_size(80e9, 1e6)
+    (26, 1, 256)
+    """
+    return int(max(1, min(cap, fraction * free_bytes // max(window_bytes, 1.0))))
+
+
+_CUDA_BATCH: dict[tuple, int] = {}
+
+
+def _batch(handle: ModelHandle, model: torch.nn.Module, bands: int, patch: int,
+           batch_size: int | None) -> int:
+    """The batch size: given, or by pixels on the CPU, or measured on the GPU: one forward
+    pass of 2 windows under autocast gives the memory per window (once per worker)."""
+    if batch_size is not None:
+        return batch_size
+    dev = handle.torch_device
+    if dev.type != "cuda":
+        return max(1, BATCH_PIXELS // (patch * patch))
+    key = (handle.path, handle.digest, str(dev), patch)
+    if key not in _CUDA_BATCH:  # pragma: no cover - needs CUDA (tests marked gpu)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        x = torch.zeros((2, bands, patch, patch), device=dev).contiguous(
+            memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+            model(x)
+        per = (torch.cuda.max_memory_allocated(dev) - base) / 2
+        free, _ = torch.cuda.mem_get_info(dev)
+        _CUDA_BATCH[key] = gpu_batch_size(free, per)
+    return _CUDA_BATCH[key]
+
+
 def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, *,
-                  batch_size: int, nodata: float | None = 0) -> tuple[np.ndarray, np.ndarray]:
+                  batch_size: int | None = None,
+                  nodata: float | None = 0) -> tuple[np.ndarray, np.ndarray]:
     """Score one block: ``(band, n_y + 2*halo, n_x + 2*halo)`` pixels of a tile and its halo.
 
     Returns
@@ -328,6 +367,7 @@ def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, 
     seen[off:off + data.shape[1], off:off + data.shape[2]] = valid
     windows = [(r, c) for r in rows for c in cols if seen[r:r + patch, c:c + patch].any()]
     n_classes = int(meta["model"]["classes"])
+    batch_size = _batch(handle, model, data.shape[0], patch, batch_size)
     with torch.inference_mode():
         # moved once per block, channels last: windows are cut as (P, P, bands) runs and fed
         # to the channels-last model without another copy
@@ -470,7 +510,8 @@ def _assemble(grid: list[list[np.ndarray]], ydim: int, xdim: int) -> np.ndarray:
     return np.concatenate([np.concatenate(row, axis=xdim) for row in grid], axis=ydim)
 
 
-def _block(block: xr.DataArray, *, handle: ModelHandle, layout: WindowLayout, batch_size: int,
+def _block(block: xr.DataArray, *, handle: ModelHandle, layout: WindowLayout,
+           batch_size: int | None,
            nodata: float | None, spatial: tuple[str, str], var_attrs: Mapping[str, dict],
            probability: str) -> xr.Dataset:
     """xr.map_blocks' function: one tile (plus halo) in, its class and probability out."""
@@ -532,7 +573,8 @@ def predict(cube: xr.DataArray, checkpoint: str | os.PathLike[str] | ModelHandle
     blend
         ``"hann"`` (Hann ramps over the overlap) or ``"mean"``.
     batch_size
-        Windows per forward pass (default: about 8 windows of 256 px worth of pixels).
+        Windows per forward pass (default: on the CPU about 8 windows of 256 px worth of
+        pixels; on CUDA sized to the GPU's free memory, measured once per worker).
     device
         ``"auto"`` (CUDA when present, else the CPU), ``"cpu"`` or ``"cuda[:n]"``.
     threads
@@ -595,9 +637,8 @@ def predict(cube: xr.DataArray, checkpoint: str | os.PathLike[str] | ModelHandle
     patch = int(meta["patch_size"]) if patch is None else patch
     layout = window_layout(tile=tile, patch=patch, overlap=overlap, halo=halo, blend=blend)
     check_patch_size(spec, layout.patch)
-    if batch_size is None:
-        batch_size = max(1, BATCH_PIXELS // (layout.patch * layout.patch))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (isinstance(batch_size, bool) or
+                                   not isinstance(batch_size, int) or batch_size < 1):
         raise InferenceConfigError(f"batch_size={batch_size!r} must be a positive number of "
                                    f"windows, e.g. 8.")
     if probability not in ("uint8", "float32"):
