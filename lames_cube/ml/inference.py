@@ -205,17 +205,14 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def _device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """:func:`lames_cube.ml.training.resolve_device`, its errors as inference errors."""
+    from lames_cube.ml.errors import TrainingConfigError
+    from lames_cube.ml.training import resolve_device
+
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InferenceConfigError(f"device={device!r} is not a torch device ({err}); use "
-                                   f"'auto', 'cpu' or 'cuda'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InferenceConfigError(f"device={device!r} but torch sees no CUDA device here; use "
-                                   f"device='auto' or 'cpu'.")
-    return str(dev)
+        return str(resolve_device(device))
+    except TrainingConfigError as err:
+        raise InferenceConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -647,8 +644,9 @@ def predict(cube: xr.DataArray, checkpoint: str | os.PathLike[str] | ModelHandle
     cube = cube.sel(band=bands).transpose(*lead, "band", ydim, xdim)
     nodata = _nodata(cube)
     data = cube.data if isinstance(cube.data, da.Array) else da.from_array(cube.values)
-    chunks = [1] * len(lead) + [-1, tile, tile]
-    data = data.rechunk(tuple(chunks))
+    # y/x keep the source's chunks: _haloed cuts them into tile middles and halo strips, so a
+    # source chunked on that pattern (halo_chunks) is read once (no rechunk to tiles first)
+    data = data.rechunk({**{i: 1 for i in range(len(lead))}, len(lead): -1})
     fill = np.nan if nodata is None else nodata
     nd = data.ndim
     blocks = _haloed(data, nd - 2, nd - 1, layout.tile, layout.halo, fill)
