@@ -84,15 +84,17 @@ class PipelineThroughput:
         pred.compute(scheduler="sync")
         pipeline = time.perf_counter() - t0
         lay = window_layout(tile=TILE, patch=PATCH, overlap=OVERLAP)
-        n = len(lay.starts(TILE)) ** 2 * 2  # windows of the two tiles
+        per_tile = len(lay.starts(TILE)) ** 2
+        n = 2 * per_tile  # windows of the two tiles, in the pipeline's batches per tile
+        sizes = [min(batch, per_tile - k) for k in range(0, per_tile, batch)] * 2
         x = torch.from_numpy(np.random.default_rng(0).normal(
             size=(batch, 6, PATCH, PATCH)).astype(np.float32)).contiguous(
             memory_format=torch.channels_last)
         with torch.inference_mode():
             model(x)
             t0 = time.perf_counter()
-            for _ in range(0, n, batch):
-                model(x)
+            for size in sizes:
+                model(x[:size])
         bare = time.perf_counter() - t0
         ratio = bare / pipeline
         mpx = self.cube.sizes["y"] * self.cube.sizes["x"] / 1e6
@@ -113,14 +115,15 @@ MEMORY_SCRIPT = textwrap.dedent("""
     dask.config.set(num_workers=2)
     cube = _cube({ty}, {tx})
     pred = predict(cube, {ckpt!r}, tile={tile}, patch={patch}, overlap={overlap})
-    write_prediction(pred, {store!r}, progress=False)
+    write_prediction(pred, {store!r}, progress=False, group=2)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """)
 
 
 class MosaicMemory:
     """Peak memory (RSS) of writing a 2 x 2 and a 4 x 4 tile mosaic (4x the pixels) from a
-    lazy cube, in a fresh process each."""
+    lazy cube, in a fresh process each, 2 tiles per group (so the larger mosaic runs more
+    groups than the smaller one)."""
 
     timeout = 1800
 

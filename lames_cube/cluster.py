@@ -61,7 +61,7 @@ def dask_scheduler(scheduler: str | None = None, *, workers: int | None = None,
     scheduler
         ``None``/``"threads"``, ``"local"`` or a scheduler address (``tcp://10.0.0.5:8786``).
     workers
-        Worker processes of a local cluster (default: one per core, at most 2 here).
+        Worker processes of a local cluster (default: one per core this process may use).
     timeout
         Seconds to wait for a scheduler at an address.
     quiet
@@ -93,7 +93,7 @@ def dask_scheduler(scheduler: str | None = None, *, workers: int | None = None,
 
     if scheduler == "local":
         _without_malloc_trim()
-        n = workers or max(1, min(os.cpu_count() or 1, 2))
+        n = workers or max(1, len(os.sched_getaffinity(0)))
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                           dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
                 Client(cluster) as client:

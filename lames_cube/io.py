@@ -824,8 +824,10 @@ def _conform(prep: _Prepared, store_chunks: Mapping[Hashable, int],
 
 def _write_regions(prep: _Prepared, path: StorePath, regions: list[_Region], *, t: tuple[int, int],
                    offset: tuple[int, int], skip: _LedgerState | None, progress: bool,
-                   fail_after: int | None, partial_time: bool = False) -> None:
-    """Write ``regions`` (absolute indices) of the prepared cube, one ``to_zarr`` call each."""
+                   fail_after: int | None, partial_time: bool = False,
+                   scheduler: str | None = None) -> None:
+    """Write ``regions`` (absolute indices) of the prepared cube, one ``to_zarr`` call each
+    (computed by ``scheduler``, default the active one)."""
     ledger = _Ledger(path)
     data = prep.ds[prep.names].drop_vars(list(prep.ds.coords))
     sizes = {d: n for name in prep.names for d, n in prep.ds[name].sizes.items()}
@@ -848,7 +850,12 @@ def _write_regions(prep: _Prepared, path: StorePath, regions: list[_Region], *, 
             if "time" in sizes:
                 where["time"] = slice(*t)
             where[ydim], where[xdim] = slice(y0, y1), slice(x0, x1)
-            part.to_zarr(str(path), region=where, mode="a" if partial_time else "r+", **_ZARR_KW)
+            mode = "a" if partial_time else "r+"
+            if scheduler is None:
+                part.to_zarr(str(path), region=where, mode=mode, **_ZARR_KW)
+            else:
+                part.to_zarr(str(path), region=where, mode=mode, compute=False,
+                             **_ZARR_KW).compute(scheduler=scheduler)
             ledger.append({"event": "done", "t": list(t), "y": [y0, y1], "x": [x0, x1]})
             written += 1
             if bar is not None:
@@ -1001,7 +1008,8 @@ def _write_metadata(prep: _Prepared, path: StorePath, job: str) -> None:
 def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode = "w-",
                chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
                progress: bool = False, region: Mapping[str, slice] | None = None,
-               append_dim: str | None = None, _fail_after: int | None = None) -> Path | str:
+               append_dim: str | None = None, scheduler: str | None = None,
+               _fail_after: int | None = None) -> Path | str:
     """Write a cube to a Zarr v3 store, region by region and resumably.
 
     The store holds one variable named after ``cube.name`` (``"data"`` if unnamed), with the
@@ -1044,6 +1052,10 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     append_dim : {"time"}, optional
         Append the cube's time steps after the store's. Grid, bands, other coordinates, dtype and
         attrs must match the store; times must be new and later than the store's last one.
+    scheduler : str, optional
+        With ``region``: the dask scheduler that writes it (default: the active one, e.g.
+        a distributed client's workers); ``"sync"`` writes in this process (data computed
+        already, a store only this machine sees).
     _fail_after : int, optional
         Test hook: raise ``RuntimeError`` after writing this many regions (a simulated crash).
 
@@ -1095,7 +1107,8 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
         return _returned(path)
     if region is not None:
         prep = _prepare(cube, None, patch_size, check_chunks=False)
-        _write_region(prep, path, region, mode, progress=progress, fail_after=fail_after)
+        _write_region(prep, path, region, mode, progress=progress, fail_after=fail_after,
+                      scheduler=scheduler)
         return _returned(path)
 
     prep = _prepare(cube, chunks, patch_size)
@@ -1319,7 +1332,7 @@ def _normalise_region(region: Any, stored: xr.DataArray, spatial: tuple[str, str
 
 
 def _write_region(prep: _Prepared, path: StorePath, region: Mapping[str, slice], mode: str, *,
-                  progress: bool, fail_after: int | None) -> None:
+                  progress: bool, fail_after: int | None, scheduler: str | None = None) -> None:
     ledger = _Ledger(path)
     stored, store_chunks = _open_for_update(path, prep, "write a region")
     if not ledger.exists():
@@ -1357,7 +1370,7 @@ def _write_region(prep: _Prepared, path: StorePath, region: Mapping[str, slice],
             )
     _write_regions(prep, path, regions, t=t, offset=(where[ydim].start, where[xdim].start),
                    skip=state if mode == "resume" else None, progress=progress,
-                   fail_after=fail_after)
+                   fail_after=fail_after, scheduler=scheduler)
 
 
 def region_written(store: str | os.PathLike[str], region: Mapping[str, slice]) -> bool:

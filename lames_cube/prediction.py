@@ -108,14 +108,20 @@ def _nodata_part(pred: xr.Dataset, region: Mapping[str, slice]) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------------- writing
-def _layout(pred: xr.Dataset, store: Path, overwrite: bool) -> None:
+def _layout(pred: xr.Dataset, store: Path, overwrite: bool) -> bool:
+    """Lay the store out (or keep a store of this prediction); True when a store of another
+    prediction was replaced (``overwrite``)."""
     from lames_cube.io import init_cube_store, open_store
 
     tile = int(pred.attrs.get("tile", pred.chunks["y"][0]))
     patch = int(np.gcd(tile, pred.chunks["y"][0]))
     try:
-        init_cube_store(pred, store, mode="w" if overwrite else "resume", patch_size=patch)
+        init_cube_store(pred, store, mode="resume", patch_size=patch)
+        return False
     except TemplateMismatchError as err:
+        if overwrite:
+            init_cube_store(pred, store, mode="w", patch_size=patch)
+            return True
         try:
             old = open_store(store, allow_incomplete=True).attrs
         except Exception:
@@ -130,6 +136,30 @@ def _layout(pred: xr.Dataset, store: Path, overwrite: bool) -> None:
             f"the prediction store {str(store)!r} was written by another model, settings or "
             f"grid (the store: {was}; this prediction: {now}; differences: {err}). Write to "
             "another path, or pass overwrite=True (--overwrite) to replace it.") from None
+
+
+def _check_selection(store: Path, regions: list[tuple[dict[str, slice], bool]]) -> None:
+    """Record which tiles the store scores (``.lames/tiles.json``) and refuse to resume it
+    with another selection: tiles written as nodata would silently stay so."""
+    import hashlib
+    import json
+
+    from lames_cube._atomic import atomic_write_text
+
+    scored = sorted((r["y"].start, r["x"].start) for r, s in regions if s)
+    digest = hashlib.sha256(json.dumps(scored).encode()).hexdigest()
+    path = store / ".lames" / "tiles.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("sha256") != digest:
+            raise PredictionStoreMismatchError(
+                f"the prediction store {str(store)!r} was started scoring {old.get('scored')} "
+                f"tiles, this run scores {len(scored)} (another tile selection): tiles written "
+                "as nodata would stay nodata. Resume with the same tiles, write to another "
+                "path, or pass overwrite=True (--overwrite) to replace it.")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"sha256": digest, "scored": len(scored)}))
 
 
 def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: Any = None,
@@ -149,7 +179,8 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
         Which tiles to score (:func:`tile_regions`); the others are written as nodata
         (class 255) without computing anything.
     overwrite
-        Replace a store of another model or grid instead of refusing it.
+        Replace a store of another model, settings, grid or tile selection instead of
+        refusing it (a store of this prediction is resumed either way).
     group
         Scored tiles per dask compute (default: four times the number of tasks that run at
         once): tiles of one group share their halo's source pixels; the next group computes
@@ -200,6 +231,7 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     store.parent.mkdir(parents=True, exist_ok=True)
     regions = tile_regions(pred, tiles)
     _layout(pred, store, overwrite)
+    _check_selection(store, regions)
     done = regions_written(store, [r for r, _ in regions])
     todo = [(r, s) for (r, s), d in zip(regions, done, strict=True) if not d]
     try:
@@ -225,8 +257,9 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
         return out, (time.perf_counter() - t0) / max(1, len(lazy))
 
     # The next group computes while this one is written (writing is one thread's work).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="lames-predict")
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="lames-predict") as pool:
+        with pool:
             batches = _groups(todo, group)
             ahead = pool.submit(compute, batches[0]) if batches else None
             for i, batch in enumerate(batches):
@@ -235,7 +268,8 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
                 computed = iter(results)
                 for region, scored in batch:
                     part = next(computed) if scored else _nodata_part(pred, region)
-                    write_cube(part, store, region=region, mode="resume")
+                    # written here (the tile is computed): never shipped back to a worker
+                    write_cube(part, store, region=region, mode="resume", scheduler="sync")
                     written += 1
                     if scored:
                         px += _pixels(region)
@@ -248,6 +282,9 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
                         bar.update(1)
                     if _fail_after is not None and written >= _fail_after:
                         raise RuntimeError(f"simulated crash after {written} tiles")
+    except (KeyboardInterrupt, SystemExit):  # stop now: do not finish the prefetched group
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -356,6 +393,10 @@ def export_cog(pred: xr.Dataset | str | os.PathLike[str], path: str | os.PathLik
     -------
     pathlib.Path
         The file (written atomically), with the grid's CRS and nodata (255 for class).
+
+    Notes
+    -----
+    The region is computed in memory: for a country, pass a ``bbox``.
     """
     from lames_cube._atomic import atomic_path
 
@@ -406,10 +447,14 @@ def prediction_polygons(pred: xr.Dataset | str | os.PathLike[str], *, threshold:
     import geopandas as gpd
 
     ds = open_prediction(pred) if not isinstance(pred, xr.Dataset) else pred
+    extra = [d for d in ds["probability"].dims if d not in ("y", "x")]
+    if extra:
+        raise PredictionError(f"the prediction has dims {ds['probability'].dims}; polygons are "
+                              f"made of one map: select one first, e.g. pred.isel({extra[0]}=-1).")
     gbox = ds.odc.geobox
     prob = ds["probability"]
     cut = threshold * 255 if prob.dtype == np.uint8 else threshold
-    step = block or (int(prob.chunks[0][0]) if prob.chunks else 2304)
+    step = block or (int(prob.chunks[0][0]) if prob.chunks else 2304)  # along y
     rows: list[tuple[Any, float, int, bool]] = []  # geometry, probability sum, pixels, at edge
     px_km2 = abs(gbox.resolution.x * gbox.resolution.y) / 1e6
     min_px = min_area_km2 / px_km2
@@ -440,10 +485,11 @@ def _block_polygons(ds: xr.Dataset, ys: slice, xs: slice, cut: float, min_px: fl
     import shapely
     from scipy import ndimage
 
-    part = ds["probability"].isel(y=ys, x=xs).values
+    both = ds[["probability", "class"]].isel(y=ys, x=xs).compute()  # one read (or model run)
+    part = both["probability"].values
     mask = part >= cut
     if ds["probability"].dtype == np.uint8:
-        mask &= ds["class"].isel(y=ys, x=xs).values != NODATA_CLASS
+        mask &= both["class"].values != NODATA_CLASS
     else:
         mask &= ~np.isnan(part)
     if not mask.any():
@@ -524,7 +570,7 @@ def _best_overlap(gdf: Any, layer: Any, column: str) -> list:
     best: dict[int, tuple[float, Any]] = {}
     for j, i in zip(*pairs, strict=True):
         area = gdf.geometry.iloc[i].intersection(other.geometry.iloc[j]).area
-        if area > best.get(i, (-1.0, None))[0]:
+        if area > best.get(i, (0.0, None))[0]:  # sharing an edge is not overlapping
             best[i] = (area, other[column].iloc[j])
     return [None if i not in best else _plain(best[i][1]) for i in range(len(gdf))]
 

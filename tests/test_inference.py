@@ -32,7 +32,6 @@ from lames_cube.ml.inference import (
     taper,
     window_layout,
 )
-from lames_cube.patches import merge_patches, patch_table
 from lames_cube.prediction import (
     NODATA_CLASS,
     PredictionStoreMismatchError,
@@ -68,21 +67,26 @@ def ckpts(tmp_path_factory):
 
 
 def whole_image_windows(cube, ckpt, patch, overlap):
-    """The reference: every window of one grid over the whole (padded) image, blended with
-    merge_patches -- no tiles at all."""
+    """The reference: every window of one grid over the whole image (padded with nodata),
+    blended with ``taper`` weights in a plain loop -- no tiles, no halo, no dask."""
     net, _ = load_model(ckpt)
     x = (torch.from_numpy(cube.values.astype(np.float32)) - MEAN) / STD
-    h = patch // 2
-    pad = torch.nn.functional.pad(x, (h, h, h, h))
-    height, width = pad.shape[1:]
-    pg = GeoBox.from_bbox((0, 0, width * 10, height * 10), "EPSG:32719", resolution=10)
-    table = patch_table(pg, size=patch, stride=patch - overlap, edge="drop")
-    wins = torch.stack([pad[:, r:r + patch, c:c + patch] for r, c in zip(table.row, table.col,
-                                                                           strict=True)])
+    h, (height, width) = patch // 2, cube.shape[1:]
+    stride = patch - overlap
+    pad = torch.nn.functional.pad(x, (h, h + patch, h, h + patch))
+    rows = np.arange(0, h + height, stride)  # every window that reaches the image
+    cols = np.arange(0, h + width, stride)
+    weights = taper(patch, overlap).astype(np.float64)
+    total = np.zeros(pad.shape[1:])
+    count = np.zeros(pad.shape[1:])
     with torch.no_grad():
-        p = torch.softmax(net(wins), 1)[:, 1].numpy()
-    merged = merge_patches(p, table, like=pg, blend="hann").values
-    return merged[h:h + cube.sizes["y"], h:h + cube.sizes["x"]]
+        for r in rows:
+            wins = torch.stack([pad[:, r:r + patch, c:c + patch] for c in cols])
+            p = torch.softmax(net(wins), 1)[:, 1].numpy()
+            for c, pc in zip(cols, p, strict=True):
+                total[r:r + patch, c:c + patch] += weights * pc
+                count[r:r + patch, c:c + patch] += weights
+    return (total / count)[h:h + height, h:h + width]
 
 
 # --------------------------------------------------------------------------- blending
@@ -114,24 +118,29 @@ def test_pointwise_model_tiled_equals_whole_image(ckpts):
     assert (pred["class"].values == p.argmax(0)).mean() > 0.9999
 
 
-def test_unet_tiled_equals_whole_image_windows_and_seams_without_halo(ckpts):
-    cube = make_cube()
-    ref = whole_image_windows(cube, ckpts["unet"], 64, 32)
-    kw = {"tile": 192, "patch": 64, "overlap": 32, "probability": "float32"}
+@pytest.mark.parametrize("overlap", [32, 16])
+def test_unet_tiled_equals_whole_image_windows_and_seams_without_halo(ckpts, overlap):
+    """Any model: the tiles (here 192 px, the last ones 64 px) with the full halo equal the
+    whole image's windows; with a partial halo only the tile edges differ; without one the
+    seams show."""
+    cube = make_cube(height=448, width=448)
+    ref = whole_image_windows(cube, ckpts["unet"], 64, overlap)
+    kw = {"tile": 192, "patch": 64, "overlap": overlap, "probability": "float32"}
     tiled = predict(cube, ckpts["unet"], **kw).probability.values
     err = np.abs(tiled - ref)
-    print(f"halo: max |tiled - whole| = {err.max():.2e}")
+    print(f"overlap {overlap}: max |tiled - whole| = {err.max():.2e}")
     assert err.max() < 1e-5
-    seams = np.abs(predict(cube, ckpts["unet"], halo=0, **kw).probability.values - ref)
     near = np.zeros(ref.shape, bool)  # within 8 px of an inner tile edge
-    for edge in (192,):
-        near[edge - 8:edge + 8, :] = True
-        near[:, edge - 8:edge + 8] = True
-    near[:, 384 - 8:] = near[:, 384 - 8:] | False
-    inner_edges = seams[near].mean()
-    away = seams[~near].mean()
-    print(f"no halo: mean |diff| near tile edges {inner_edges:.4f}, elsewhere {away:.5f}")
-    assert inner_edges > 1e-3 and inner_edges > 10 * away
+    far = np.ones(ref.shape, bool)  # farther than a window from every inner tile edge
+    for edge in (192, 384):
+        near[edge - 8:edge + 8, :] = near[:, edge - 8:edge + 8] = True
+        far[edge - 64:edge + 64, :] = far[:, edge - 64:edge + 64] = False
+    seams = np.abs(predict(cube, ckpts["unet"], halo=0, **kw).probability.values - ref)
+    print(f"no halo: mean |diff| near tile edges {seams[near].mean():.4f}, more than a "
+          f"window away {seams[far].max():.1e}")
+    assert seams[near].mean() > 1e-3 and seams[far].max() < 1e-5  # seams at the edges only
+    part = np.abs(predict(cube, ckpts["unet"], halo=16, **kw).probability.values - ref)
+    assert part[far].max() < 1e-5 < part[near].max()
 
 
 def test_graph_build_computes_nothing_and_tasks_per_tile_are_bounded(ckpts):
@@ -172,12 +181,16 @@ def test_nodata_tiles_are_not_scored(ckpts):
 
 
 def test_time_dim_is_scored_per_step(ckpts):
-    one = make_cube(height=192, width=192)
-    cube = xr.concat([one, one[:, ::-1, :].assign_coords(y=one.y)], dim="time")
-    pred = predict(cube.assign_coords(time=[2021, 2022]), ckpts["pixel"], tile=192, patch=64)
+    one = make_cube(height=192, width=384, seed=1)
+    two = make_cube(height=192, width=384, seed=2)
+    cube = xr.concat([one, two], dim="time").assign_coords(time=[2021, 2022])
+    pred = predict(cube, ckpts["unet"], tile=192, patch=64).compute()
     assert pred["class"].dims == ("time", "y", "x")
-    single = predict(one, ckpts["pixel"], tile=192, patch=64).compute()
-    np.testing.assert_array_equal(pred.probability.isel(time=0).values, single.probability.values)
+    for k, single in enumerate((one, two)):
+        alone = predict(single, ckpts["unet"], tile=192, patch=64).compute()
+        np.testing.assert_array_equal(pred.probability.isel(time=k).values,
+                                      alone.probability.values)
+    assert (pred.probability.isel(time=0) != pred.probability.isel(time=1)).any()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -96,18 +96,34 @@ def inference_source(recipe: Any, *, bands: Sequence[str], tile: int, halo: int,
         raise InferenceRunError(f"source {str(source)!r} is neither 'world' nor an existing cube "
                                 f"store; build one with lames-cube cube build {recipe.name} "
                                 f"--output {source}, or use --source world.")
-    cube = open_cube(path)
+    cube = open_cube(path, variable="reflectance")
     for dim in ("year", "time"):
-        if dim in cube.dims:
-            values = list(cube[dim].values)
-            pick = values[-1] if year is None else year
-            if dim == "year" and pick not in values:
+        if dim not in cube.dims:
+            continue
+        if dim == "year":
+            years = [int(v) for v in cube.year.values]
+            pick = years[-1] if year is None else year
+            if pick not in years:
                 raise InferenceRunError(f"year={year} is not in the store {str(path)!r} "
-                                        f"(years {values}); pass one of them.")
-            cube = cube.sel({dim: pick}) if dim == "year" else cube.isel(time=-1)
-    if cube.odc.geobox != gbox:
-        raise InferenceRunError(f"the store {str(path)!r} is on {cube.odc.geobox}, not on recipe "
-                                f"{recipe.name!r}'s grid {gbox}; build it from this recipe.")
+                                        f"(years {years}); pass one of them.")
+            cube = cube.sel(year=pick)
+        else:
+            years = cube.time.dt.year.values
+            if year is not None and year not in set(years.tolist()):
+                raise InferenceRunError(f"year={year} is not in the store {str(path)!r} "
+                                        f"(years {sorted(set(years.tolist()))}).")
+            cube = cube.isel(time=-1 if year is None else int(np.nonzero(years == year)[0][-1]))
+    store_gbox = cube.odc.geobox
+    if store_gbox != gbox:  # a trial's tile block inside a whole-mosaic store: crop it
+        from lames_cube.prediction import bbox_roi
+
+        roi = bbox_roi(store_gbox, tuple(gbox.boundingbox))
+        cropped = cube.isel(y=roi[0], x=roi[1]) if roi is not None else None
+        if cropped is None or cropped.odc.geobox != gbox:
+            raise InferenceRunError(f"the store {str(path)!r} is on {store_gbox}, not on recipe "
+                                    f"{recipe.name!r}'s grid {gbox}; build it from this recipe "
+                                    f"(lames-cube cube build {recipe.name}).")
+        cube = cropped
     return cube, gbox, table, None
 
 
@@ -179,16 +195,20 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
     pred = predict(cube, handle, tile=tile, patch=layout.patch, overlap=layout.overlap,
                    batch_size=batch_size)
     store = out / "prediction.zarr"
-    if overwrite and (out / "tiles.log").exists():
-        (out / "tiles.log").unlink()
+    if overwrite and (out / "tiles.log").exists() and _replaced(store, pred):
+        (out / "tiles.log").unlink()  # the store will be replaced: its log goes with it
+        (out / "evaluation.json").unlink(missing_ok=True)
     log = open(out / "tiles.log", "a")
     try:
         with dask_scheduler(scheduler, workers=workers, quiet=not progress) as client:
             n_threads = worker_threads(client)
 
             def on_tile(region, seconds):
+                px = ((region["y"].stop - region["y"].start)
+                      * (region["x"].stop - region["x"].start))
                 log.write(json.dumps({"y": region["y"].start, "x": region["x"].start,
-                                      "seconds": round(seconds, 3),
+                                      "seconds": round(seconds, 3), "px": px,
+                                      "scored": seconds > 0,
                                       "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
                 log.flush()
 
@@ -223,13 +243,28 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
         "device": str(handle.torch_device),
     }
     summary.update(_timing(out / "tiles.log", active, tile))
+    ev = None
     if evaluate and world is not None:
         ev = evaluate_prediction(ds, world, table)
         (out / "evaluation.json").write_text(json.dumps(ev, indent=2))
         summary["evaluation"] = {k: v for k, v in ev.items() if not isinstance(v, list | dict)}
-    plot_country_map(ds, table, out / "map.png", world=world, polygons=polygons)
+    plot_country_map(ds, table, out / "map.png", world=world, polygons=polygons, evaluation=ev)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _replaced(store: Path, pred: Any) -> bool:
+    """Whether writing ``pred`` with overwrite replaces the store (another model/settings)."""
+    from lames_cube.io import open_store
+
+    if not store.exists():
+        return False
+    try:
+        old = open_store(store, allow_incomplete=True).attrs
+    except LamesCubeError:
+        return True
+    keys = ("model_sha256", "tile", "patch", "overlap", "halo", "blend")
+    return any(old.get(k) != pred.attrs.get(k) for k in keys)
 
 
 def _counts(ds: Any, active: Any) -> tuple[int, int]:
@@ -249,15 +284,20 @@ def _timing(log: Path, active: Any, tile: int) -> dict[str, Any]:
     """Wall time and throughput over every sitting, from the tile log."""
     import datetime as dt
 
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in log.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line torn by a kill
+            continue
     if not rows:
         return {}
     stamps = [dt.datetime.fromisoformat(r["at"]) for r in rows]
-    busy = sum(r["seconds"] for r in rows)
-    scored = sum(1 for r in rows if r["seconds"] > 0)
-    px = scored * tile * tile
-    return {"tile_seconds_median": round(float(np.median([r["seconds"] for r in rows
-                                                          if r["seconds"] > 0] or [0])), 2),
+    scored = [r for r in rows if r.get("scored", r["seconds"] > 0)]
+    busy = sum(r["seconds"] for r in scored)
+    px = sum(r.get("px", tile * tile) for r in scored)
+    return {"tile_seconds_median": round(float(np.median([r["seconds"] for r in scored]
+                                                         or [0])), 2),
             "first_tile_at": stamps[0].isoformat(), "last_tile_at": stamps[-1].isoformat(),
             "compute_seconds_total": round(busy, 1),
             "throughput_mpx_per_s": round(px / 1e6 / max(busy, 1e-9), 3)}
@@ -272,7 +312,7 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
       grid): the LAMES metrics (:func:`lames_cube.metrics.scores`) of mine site (inside any
       LAMES site polygon) against other, for all sites and for the test sites.
     - Recall of the LAMES sites and of the hidden mines: a mine is found when at least
-      ``found_fraction`` of its footprint is predicted mining.
+      ``found_fraction`` of the scored part of its footprint is predicted mining.
     - False positives: predicted mining farther than ``buffer_m`` from every mine (site
       footprints, hidden mines and every LAMES sector), in km² per 1,000 km² of scored
       mine-free land.
@@ -395,8 +435,9 @@ def _site_box_metrics(ds: Any, world: Any, confusion_matrix: Any, scores: Any) -
 
 
 def plot_country_map(ds: Any, table: Any, path: str | os.PathLike[str], *, world: Any = None,
-                     polygons: Any = None) -> Path:
-    """A map of the country: predicted mining km² per tile, and the mines found and missed."""
+                     polygons: Any = None, evaluation: dict | None = None) -> Path:
+    """A map of the country: predicted mining km² per tile, and the mines found and missed
+    (by ``evaluation``, :func:`evaluate_prediction`'s result; without it none is marked)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -431,11 +472,8 @@ def plot_country_map(ds: Any, table: Any, path: str | os.PathLike[str], *, world
     if world is not None:
         from lames_cube.synthetic.world import World  # noqa: F401 - the type of world
 
-        ev_path = Path(path).with_name("evaluation.json")
-        state = {}  # site id -> True (found), False (missed); absent: not scored
-        if ev_path.exists():
-            state = {m["site_id"]: m["found"] for m in json.loads(ev_path.read_text())["mines"]
-                     if m["fraction"] is not None}
+        state = {m["site_id"]: m["found"] for m in (evaluation or {}).get("mines", [])
+                 if m["fraction"] is not None}  # site id -> found; absent: not scored
         for layer, marker, label in ((world.sites, "o", "LAMES site"),
                                      (world.hidden, "^", "hidden mine")):
             pts = layer.to_crs(crs).geometry.representative_point()

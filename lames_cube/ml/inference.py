@@ -282,11 +282,13 @@ def _standardise(block: np.ndarray, mean: np.ndarray, std: np.ndarray,
                  nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     """``(band, y, x)`` -> standardised float32 (0 where there is no data) and the valid mask."""
     data = block.astype(np.float32)
-    valid = ~np.isnan(data).any(axis=0) if nodata is None else (block != nodata).any(axis=0)
+    valid = np.ones(block.shape[1:], bool) if nodata is None else (block != nodata).any(axis=0)
+    if np.issubdtype(block.dtype, np.floating):  # NaN in any band: no data, whatever nodata
+        valid &= ~np.isnan(data).any(axis=0)
     data -= mean[:, None, None]
     data *= (1.0 / std)[:, None, None]
     data *= valid  # no data: 0, the band mean
-    if nodata is None:
+    if np.issubdtype(block.dtype, np.floating):
         np.nan_to_num(data, copy=False)
     return data, valid
 
@@ -304,6 +306,9 @@ def gpu_batch_size(free_bytes: float, window_bytes: float, *, fraction: float = 
 
 
 _CUDA_BATCH: dict[tuple, int] = {}
+#: One forward pass at a time per CUDA device in a process: each is sized to the free memory,
+#: and concurrent tasks feeding one GPU gain nothing.
+_GPU_LOCKS: dict[str, threading.Lock] = {}
 
 
 def _batch(handle: ModelHandle, model: torch.nn.Module, bands: int, patch: int,
@@ -316,17 +321,34 @@ def _batch(handle: ModelHandle, model: torch.nn.Module, bands: int, patch: int,
     if dev.type != "cuda":
         return max(1, BATCH_PIXELS // (patch * patch))
     key = (handle.path, handle.digest, str(dev), patch)
-    if key not in _CUDA_BATCH:  # pragma: no cover - needs CUDA (tests marked gpu)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        x = torch.zeros((2, bands, patch, patch), device=dev).contiguous(
-            memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-            model(x)
-        per = (torch.cuda.max_memory_allocated(dev) - base) / 2
-        free, _ = torch.cuda.mem_get_info(dev)
-        _CUDA_BATCH[key] = gpu_batch_size(free, per)
+    with _gpu_lock(dev):
+        if key not in _CUDA_BATCH:  # pragma: no cover - needs CUDA (tests marked gpu)
+            _CUDA_BATCH[key] = _measure_batch(model, bands, patch, dev)
     return _CUDA_BATCH[key]
+
+
+def _gpu_lock(dev: torch.device) -> Any:
+    """The lock of a CUDA device (a no-op context on the CPU)."""
+    import contextlib
+
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    with _LOCK:
+        return _GPU_LOCKS.setdefault(str(dev), threading.Lock())
+
+
+def _measure_batch(model: torch.nn.Module, bands: int, patch: int,
+                   dev: torch.device) -> int:  # pragma: no cover - needs CUDA
+    """Windows per batch: the memory of one forward pass of 2 windows under autocast."""
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    x = torch.zeros((2, bands, patch, patch), device=dev).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+        model(x)
+    per = (torch.cuda.max_memory_allocated(dev) - base) / 2
+    free, _ = torch.cuda.mem_get_info(dev)
+    return gpu_batch_size(free, per)
 
 
 def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, *,
@@ -377,7 +399,8 @@ def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, 
             part = windows[i:i + batch_size]
             x = torch.stack([image[r:r + patch, c:c + patch] for r, c in part]).permute(
                 0, 3, 1, 2)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            with _gpu_lock(dev), torch.autocast(device_type=dev.type, dtype=torch.float16,
+                                                enabled=amp):
                 logits = model(x)
             p = torch.softmax(logits.float(), dim=1)
             for k, (r, c) in enumerate(part):
@@ -533,7 +556,7 @@ def _nodata(cube: xr.DataArray) -> float | None:
     """The cube's nodata value (0 for integer cubes without one), None for NaN (float)."""
     value = cube.attrs.get("nodata", cube.attrs.get("_FillValue"))
     if np.issubdtype(cube.dtype, np.floating):
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        return None if value is None or math.isnan(float(value)) else value
     return 0 if value is None else value
 
 
@@ -550,8 +573,8 @@ def predict(cube: xr.DataArray, checkpoint: str | os.PathLike[str] | ModelHandle
         ``(band, y, x)`` or ``(time|year, band, y, x)`` reflectance with a CRS (an odc-geo
         GeoBox), e.g. a composite of :func:`lames_cube.build_cube` or a store of
         :func:`lames_cube.io.open_cube`; it must hold the checkpoint's bands (others are
-        ignored). Pixels where every band is nodata (``attrs["nodata"]``, 0 by default; NaN
-        for float cubes) are not scored.
+        ignored). Pixels where every band is nodata (``attrs["nodata"]``, 0 by default for
+        integer cubes) or, in float cubes, any band is NaN are not scored.
     checkpoint
         A checkpoint of :func:`lames_cube.ml.train` (or a :class:`ModelHandle`).
     tile
