@@ -108,15 +108,15 @@ def _nodata_part(pred: xr.Dataset, region: Mapping[str, slice]) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------------- writing
-def _layout(pred: xr.Dataset, store: Path, overwrite: bool) -> bool:
-    """Lay the store out (or keep a store of this prediction); True when a store of another
-    prediction was replaced (``overwrite``)."""
+def _layout(pred: xr.Dataset, store: Path, overwrite: bool, *, replace: bool = False) -> bool:
+    """Lay the store out (or keep a store of this prediction; ``replace``: lay it out anew);
+    True when a store of another prediction was replaced (``overwrite``)."""
     from lames_cube.io import init_cube_store, open_store
 
     tile = int(pred.attrs.get("tile", pred.chunks["y"][0]))
     patch = int(np.gcd(tile, pred.chunks["y"][0]))
     try:
-        init_cube_store(pred, store, mode="resume", patch_size=patch)
+        init_cube_store(pred, store, mode="w" if replace else "resume", patch_size=patch)
         return False
     except TemplateMismatchError as err:
         if overwrite:
@@ -231,7 +231,13 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     store.parent.mkdir(parents=True, exist_ok=True)
     regions = tile_regions(pred, tiles)
     _layout(pred, store, overwrite)
-    _check_selection(store, regions)
+    try:
+        _check_selection(store, regions)
+    except PredictionStoreMismatchError:
+        if not overwrite:
+            raise
+        _layout(pred, store, overwrite, replace=True)
+        _check_selection(store, regions)
     done = regions_written(store, [r for r, _ in regions])
     todo = [(r, s) for (r, s), d in zip(regions, done, strict=True) if not d]
     try:

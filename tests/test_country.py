@@ -129,3 +129,37 @@ def test_infer_chile_mosaic_one_tile_trial(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len((out / "tiles.log").read_text().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("lames_dir")
+def test_store_source_reads_the_recipes_composite_store(tmp_path):
+    """``--source STORE``: a composite store of the recipe (several variables, years) on the
+    whole grid is cut to a trial's tile block, and the year is chosen."""
+    import dask.array as da
+
+    from lames_cube.io import write_cube
+    from lames_cube.ml.country import InferenceRunError, inference_source
+    from lames_cube.pipeline import tile_plan
+    from lames_cube.recipes import load_recipe
+
+    recipe = load_recipe("chile-mosaic")
+    block, _ = tile_plan(recipe, tiles=["r043c020", "r043c021"])
+    gbox = block[:, :2304 + 512]  # a store wider than the trial's first tile
+    bands = ["B02", "B03", "B04", "B08", "B11", "B12"]
+    shape = (2, len(bands), *gbox.shape)
+    refl = xr.DataArray(da.arange(np.prod(shape), dtype=np.uint32).reshape(shape).astype(
+        np.uint16).rechunk((1, 6, 256, 256)), dims=("year", "band", "y", "x"),
+        coords={"year": [2021, 2022], "band": bands, **xr_coords(gbox)})
+    data = xr.Dataset({"reflectance": refl,
+                       "clear_count": refl.isel(band=0, drop=True).astype(np.uint8)})
+    store = write_cube(data, tmp_path / "cube.zarr")
+    cube, grid, _, world = inference_source(recipe, bands=bands, tile=2304, halo=128,
+                                            source=store, tiles=["r043c020"], year=2021)
+    assert world is None and grid.shape == (2304, 2304) and cube.odc.geobox == grid
+    np.testing.assert_array_equal(cube.isel(x=slice(0, 5), y=0).values,
+                                  refl.sel(year=2021).isel(x=slice(0, 5), y=0).values)
+    with pytest.raises(InferenceRunError, match=r"year=2019 is not in the store.*2021, 2022"):
+        inference_source(recipe, bands=bands, tile=2304, halo=128, source=store,
+                         tiles=["r043c020"], year=2019)
+    with pytest.raises(InferenceRunError, match="neither 'world' nor an existing cube store"):
+        inference_source(recipe, bands=bands, tile=2304, halo=128, source=tmp_path / "no.zarr")

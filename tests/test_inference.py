@@ -86,7 +86,7 @@ def whole_image_windows(cube, ckpt, patch, overlap):
             for c, pc in zip(cols, p, strict=True):
                 total[r:r + patch, c:c + patch] += weights * pc
                 count[r:r + patch, c:c + patch] += weights
-    return (total / count)[h:h + height, h:h + width]
+    return total[h:h + height, h:h + width] / count[h:h + height, h:h + width]
 
 
 # --------------------------------------------------------------------------- blending
@@ -271,6 +271,24 @@ def test_write_prediction_resumes_after_a_crash_with_the_same_bytes(ckpts, tmp_p
     write_prediction(pred, crashed, progress=False, group=1)
     assert len(calls) == 6 - 2  # each unfinished tile once, the finished ones never
     assert _store_bytes(crashed) == _store_bytes(whole)
+
+
+def test_resume_with_another_tile_selection_is_refused(ckpts, tmp_path):
+    import geopandas as gpd
+
+    pred = predict(make_cube(height=192, width=384), ckpts["pixel"], tile=192, patch=64)
+
+    def table(active):
+        return gpd.GeoDataFrame({"y_off": [0, 0], "x_off": [0, 192], "active": active},
+                                geometry=[None, None])
+
+    store = tmp_path / "sel.zarr"
+    write_prediction(pred, store, tiles=table([True, False]), progress=False)
+    with pytest.raises(PredictionStoreMismatchError, match=r"started scoring 1 tiles, this run "
+                                                           r"scores 2"):
+        write_prediction(pred, store, tiles=table([True, True]), progress=False)
+    write_prediction(pred, store, tiles=table([True, True]), progress=False, overwrite=True)
+    assert (open_prediction(store)["class"].values != NODATA_CLASS).all()
 
 
 def test_only_active_tiles_are_scored(ckpts, tmp_path):
