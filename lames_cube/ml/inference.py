@@ -278,19 +278,23 @@ def warm_up(checkpoint: str | os.PathLike[str], device: str = "auto",
 
 
 # --------------------------------------------------------------------------- one block
-def _standardise(block: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(band, y, x)`` -> standardised float32 (0 where there is no data) and the valid mask."""
-    data = block.astype(np.float32)
+def _valid(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """``(y, x)``: pixels with data (a band not nodata; in float cubes no band NaN)."""
     valid = np.ones(block.shape[1:], bool) if nodata is None else (block != nodata).any(axis=0)
     if np.issubdtype(block.dtype, np.floating):  # NaN in any band: no data, whatever nodata
-        valid &= ~np.isnan(data).any(axis=0)
-    data -= mean[:, None, None]
-    data *= (1.0 / std)[:, None, None]
-    data *= valid  # no data: 0, the band mean
+        valid &= ~np.isnan(block).any(axis=0)
+    return valid
+
+
+def _standardise_into(out: np.ndarray, block: np.ndarray, valid: np.ndarray, mean: np.ndarray,
+                      std: np.ndarray) -> None:
+    """Write ``block`` ``(band, y, x)`` standardised into ``out`` ``(y, x, band)`` float32 in
+    one pass (channels last, as the model takes it); 0 (the band mean) where there is no data."""
+    np.subtract(block.transpose(1, 2, 0), mean, out=out, casting="unsafe")
+    out *= 1.0 / std
+    out *= valid[..., None]
     if np.issubdtype(block.dtype, np.floating):
-        np.nan_to_num(data, copy=False)
-    return data, valid
+        np.nan_to_num(out, copy=False)
 
 
 def gpu_batch_size(free_bytes: float, window_bytes: float, *, fraction: float = 0.5,
@@ -370,7 +374,7 @@ def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, 
     prob = np.full((ny, nx), np.nan, np.float32)
     mean = np.asarray(meta["band_mean"], np.float32)
     std = np.asarray(meta["band_std"], np.float32)
-    data, valid = _standardise(block, mean, std, nodata)
+    valid = _valid(block, nodata)
     core = valid[halo:halo + ny, halo:halo + nx]
     if not core.any():  # nothing to score (an all-nodata tile): no model call at all
         return cls, prob
@@ -380,17 +384,18 @@ def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, 
     height = max(int(rows[-1]) + patch, ny + 2 * reach)
     width = max(int(cols[-1]) + patch, nx + 2 * reach)
     off = reach - halo
-    full = np.zeros((data.shape[0], height, width), np.float32)
-    full[:, off:off + data.shape[1], off:off + data.shape[2]] = data
+    inside = (slice(off, off + block.shape[1]), slice(off, off + block.shape[2]))
+    full = np.zeros((height, width, block.shape[0]), np.float32)
+    _standardise_into(full[inside], block, valid, mean, std)
     seen = np.zeros((height, width), bool)
-    seen[off:off + data.shape[1], off:off + data.shape[2]] = valid
+    seen[inside] = valid
     windows = [(r, c) for r in rows for c in cols if seen[r:r + patch, c:c + patch].any()]
     n_classes = int(meta["model"]["classes"])
-    batch_size = _batch(handle, model, data.shape[0], patch, batch_size)
+    batch_size = _batch(handle, model, block.shape[0], patch, batch_size)
     with torch.inference_mode():
         # moved once per block, channels last: windows are cut as (P, P, bands) runs and fed
-        # to the channels-last model without another copy
-        image = torch.from_numpy(full).to(dev).permute(1, 2, 0).contiguous()
+        # to the channels-last model as they are
+        image = torch.from_numpy(full).to(dev)
         total = torch.zeros((n_classes, height, width), dtype=torch.float32, device=dev)
         weight = torch.zeros((height, width), dtype=torch.float32, device=dev)
         w = torch.from_numpy(layout.weights()).to(dev)
