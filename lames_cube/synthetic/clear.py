@@ -17,6 +17,8 @@ import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from lames_cube.errors import WorldError
+
 __all__ = ["clear_sky_cube"]
 
 
@@ -28,7 +30,8 @@ def _chunk_sizes(chunks: int | Sequence[int] | None, size: int) -> tuple[int, ..
         return tuple(min(step, size - s) for s in range(0, size, step))
     out = tuple(int(c) for c in chunks)
     if sum(out) != size or min(out) < 1:
-        raise ValueError(f"chunks {out[:5]}... sum to {sum(out)}, not the grid's {size} px.")
+        raise WorldError(f"chunks {out[:5]}... sum to {sum(out)} px, not the grid's {size} px; "
+                         "give chunk sizes that add up to the grid's size, or one size.")
     return out
 
 
