@@ -242,7 +242,7 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
         "peak_memory_mb": round(_peak_rss_mb(), 0),
         "device": str(handle.torch_device),
     }
-    summary.update(_timing(out / "tiles.log", active, tile))
+    summary.update(_timing(out / "tiles.log", tile))
     ev = None
     if evaluate and world is not None:
         ev = evaluate_prediction(ds, world, table)
@@ -280,7 +280,7 @@ def _counts(ds: Any, active: Any) -> tuple[int, int]:
     return scored, mining
 
 
-def _timing(log: Path, active: Any, tile: int) -> dict[str, Any]:
+def _timing(log: Path, tile: int) -> dict[str, Any]:
     """Wall time and throughput over every sitting, from the tile log."""
     import datetime as dt
 

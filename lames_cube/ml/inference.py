@@ -481,7 +481,10 @@ def _haloed(data, ydim: int, xdim: int, tile: int, halo: int, fill: float):
     """A dask array whose blocks along y/x are the tiles with their halo (``tile + 2*halo``
     px; the cube padded with ``fill`` at its edges): dask's ``overlap`` with the halo cut into
     strips of their own, so each source pixel is read once per strip."""
+    from itertools import product
+
     import dask.array as da
+    from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
     pad = [(0, 0)] * data.ndim
@@ -494,11 +497,9 @@ def _haloed(data, ydim: int, xdim: int, tile: int, halo: int, fill: float):
     strips = padded.rechunk(tuple(chunks))
     ystart = np.cumsum((0, *ychunks))
     xstart = np.cumsum((0, *xchunks))
-    name = "haloed-" + dask_tokenize(strips.name, tile, halo)
+    name = "haloed-" + tokenize(strips.name, tile, halo)
     other = [d for d in range(data.ndim) if d not in (ydim, xdim)]
     dsk: dict = {}
-    from itertools import product
-
     for idx in product(*(range(len(strips.chunks[d])) for d in other)):
         for i, (y0, y1) in enumerate(yblocks):
             ks = range(int(np.searchsorted(ystart, y0)), int(np.searchsorted(ystart, y1)))
@@ -523,12 +524,6 @@ def _haloed(data, ydim: int, xdim: int, tile: int, halo: int, fill: float):
     out_chunks[xdim] = tuple(b - a for a, b in xblocks)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[strips])
     return da.Array(graph, name, chunks=tuple(out_chunks), dtype=data.dtype)
-
-
-def dask_tokenize(*args: Any) -> str:
-    from dask.base import tokenize
-
-    return tokenize(*args)
 
 
 def _assemble(grid: list[list[np.ndarray]], ydim: int, xdim: int) -> np.ndarray:
