@@ -66,14 +66,21 @@ def ckpts(tmp_path_factory):
             "unet": random_checkpoint(root / "unet.pt", patch_size=64, seed=3)}
 
 
-def whole_image_windows(cube, ckpt, patch, overlap):
-    """The reference: every window of one grid over the whole image (padded with nodata),
-    blended with ``taper`` weights in a plain loop -- no tiles, no halo, no dask."""
+def whole_image_windows(cube, ckpt, patch, overlap, edge="nodata"):
+    """The reference: every window of one grid over the whole image (mirrored by half a
+    window with numpy's ``symmetric`` pad for ``edge="reflect"``; nodata beyond), blended with
+    ``taper`` weights in a plain loop -- no tiles, no halo, no dask."""
     net, _ = load_model(ckpt)
-    x = (torch.from_numpy(cube.values.astype(np.float32)) - MEAN) / STD
     h, (height, width) = patch // 2, cube.shape[1:]
+    values = cube.values.astype(np.float32)
+    if edge == "reflect":
+        values = np.pad(values, ((0, 0), (h, h), (h, h)), mode="symmetric")
+    x = (torch.from_numpy(values) - MEAN) / STD
     stride = patch - overlap
-    pad = torch.nn.functional.pad(x, (h, h + patch, h, h + patch))
+    if edge == "reflect":  # mirrored half windows in place; nodata only past them
+        pad = torch.nn.functional.pad(x, (0, patch, 0, patch))
+    else:
+        pad = torch.nn.functional.pad(x, (h, h + patch, h, h + patch))
     rows = np.arange(0, h + height, stride)  # every window that reaches the image
     cols = np.arange(0, h + width, stride)
     weights = taper(patch, overlap).astype(np.float64)
@@ -124,8 +131,9 @@ def test_unet_tiled_equals_whole_image_windows_and_seams_without_halo(ckpts, ove
     whole image's windows; with a partial halo only the tile edges differ; without one the
     seams show."""
     cube = make_cube(height=448, width=448)
-    ref = whole_image_windows(cube, ckpts["unet"], 64, overlap)
-    kw = {"tile": 192, "patch": 64, "overlap": overlap, "probability": "float32"}
+    ref = whole_image_windows(cube, ckpts["unet"], 64, overlap, edge="nodata")
+    kw = {"tile": 192, "patch": 64, "overlap": overlap, "probability": "float32",
+          "edge": "nodata"}
     tiled = predict(cube, ckpts["unet"], **kw).probability.values
     err = np.abs(tiled - ref)
     print(f"overlap {overlap}: max |tiled - whole| = {err.max():.2e}")
@@ -141,6 +149,29 @@ def test_unet_tiled_equals_whole_image_windows_and_seams_without_halo(ckpts, ove
     assert seams[near].mean() > 1e-3 and seams[far].max() < 1e-5  # seams at the edges only
     part = np.abs(predict(cube, ckpts["unet"], halo=16, **kw).probability.values - ref)
     assert part[far].max() < 1e-5 < part[near].max()
+
+
+def test_mirrored_edges_equal_the_whole_image_mirrored_and_lose_the_edge_frame(ckpts):
+    """``edge="reflect"`` (the default): tiled equals the whole image's windows over the image
+    mirrored by numpy; at the cube's edges it differs from nodata padding, inside it does
+    not."""
+    cube = make_cube(height=448, width=320)
+    ref = whole_image_windows(cube, ckpts["unet"], 64, 32, edge="reflect")
+    kw = {"tile": 192, "patch": 64, "overlap": 32, "probability": "float32"}
+    tiled = predict(cube, ckpts["unet"], **kw)
+    assert tiled.attrs["edge"] == "reflect"
+    err = np.abs(tiled.probability.values - ref)
+    print(f"reflect: max |tiled - whole mirrored| = {err.max():.2e}")
+    assert err.max() < 1e-5
+    nodata = predict(cube, ckpts["unet"], edge="nodata", **kw).probability.values
+    diff = np.abs(nodata - ref)
+    rim = np.zeros(ref.shape, bool)
+    rim[:16], rim[-16:], rim[:, :16], rim[:, -16:] = True, True, True, True
+    inner = np.zeros(ref.shape, bool)
+    inner[64:-64, 64:-64] = True
+    assert diff[rim].mean() > 1e-3 and diff[inner].max() < 1e-5
+    with pytest.raises(InferenceConfigError, match="edge='wrap' must be one of"):
+        predict(cube, ckpts["unet"], edge="wrap", **kw)
 
 
 def test_graph_build_computes_nothing_and_tasks_per_tile_are_bounded(ckpts):
