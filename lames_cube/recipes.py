@@ -362,7 +362,7 @@ class Recipe:
                         workers: int | None = None) -> str | Path:
         """The ``catalog`` argument for search: a URL, a path, or a generated world's folder.
 
-        ``world:demo`` generates the demo world (:data:`lames_cube.demo.DEMO_SPEC`) into the
+        ``world:demo`` generates the demo world (:data:`lames_cube.synthetic.DEMO_SPEC`) into the
         cache directory on first use and reuses it afterwards; this writes files.
         """
         kind = self.catalog_kind
@@ -370,8 +370,7 @@ class Recipe:
             return self.catalog
         if kind == "path":
             return Path(self.catalog)
-        from lames_cube.demo import demo_spec, demo_world_dir
-        from lames_cube.synthetic import World, write_world
+        from lames_cube.synthetic import World, demo_spec, demo_world_dir, write_world
 
         world = World(demo_spec(data_dir), data_dir=data_dir)
         root = demo_world_dir(world)

@@ -93,7 +93,7 @@ def test_no_mine_pixel_is_lost_to_false_clouds(lames_dir):
     the ground's own cloud-free values on the year's dates (± 5 %): a cloud, a shadow or a hole.
     (Not its median: roofs' shadows move with the sun, so some pixels are bimodal.)
     """
-    from lames_cube.demo import DEMO_SPEC
+    from lames_cube.synthetic import DEMO_SPEC
 
     world = World(DEMO_SPEC, data_dir=lames_dir)
     year = DEMO_SPEC.years[-1]

@@ -15,7 +15,7 @@ from rasterio.features import rasterize as rio_rasterize
 
 from lames_cube import rasterize
 from lames_cube.annotations import load_footprints, load_sectors, load_sites
-from lames_cube.demo import DEMO_SPEC
+from lames_cube.synthetic import DEMO_SPEC
 from lames_cube.errors import WorldError
 from lames_cube.synthetic import World, WorldSpec
 from lames_cube.synthetic.mines import MineModel, hidden_mine_sectors, unique_names

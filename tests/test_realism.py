@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from lames_cube.cli import main
-from lames_cube.demo import DEMO_SPEC
+from lames_cube.synthetic import DEMO_SPEC
 from lames_cube.errors import UnknownSiteError, WorldError
 from lames_cube.synthetic import World
 from lames_cube.synthetic.realism import (

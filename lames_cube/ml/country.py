@@ -49,7 +49,7 @@ class InferenceRunError(LamesCubeError, ValueError):
 
 
 def _world(recipe: Any, data_dir: Any) -> Any:
-    from lames_cube.demo import demo_spec
+    from lames_cube.synthetic import demo_spec
     from lames_cube.synthetic import World
 
     # The world the patch recipes render the site windows from, widened to every LAMES site
