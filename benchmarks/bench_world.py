@@ -14,10 +14,9 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 
 from benchmarks import legacy_world_v2 as legacy
-from lames_cube.synthetic import DEMO_SPEC
 from lames_cube.grid import mosaic_tiles
 from lames_cube.search import search
-from lames_cube.synthetic import World
+from lames_cube.synthetic import DEMO_SPEC, World
 from lames_cube.testing import SMALL_SPEC, small_world
 
 

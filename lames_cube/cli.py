@@ -13,7 +13,8 @@ from lames_cube.errors import LamesCubeError
 def _cmd_demo(args: argparse.Namespace) -> None:
     from lames_cube.demo import run_demo
 
-    run_demo(args.path, data_dir=args.data_dir, workers=args.workers)
+    run_demo(args.path, data_dir=args.data_dir, workers=args.workers, epochs=args.epochs,
+             progress=not args.quiet)
 
 
 def _cmd_world_create(args: argparse.Namespace) -> None:
@@ -212,11 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "or ../shared/lames beside the repository)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="generate a small synthetic world and search it",
+    p = sub.add_parser("demo", help="the whole pipeline on the synthetic world, with a report",
                        description="Generate (or reuse) the demo world over real LAMES sites, "
-                       "search it and print what was found.")
-    p.add_argument("--path", help="world directory (default: the cache)")
+                       "search it, build yearly composites, train a small U-Net, score every "
+                       "site and year, measure mining extent over time against the world's "
+                       "truth and write a self-contained HTML report. A rerun reuses what is "
+                       "done.")
+    p.add_argument("--path", help="demo folder (default: the world's folder in the cache); "
+                   "the run goes to PATH/run")
     p.add_argument("--workers", type=int, help="processes for world generation")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the "
+                   "demo-site-detection recipe's, 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
     world = sub.add_parser("world", help="synthetic Sentinel-2 worlds",

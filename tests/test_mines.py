@@ -15,9 +15,8 @@ from rasterio.features import rasterize as rio_rasterize
 
 from lames_cube import rasterize
 from lames_cube.annotations import load_footprints, load_sectors, load_sites
-from lames_cube.synthetic import DEMO_SPEC
 from lames_cube.errors import WorldError
-from lames_cube.synthetic import World, WorldSpec
+from lames_cube.synthetic import DEMO_SPEC, World, WorldSpec
 from lames_cube.synthetic.mines import MineModel, hidden_mine_sectors, unique_names
 
 YEARS = (2020, 2021, 2022, 2023)

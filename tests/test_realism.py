@@ -13,9 +13,8 @@ import pytest
 from scipy import stats
 
 from lames_cube.cli import main
-from lames_cube.synthetic import DEMO_SPEC
 from lames_cube.errors import UnknownSiteError, WorldError
-from lames_cube.synthetic import World
+from lames_cube.synthetic import DEMO_SPEC, World
 from lames_cube.synthetic.realism import (
     REAL_LAMES,
     THRESHOLDS,

@@ -137,7 +137,7 @@ def test_extent_per_site_and_year_by_hand():
     lab = extent_over_time(labels).set_index("year")
     np.testing.assert_allclose(lab.area_km2, lab.low_km2)
     np.testing.assert_allclose(lab.area_km2, np.array([500, 1100, 1500]) * px, rtol=1e-4)
-    with pytest.raises(ExtentError, match="band=.* and threshold="):
+    with pytest.raises(ExtentError, match=r"band=.* and threshold="):
         extent_over_time(labels, band=(0.6, 0.7))
     with pytest.raises(ExtentError, match="'class' and 'probability'"):
         extent_over_time(labels.to_dataset(name="mask"))

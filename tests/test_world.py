@@ -14,9 +14,8 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from lames_cube.config import find_data_dir
-from lames_cube.synthetic import DEMO_SPEC
 from lames_cube.errors import DataDirError, UnknownSiteError, WorldError
-from lames_cube.synthetic import World, WorldSpec
+from lames_cube.synthetic import DEMO_SPEC, World, WorldSpec
 from lames_cube.testing import SMALL_SPEC, small_world
 
 

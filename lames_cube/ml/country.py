@@ -49,8 +49,7 @@ class InferenceRunError(LamesCubeError, ValueError):
 
 
 def _world(recipe: Any, data_dir: Any) -> Any:
-    from lames_cube.synthetic import demo_spec
-    from lames_cube.synthetic import World
+    from lames_cube.synthetic import World, demo_spec
 
     # The world the patch recipes render the site windows from, widened to every LAMES site
     # and hidden mine (patch_recipes._drawing_world): the training pixels' world.
