@@ -272,8 +272,9 @@ def _site_figure(site_id: str, data: dict[str, Any], pred) -> Any:
 
     years = [int(y) for y in data["truth"].year.values]
     ny, nx = data["truth"].shape[1:]
-    width = 3.2 * nx / max(ny, nx) + 0.4
-    fig = Figure(figsize=(width * (len(years) + 1), 3.6), layout="constrained")
+    panel = 3.3 * min(1.0, nx / ny)  # the panels' width; their height follows the cube
+    fig = Figure(figsize=(panel * (len(years) + 1) + 0.8, panel * ny / nx + 0.7),
+                 layout="constrained")
     axes = fig.subplots(1, len(years) + 1, squeeze=True)
     for ax, year in zip(axes, years, strict=False):
         rgb = to_rgb8(data["cube"].sel(year=year)).transpose("y", "x", "band").values
