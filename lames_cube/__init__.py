@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Imported eagerly: the function shares its name with its module, and a lazy attribute would be
+# Imported eagerly: ``accessor`` registers ``.lames`` on xarray objects (it only forwards to the
+# functions); ``search`` shares its name with its module, and a lazy attribute would be
 # replaced by the module as soon as anything imported ``lames_cube.search``.
+from lames_cube import accessor  # noqa: F401
 from lames_cube.search import search  # noqa: F401 (re-exported)
 
 # Lazy attributes: heavy modules load on first use, so ``import lames_cube`` stays light.
@@ -27,6 +29,8 @@ _LAZY = {
     "labels": ("lames_cube.labels", None),
     "metrics": ("lames_cube.metrics", None),
     "rasterize": ("lames_cube.labels", "rasterize"),
+    "timeseries": ("lames_cube.timeseries", None),
+    "extent_over_time": ("lames_cube.timeseries", "extent_over_time"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,11 +45,13 @@ if TYPE_CHECKING:  # pragma: no cover
         metrics,
         splits,
         synthetic,
+        timeseries,
     )
     from lames_cube.cube import build_cube  # noqa: F401
     from lames_cube.labels import rasterize  # noqa: F401
+    from lames_cube.timeseries import extent_over_time  # noqa: F401
 
-__all__ = sorted([*_LAZY, "search"])
+__all__ = sorted([*_LAZY, "accessor", "search"])
 
 
 def __getattr__(name: str) -> Any:
