@@ -120,7 +120,8 @@ def test_infer_chile_mosaic_one_tile_trial(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tiles_scored"] == 1 and summary["window"]["tile"] == 2304
-    assert 0 < summary["km2_scored"] <= 2304 * 2304 * 1e-4 + 1e-6
+    # true ground area: a UTM pixel near the central meridian covers 100 / 0.9996² m²
+    assert 0 < summary["km2_scored"] <= 2304 * 2304 * 1e-4 / 0.9996 ** 2 + 1e-6
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["lames_sites_scored"] >= 1
     assert (out / "map.png").stat().st_size > 10_000

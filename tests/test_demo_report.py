@@ -103,3 +103,25 @@ def test_the_browser_check_sees_broken_pages(tmp_path):
     assert seen["value"]["maps"] == 0
     assert any("boom" in e for e in seen["errors"])
     assert any("missing.png" in e or "ERR_FILE_NOT_FOUND" in e for e in seen["errors"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_demo_runs_the_whole_pipeline_on_a_fresh_cache(tmp_path, monkeypatch, lames_dir):
+    """``lames-cube demo`` end to end (about 7 min here): the report opens in Chromium with
+    the metrics table, a map per site and a chart per site; a rerun reuses the trained model."""
+    import json
+
+    from lames_cube.demo import run_demo
+
+    monkeypatch.setenv("LAMES_CACHE_DIR", str(tmp_path / "cache"))
+    report = run_demo(tmp_path / "demo", data_dir=lames_dir, progress=False)
+    summary = json.loads((report.parent / "summary.json").read_text())
+    assert len(summary["timings"]) == 8  # every stage before the report, timed
+    page = inspect_page(report, tmp_path / "demo.png", script=PROBE, height=1600)
+    assert page["value"]["metricsRows"] >= 3 and page["errors"] == []
+    assert page["value"]["maps"] == 4 and page["value"]["charts"] == 4
+    extent = pd.read_csv(report.parent / "extent.csv")
+    assert len(extent) == 16 and extent.truth_km2.gt(0).all()
+    again = run_demo(tmp_path / "demo", data_dir=lames_dir, progress=False)
+    assert again == report

@@ -218,8 +218,7 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
     wall = time.perf_counter() - started
     ds = open_prediction(store)
     active = table[table.active]
-    scored_px, mining_px = _counts(ds, active)
-    px_km2 = abs(gbox.resolution.x * gbox.resolution.y) / 1e6
+    scored_km2, mining_km2 = _areas(ds, active)
     polygons = prediction_polygons(ds, sites=world.sites if world is not None else None,
                                    footprints=world.hidden if world is not None else None,
                                    tiles=table)
@@ -232,8 +231,8 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
         "tiles": len(table), "tiles_scored": len(active),
         "window": {"tile": tile, "patch": layout.patch, "overlap": layout.overlap,
                    "halo": layout.halo, "blend": layout.blend},
-        "km2_scored": round(scored_px * px_km2, 1),
-        "km2_predicted_mining": round(mining_px * px_km2, 2),
+        "km2_scored": round(scored_km2, 1),
+        "km2_predicted_mining": round(mining_km2, 2),
         "km2_predicted_mining_polygons": round(float(polygons.area_km2.sum()), 2),
         "polygons": len(polygons),
         "wall_seconds_this_run": round(wall, 1),
@@ -266,16 +265,21 @@ def _replaced(store: Path, pred: Any) -> bool:
     return any(old.get(k) != pred.attrs.get(k) for k in keys)
 
 
-def _counts(ds: Any, active: Any) -> tuple[int, int]:
-    """Scored pixels (class != 255) and predicted mining pixels over the active tiles."""
+def _areas(ds: Any, active: Any) -> tuple[float, float]:
+    """Scored (class != 255) and predicted mining km² of true ground area over the active
+    tiles (:func:`lames_cube.timeseries.pixel_area`: a Web Mercator pixel of the mosaic covers
+    cos²(latitude) of its nominal 100 m²)."""
     from lames_cube.prediction import NODATA_CLASS
+    from lames_cube.timeseries import pixel_area
 
-    scored = mining = 0
+    scored = mining = 0.0
     for _, t in active.iterrows():
-        cls = ds["class"].isel(y=slice(int(t.y_off), int(t.y_off + t.height)),
-                               x=slice(int(t.x_off), int(t.x_off + t.width))).values
-        scored += int((cls != NODATA_CLASS).sum())
-        mining += int(((cls != NODATA_CLASS) & (cls > 0)).sum())
+        tile = ds["class"].isel(y=slice(int(t.y_off), int(t.y_off + t.height)),
+                                x=slice(int(t.x_off), int(t.x_off + t.width)))
+        cls = tile.values
+        area = pixel_area(tile.odc.geobox).values / 1e6
+        scored += float(area[cls != NODATA_CLASS].sum())
+        mining += float(area[(cls != NODATA_CLASS) & (cls > 0)].sum())
     return scored, mining
 
 
@@ -327,6 +331,7 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
 
     from lames_cube.metrics import confusion_matrix, scores
     from lames_cube.prediction import NODATA_CLASS
+    from lames_cube.timeseries import pixel_area
 
     gbox = ds.odc.geobox
     crs = gbox.crs.to_wkt()
@@ -341,7 +346,7 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
                              ).buffer(buffer_m)
     inside = np.zeros(len(mines) + 1, np.int64)
     predicted = np.zeros(len(mines) + 1, np.int64)
-    fp = free = 0
+    fp = free = 0.0
     mine_index = mines.sindex
     out_index = gpd.GeoSeries(keep_out.values, crs=crs).sindex
     for _, t in table[table.active].iterrows():
@@ -358,8 +363,9 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
                                 transform=sub.affine, fill=0, dtype="uint8").astype(bool)
         else:
             blocked = np.zeros(shape, bool)
-        fp += int((pred & ~blocked).sum())
-        free += int((valid & ~blocked).sum())
+        area = pixel_area(sub).values / 1e6  # km² of true ground area per pixel
+        fp += float(area[pred & ~blocked].sum())
+        free += float(area[valid & ~blocked].sum())
         hits = mine_index.query(t.geometry, predicate="intersects")
         if len(hits):
             for k in hits:  # one raster per mine: footprints may overlap
@@ -370,7 +376,6 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
     frac = np.where(inside[1:] > 0, predicted[1:] / np.maximum(inside[1:], 1), np.nan)
     mines = mines.assign(fraction=frac, found=frac >= found_fraction,
                          scored=inside[1:] > 0)
-    px_km2 = abs(gbox.resolution.x * gbox.resolution.y) / 1e6
     out: dict[str, Any] = {}
     for kind, name in (("lames", "lames_sites"), ("hidden", "hidden_mines")):
         part = mines[(mines.kind == kind) & mines.scored]
@@ -380,9 +385,9 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
         out[f"{name}_median_fraction"] = (round(float(np.nanmedian(part.fraction)), 4)
                                           if len(part) else None)
     out["found_fraction"] = found_fraction
-    out["fp_km2"] = round(fp * px_km2, 2)
-    out["mine_free_km2"] = round(free * px_km2, 1)
-    out["fp_km2_per_1000_km2"] = round(1000 * fp / max(free, 1), 3)
+    out["fp_km2"] = round(fp, 2)
+    out["mine_free_km2"] = round(free, 1)
+    out["fp_km2_per_1000_km2"] = round(1000 * fp / max(free, 1e-9), 3)
     out["buffer_m"] = buffer_m
     out.update(_site_box_metrics(ds, world, confusion_matrix, scores))
     out["mines"] = [{"site_id": str(r.site_id), "kind": r.kind,
