@@ -14,7 +14,7 @@
 # %% [markdown]
 # # The Chile map of predicted mining
 #
-# Country inference runs tile by tile on the Chile mosaic grid (2304-px tiles, EPSG:3857) and
+# Country inference runs tile by tile on the Chile mosaic grid (2304-px tiles, EPSG:32719) and
 # writes a resumable prediction store. This notebook reads the full store when it exists
 # (`LAMES_CHILE_STORE`, e.g. the output of `lames-cube infer chile-mosaic --checkpoint ...`);
 # otherwise it scores a small slice of tiles around a LAMES site itself, with the checkpoint of

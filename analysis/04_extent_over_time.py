@@ -55,7 +55,8 @@ sites = world.sites[["site_id", "geometry"]]
 # %%
 predictions, labels = {}, {}
 for site in sites.itertuples():
-    gbox = site_geobox(site.geometry.bounds, f"EPSG:{world.sites.epsg.iloc[0]}", 10, 256)
+    epsg = int(world.sites.set_index("site_id").epsg[site.site_id])
+    gbox = site_geobox(site.geometry.bounds, f"EPSG:{epsg}", 10, 256)
     scenes = world.to_cube(gbox, bands=["B02", "B03", "B04", "B08", "B11", "B12", "SCL"],
                            chunks=256)
     refl = yearly_composites(scenes).reflectance

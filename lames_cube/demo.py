@@ -178,8 +178,9 @@ def _train(run: Path, data_dir, epochs: int | None, progress: bool) -> dict[str,
     recipe = load_experiment(DEMO_EXPERIMENT)
     recipe = dataclasses.replace(recipe, patches_output=str(run / "patches"))
     overrides = {"epochs": epochs} if epochs is not None else None
+    # the demo owns its run folder: other settings (--epochs) retrain, the same ones reuse
     results = run_experiment(recipe, output=run / "model", data_dir=data_dir,
-                             train_overrides=overrides, progress=progress)
+                             train_overrides=overrides, overwrite=True, progress=progress)
     for name, entry in {**results["variants"], **results["baselines"]}.items():
         s = entry["scores"]
         print(f"  {name}: test macro F1 {s['macro_f1']:.3f}, micro accuracy "
@@ -191,13 +192,21 @@ def _train(run: Path, data_dir, epochs: int | None, progress: bool) -> dict[str,
 
 def _infer(run: Path, sites: dict[str, dict[str, Any]], checkpoint: Path) -> dict[str, Any]:
     from lames_cube.ml import predict
-    from lames_cube.prediction import open_prediction, write_prediction
+    from lames_cube.prediction import (
+        PredictionStoreMismatchError,
+        open_prediction,
+        write_prediction,
+    )
 
     preds = {}
     for site_id, data in sites.items():
         store = run / "predictions" / f"site-{site_id}.zarr"
         pred = predict(data["cube"], checkpoint, threads=2)
-        write_prediction(pred, store, progress=False)
+        try:  # resumes a store of this model; one of an earlier model is replaced
+            write_prediction(pred, store, progress=False)
+        except PredictionStoreMismatchError:
+            print(f"  site {site_id}: the stored prediction is of another model; redoing it")
+            write_prediction(pred, store, progress=False, overwrite=True)
         preds[site_id] = open_prediction(store).load()
         share = float((preds[site_id]["class"] == 1).mean())
         print(f"  site {site_id}: {dict(preds[site_id]['class'].sizes)}, predicted mining "
@@ -214,7 +223,8 @@ def _map_metrics(sites: dict[str, dict[str, Any]], preds: dict[str, Any]) -> pd.
         for year in data["truth"].year.values:
             truth = data["truth"].sel(year=year).values.astype(np.uint8)
             cls = preds[site_id]["class"].sel(year=year).values
-            cm = confusion_matrix(np.where(cls == 255, 255, cls), truth, 2, ignore=255)
+            # pixels without data (class 255) are left out through the truth's ignore value
+            cm = confusion_matrix(cls, np.where(cls == 255, 255, truth), 2, ignore=255)
             total += cm
             s = scores(cm)
             rows.append({"site": site_id, "year": int(year), "mine F1": s["f1"][1],
@@ -382,8 +392,10 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
     Returns
     -------
     pathlib.Path
-        The report (``<path>/run/report.html``).
+        The report (``<path>/run/report.html``); without the LAMES files, the quicklook of
+        the cubes (``<path>/quicklook.png``).
     """
+    from lames_cube._atomic import atomic_write_text
     from lames_cube.synthetic import World
 
     t0 = time.perf_counter()
@@ -415,7 +427,7 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
         map_table = _map_metrics(sites, preds)
     with stages("extent over time: model, labels alone, truth"):
         extent, compared, summary = _extent(world, sites, preds)
-        compared.to_csv(run / "extent.csv", index=False)
+        atomic_write_text(run / "extent.csv", compared.to_csv(index=False))
     with stages("report"):
         settings = {"world digest": world.digest(), "sites": ", ".join(sites),
                     "years": f"{spec.years[0]}-{spec.years[-1]}",
@@ -427,7 +439,7 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
         timings = dict(stages.timings)
         report = _report(run, world, results, sites, preds, map_table, extent, compared,
                          summary, timings, settings)
-        (run / "summary.json").write_text(json.dumps(
+        atomic_write_text(run / "summary.json", json.dumps(
             {"timings": timings, "extent": summary, "report": str(report),
              "test_macro_f1": {k: v["scores"]["macro_f1"] for k, v in
                                {**results["variants"], **results["baselines"]}.items()}},

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from lames_cube._atomic import atomic_write_text
@@ -88,15 +89,17 @@ def _table(df: Any, table_id: str, digits: int = 3) -> str:
                               f"{type(df).__name__}.")
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [df.index.name or "", *df.columns])
     rows = []
-    for name, row in df.iterrows():
+    # row by row as objects: iterrows() would turn a row of ints and floats into floats
+    for name, *values in df.astype(object).itertuples(name=None):
         cells = [f"<td>{html.escape(str(name))}</td>"]
-        for value in row:
-            if isinstance(value, float):
+        for value in values:
+            if isinstance(value, float | np.floating):
                 text = "" if pd.isna(value) else f"{value:.{digits}f}"
             else:
                 text = html.escape(str(value))
             cells.append(f"<td>{text}</td>")
-        css = ' class="paper"' if "source" in df.columns and row.get("source") == "paper" else ""
+        row = dict(zip(df.columns, values, strict=True))
+        css = ' class="paper"' if row.get("source") == "paper" else ""
         rows.append(f"<tr{css}>{''.join(cells)}</tr>")
     return (f'<table id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")

@@ -70,6 +70,7 @@ import yaml
 from lames_cube._atomic import atomic_write_text
 from lames_cube.errors import LamesCubeError
 from lames_cube.recipes import CUBES_DIR
+from lames_cube.synthetic.clear import SKY
 
 #: Where the shipped patch recipes are.
 PATCHES_DIR = CUBES_DIR / "patches"
@@ -458,7 +459,7 @@ def _world_site_sources(recipe: PatchRecipe, world, boxes: gpd.GeoDataFrame, lay
     chunk = math.gcd(recipe.size, recipe.stride)
     chunk = chunk if chunk >= min(recipe.size, 128) else recipe.size
     digest = world.digest()
-    origin = f"world {digest} clear sky (World.read(gbox, None)), LAMES site box"
+    origin = f"world {digest} {SKY}, LAMES site box"
     layers = {k: v.to_crs("EPSG:3857") for k, v in layers.items() if k in ("sites", "sectors")}
     rows = boxes.itertuples(index=False)
     if progress:
@@ -496,7 +497,7 @@ def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
     from lames_cube.patchset import PatchSource
 
     digest = world.digest()  # once: tens of ms for a world of every LAMES site
-    origin = f"world {digest} clear sky"
+    origin = f"world {digest} {SKY}"
     sources = []
     for gbox, (_, row) in zip(_lames_window_geoboxes(table, size), table.iterrows(), strict=True):
         one = window_table(gbox, np.array([0]), np.array([0]), size)
@@ -637,7 +638,7 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     if from_world:
         summary["world"] = {"digest": world.digest(), "catalog_digest": base.digest(),
                             "widened_to_every_lames_site": world is not base,
-                            "bands": recipe.band_list, "sky": "clear (World.read(gbox, None))"}
+                            "bands": recipe.band_list, "sky": SKY}
         site_sources = _world_site_sources(recipe, world, boxes, layers, set(test_ids),
                                            set(val_ids), progress)
     else:

@@ -52,7 +52,8 @@ _NOT_MINING = (0, 255)
 
 
 class ExtentError(LamesCubeError, ValueError):
-    """Input that extent over time cannot measure (no grid, bad threshold, unknown sites)."""
+    """Input that extent over time cannot measure (no grid, bad threshold, sites without ids,
+    years that are not years)."""
 
 
 # ------------------------------------------------------------------------------ pixel area
@@ -113,8 +114,8 @@ def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
     Parameters
     ----------
     like
-        A cube (``xarray`` object with a CRS) or an odc-geo ``GeoBox``. Dask-backed cubes
-        give a lazy result chunked like their y/x.
+        A cube (``xarray`` object with a CRS) or an odc-geo ``GeoBox``. A dask-backed
+        DataArray gives a lazy result chunked like its y/x.
     step
         Pixels between exact evaluations; the area is bilinear in between (the error is far
         below 1e-6 for any projection at 10 m).
@@ -182,15 +183,18 @@ def _mining_layers(source: Any, threshold: float, band: tuple[float, float]):
             mining = source
         else:
             mining = ~source.isin(list(_NOT_MINING)) & source.notnull()
-        valid = source != 255 if source.dtype != bool else xr.ones_like(source, dtype=bool)
+        valid = ((source != 255) & source.notnull() if source.dtype != bool
+                 else xr.ones_like(source, dtype=bool))
         return mining, mining, mining, mining.astype(np.float32), valid
     raise ExtentError(f"source must be a prediction Dataset (lames_cube.ml.predict) or a "
                       f"label DataArray (lames_cube.rasterize); got {type(source).__name__}.")
 
 
 def _site_masks(like: xr.DataArray, sites: Any, id_column: str,
-                buffer_m: float) -> dict[str, xr.DataArray]:
-    """One boolean ``(y, x)`` mask per site polygon (buffered by ``buffer_m``) on the grid."""
+                buffer_m: float) -> dict[str, tuple[dict[str, slice], np.ndarray]]:
+    """Per site: the window of the grid around its polygons (buffered by ``buffer_m``) as
+    ``isel`` slices, and the boolean mask of the polygons in that window (never a whole
+    country-sized mask per site)."""
     import geopandas as gpd
     from rasterio.features import geometry_mask
 
@@ -204,12 +208,21 @@ def _site_masks(like: xr.DataArray, sites: Any, id_column: str,
     if buffer_m:
         metric = sites.to_crs(sites.estimate_utm_crs()).buffer(buffer_m)
         local = local.set_geometry(metric.to_crs(gbox.crs.to_wkt()).values)
+    inverse = ~gbox.transform
     out = {}
     for site_id, group in local.groupby(id_column, sort=True):
-        inside = ~geometry_mask(list(group.geometry), out_shape=gbox.shape,
-                                transform=gbox.transform, all_touched=False)
+        w, s, e, n = group.total_bounds
+        cols, rows = zip(*(inverse @ (x, y) for x, y in ((w, s), (w, n), (e, s), (e, n))),
+                         strict=True)
+        r0, r1 = max(0, int(np.floor(min(rows)))), min(gbox.shape[0], int(np.ceil(max(rows))))
+        c0, c1 = max(0, int(np.floor(min(cols)))), min(gbox.shape[1], int(np.ceil(max(cols))))
+        if r0 >= r1 or c0 >= c1:
+            continue  # the site is off this grid
+        window = gbox[r0:r1, c0:c1]
+        inside = ~geometry_mask(list(group.geometry), out_shape=window.shape,
+                                transform=window.transform, all_touched=False)
         if inside.any():
-            out[str(site_id)] = xr.DataArray(inside, dims=(ydim, xdim))
+            out[str(site_id)] = ({ydim: slice(r0, r1), xdim: slice(c0, c1)}, inside)
     return out
 
 
@@ -236,7 +249,8 @@ def extent_over_time(
         per-site UTM cubes), each measured whole unless ``sites`` is given too.
     sites
         Polygons (a GeoDataFrame with ``id_column``): the area is counted inside each site's
-        polygons grown by ``buffer_m`` (mines grow past their labels). None: the whole grid
+        polygons grown by ``buffer_m`` (mines grow past their labels; sites that miss the grid
+        get no row, and each site is measured on a window around it). None: the whole grid
         (one row per year named ``total``, or the mapping's keys).
     id_column, buffer_m
         The site id column, and how far around its polygons mining still counts as the site's.
@@ -248,8 +262,9 @@ def extent_over_time(
         (``low_km2``, only confident pixels) to ``p >= low`` (``high_km2``, every plausible
         one). Labels give a band of zero width.
     total
-        Add a ``total`` row per year (the sum over sites; with ``sites`` and a single cube,
-        the whole grid instead).
+        Add a ``total`` row per year: the whole grid for a single cube; for a mapping, the
+        sum over its rows (with ``sites``: over the sites, so land within the buffers of two
+        sites counts twice).
 
     Returns
     -------
@@ -277,15 +292,19 @@ def extent_over_time(
             if sites is None:
                 sub["site_id"] = str(name)
             parts.append(sub)
+        for k, part in enumerate(parts):
+            part["_cube"] = k
         table = pd.concat(parts, ignore_index=True)
-        if sites is not None:  # a site seen by two cubes: keep its largest scored area
-            table = (table.sort_values("scored_km2", ascending=False)
-                     .drop_duplicates(["site_id", "year"]))
-            table = table[table.site_id != "total"]
-        return _finish(table, total)
+        if sites is not None:  # a site seen by two cubes: all its years from the cube that
+            table = table[table.site_id != "total"]  # covers most of it
+            scored = table.groupby(["site_id", "_cube"])["scored_km2"].sum().reset_index()
+            best = scored.sort_values(["scored_km2", "_cube"], ascending=[False, True])
+            best = best.drop_duplicates("site_id")
+            table = table.merge(best[["site_id", "_cube"]], on=["site_id", "_cube"])
+        return _finish(table.drop(columns="_cube"), total)
 
     mining, low, high, expected, valid = _mining_layers(source, threshold, band)
-    area = pixel_area(mining).data  # km² below
+    area = pixel_area(mining)  # m²; km² below
     time_dim = next((d for d in ("year", "time") if d in mining.dims), None)
     regions = ({"total": None} if sites is None
                else _site_masks(mining, sites, id_column, buffer_m))
@@ -295,12 +314,16 @@ def extent_over_time(
     layers = {"area_km2": mining, "low_km2": low, "high_km2": high,
               "expected_km2": expected, "scored_km2": valid}
     ydim, xdim = _geobox(mining).dimensions
-    for name, inside in regions.items():
-        weight = area if inside is None else area * inside.values
-        weight = xr.DataArray(weight, dims=(ydim, xdim))
-        sums = {k: (v.astype(np.float64) * weight).sum((ydim, xdim)) / 1e6
+    for name, region in regions.items():
+        if region is None:
+            window, weight = {}, area.variable
+        else:
+            window, inside = region
+            weight = area.isel(window).variable * inside
+        sums = {k: (v.isel(window).variable.astype(np.float64) * weight).sum((ydim, xdim)) / 1e6
                 for k, v in layers.items()}
-        sums = xr.Dataset(sums).compute()
+        sums = xr.Dataset(sums, coords={time_dim: mining[time_dim]} if time_dim else None)
+        sums = sums.compute()
         years = sums[time_dim].values if time_dim else [None]
         for i, year in enumerate(years):
             row = {"site_id": name,
@@ -317,6 +340,8 @@ def _finish(table: pd.DataFrame, total: bool) -> pd.DataFrame:
     table = table[table.site_id != "total"] if total else table
     if total and len(table):
         sums = table.groupby("year", dropna=False, sort=True)[cols].sum().reset_index()
+        if table.year.isna().all():  # no year dim: None, as in the sites' rows
+            sums["year"] = None
         table = pd.concat([table, sums.assign(site_id="total")], ignore_index=True)
     table = table.sort_values(["site_id", "year"], kind="stable").reset_index(drop=True)
     table["growth_km2"] = table.groupby("site_id", sort=False)["area_km2"].diff()
@@ -336,12 +361,13 @@ def first_mining_year(source: xr.Dataset | xr.DataArray, *, threshold: float = 0
     persistent
         Count a pixel from the first year after which it stays mining (mines do not heal in
         a few years: a one-year flicker of the model is not new mining). False: the first year
-        it is mining at all.
+        it is mining at all. A year without data at a pixel keeps the year before's state.
 
     Returns
     -------
     xarray.DataArray
-        ``(y, x)`` uint16 years, 0 = never mining.
+        ``(y, x)`` uint16 years, 0 = never mining (computed: pass a site's or a tile's window
+        of a country-sized prediction).
 
     Examples
     --------
@@ -354,11 +380,16 @@ def first_mining_year(source: xr.Dataset | xr.DataArray, *, threshold: float = 0
         raise ExtentError(f"first_mining_year needs a 'year' dim; the source has dims "
                           f"{tuple(source.dims)}. Use yearly composites (composite.period: "
                           f"year).")
-    mining = _mining_layers(source, threshold, (threshold, threshold))[0].transpose("year", ...)
-    m = mining.data
+    source = source.sortby("year")
+    mining, *_, valid = _mining_layers(source, threshold, (threshold, threshold))
+    mining, valid = mining.transpose("year", ...), valid.transpose("year", ...)
+    # a year without data (a cloud hole) keeps the state of the year before it
+    m = np.asarray(mining.values, dtype=bool).copy()
+    ok = np.asarray(valid.values, dtype=bool)
+    for k in range(1, m.shape[0]):
+        m[k] = np.where(ok[k], m[k], m[k - 1])
     if persistent:  # mining in this year and every later one
-        m = np.flip(np.cumprod(np.flip(np.asarray(m), 0), axis=0), 0).astype(bool)
-    m = np.asarray(m)
+        m = np.flip(np.cumprod(np.flip(m, 0), axis=0), 0).astype(bool)
     years = mining["year"].values.astype(np.uint16)
     first = np.where(m.any(axis=0), years[np.argmax(m, axis=0)], 0).astype(np.uint16)
     out = xr.DataArray(first, dims=mining.dims[1:],
@@ -398,6 +429,12 @@ def compare_with_truth(extent: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFram
     if missing:
         raise ExtentError(f"the truth table lacks columns {sorted(missing)} (it has "
                           f"{list(truth.columns)}); pass World.truth() or truth.csv.")
+    years = pd.to_numeric(extent.year, errors="coerce")
+    if years.isna().any() or (years % 1 != 0).any():
+        raise ExtentError(f"the extent's years must be whole years to meet the truth's; got "
+                          f"{extent.year.unique()[:5].tolist()}. Measure a source with a 'year' "
+                          f"dim (yearly composites).")
+    extent = extent.assign(year=years.astype(int))
     t = truth[["site_id", "year", "area_m2"]].assign(
         site_id=truth.site_id.astype(str), year=truth.year.astype(int),
         truth_km2=truth.area_m2 / 1e6).drop(columns="area_m2")

@@ -123,5 +123,10 @@ def test_demo_runs_the_whole_pipeline_on_a_fresh_cache(tmp_path, monkeypatch, la
     assert page["value"]["maps"] == 4 and page["value"]["charts"] == 4
     extent = pd.read_csv(report.parent / "extent.csv")
     assert len(extent) == 16 and extent.truth_km2.gt(0).all()
+    stores = sorted((report.parent / "predictions").glob("*.zarr/.lames/*"))
+    stamps = [p.stat().st_mtime_ns for p in stores]
     again = run_demo(tmp_path / "demo", data_dir=lames_dir, progress=False)
     assert again == report
+    metrics = json.loads((report.parent / "model" / "metrics.json").read_text())
+    assert metrics["reused"] == ["checked"]  # the model is not trained again
+    assert stores and [p.stat().st_mtime_ns for p in stores] == stamps  # nor scored again

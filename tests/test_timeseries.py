@@ -156,6 +156,31 @@ def test_new_mining_map_follows_growth():
     assert first.odc.geobox == gbox
     with pytest.raises(ExtentError, match="needs a 'year' dim"):
         first_mining_year(_prediction(cls, cls, gbox).isel(year=0))
+    # a year without data keeps the state before it; the years' order does not matter
+    holes = cls.copy()
+    holes[2, :10] = 255                            # mined 2020-2021, no data in 2022
+    pred = _prediction(holes, cls * 255, gbox)
+    assert (first_mining_year(pred).values[:10] == 2020).all()
+    assert (first_mining_year(pred.isel(year=[2, 0, 1])).values[:30]
+            == first_mining_year(pred).values[:30]).all()
+
+
+def test_nan_labels_are_not_scored_and_years_must_be_years():
+    gbox = GeoBox.from_bbox((480000, 7300000, 480200, 7300200), "EPSG:32719", resolution=10)
+    values = np.ones((20, 20))
+    values[:, 10:] = np.nan
+    labels = xr.DataArray(values, dims=("y", "x"), coords=xr_coords(gbox))
+    table = extent_over_time(labels)
+    px = float(pixel_area(gbox).values.mean()) / 1e6
+    assert table.scored_km2.iloc[0] == pytest.approx(200 * px, rel=1e-6)
+    assert table.area_km2.iloc[0] == pytest.approx(200 * px, rel=1e-6)
+    assert table.year.iloc[0] is None
+    both = extent_over_time({"a": labels, "b": labels})
+    assert both[both.site_id == "total"].year.iloc[0] is None
+    assert both[both.site_id == "total"].area_km2.iloc[0] == pytest.approx(400 * px, rel=1e-6)
+    with pytest.raises(ExtentError, match="must be whole years"):
+        compare_with_truth(table, pd.DataFrame({"site_id": ["total"], "year": [2020],
+                                                "area_m2": [1.0]}))
 
 
 def test_truth_masks_of_the_world_measure_its_truth_table(lames_dir):

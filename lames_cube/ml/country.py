@@ -261,14 +261,14 @@ def _replaced(store: Path, pred: Any) -> bool:
         old = open_store(store, allow_incomplete=True).attrs
     except LamesCubeError:
         return True
-    keys = ("model_sha256", "tile", "patch", "overlap", "halo", "blend")
+    keys = ("model_sha256", "model_bands", "tile", "patch", "overlap", "halo", "blend", "edge")
     return any(old.get(k) != pred.attrs.get(k) for k in keys)
 
 
 def _areas(ds: Any, active: Any) -> tuple[float, float]:
     """Scored (class != 255) and predicted mining km² of true ground area over the active
-    tiles (:func:`lames_cube.timeseries.pixel_area`: a Web Mercator pixel of the mosaic covers
-    cos²(latitude) of its nominal 100 m²)."""
+    tiles (:func:`lames_cube.timeseries.pixel_area`: a 10 m pixel of the mosaic's UTM grid
+    covers 100 m² divided by the square of the projection's scale there)."""
     from lames_cube.prediction import NODATA_CLASS
     from lames_cube.timeseries import pixel_area
 

@@ -266,12 +266,21 @@ def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict
                                     f"recipe {patch_recipe.name!r} makes {patch_recipe.task!r} "
                                     f"masks; name a {recipe.task} patch recipe.")
     out = Path(recipe.patches_output) if recipe.patches_output else patch_recipe.output_path
+    from lames_cube.synthetic.clear import SKY
+
     summary_path = out / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if summary is not None and "world" in summary and summary["world"].get("sky") != SKY:
+        if progress:  # rendered by an older version of the world's clear sky: redo them
+            print(f"[{recipe.name}] the patch sets in {str(out)!r} were rendered otherwise "
+                  f"({summary['world'].get('sky')!r}); rebuilding them", flush=True)
+        summary = None
+        overwrite_sets = True
     else:
+        overwrite_sets = False
+    if summary is None:
         summary = build_patch_sets(patch_recipe, data_dir=data_dir, output=out,
-                                   progress=progress)
+                                   overwrite=overwrite_sets, progress=progress)
     stores = {k: Path(v) for k, v in summary["stores"].items()}
     wanted = {rule for rules in recipe.variants.values() for rule in rules}
     missing = sorted(wanted - set(stores) - {"sites"})

@@ -616,6 +616,8 @@ def predict(cube: xr.DataArray, checkpoint: str | os.PathLike[str] | ModelHandle
     edge
         What the windows see beyond the cube's edge: ``"reflect"`` (default: the cube
         mirrored, as if the ground went on) or ``"nodata"`` (standardised to the band means).
+        The mirror is the halo's: with ``halo=0`` the edge is nodata (recorded so in the
+        attrs), with a partial halo mirrored over the halo and nodata beyond.
     batch_size
         Windows per forward pass (default: on the CPU about 8 windows of 256 px worth of
         pixels; on CUDA sized to the GPU's free memory, measured once per worker).
@@ -701,7 +703,7 @@ def predict(cube: xr.DataArray, checkpoint: str | os.PathLike[str] | ModelHandle
     blocks = _haloed(data, nd - 2, nd - 1, layout.tile, layout.halo, fill, edge)
     source = xr.DataArray(blocks, dims=cube.dims, coords={
         d: cube[d].variable for d in [*lead, "band"] if d in cube.coords})
-    attrs = {**_attrs(handle, layout, bands), "edge": edge}
+    attrs = {**_attrs(handle, layout, bands), "edge": edge if layout.halo else "nodata"}
     dims = (*lead, ydim, xdim)
     out_chunks = (*([1] * len(lead)), tile, tile)
     shape = (*(cube.sizes[d] for d in lead), cube.sizes[ydim], cube.sizes[xdim])

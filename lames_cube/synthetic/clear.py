@@ -25,7 +25,11 @@ from odc.geo.geobox import GeoBox
 
 from lames_cube.errors import WorldError
 
-__all__ = ["clear_sky_cube"]
+__all__ = ["SKY", "clear_sky_cube", "sensor_20m"]
+
+#: How :func:`clear_sky_cube` renders (recorded by the patch sets cut from it: sets rendered
+#: otherwise are rebuilt, not reused).
+SKY = "clear sky (World.read(gbox, None)), 20 m bands as recorded (sensor_20m)"
 
 
 def _chunk_sizes(chunks: int | Sequence[int] | None, size: int) -> tuple[int, ...]:
@@ -58,9 +62,11 @@ def sensor_20m(render, part: GeoBox, anchor: tuple[float, float],
 
     from lames_cube.bands import BAND_BY_NAME
 
-    coarse = [b for b in bands if BAND_BY_NAME[b].resolution == 20]
+    coarse = [b for b in bands if BAND_BY_NAME[b].resolution == 20
+              and not BAND_BY_NAME[b].categorical]  # SCL classes are never averaged
     t = part.affine
-    if not coarse or abs(t.a) >= 15 or abs(t.e) >= 15 or t.b or t.d:
+    if (not coarse or part.crs.geographic or abs(t.a) >= 15 or abs(t.e) >= 15
+            or t.b or t.d):
         return render(part)
     ax, ay = anchor
     col = round((t.c - ax) / t.a)

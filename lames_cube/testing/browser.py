@@ -65,8 +65,9 @@ def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
         if marker.is_file() and marker.read_text().strip():
             return int(marker.read_text().split()[0])
         if proc.poll() is not None:
+            text = (profile / "chromium.log").read_text()[-800:]
             raise BrowserError(f"chromium exited with {proc.returncode} before it listened: "
-                               f"{proc.stderr.read()[-800:] if proc.stderr else ''}")
+                               f"{text}")
         time.sleep(0.1)
     raise BrowserError(f"chromium did not open its DevTools port within {timeout:.0f} s")
 
@@ -107,12 +108,13 @@ def inspect_page(path: str | os.PathLike, screenshot: str | os.PathLike, *,
     # chromium's helper processes may still write to the profile while it goes
     with tempfile.TemporaryDirectory(prefix="lames-chromium-", ignore_cleanup_errors=True) as tmp:
         profile = Path(tmp)
+        log = (profile / "chromium.log").open("w")  # never a pipe: a full one blocks chromium
         proc = subprocess.Popen(
             [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-dev-shm-usage", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        ws = None
         try:
             port = _port(profile, proc, timeout)
             targets = []
@@ -125,8 +127,8 @@ def inspect_page(path: str | os.PathLike, screenshot: str | os.PathLike, *,
                 time.sleep(0.1)
             if not targets:
                 raise BrowserError("chromium opened no page target")
-            ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=timeout,
-                                             suppress_origin=True)
+            ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"],
+                                             timeout=timeout, suppress_origin=True)
             counter = itertools.count(1)
             events: list[dict[str, Any]] = []
 
@@ -153,13 +155,18 @@ def inspect_page(path: str | os.PathLike, screenshot: str | os.PathLike, *,
                          returnByValue=True, awaitPromise=True)
             shot = call("Page.captureScreenshot", format="png")
             Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
-            ws.close()
-        finally:  # the browser and its helpers (its own process group)
+        except (OSError, websocket.WebSocketException) as exc:  # URLError is an OSError
+            raise BrowserError(f"talking to chromium failed: {exc!r}; its log: "
+                               f"{(profile / 'chromium.log').read_text()[-800:]}") from exc
+        finally:  # the socket, then the browser and its helpers (its own process group)
             import signal
 
+            if ws is not None:
+                ws.close()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            log.close()
     console, errors = [], []
     for e in events:
         method, params = e.get("method"), e.get("params", {})
