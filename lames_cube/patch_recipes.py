@@ -99,8 +99,8 @@ def list_patch_recipes() -> list[str]:
     Examples
     --------
     >>> list_patch_recipes()  # doctest: +NORMALIZE_WHITESPACE
-    ['demo-patches', 'demo-world-patches', 'lames-site-patches', 'lames-world-sector-patches',
-     'lames-world-site-patches']
+    ['demo-lames-patches', 'demo-patches', 'demo-world-patches', 'lames-site-patches',
+     'lames-world-sector-patches', 'lames-world-site-patches']
     """
     return sorted(p.stem for p in PATCHES_DIR.glob("*.yaml")) if PATCHES_DIR.is_dir() else []
 
