@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lames_cube._names import safe_name
 from lames_cube.synthetic.presets import DEMO_SPEC, demo_spec, demo_world_dir
 
 __all__ = ["DEMO_SPEC", "demo_recipe", "demo_spec", "demo_world_dir", "quicklook", "run_demo"]
@@ -200,7 +201,7 @@ def _infer(run: Path, sites: dict[str, dict[str, Any]], checkpoint: Path) -> dic
 
     preds = {}
     for site_id, data in sites.items():
-        store = run / "predictions" / f"site-{site_id}.zarr"
+        store = run / "predictions" / f"site-{safe_name(site_id, 'site id')}.zarr"
         pred = predict(data["cube"], checkpoint, threads=2)
         try:  # resumes a store of this model; one of an earlier model is replaced
             write_prediction(pred, store, progress=False)

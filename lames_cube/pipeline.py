@@ -26,6 +26,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from lames_cube._fs import StorePath, as_store_path
+from lames_cube._names import safe_name
 from lames_cube.composite import composite, yearly_composites
 from lames_cube.cube import build_cube, overlaps
 from lames_cube.errors import EmptyCubeError
@@ -97,7 +98,9 @@ def recipe_cubes(
         # Items touching the whole (patch-padded) grid, not only the site's box.
         mine = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
         if mine:
-            yield f"site-{site_id}", store_dataset(recipe, _cube(recipe, mine, gbox))
+            # the id becomes a file name: safe_name keeps it inside the output folder
+            yield (f"site-{safe_name(site_id, 'site id')}",
+                   store_dataset(recipe, _cube(recipe, mine, gbox)))
 
 
 def _cube(recipe: Recipe, items, gbox: GeoBox, *, whole: bool = False) -> xr.DataArray:
