@@ -75,7 +75,6 @@ def _area_block(gbox: GeoBox, step: int) -> np.ndarray:
     """m² of every pixel of ``gbox``: exact on a lattice of every ``step``-th pixel (and the
     last), bilinear in between (the scale of a projection changes over kilometres)."""
     from pyproj import Transformer
-    from scipy.interpolate import RegularGridInterpolator
 
     ny, nx = gbox.shape
     rows = np.unique(np.r_[np.arange(0, ny, step), ny - 1])
@@ -93,9 +92,10 @@ def _area_block(gbox: GeoBox, step: int) -> np.ndarray:
     lattice = _quad_area(np.asarray(lon), np.asarray(lat))
     if len(rows) == ny and len(cols) == nx:
         return lattice
-    interp = RegularGridInterpolator((rows, cols), lattice)
-    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-    return interp(np.stack([yy.ravel(), xx.ravel()], axis=-1)).reshape(ny, nx)
+    # bilinear on the lattice, done separably (along y, then x): 1.8 s -> ~0.1 s a 2304² tile
+    along_y = np.stack([np.interp(np.arange(ny), rows, lattice[:, j])
+                        for j in range(len(cols))], axis=1)
+    return np.stack([np.interp(np.arange(nx), cols, row) for row in along_y])
 
 
 def _geobox(like: Any) -> GeoBox:
