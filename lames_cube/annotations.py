@@ -42,6 +42,7 @@ import pandas as pd
 import shapely
 
 from lames_cube._atomic import atomic_write_bytes
+from lames_cube._vector import DEFAULT_FIX, read_vector
 from lames_cube.classes import SECTOR_MINE_CLASSES, LamesClass
 from lames_cube.config import find_data_dir
 from lames_cube.errors import (
@@ -272,11 +273,18 @@ def _finish(frame, rep: CleaningReport, report: bool, stacklevel: int = 3):
 # --------------------------------------------------------------------------------------------
 
 
-def _read_vector(path: Path) -> gpd.GeoDataFrame:
+#: The fix for a broken file of the LAMES data directory.
+_LAMES_FIX = ("find the changed LAMES files with lames_cube.annotations.verify_lames() and fetch "
+              "them again with download_lames(data_dir)")
+
+
+def _read_vector(path: Path, *, fix: str = _LAMES_FIX) -> gpd.GeoDataFrame:
+    """Read an annotation file; a missing one is a DataDirError, a broken one a
+    VectorFileError naming the path, what is wrong and ``fix``."""
     if not Path(path).is_file():
         raise DataDirError(f"{path} does not exist; check data_dir (or run download_lames).")
     kwargs = {"DATE_AS_STRING": "YES"} if Path(path).suffix.lower() in (".geojson", ".json") else {}
-    return gpd.read_file(path, **kwargs)
+    return read_vector(path, fix=fix, **kwargs)
 
 
 def _polygonal(geom):
@@ -886,6 +894,11 @@ def load_asm(path: str | os.PathLike, *, default_class: int | None = None, repor
 
     Raises
     ------
+    DataDirError
+        No file at ``path``.
+    VectorFileError
+        A malformed file (empty, cut short, not GeoJSON, broken geometries): the message names
+        the path, what is wrong and the fix.
     AnnotationError
         The file lacks ``Name``/``description`` (the message lists the columns), a feature has
         no ``asm`` flag and no ``default_class`` was given, or a flag other than 0/1.
@@ -904,7 +917,7 @@ def load_asm(path: str | os.PathLike, *, default_class: int | None = None, repor
     {'Name': ['asm_0', 'asm_1', 'asm_2'], 'class': [1, 1, 1]}
     """
     path = Path(path)
-    gdf = _read_vector(path)
+    gdf = _read_vector(path, fix=DEFAULT_FIX)
     missing = [c for c in _ASM_FIELDS if c not in gdf.columns]
     if missing:
         raise AnnotationError(

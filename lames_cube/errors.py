@@ -86,3 +86,17 @@ class NoOverlapError(LamesCubeError, ValueError):
 
 class MetricsError(LamesCubeError, ValueError):
     """Predictions, labels or a confusion matrix that cannot be scored."""
+
+
+class VectorFileError(AnnotationError):
+    """A vector file (GeoJSON, GeoPackage, ...) that cannot be read: empty, not JSON, cut short,
+    not GeoJSON, or with features whose geometry is broken."""
+
+
+class OutputNotWritableError(LamesCubeError, PermissionError):
+    """An output path whose folder this process cannot write to (read-only, no permission)."""
+
+
+class DiskFullError(LamesCubeError, OSError):
+    """The disk filled up while writing an output (``errno`` is ``ENOSPC``); the partial
+    temporary file was removed."""

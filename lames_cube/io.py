@@ -61,6 +61,7 @@ ledger is rewritten whole for each line, so concurrent region writers need a loc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -76,7 +77,7 @@ import numpy as np
 import xarray as xr
 
 from lames_cube import errors
-from lames_cube._atomic import atomic_write_text
+from lames_cube._atomic import atomic_write_text, check_writable, raise_if_disk_full
 from lames_cube._fs import StorePath, UrlPath, append_bytes, as_store_path, remove_tree
 from lames_cube.errors import LamesCubeError
 
@@ -894,10 +895,38 @@ def _check_fail_after(fail_after: Any) -> int | None:
     return fail_after
 
 
+def _store_writer(func: Any) -> Any:
+    """Wrap a writer ``func(data, store, ...)`` of a local or remote store: before any work, a
+    local store's folder must be writable (:func:`~lames_cube._atomic.check_writable`); a disk
+    that fills up during the write raises :class:`~lames_cube.errors.DiskFullError` naming the
+    store, the space left and how to finish (the store keeps its ledger: a rerun with
+    ``mode="resume"`` writes only what is missing)."""
+
+    @functools.wraps(func)
+    def wrapper(data: Any, store: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            path = as_store_path(store)
+        except TypeError:  # func raises its typed error
+            return func(data, store, *args, **kwargs)
+        if not isinstance(path, UrlPath):
+            check_writable(path, what="store")
+        left = (f"The store is left incomplete but resumable ({func.__name__} records each "
+                f"finished part in {LEDGER_NAME}; a half-written chunk is never recorded).")
+        fix = (f"free space on that disk (or pass a store on another disk), then run the same "
+               f"write again to finish it: {func.__name__}(..., {str(path)!r}, mode='resume') "
+               f"with the same input (run_recipe, write_prediction and the lames-cube commands "
+               f"resume by themselves).")
+        with raise_if_disk_full(path, left=left, fix=fix):
+            return func(data, store, *args, **kwargs)
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 
 
+@_store_writer
 def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
                     chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
                     mode: Literal["w-", "w", "resume"] = "w-") -> Path | str:
@@ -930,6 +959,13 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
     pathlib.Path
         The store's path.
 
+    Raises
+    ------
+    lames_cube.errors.OutputNotWritableError
+        The store's folder cannot be written to (checked before any work).
+    lames_cube.errors.DiskFullError
+        The disk filled up while laying the store out.
+
     Examples
     --------
     >>> import tempfile
@@ -952,8 +988,7 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
     if mode == "resume" and path.exists() and not _is_empty_dir(path):
         ledger = _Ledger(path)
         state = ledger.read()
-        if not state.jobs and {c.name for c in path.iterdir()} <= {LEDGER_NAME.split("/")[0]}:
-            # killed before the layout's job was recorded: nothing but the ledger's folder
+        if _killed_before_begin(path):
             remove_tree(path)
             _start_store(prep, path, "w-", op="init")
             return _returned(path)
@@ -962,6 +997,13 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
         return _returned(path)
     _start_store(prep, path, "w-" if mode == "resume" else mode, op="init")
     return _returned(path)
+
+
+def _killed_before_begin(path: StorePath) -> bool:
+    """A store whose creation was killed before its job was recorded: nothing but the ledger's
+    folder (empty, or with its ``zarr.json`` and an empty or torn ledger), safe to start anew."""
+    return ({c.name for c in path.iterdir()} <= {LEDGER_NAME.split("/")[0]}
+            and not _Ledger(path).records())
 
 
 def _resume_job(prep: _Prepared, path: StorePath, state: _LedgerState,
@@ -1005,6 +1047,7 @@ def _write_metadata(prep: _Prepared, path: StorePath, job: str) -> None:
     _Ledger(path).append({"event": "metadata", "job": job})
 
 
+@_store_writer
 def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode = "w-",
                chunks: Mapping[Hashable, int] | None = None, patch_size: int = 256,
                progress: bool = False, region: Mapping[str, slice] | None = None,
@@ -1076,6 +1119,10 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
         A malformed or misaligned ``region``.
     IncompleteStoreError
         Appending to a store whose write has not finished.
+    lames_cube.errors.OutputNotWritableError
+        The store's folder cannot be written to (checked before any work).
+    lames_cube.errors.DiskFullError
+        The disk filled up; the store stays resumable with ``mode="resume"``.
 
     Examples
     --------
@@ -1114,6 +1161,8 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     prep = _prepare(cube, chunks, patch_size)
     template = _template(prep)
     t = _time_range(prep)
+    if mode == "resume" and path.is_dir() and _killed_before_begin(path):
+        remove_tree(path)  # killed before the job was recorded: then a plain write
     if mode == "resume" and path.exists() and not _is_empty_dir(path):
         ledger = _Ledger(path)
         if not ledger.exists():

@@ -67,7 +67,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
-from lames_cube._atomic import atomic_write_text
+from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import LamesCubeError
 from lames_cube.recipes import CUBES_DIR
 from lames_cube.synthetic.clear import SKY
@@ -596,6 +596,7 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
                                f"{cube_recipe.area.kind}); name one with sites on UTM grids, "
                                "e.g. chile-sites or demo.")
     out = Path(output) if output is not None else recipe.output_path
+    check_writable(out, what="folder of patch sets")
     out.mkdir(parents=True, exist_ok=True)
     world = None
     if cube_recipe.catalog_kind != "api":

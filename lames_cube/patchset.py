@@ -663,6 +663,7 @@ def _describe_incomplete(path: StorePath, state: _State) -> str:
 # Public API
 
 
+@io._store_writer
 def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | os.PathLike[str],
                     *, mode: io.Mode = "w-", block: int = 64, stats_split: str | None = "train",
                     progress: bool = True, _fail_after: int | None = None) -> Path | str:
@@ -710,6 +711,10 @@ def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | o
         A table or labels not on their cube's grid.
     lames_cube.io.StoreExistsError, lames_cube.io.TemplateMismatchError
         As described under ``mode``.
+    lames_cube.errors.OutputNotWritableError
+        The store's folder cannot be written to (checked before any work).
+    lames_cube.errors.DiskFullError
+        The disk filled up; the store stays resumable with ``mode="resume"``.
 
     Examples
     --------

@@ -25,6 +25,7 @@ import shapely.geometry
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from lames_cube._atomic import check_writable
 from lames_cube._fs import StorePath, as_store_path
 from lames_cube._names import safe_name
 from lames_cube.composite import composite, yearly_composites
@@ -469,6 +470,7 @@ def run_recipe(
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     root = as_store_path(output) if output is not None else recipe.output_path
+    check_writable(root, what="store" if not per_site(recipe) else "folder of stores")
     if items is None:
         items = recipe.search(data_dir=data_dir)
     if not per_site(recipe):

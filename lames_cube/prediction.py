@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from lames_cube._atomic import check_writable
 from lames_cube.errors import LamesCubeError
 from lames_cube.io import TemplateMismatchError
 
@@ -201,6 +202,10 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     ------
     PredictionStoreMismatchError
         The store holds a prediction of another model, settings or grid.
+    lames_cube.errors.OutputNotWritableError
+        The store's folder cannot be written to (checked before anything is computed).
+    lames_cube.errors.DiskFullError
+        The disk filled up; a rerun resumes the store.
 
     Examples
     --------
@@ -228,6 +233,7 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
         raise PredictionError("pred must be the lazy Dataset of lames_cube.ml.predict (class "
                               f"and probability, one chunk per tile); got {type(pred).__name__}.")
     store = Path(store)
+    check_writable(store, what="prediction store")
     store.parent.mkdir(parents=True, exist_ok=True)
     regions = tile_regions(pred, tiles)
     _layout(pred, store, overwrite)

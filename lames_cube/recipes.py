@@ -43,6 +43,7 @@ Examples
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import difflib
 import math
@@ -57,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lames_cube._atomic import atomic_write_text
-from lames_cube.errors import InvalidBBoxError, InvalidQueryError, LamesCubeError
+from lames_cube.errors import InvalidBBoxError, InvalidQueryError, LamesCubeError, VectorFileError
 
 if TYPE_CHECKING:
     from lames_cube._fs import UrlPath
@@ -82,6 +83,8 @@ SATURATED_CLASS = 1
 DEFAULT_BUFFER_M = 60.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: A date as written in a recipe (``YYYY-MM`` or ``YYYY-MM-DD``, maybe followed by a time).
+_DATE_RE = re.compile(r"^(\d{4})-(\d{1,2})(?:-(\d{1,2}))?(?:[T ].*)?$")
 _NO_VALUE = object()
 
 
@@ -424,7 +427,51 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+    """A YAML date, or the text as written when it names no calendar day (``2021-02-30``): PyYAML
+    would raise a bare ``ValueError``; the validator reports it with the key and a fix."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def _calendar_problem(text: str) -> tuple[str, str] | None:
+    """``(what is wrong, a real date to write instead)`` when ``text`` looks like a date
+    (``YYYY-MM[-DD]``) but names no calendar month or day; None otherwise.
+
+    Examples
+    --------
+    >>> _calendar_problem("2021-02-30")
+    ('February 2021 has 28 days', '2021-02-28')
+    >>> _calendar_problem("2021-13"), _calendar_problem("2021-02-28")
+    (('month 13 does not exist (months are 1 to 12)', '2021-12'), None)
+    """
+    match = _DATE_RE.match(text.strip())
+    if match is None:
+        return None
+    year, month = int(match[1]), int(match[2])
+    day = None if match[3] is None else int(match[3])
+    if not 1 <= month <= 12:
+        near = min(max(month, 1), 12)
+        example = f"{year}-{near:02d}" + ("" if day is None else f"-{min(max(day, 1), 28):02d}")
+        return f"month {month} does not exist (months are 1 to 12)", example
+    if day is None:
+        return None
+    last = calendar.monthrange(year, month)[1]
+    if 1 <= day <= last:
+        return None
+    name = calendar.month_name[month]
+    example = f"{year}-{month:02d}-{last if day > last else 1:02d}"
+    if day == 29 and month == 2:
+        return f"{year} is not a leap year, so February {year} has 28 days", example
+    if day < 1:
+        return f"day {day} does not exist (days start at 1)", example
+    return f"{name} {year} has {last} days", example
 
 
 def list_recipes() -> list[str]:
@@ -605,16 +652,19 @@ def _unknown_country(where: str, name: str, names: list[str]) -> str:
 
 
 def _geojson_geometry(path: str, *, where: str) -> dict:
-    import geopandas as gpd
     import shapely
     import shapely.geometry
 
+    from lames_cube._vector import read_vector
+
     try:
-        gdf = gpd.read_file(path)
-    except Exception as exc:
+        gdf = read_vector(path)
+    except VectorFileError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    except OSError as exc:
         raise RecipeError(
-            f"{where}={path!r} cannot be read as GeoJSON ({exc}). Fix: point it at a GeoJSON "
-            "file of polygons."
+            f"{where}={path!r} cannot be read ({exc}). Fix: point it at a GeoJSON file of "
+            "polygons."
         ) from None
     if gdf.crs is not None and not gdf.crs.equals("EPSG:4326"):
         gdf = gdf.to_crs("EPSG:4326")
@@ -639,10 +689,22 @@ class _Validator:
         self.base_dir = base_dir
 
     # ---------------------------------------------------------------- primitives
-    def fail(self, key: str, value: Any, problem: str, allowed: str, fix: str) -> RecipeError:
+    @staticmethod
+    def problem(key: str, value: Any, problem: str, allowed: str, fix: str) -> str:
+        """One mistake: key, value, what is wrong, what is allowed and the fix."""
         shown = "" if value is _NO_VALUE else f"={_show(value)}"
         end = "" if fix.endswith((".", "?", "!")) else "."
-        return RecipeError(f"{self.where}: {key}{shown} {problem}. Allowed: {allowed}. Fix: {fix}{end}")
+        return f"{key}{shown} {problem}. Allowed: {allowed}. Fix: {fix}{end}"
+
+    def fail(self, key: str, value: Any, problem: str, allowed: str, fix: str) -> RecipeError:
+        return RecipeError(f"{self.where}: {self.problem(key, value, problem, allowed, fix)}")
+
+    def fail_all(self, section: str, problems: list[str]) -> RecipeError:
+        """Every mistake of one section at once (one mistake reads as :meth:`fail`)."""
+        if len(problems) == 1:
+            return RecipeError(f"{self.where}: {problems[0]}")
+        return RecipeError(f"{self.where}: {section} has {len(problems)} problem(s):\n  - "
+                           + "\n  - ".join(problems))
 
     def mapping(self, value: Any, key: str, known: Iterable[str], required: Iterable[str] = (),
                 example: str = "") -> dict:
@@ -829,6 +891,12 @@ class _Validator:
             raise self.fail(key, text, f"does not exist (looked for {path.resolve()})",
                             "a GeoJSON file; relative paths are relative to the recipe's folder",
                             "fix the path or create the file")
+        from lames_cube._vector import DEFAULT_FIX, geojson_problem
+
+        problem = geojson_problem(path)
+        if problem:
+            raise self.fail(key, text, f"is not a readable GeoJSON file ({path.resolve()}): "
+                            f"{problem}", "a GeoJSON FeatureCollection of polygons", DEFAULT_FIX)
         return Area("geojson", str(path.resolve()))
 
     def period(self, value: Any) -> Period:
@@ -844,6 +912,15 @@ class _Validator:
             if isinstance(text, (dt.date, int)) and not isinstance(text, bool):
                 text = str(text)
             text = self.string(text, "period.datetime", "'2021-01-01/2022-12-31'")
+            impossible = [(part, *found) for part in text.split("/")
+                          if (found := _calendar_problem(part))]
+            if impossible:
+                what = "; ".join(f"{part}: {why}" for part, why, _ in impossible)
+                fixed = "/".join(next((ok for part, _, ok in impossible if part == p), p)
+                                 for p in text.split("/"))
+                raise self.fail("period.datetime", text, f"is not a calendar period: {what}",
+                                "real dates 'YYYY-MM-DD', 'YYYY-MM' or 'YYYY', as 'start/end'",
+                                f"write e.g. datetime: '{fixed}'")
             try:
                 check_datetime(text)
             except InvalidQueryError as exc:
@@ -855,6 +932,8 @@ class _Validator:
             if data.get(k) is None:
                 raise self.fail(f"period.{k}", _NO_VALUE, "is missing (required)",
                                 "start and end dates, or datetime", f"add it, e.g. period: {example}")
+        # every mistake of the period is reported at once (both ends, then their order)
+        problems: list[str] = []
         ends = {}
         for k in ("start", "end"):
             raw = data[k]
@@ -865,18 +944,32 @@ class _Validator:
             elif isinstance(raw, str) and raw.strip():
                 text = raw.strip()
             else:
-                raise self.fail(f"period.{k}", raw, "is not a date", "a date YYYY-MM-DD, "
-                                "YYYY-MM or a year", f"write e.g. {k}: 2021-01-01")
+                problems.append(self.problem(f"period.{k}", raw, "is not a date", "a date "
+                                             "YYYY-MM-DD, YYYY-MM or a year",
+                                             f"write e.g. {k}: 2021-01-01"))
+                continue
+            impossible = _calendar_problem(text)
+            if impossible:
+                why, example = impossible
+                problems.append(self.problem(f"period.{k}", text, f"is not a calendar date: "
+                                             f"{why}", "a real date YYYY-MM-DD, YYYY-MM or a "
+                                             "year", f"write e.g. {k}: {example}"))
+                continue
             try:
                 bound = check_datetime(text).split("/")[0 if k == "start" else 1]
             except InvalidQueryError:
-                raise self.fail(f"period.{k}", raw, "is not a date", "a date YYYY-MM-DD, YYYY-MM "
-                                "or a year", f"write e.g. {k}: 2021-01-01") from None
+                problems.append(self.problem(f"period.{k}", raw, "is not a date", "a date "
+                                             "YYYY-MM-DD, YYYY-MM or a year",
+                                             f"write e.g. {k}: 2021-01-01"))
+                continue
             ends[k] = (text, bound)
-        if ends["start"][1] > ends["end"][1]:
-            raise self.fail("period.start", ends["start"][0], f"is after period.end="
-                            f"{ends['end'][0]!r}: the period starts after it ends",
-                            "start <= end", "swap period.start and period.end")
+        if len(ends) == 2 and ends["start"][1] > ends["end"][1]:
+            problems.append(self.problem("period.start", ends["start"][0], f"is after period."
+                                         f"end={ends['end'][0]!r}: the period starts after it "
+                                         "ends", "start <= end",
+                                         "swap period.start and period.end"))
+        if problems:
+            raise self.fail_all("period", problems)
         return Period(start=ends["start"][0], end=ends["end"][0])
 
     def bands(self, value: Any) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from lames_cube.errors import (
     DataDirError,
     InvalidQueryError,
     MetadataFormatError,
+    VectorFileError,
 )
 from lames_cube.testing.asm import ASM_FIELDS, asm_records, write_asm_geojson
 
@@ -402,6 +403,41 @@ def test_asm_without_flag_or_description(tmp_path):
     gdf.to_file(tmp_path / "b.geojson")
     with pytest.raises(AnnotationError, match=r"no 'description' column.*columns: \['Name'"):
         load_asm(tmp_path / "b.geojson")
+
+
+def test_a_malformed_geojson_file_is_refused_with_what_is_wrong(tmp_path, lames_dir):
+    """A file cut short, an empty one, JSON that is not GeoJSON, and a feature whose geometry
+    GDAL would silently read as null: each is a VectorFileError naming the path, the problem
+    (with line and column, or the feature) and the fix, never a raw pyogrio error."""
+    good = write_asm_geojson(tmp_path / "asm.geojson", n=2).read_text()
+    cut = tmp_path / "cut.geojson"
+    cut.write_text(good[: len(good) // 2])
+    with pytest.raises(VectorFileError, match=r"cut\.geojson is not a readable GeoJSON file: the "
+                       r"file ends early \(cut short\?\): .* at line \d+, column \d+\. Fix: "
+                       r"check that the file is complete GeoJSON") as info:
+        load_asm(cut)
+    assert isinstance(info.value, AnnotationError) and isinstance(info.value, ValueError)
+    (tmp_path / "empty.geojson").write_text("")
+    with pytest.raises(VectorFileError, match=r"empty\.geojson .*it is empty \(0 bytes\)"):
+        load_asm(tmp_path / "empty.geojson")
+    (tmp_path / "list.geojson").write_text("[1, 2]")
+    with pytest.raises(VectorFileError, match=r"it holds an array, not a GeoJSON object"):
+        load_asm(tmp_path / "list.geojson")
+    doc = json.loads(good)
+    doc["features"][1]["geometry"]["coordinates"] = "oops"
+    (tmp_path / "geom.geojson").write_text(json.dumps(doc))
+    with pytest.raises(VectorFileError, match=r"1 of its 2 features are broken \(feature 1: "
+                       r"geometry\.coordinates is a string \"oops\", not an array\)"):
+        load_asm(tmp_path / "geom.geojson")
+    # a LAMES file of the data directory: the fix is to verify and fetch it again
+    data = tmp_path / "lames"
+    shutil.copytree(lames_dir / "annotations", data / "annotations")
+    sectors = data / ann.SECTORS_FILE
+    sectors.chmod(0o644)
+    sectors.write_bytes(sectors.read_bytes()[:5000])
+    with pytest.raises(VectorFileError, match=r"Chile_LSM_sectors\.geojson is not a readable "
+                       r"GeoJSON file: the file ends early.*verify_lames\(\).*download_lames"):
+        load_sectors(data)
 
 
 # ---------------------------------------------------------------------------- blob ids, download

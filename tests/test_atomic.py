@@ -6,6 +6,7 @@ then leaves neither the target nor a temporary behind; one that writes on its ow
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -16,7 +17,15 @@ import shapely
 from odc.geo.geobox import GeoBox
 
 from lames_cube import _atomic
-from lames_cube._atomic import atomic_directory, atomic_path, atomic_write_bytes, atomic_write_text
+from lames_cube._atomic import (
+    atomic_directory,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+)
+from lames_cube.errors import DiskFullError, OutputNotWritableError
+from lames_cube.testing.disk import FullDisk, make_read_only
 
 
 class SimulatedCrash(OSError):
@@ -212,3 +221,83 @@ def test_a_written_world_holds_no_temporary(world):
     assert [p for p in Path(world).rglob(".*")] == []
     assert json.loads((Path(world) / "manifest.json").read_text())["n_items"] > 0
     assert [p.name for p in Path(world).parent.iterdir() if p.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------- a full disk, a read-only folder
+
+
+def test_a_full_disk_is_a_typed_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """The disk fills up 100 bytes into the low-level write, so a partial temporary is on disk
+    when ENOSPC comes: the helper removes it, keeps the old file and says where, how much space
+    is left and what to do."""
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    disk = FullDisk(free=100).install(monkeypatch)
+    with pytest.raises(DiskFullError, match=r"The disk is full: writing .*summary\.json failed "
+                       r"\(\[Errno 28\] No space left on device\); [\d.]+ [KMGT]?B free on the "
+                       r"disk of .*partial temporary file was removed.*Fix: free space on that "
+                       r"disk") as info:
+        atomic_write_text(target, "x" * 1000)
+    assert (disk.used, disk.failures) == (100, 1)  # the partial write did happen
+    assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    assert target.read_text() == "old" and _entries(tmp_path) == ["summary.json"]
+
+    root = tmp_path / "world"
+    with pytest.raises(DiskFullError, match=r"writing .*a\.json failed"), \
+            atomic_directory(root) as tmp:
+        atomic_write_text(tmp / "a.json", "y" * 1000)
+    assert _entries(tmp_path) == ["summary.json"]  # neither the tree nor its temporary
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_every_writer_turns_a_full_disk_into_a_typed_error(tmp_path, name, monkeypatch):
+    """Whatever library writes the temporary (pyarrow, rasterio, plain bytes), a full disk met
+    when it is committed leaves nothing behind and names the file."""
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(src))
+
+    monkeypatch.setattr(_atomic, "_replace", full)
+    with pytest.raises(DiskFullError, match=r"The disk is full: writing .* free on the disk"):
+        WRITERS[name](tmp_path)
+    left = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()]
+    assert left == [], f"{name} left {left} after a full disk"
+
+
+def test_a_read_only_folder_is_refused_by_a_real_probe(tmp_path, monkeypatch):
+    """check_writable creates and deletes a file instead of reading permission bits. The
+    folder is made read-only (0o555): for an ordinary user the kernel refuses the probe; as
+    root (CI), whom the bits do not stop, make_read_only makes the probe's open apply them as
+    the kernel does for a user. Either way the refusal comes from the probe, and the same
+    folder made writable again passes, so the test fails if the check refuses everything or
+    nothing."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    try:
+        make_read_only(folder, monkeypatch)
+        with pytest.raises(OutputNotWritableError, match=r"Cannot write the store .*ro/new/cube"
+                           r"\.zarr: the folder .*ro is not writable by this process "
+                           r"\(permission denied\).*Fix: .*chmod u\+w") as info:
+            check_writable(folder / "new" / "cube.zarr", what="store")
+        assert isinstance(info.value, PermissionError) and info.value.errno == errno.EACCES
+        assert _entries(folder) == []
+    finally:
+        folder.chmod(0o755)
+    check_writable(folder / "new" / "cube.zarr", what="store")  # writable again: no error
+    assert _entries(folder) == []  # the probe cleaned up after itself
+
+    def read_only_mount(path, flags, mode=0o777):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(_atomic, "_probe_open", read_only_mount)
+    with pytest.raises(OutputNotWritableError, match=r"is on a read-only file system.*remount"):
+        check_writable(folder / "run", what="run folder")
+
+
+def test_a_writer_refused_by_its_folder_gets_the_typed_error(tmp_path):
+    """A permission error met while writing the temporary (the folder changed under the
+    writer) becomes OutputNotWritableError naming the file; nothing is left."""
+    with pytest.raises(OutputNotWritableError, match=r"Cannot write the file .*table\.csv: the "
+                       r"folder .* is not writable"), atomic_path(tmp_path / "table.csv") as tmp:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    assert _entries(tmp_path) == []

@@ -24,7 +24,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import DiskFullError, LamesCubeError, OutputNotWritableError
 from lames_cube.io import (
     LEDGER_NAME,
     ChunkError,
@@ -40,6 +40,7 @@ from lames_cube.io import (
     store_status,
     write_cube,
 )
+from lames_cube.testing.disk import FullDisk, make_read_only
 
 RES = 10
 X0, Y0 = 300_000, 7_000_000
@@ -268,6 +269,55 @@ def test_open_missing_store(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(StoreNotFoundError, match="not a Zarr v3 store"):
         open_cube(tmp_path / "empty")
+
+
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, cube, monkeypatch):
+    """The folder is made read-only (0o555). For an ordinary user the kernel refuses the probe
+    of check_writable; as root (CI), whom the bits do not stop, make_read_only makes the probe
+    apply them as the kernel does for a user (see lames_cube.testing.disk). Nothing is
+    computed, nothing is created; once writable again, the same call writes the store."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    GENERATED.clear()
+    try:
+        make_read_only(folder, monkeypatch)
+        with pytest.raises(OutputNotWritableError, match=r"Cannot write the store .*ro/cube\.zarr: "
+                           r"the folder .*ro is not writable by this process \(permission "
+                           r"denied\)\. Nothing was written\. Fix: write to a folder you can write "
+                           r"to") as info:
+            write_cube(cube, folder / "cube.zarr")
+        assert isinstance(info.value, PermissionError) and isinstance(info.value, LamesCubeError)
+        with pytest.raises(OutputNotWritableError, match=r"Cannot write the store .*tiles\.zarr"):
+            init_cube_store(cube, folder / "new" / "tiles.zarr")
+        assert list(folder.iterdir()) == [] and GENERATED == []
+    finally:
+        folder.chmod(0o755)
+    assert store_status(write_cube(cube, folder / "cube.zarr"))["complete"]
+
+
+def test_a_full_disk_leaves_a_resumable_store_and_no_partial_chunk(tmp_path, written, cube,
+                                                                   monkeypatch):
+    """A disk with room for half the store: the chunk write that fills it leaves a partial
+    temporary (zarr's ``.partial``) when ENOSPC comes. write_cube raises DiskFullError naming
+    the store, the space left and the resume; no partial file is left, the store is refused as
+    incomplete, and once there is room the resume gives the store of an uninterrupted write."""
+    measure = FullDisk().install(monkeypatch)
+    write_cube(cube, tmp_path / "measure.zarr")
+    monkeypatch.undo()
+    path = tmp_path / "full.zarr"
+    disk = FullDisk(free=measure.used // 2).install(monkeypatch)
+    with pytest.raises(DiskFullError, match=r"The disk is full: writing .*full\.zarr failed "
+                       r"\(\[Errno 28\] No space left on device\); [\d.]+ [KMGT]?B free on the "
+                       r"disk of .*left incomplete but resumable.*Fix: free space on that disk.*"
+                       r"write_cube\(\.\.\., '.*full\.zarr', mode='resume'\)") as info:
+        write_cube(cube, path)
+    assert disk.failures >= 1 and info.value.errno == 28
+    assert [p.name for p in path.rglob("*.partial")] == []
+    with pytest.raises(IncompleteStoreError):
+        open_cube(path)
+    monkeypatch.undo()  # space freed
+    write_cube(cube, path, mode="resume")
+    assert store_files(path) == store_files(written)
 
 
 # --------------------------------------------------------------------------------------------

@@ -231,6 +231,25 @@ def test_a_patch_size_the_model_cannot_take(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_a_read_only_checkpoint_folder_is_refused_before_training(tmp_path, monkeypatch):
+    """The checkpoint's folder is checked before the patch set is even opened (it does not
+    exist here), not after hours of training. Read-only as in lames_cube.testing.disk: the
+    kernel refuses an ordinary user; as root the probe applies the permission bits."""
+    from lames_cube.errors import OutputNotWritableError
+    from lames_cube.testing.disk import make_read_only
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    try:
+        make_read_only(folder, monkeypatch)
+        with pytest.raises(OutputNotWritableError, match=r"Cannot write the checkpoint .*x\.pt: "
+                           r"the folder .*ro is not writable"):
+            train(tmp_path / "no-such-set.zarr", folder / "x.pt", **FAST)
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
 def test_a_training_split_without_mine_pixels(tmp_path):
     store, _, _ = planted_patch_set(tmp_path / "empty.zarr", rows=2, cols=3, mines=False)
     with pytest.raises(NoPositivePixelsError, match=r"no pixel of class\(es\) \['mine site'\]"):

@@ -342,6 +342,45 @@ def test_bad_date_range(tmp_path):
     assert recipe.period.interval == "2021-01-01T00:00:00Z/2022-06-30T23:59:59.999999Z"
 
 
+def test_impossible_calendar_dates_are_reported_together(tmp_path):
+    """Dates YAML reads as dates but no calendar has (PyYAML would raise a bare ValueError):
+    each names its key, the value, why and a real date to write; the mistakes of the period
+    come in one error."""
+    text = (CUBES_DIR / "demo.yaml").read_text()
+    assert "  start: 2020-01-01\n  end: 2023-12-31\n" in text
+
+    def period(start, end):
+        return _write(tmp_path, text.replace("  start: 2020-01-01\n  end: 2023-12-31\n",
+                                             f"  start: {start}\n  end: {end}\n"))
+
+    with pytest.raises(RecipeError, match=r"bad\.yaml: period\.start='2021-02-30' is not a "
+                       r"calendar date: February 2021 has 28 days\. Allowed: a real date.*Fix: "
+                       r"write e\.g\. start: 2021-02-28\."):
+        load_recipe(period("2021-02-30", "2021-12-31"))
+    with pytest.raises(RecipeError, match=r"period has 2 problem\(s\):\n  - period\.start="
+                       r"'2021-02-29' is not a calendar date: 2021 is not a leap year, so February "
+                       r"2021 has 28 days.*\n  - period\.end='2021-13-01' is not a calendar date: "
+                       r"month 13 does not exist \(months are 1 to 12\).*end: 2021-12-01"):
+        load_recipe(period("2021-02-29", "2021-13-01"))
+    with pytest.raises(RecipeError, match=r"period\.end='2021-04-31' is not a calendar date: "
+                       r"April 2021 has 30 days"):
+        load_recipe(period("'2021-01-01'", "'2021-04-31'"))  # quoted: strings, same check
+    with pytest.raises(RecipeError, match=r"period\.datetime='2021-02-30/2022' is not a calendar "
+                       r"period: 2021-02-30: February 2021 has 28 days.*'2021-02-28/2022'"):
+        load_recipe(_with(tmp_path, "period", start=_DROP, end=_DROP, datetime="2021-02-30/2022"))
+    assert load_recipe(period("2024-02-29", "2024-12-31")).period.start == "2024-02-29"  # leap
+
+
+def test_a_malformed_geojson_area_is_refused_on_load(tmp_path):
+    """The area file is read when the recipe is, before any search: a file cut short is a
+    RecipeError naming the key, the file, the line and the fix."""
+    (tmp_path / "outline.geojson").write_text('{"type": "FeatureCollection", "features": [')
+    with pytest.raises(RecipeError, match=r"area\.geojson='outline\.geojson' is not a readable "
+                       r"GeoJSON file \(.*outline\.geojson\): the file ends early \(cut short\?\)"
+                       r".* at line 1, column \d+.*Fix: check that the file is complete GeoJSON"):
+        load_recipe(_with(tmp_path, "area", sites=_DROP, geojson="outline.geojson"))
+
+
 def test_bad_catalog_crs_composite(tmp_path):
     with pytest.raises(RecipeError, match=r"catalog='world:moon' names an unknown synthetic world.*world:demo"):
         load_recipe(_with(tmp_path, None, catalog="world:moon"))

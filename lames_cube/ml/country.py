@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from lames_cube._atomic import check_writable
 from lames_cube.errors import LamesCubeError
 
 __all__ = ["InferenceRunError", "evaluate_prediction", "inference_source", "plot_country_map",
@@ -182,6 +183,7 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(output)
+    check_writable(out, what="run folder")
     out.mkdir(parents=True, exist_ok=True)
     handle = ModelHandle.from_checkpoint(checkpoint, device=device, threads=threads)
     tile = int(recipe.grid.tile_size)

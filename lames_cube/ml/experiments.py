@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from lames_cube._atomic import atomic_write_text
+from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import LamesCubeError
 from lames_cube.recipes import CUBES_DIR
 
@@ -370,6 +370,7 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
         raise ExperimentRecipeError(f"variants {unknown or chosen} are not in the recipe "
                                     f"{recipe.name!r}; it has {list(recipe.variants)}.")
     out = Path(output) if output is not None else Path(recipe.output).expanduser()
+    check_writable(out, what="run folder")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from lames_cube._atomic import check_writable
 from lames_cube._checks import check_seed
 from lames_cube.ml.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
 
@@ -446,6 +447,8 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Impossible settings (epochs, batch size, learning rates, device).
     lames_cube.ml.data.DatasetSelectionError
         A split the patch set does not have (e.g. no validation samples).
+    lames_cube.errors.OutputNotWritableError
+        The checkpoint's folder cannot be written to (checked before training).
 
     Examples
     --------
@@ -474,6 +477,7 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
     if problems:
         raise TrainingConfigError("training settings that cannot work: " + "; ".join(problems)
                                   + ".")
+    check_writable(output, what="checkpoint")  # before hours of training, not after
     classes = task_classes(task)
     n_classes = len(classes)
     dev = resolve_device(device)
