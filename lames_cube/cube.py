@@ -10,8 +10,15 @@ and UTM zones fused (first valid pixel), never double-counted. Nothing is read u
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from lames_cube.bands import BAND_BY_NAME, SATURATED_DN, WORLD_BANDS, canonical_band
 from lames_cube.errors import (
+    AssetReadError,
     EmptyCubeError,
     InvalidGridError,
     InvalidItemError,
@@ -35,6 +43,7 @@ from lames_cube.errors import (
     MixedCollectionsError,
     UnknownBandError,
 )
+from lames_cube.retry import RetryPolicy, check_policy, gdal_retry_env, retry_call
 
 # odc-loader reprojects numpy windows with rasterio.warp when a grid is not pixel-aligned with an
 # asset (e.g. 20 m bands on a 10 m grid offset by one pixel); rasterio then warns that the
@@ -47,6 +56,7 @@ DEFAULT_CHUNK = 1024
 #: Patch size that chunks must be multiples of.
 PATCH_SIZE = 256
 ENGINES = ("odc", "stackstac")
+_log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- items
@@ -313,12 +323,82 @@ class _OffsetParser(StacMDParser):
         return int(md.properties.get("lames:dn_offset", 0) or 0)
 
 
+#: What :func:`build_cube` does with an asset that cannot be read.
+ON_ERROR = ("raise", "nodata")
+# Errors no retry can mend: the server refused, the file is missing or is no raster.
+_PERMANENT = re.compile(
+    r"HTTP response code: (40[0-7]|409|41\d)|not recognized as being in a supported file format|"
+    r"not a TIFF|No such file|does not exist", re.IGNORECASE)
+_REMOTE = re.compile(r"^(/vsicurl/|/vsis3/|/vsigs/|/vsiaz/|https?://|s3://|gs://|az://)",
+                     re.IGNORECASE)
+
+
+class _QuietFailures(logging.Filter):
+    """Drop odc-loader's "Failed to load" errors: the reader below retries such reads and
+    reports the ones that stay broken itself (typed error, or the skip log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load")
+
+
+logging.getLogger("odc.loader._rio").addFilter(_QuietFailures())
+
+
+def _transient(uri: str, exc: BaseException) -> bool:
+    """A failed read worth retrying: a network asset and not a refusal or a broken file."""
+    return bool(_REMOTE.match(uri)) and not _PERMANENT.search(str(exc))
+
+
+def _vsi(uri: str) -> str:
+    return uri if uri.startswith("/vsi") else f"/vsicurl/{uri}"
+
+
 class _HarmonisingReader(RioReader):
     """odc-loader's rasterio reader that removes the item's DN offset from what it read, before
-    odc fuses the day's items: harmonised per item, inside the one load (no extra tasks)."""
+    odc fuses the day's items: harmonised per item, inside the one load (no extra tasks).
+
+    A failed read of a network asset is retried under the driver's policy, each retry without
+    GDAL's cache of that file (which would otherwise repeat the failure: a body cut short is
+    remembered). What stays broken raises :class:`AssetReadError`, or, with
+    ``on_error="nodata"``, reads as nodata and is written to the driver's skip log."""
+
+    def __init__(self, src, ctx, driver: HarmonisingDriver) -> None:
+        super().__init__(src, ctx)
+        self._driver = driver
 
     def read(self, cfg, dst_geobox, *, dst=None, selection=None):
-        roi, pix = super().read(cfg, dst_geobox, dst=dst, selection=selection)
+        driver, uri = self._driver, self._src.uri
+        item, asset = driver.sources.get(uri, ("?", str(self._src.band)))
+        env: dict[str, str] = {}
+
+        def attempt():
+            import rasterio
+
+            with rasterio.Env(**env):
+                return super(_HarmonisingReader, self).read(cfg, dst_geobox, dst=dst,
+                                                            selection=selection)
+
+        def uncached(_retry: int) -> None:
+            env["CPL_VSIL_CURL_NON_CACHED"] = _vsi(uri)
+
+        try:
+            roi, pix = retry_call(attempt, policy=driver.policy,
+                                  transient=lambda e: _transient(uri, e),
+                                  what=f"reading asset {asset!r} of item {item!r}",
+                                  kind="read", before_retry=uncached)
+        except Exception as exc:
+            if driver.on_error == "raise":
+                raise AssetReadError(
+                    f"Could not read asset {asset!r} of item {item!r} ({uri}): "
+                    f"{type(exc).__name__}: {str(exc)[:300]}. Check that the file exists and "
+                    "is a readable GeoTIFF (for a network asset: the URL, its signature and "
+                    "your network; retries are set by retry=RetryPolicy(...)). To carry on "
+                    "with nodata where such assets are, build the cube with "
+                    "on_error='nodata' and read what was skipped with read_skipped()."
+                ) from exc
+            driver.skip(item, asset, uri, exc)
+            empty = dst[0:0, 0:0] if dst is not None else np.zeros((0, 0), dtype=cfg.dtype)
+            return np.s_[0:0, 0:0], empty
         offset = self._src.driver_data
         if isinstance(offset, int) and offset and pix.size:
             pix[...] = harmonise_values(pix, offset)
@@ -327,13 +407,84 @@ class _HarmonisingReader(RioReader):
 
 class HarmonisingDriver(RioDriver):
     """odc-loader reader driver: :class:`RioDriver` whose readers harmonise each item's pixels
-    (``lames:dn_offset``) as they are read. Picklable, so it runs on Dask workers too."""
+    (``lames:dn_offset``) as they are read, and retry failed network reads. Picklable, so it
+    runs on Dask workers too.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    policy
+        Retries of network reads (GDAL's own, and re-reads without its cache).
+    on_error
+        ``"raise"``: an asset that stays unreadable raises :class:`AssetReadError`;
+        ``"nodata"``: it reads as nodata and is appended to ``skipped``.
+    sources
+        Asset href → (item id, asset key), to name what failed.
+    skipped
+        The skip log (JSON lines), for ``on_error="nodata"``.
+    """
+
+    def __init__(self, policy: RetryPolicy | None = None, on_error: str = "raise",
+                 sources: Mapping[str, tuple[str, str]] | None = None,
+                 skipped: str | None = None) -> None:
         super().__init__(md_parser=_OffsetParser(_STAC_CFG), aux_reader=StacAuxReader())
+        self.policy = check_policy(policy)
+        self.on_error = on_error
+        self.sources = dict(sources or {})
+        self.skipped = skipped
+
+    def capture_env(self) -> dict[str, Any]:
+        """The caller's GDAL settings over our retry settings (the caller's win), or our
+        retry settings over odc's cloud defaults when the caller set none."""
+        from odc.loader._rio import GDAL_CLOUD_DEFAULTS
+
+        env = super().capture_env()
+        if env == GDAL_CLOUD_DEFAULTS:  # nothing configured: odc's defaults (10 retries ...)
+            return {**env, **gdal_retry_env(self.policy)}
+        return {**gdal_retry_env(self.policy), **env}
 
     def open(self, src, ctx) -> _HarmonisingReader:
-        return _HarmonisingReader(src, ctx)
+        return _HarmonisingReader(src, ctx, self)
+
+    def skip(self, item: str, asset: str, uri: str, exc: BaseException) -> None:
+        """Record an asset read as nodata (a JSON line in the skip log, and a warning)."""
+        record = {"item": item, "asset": asset, "href": uri,
+                  "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                  "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        _log.warning("asset %r of item %r read as nodata: %s", asset, item, record["error"])
+        if self.skipped:
+            line = (json.dumps(record) + "\n").encode()
+            fd = os.open(self.skipped, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line)  # one write of one line: whole lines, even from processes
+            finally:
+                os.close(fd)
+
+
+def read_skipped(source: xr.DataArray | str | os.PathLike) -> list[dict]:
+    """The assets a cube built with ``on_error="nodata"`` read as nodata, so far.
+
+    Parameters
+    ----------
+    source
+        The cube (its ``skipped_log`` attribute names the log) or the log's path.
+
+    Returns
+    -------
+    list of dict
+        One record per failed read (a read is one asset over one chunk): ``item``,
+        ``asset``, ``href``, ``error``, ``time``. Empty when nothing was skipped (or nothing
+        has been computed yet: the log fills as the cube is read).
+    """
+    path = source.attrs.get("skipped_log") if isinstance(source, xr.DataArray) else source
+    if not path:
+        raise InvalidQueryError(
+            "This cube keeps no skip log: it was built with on_error='raise' (failed reads "
+            "raise AssetReadError). Build it with on_error='nodata' to read through them."
+        )
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _sign_items(items: list[pystac.Item], sign: Callable | str | None) -> list[pystac.Item]:
@@ -375,7 +526,13 @@ def _stack_bands(*blocks: np.ndarray) -> np.ndarray:
     return np.stack(blocks, axis=1)
 
 
-def _load_odc(items, bands, geobox, chunks, resampling) -> xr.DataArray:
+def _sources(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Asset href → (item id, asset key), to name an asset that cannot be read."""
+    return {item.assets[b].href: (item.id, b) for item in items for b in bands
+            if b in item.assets}
+
+
+def _load_odc(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
     """One odc-stac load of every item, harmonised per item by the reader, fused per solar day
     by odc (first valid pixel in (time, id) order); ``(time, band, y, x)`` uint16."""
     import dask.array as da
@@ -384,7 +541,7 @@ def _load_odc(items, bands, geobox, chunks, resampling) -> xr.DataArray:
     ds = odc.stac.load(
         items, bands=bands, geobox=geobox, chunks={"x": chunks["x"], "y": chunks["y"]},
         groupby=_solar_day_key, resampling={"SCL": "nearest", "*": resampling},
-        fail_on_error=True, driver=HarmonisingDriver(),
+        fail_on_error=True, driver=driver,
     )
     first = ds[bands[0]]
     # One task per (time, y, x) chunk gathers the bands: a plain stack would add one per band.
@@ -394,7 +551,7 @@ def _load_odc(items, bands, geobox, chunks, resampling) -> xr.DataArray:
                         coords={k: v for k, v in first.coords.items() if k != "time"})
 
 
-def _load_stackstac(items, bands, geobox, chunks, resampling) -> xr.DataArray:
+def _load_stackstac(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
     """One stackstac stack of every item, harmonised per item (one elementwise layer) and
     fused per solar day in (time, id) order; ``(time, band, y, x)`` uint16."""
     import rasterio.enums
@@ -416,6 +573,7 @@ def _load_stackstac(items, bands, geobox, chunks, resampling) -> xr.DataArray:
         resampling=getattr(rasterio.enums.Resampling, resampling),
         chunksize=(1, 1, chunks["y"], chunks["x"]),
         sortby_date=False,  # ours, (time, id): stackstac sorts datetime strings, not times
+        gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=gdal_retry_env(driver.policy)),
     )
     if stack.shape[-2:] != tuple(geobox.shape):
         raise InvalidGridError(
@@ -459,6 +617,9 @@ def build_cube(
     resampling: str = "nearest",
     band_map: Mapping[str, Mapping[str, str]] | None = None,
     sign: Callable[[pystac.Item], pystac.Item] | str | None = None,
+    retry: RetryPolicy | int | None = None,
+    on_error: str = "raise",
+    skipped: str | os.PathLike | None = None,
 ) -> xr.DataArray:
     """Build a lazy Sentinel-2 L2A datacube from STAC items.
 
@@ -488,6 +649,20 @@ def build_cube(
         A signing hook applied to every item before reading, item → signed item (e.g.
         ``planetary_computer.sign`` for Planetary Computer's SAS tokens), or
         ``"planetary-computer"`` to use that package (optional dependency).
+    retry
+        Retries of network reads (:class:`lames_cube.retry.RetryPolicy`, or a number of
+        attempts; default 5 tries with backoff from 0.5 s): GDAL retries 429/5xx answers,
+        resets and stalls, and the reader re-reads without GDAL's cache what GDAL gives up
+        on (a body cut short). Your own ``rasterio.Env``/``odc.stac.configure_rio`` GDAL
+        settings win over these.
+    on_error
+        ``"raise"`` (default): an asset that stays unreadable raises
+        :class:`~lames_cube.errors.AssetReadError` naming the item and asset when the cube
+        is computed. ``"nodata"`` (odc engine): it reads as nodata, and each such read is
+        logged (a warning) and appended to the skip log; :func:`read_skipped` lists them.
+    skipped
+        The skip log (JSON lines) for ``on_error="nodata"``; default a new file in the
+        temporary folder. Its path is the cube's ``skipped_log`` attribute.
 
     Returns
     -------
@@ -499,7 +674,9 @@ def build_cube(
     Raises
     ------
     UnknownBandError, InvalidGridError, EmptyCubeError, MixedCollectionsError, InvalidQueryError
-        (an unknown ``engine``)
+        (an unknown ``engine`` or ``on_error``), RetryPolicyError
+    AssetReadError
+        Later, when the cube is computed: an asset that stays unreadable (``on_error="raise"``).
 
     Examples
     --------
@@ -524,6 +701,17 @@ def build_cube(
             f"engine={engine!r} is not one of {ENGINES}; pass engine='odc' (odc-stac, the "
             "default) or engine='stackstac'."
         )
+    if on_error not in ON_ERROR:
+        raise InvalidQueryError(
+            f"on_error={on_error!r} is not one of {ON_ERROR}; pass 'raise' (an unreadable asset "
+            "raises AssetReadError) or 'nodata' (it reads as nodata and is logged)."
+        )
+    if on_error == "nodata" and engine != "odc":
+        raise InvalidQueryError(
+            f"on_error='nodata' needs engine='odc' (engine={engine!r} cannot report what it "
+            "skipped); use engine='odc', or on_error='raise'."
+        )
+    policy = check_policy(retry)
     items = _sign_items(prepare_items(items, band_map=band_map), sign)
     names = _check_bands(items, bands)
     gbox = cube_geobox(items, crs=crs, resolution=resolution, geobox=geobox, bbox=bbox)
@@ -531,8 +719,13 @@ def build_cube(
     items = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
     # (time, id): odc-stac's order within a group, so both engines fuse a day alike.
     items.sort(key=lambda i: (i.datetime, i.id))
+    log_path = None
+    if on_error == "nodata":
+        log_path = str(Path(skipped) if skipped is not None else
+                       Path(tempfile.gettempdir()) / f"lames_cube-skipped-{uuid.uuid4().hex}.jsonl")
+    driver = HarmonisingDriver(policy, on_error, _sources(items, names), log_path)
     load = _load_odc if engine == "odc" else _load_stackstac
-    stacked = load(items, names, gbox, size, resampling)
+    stacked = load(items, names, gbox, size, resampling, driver)
     days = sorted({solar_day(i) for i in items})
     if stacked.sizes["time"] != len(days):
         raise InvalidItemError(
@@ -559,6 +752,8 @@ def build_cube(
     stacked = stacked.transpose("time", "band", "y", "x")
     stacked.attrs = {"nodata": 0, "scale": 1e-4, "units": "reflectance x 10000",
                      "engine": engine, "harmonised": "baseline offset removed per item"}
+    if log_path is not None:
+        stacked.attrs["skipped_log"] = log_path
     stacked.name = "reflectance"
     from odc.geo.xr import assign_crs
 

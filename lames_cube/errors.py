@@ -60,6 +60,10 @@ class InvalidGridError(LamesCubeError, ValueError):
     """A grid (GeoBox, CRS, resolution, chunks) that cannot hold a cube."""
 
 
+class AssetReadError(LamesCubeError, OSError):
+    """An asset that could not be read (after the retries, for a network asset)."""
+
+
 class EmptyCubeError(LamesCubeError, ValueError):
     """A cube whose area no item covers."""
 

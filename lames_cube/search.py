@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -310,13 +311,69 @@ def _search_index(path: Path, query: dict) -> list[dict]:
         ) from exc
 
 
-def _search_api(url: str, query: dict, timeout: float) -> list[dict]:
+_TRANSIENT_STATUS = (408, 425, 429, 500, 502, 503, 504)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # an HTTP date: wait the policy's own time
+        return None
+
+
+def _transient_api_error(exc: BaseException) -> bool:
+    """A failed STAC API request worth retrying: 408/429/5xx, or the network failed."""
+    import requests
+    from pystac_client.exceptions import APIError
+
+    if not isinstance(exc, APIError):
+        return False
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return status in _TRANSIENT_STATUS
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, (requests.exceptions.RequestException, OSError))
+
+
+def _stac_io(timeout: float, policy):
+    """pystac-client's StacApiIO, retrying each request (pages included) under ``policy``."""
+    from pystac_client.stac_api_io import StacApiIO
+
+    from lames_cube.retry import retry_call
+
+    class RetryingStacApiIO(StacApiIO):
+        def __init__(self) -> None:
+            super().__init__(timeout=timeout, max_retries=None)  # retries are ours, counted
+            self._last = threading.local()  # the last answer, for its Retry-After
+            self.session.hooks["response"].append(self._keep)
+
+        def _keep(self, response, *args, **kwargs):
+            self._last.retry_after = response.headers.get("Retry-After")
+
+        def request(self, href, method=None, headers=None, parameters=None):
+            def once():
+                self._last.retry_after = None
+                try:
+                    return StacApiIO.request(self, href, method, headers, parameters)
+                except Exception as exc:
+                    exc.retry_after = self._last.retry_after
+                    raise
+
+            return retry_call(once, policy=policy, transient=_transient_api_error,
+                              retry_after=_retry_after, kind="search",
+                              what=f"{(method or 'GET').upper()} {href}")
+
+    return RetryingStacApiIO()
+
+
+def _search_api(url: str, query: dict, timeout: float, policy) -> list[dict]:
     import requests
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
     try:
-        client = Client.open(url, timeout=timeout)
+        client = Client.open(url, stac_io=_stac_io(timeout, policy), timeout=timeout)
         search = client.search(**{k: v for k, v in query.items() if v is not None})
         return [item.to_dict(transform_hrefs=False) for item in search.items()]
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -326,12 +383,13 @@ def _search_api(url: str, query: dict, timeout: float) -> list[dict]:
             ".parquet file)."
         ) from exc
     except APIError as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, requests.exceptions.RequestException) or "Max retries" in str(exc):
+        if _transient_api_error(exc):
             raise CatalogUnreachableError(
-                f"The STAC API at {url!r} does not answer: {str(exc)[:200]}. Check the URL and "
-                "your network; offline, search a local index instead (a world directory or "
-                ".parquet file)."
+                f"The STAC API at {url!r} does not answer: it still failed after "
+                f"{policy.attempts} tries: "
+                f"{str(exc)[:200]}. Check the URL and your network, or try harder with "
+                "retry=RetryPolicy(attempts=..., backoff_s=...); offline, search a local index "
+                "instead (a world directory or .parquet file)."
             ) from exc
         raise CatalogUnreachableError(
             f"The STAC API at {url!r} refused the search: {str(exc)[:300]}. Check the "
@@ -352,6 +410,7 @@ def search(
     max_items: int | None = None,
     data_dir: str | os.PathLike | None = None,
     timeout: float = 30.0,
+    retry: Any = None,
 ) -> pystac.ItemCollection:
     """Search Sentinel-2 L2A items in a STAC API or a local stac-geoparquet index.
 
@@ -378,6 +437,11 @@ def search(
         LAMES data directory, for ``sites``.
     timeout
         Seconds to wait for a STAC API.
+    retry
+        How often to retry a STAC API request (each page on its own) that failed with 408,
+        429 (honouring ``Retry-After``), 5xx, a reset, a timeout or a body cut short: a
+        :class:`lames_cube.retry.RetryPolicy`, a number of attempts, or None (5 tries,
+        backoff from 0.5 s with jitter). Retries are logged on ``lames_cube.retry``.
 
     Returns
     -------
@@ -392,7 +456,9 @@ def search(
     UnknownSiteError
         A site id that LAMES does not have.
     CatalogUnreachableError
-        The API does not answer, or the local index does not exist.
+        The API does not answer (after the retries), or the local index does not exist.
+    RetryPolicyError
+        A malformed ``retry``.
     EmptySearchError
         Nothing matched; the message repeats the query.
 
@@ -434,6 +500,9 @@ def search(
         raise InvalidQueryError(f"collections={collections!r}: give collection ids as strings.")
     if max_items is not None and (not isinstance(max_items, int) or max_items < 1):
         raise InvalidQueryError(f"max_items={max_items!r}: give a positive integer or None.")
+    from lames_cube.retry import check_policy
+
+    policy = check_policy(retry)
     query = {
         "bbox": list(bbox) if bbox is not None else None,
         "intersects": geometry,
@@ -443,7 +512,7 @@ def search(
         "max_items": max_items,
     }
     if _is_url(catalog):
-        raw = _search_api(str(catalog), query, timeout)
+        raw = _search_api(str(catalog), query, timeout, policy)
     else:
         raw = _search_index(_index_path(catalog), query)
     usable = [d for d in raw if unsupported_reason(d) is None]

@@ -167,7 +167,7 @@ def test_empty_search(world):
 
 def test_unreachable_url():
     with pytest.raises(CatalogUnreachableError, match="does not answer"):
-        search("http://127.0.0.1:9/", bbox=(-70, -25, -69, -24), timeout=2)
+        search("http://127.0.0.1:9/", bbox=(-70, -25, -69, -24), timeout=2, retry=2)
 
 
 def test_missing_local_index(tmp_path):

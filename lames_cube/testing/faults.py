@@ -11,6 +11,12 @@ requests the way public clouds do:
 - ``"truncate"``: the headers promise the whole body, half of it comes, then the connection
   closes.
 
+With ``upstream`` (e.g. the URL of a :class:`lames_cube.stac_server.StacApiServer`), the
+server is also a STAC API: requests under ``/api/`` are forwarded there (and fail like the
+rest), and in the answers the upstream's address becomes ``<this server>/api`` and
+:data:`ASSET_ORIGIN` becomes this server's address. Items loaded upstream with asset hrefs
+under :data:`ASSET_ORIGIN` (:func:`asset_hrefs`) are therefore read through this server too.
+
 Which request fails is drawn from ``seed`` and the request's number, so a run is repeatable
 in order. The server is bounded: after ``max_requests`` requests it answers 503 only, and a
 watchdog stops it after ``max_seconds``; leaving the ``with`` block always stops it. It binds
@@ -44,15 +50,37 @@ from urllib.parse import quote, unquote, urlsplit
 
 from lames_cube.errors import LamesCubeError
 
-__all__ = ["FAULTS", "FaultyServer", "FaultyServerError"]
+__all__ = ["ASSET_ORIGIN", "FAULTS", "FaultyServer", "FaultyServerError", "asset_hrefs"]
 
 #: The kinds of failure :class:`FaultyServer` can inject.
 FAULTS = ("500", "429", "reset", "stall", "truncate")
+#: Placeholder origin of asset hrefs that a proxying :class:`FaultyServer` rewrites to itself.
+ASSET_ORIGIN = "http://lames-assets.invalid"
+_API = "/api"  # where the forwarded STAC API lives (a world's files are under /stac/)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
 class FaultyServerError(LamesCubeError, ValueError):
     """Bad settings for the fault-injecting server."""
+
+
+def asset_hrefs(items: Sequence[dict], root: str | os.PathLike,
+                origin: str = ASSET_ORIGIN) -> list[dict]:
+    """Copies of STAC item dicts whose local asset hrefs under ``root`` become URLs under
+    ``origin`` (a :class:`FaultyServer`'s ``url()``, or :data:`ASSET_ORIGIN` for items loaded
+    into the STAC API it forwards to)."""
+    import copy
+
+    root = Path(root).resolve()
+    out = []
+    for item in items:
+        item = copy.deepcopy(item)
+        for asset in item.get("assets", {}).values():
+            href = Path(asset["href"]).resolve()
+            if href.is_relative_to(root):
+                asset["href"] = f"{origin.rstrip('/')}/{quote(href.relative_to(root).as_posix())}"
+        out.append(item)
+    return out
 
 
 def _draw(seed: int, n: int) -> float:
@@ -80,6 +108,8 @@ class FaultyServer:
         The ``Retry-After`` seconds of a 429.
     max_requests, max_seconds
         Bounds: beyond them the server answers 503 only, or stops.
+    upstream
+        A STAC API to forward ``/api/…`` to (loopback only).
 
     Attributes
     ----------
@@ -92,7 +122,7 @@ class FaultyServer:
     def __init__(self, root: str | os.PathLike, *, fail: float = 0.0,
                  kinds: Sequence[str] = FAULTS, seed: int = 0, stall_s: float = 3.0,
                  retry_after: float = 0, max_requests: int = 100_000,
-                 max_seconds: float = 900.0) -> None:
+                 max_seconds: float = 900.0, upstream: str | None = None) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FaultyServerError(f"root {str(root)!r} is not a folder; serve a world's "
@@ -106,6 +136,10 @@ class FaultyServer:
         self.fail, self.kinds, self.seed = float(fail), tuple(kinds), int(seed)
         self.stall_s, self.retry_after = float(stall_s), retry_after
         self.max_requests, self.max_seconds = int(max_requests), float(max_seconds)
+        if upstream is not None and urlsplit(upstream).hostname not in ("127.0.0.1", "localhost"):
+            raise FaultyServerError(f"upstream={upstream!r} is not a loopback URL; forward "
+                                    "only to a local STAC API (StacApiServer(...).url).")
+        self.upstream = upstream.rstrip("/") if upstream else None
         self.requests = 0
         self.faults: Counter = Counter()
         self._lock = threading.Lock()
@@ -120,12 +154,24 @@ class FaultyServer:
             raise FaultyServerError("the server is not running; use it in a with block.")
         return int(self._httpd.server_address[1])
 
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stac_url(self) -> str:
+        """The STAC API forwarded to ``upstream``."""
+        if self.upstream is None:
+            raise FaultyServerError("no upstream STAC API; pass upstream=StacApiServer.url.")
+        return f"{self.origin}{_API}"
+
     def url(self, relative: str | os.PathLike = "") -> str:
         """The URL of a file under the root (a path relative to it, or an absolute one in it)."""
         path = Path(relative)
         if path.is_absolute():
             path = path.resolve().relative_to(self.root)
-        return f"http://127.0.0.1:{self.port}/{quote(path.as_posix())}"
+        return f"{self.origin}/{quote(path.as_posix())}"
 
     def start(self) -> FaultyServer:
         server = self
@@ -212,6 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        # read a request's body first, whatever the answer: an unread body would be taken for
+        # the next request on this connection
+        self._body = self.rfile.read(length) if length else None
         _, fault = self.owner._next()
         if fault == "reset":
             # SO_LINGER 0: close sends a TCP reset instead of an orderly end
@@ -230,11 +280,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "429":
             self._error(429, {"Retry-After": f"{self.owner.retry_after:g}"})
             return
+        route = urlsplit(self.path).path
+        if self.owner.upstream and (route == _API or route.startswith(_API + "/")):
+            self._forward(fault)
+            return
         path = self._file()
         if path is None:
             self._error(404)
             return
         data = path.read_bytes()
+        content_type = ("application/json" if path.suffix == ".json"
+                        else "application/octet-stream")
         start, end, status = 0, len(data) - 1, 200
         match = _RANGE.match(self.headers.get("Range", ""))
         if match and (match[1] or match[2]):
@@ -246,14 +302,43 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(416, {"Content-Range": f"bytes */{len(data)}"})
                 return
             status = 206
-        body = data[start:end + 1]
+        headers = {"Accept-Ranges": "bytes"}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        self._send(status, content_type, data[start:end + 1], headers, fault)
+
+    def _forward(self, fault: str | None) -> None:
+        """Forward an ``/api/…`` request upstream; point the links of the answer here."""
+        import urllib.error
+        import urllib.request
+
+        owner = self.owner
+        tail = self.path[len(_API):] or "/"
+        body = self._body
+        if body:
+            body = body.replace(f"{owner.origin}{_API}".encode(), owner.upstream.encode())
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() in ("content-type", "accept")}
+        request = urllib.request.Request(owner.upstream + tail, data=body, headers=headers,
+                                         method=self.command)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                status, data = answer.status, answer.read()
+                content_type = answer.headers.get("Content-Type", "application/json")
+        except urllib.error.HTTPError as exc:
+            status, data = exc.code, exc.read()
+            content_type = exc.headers.get("Content-Type", "application/json")
+        data = (data.replace(owner.upstream.encode(), f"{owner.origin}{_API}".encode())
+                .replace(ASSET_ORIGIN.encode(), owner.origin.encode()))
+        self._send(status, content_type, data, {}, fault)
+
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str],
+              fault: str | None) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Type", "application/json" if path.suffix == ".json"
-                         else "application/octet-stream")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Type", content_type)
+        for k, v in headers.items():
+            self.send_header(k, v)
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -269,4 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
         self._serve()
