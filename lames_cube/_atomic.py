@@ -232,14 +232,26 @@ def check_writable(path: Any, *, what: str = "output") -> None:
     # anything else (a file where a folder should be, ...) is for the writer to report
 
 
+def _about(exc: OSError, path: Path) -> bool:
+    """Whether ``exc`` concerns ``path``'s folder (or names no file): a refused input file is
+    not the output folder's fault."""
+    name = exc.filename
+    if not isinstance(name, (str, bytes, os.PathLike)):
+        return True
+    try:
+        return Path(os.fsdecode(name)).resolve().is_relative_to(path.parent.resolve())
+    except (OSError, ValueError):
+        return True
+
+
 def _raise_typed(exc: BaseException, path: Path, *, what: str = "file") -> None:
     """Turn a full disk or an unwritable folder behind ``exc`` into its typed error."""
     if not isinstance(exc, Exception) or isinstance(exc, DiskFullError | OutputNotWritableError):
         return
     if is_disk_full(exc):
         raise disk_full_error(path, exc) from exc
-    denied = next((e for e in _chain(exc)
-                   if isinstance(e, OSError) and e.errno in _NOT_WRITABLE), None)
+    denied = next((e for e in _chain(exc) if isinstance(e, OSError)
+                   and e.errno in _NOT_WRITABLE and _about(e, path)), None)
     folder = _existing_folder(path.parent)
     io_error = any(isinstance(e, OSError) or any(t in str(e).lower() for t in _DENIED_TEXT)
                    for e in _chain(exc))

@@ -31,7 +31,8 @@ from odc.loader import RioDriver, RioReader
 
 # odc-stac's STAC metadata parser is not exported; pinned in pyproject (odc-stac 0.5.3).
 from odc.stac._mdtools import StacAuxReader, StacMDParser
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from lames_cube.bands import BAND_BY_NAME, SATURATED_DN, WORLD_BANDS, canonical_band
 from lames_cube.errors import (
@@ -313,24 +314,32 @@ def _solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
 
 
 class _OffsetParser(StacMDParser):
-    """odc-stac metadata parser that hands each reflectance asset its item's DN offset."""
+    """odc-stac metadata parser that hands each asset ``(DN offset, item id, asset key)``: the
+    offset to remove (0 for categorical bands), and the names to report a failed read with."""
 
     def driver_data(self, md: Any, band_key: Any) -> Any:
         name = band_key[0]
         band = BAND_BY_NAME.get(name)
-        if band is None or band.categorical:
-            return super().driver_data(md, band_key)
-        return int(md.properties.get("lames:dn_offset", 0) or 0)
+        offset = 0
+        if band is not None and not band.categorical:
+            offset = int(md.properties.get("lames:dn_offset", 0) or 0)
+        return offset, str(md.id), str(name)
 
 
 #: What :func:`build_cube` does with an asset that cannot be read.
 ON_ERROR = ("raise", "nodata")
-# Errors no retry can mend: the server refused, the file is missing or is no raster.
-_PERMANENT = re.compile(
-    r"HTTP response code: (40[0-7]|409|41\d)|not recognized as being in a supported file format|"
-    r"not a TIFF|No such file|does not exist", re.IGNORECASE)
+# Network answers no retry can mend: the server refused or has no such file. (A remote file
+# that "is not recognized as a supported format" may only have had its header read fail, so
+# it is retried; local files never are.)
+_PERMANENT = re.compile(r"HTTP response code:? (40[0-7]|409|41\d)", re.IGNORECASE)
 _REMOTE = re.compile(r"^(/vsicurl/|/vsis3/|/vsigs/|/vsiaz/|https?://|s3://|gs://|az://)",
                      re.IGNORECASE)
+# GDAL's network file systems, none of them cached during a re-read (the option is a
+# colon-separated list of prefixes, thread-local while set)
+_NON_CACHED = "/vsicurl/:/vsis3/:/vsigs/:/vsiaz/"
+#: Errors of a read that ``on_error="nodata"`` may turn into nodata (anything else is a bug
+#: and raises).
+_READ_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError, OSError)
 
 
 class _QuietFailures(logging.Filter):
@@ -344,13 +353,25 @@ class _QuietFailures(logging.Filter):
 logging.getLogger("odc.loader._rio").addFilter(_QuietFailures())
 
 
+def _chain(exc: BaseException) -> str:
+    """The messages of an error and of its causes (GDAL's HTTP code is often in a cause)."""
+    seen, parts = set(), []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return " | ".join(parts)
+
+
 def _transient(uri: str, exc: BaseException) -> bool:
-    """A failed read worth retrying: a network asset and not a refusal or a broken file."""
-    return bool(_REMOTE.match(uri)) and not _PERMANENT.search(str(exc))
+    """A failed read worth retrying: a network asset, and not a refusal (4xx but 408/429)."""
+    return (bool(_REMOTE.match(uri)) and isinstance(exc, _READ_ERRORS)
+            and not _PERMANENT.search(_chain(exc)))
 
 
-def _vsi(uri: str) -> str:
-    return uri if uri.startswith("/vsi") else f"/vsicurl/{uri}"
+def _public(uri: str) -> str:
+    """The href without its query (signatures such as SAS tokens stay out of messages)."""
+    return uri.split("?", 1)[0] + ("?…" if "?" in uri else "")
 
 
 class _HarmonisingReader(RioReader):
@@ -368,7 +389,8 @@ class _HarmonisingReader(RioReader):
 
     def read(self, cfg, dst_geobox, *, dst=None, selection=None):
         driver, uri = self._driver, self._src.uri
-        item, asset = driver.sources.get(uri, ("?", str(self._src.band)))
+        data = self._src.driver_data
+        offset, item, asset = data if isinstance(data, tuple) else (0, "?", str(self._src.band))
         env: dict[str, str] = {}
 
         def attempt():
@@ -379,28 +401,31 @@ class _HarmonisingReader(RioReader):
                                                             selection=selection)
 
         def uncached(_retry: int) -> None:
-            env["CPL_VSIL_CURL_NON_CACHED"] = _vsi(uri)
+            env["CPL_VSIL_CURL_NON_CACHED"] = _NON_CACHED
 
         try:
             roi, pix = retry_call(attempt, policy=driver.policy,
                                   transient=lambda e: _transient(uri, e),
                                   what=f"reading asset {asset!r} of item {item!r}",
                                   kind="read", before_retry=uncached)
-        except Exception as exc:
+        except _READ_ERRORS as exc:
             if driver.on_error == "raise":
+                refused = _PERMANENT.search(_chain(exc))
+                fix = ("the server refused it: re-sign the item (sign=) or check your access"
+                       if refused and refused[1] in ("401", "403") else
+                       "check that the file exists and is a readable GeoTIFF (for a network "
+                       "asset: the URL, its signature and your network; retries are set by "
+                       "retry=RetryPolicy(...))")
                 raise AssetReadError(
-                    f"Could not read asset {asset!r} of item {item!r} ({uri}): "
-                    f"{type(exc).__name__}: {str(exc)[:300]}. Check that the file exists and "
-                    "is a readable GeoTIFF (for a network asset: the URL, its signature and "
-                    "your network; retries are set by retry=RetryPolicy(...)). To carry on "
+                    f"Could not read asset {asset!r} of item {item!r} ({_public(uri)}): "
+                    f"{type(exc).__name__}: {_chain(exc)[:300]}. Fix: {fix}. To carry on "
                     "with nodata where such assets are, build the cube with "
                     "on_error='nodata' and read what was skipped with read_skipped()."
                 ) from exc
             driver.skip(item, asset, uri, exc)
             empty = dst[0:0, 0:0] if dst is not None else np.zeros((0, 0), dtype=cfg.dtype)
             return np.s_[0:0, 0:0], empty
-        offset = self._src.driver_data
-        if isinstance(offset, int) and offset and pix.size:
+        if offset and pix.size:
             pix[...] = harmonise_values(pix, offset)
         return roi, pix
 
@@ -417,20 +442,19 @@ class HarmonisingDriver(RioDriver):
     on_error
         ``"raise"``: an asset that stays unreadable raises :class:`AssetReadError`;
         ``"nodata"``: it reads as nodata and is appended to ``skipped``.
-    sources
-        Asset href → (item id, asset key), to name what failed.
     skipped
         The skip log (JSON lines), for ``on_error="nodata"``.
+    run
+        Marks this cube's records in the skip log (several cubes may share one log).
     """
 
     def __init__(self, policy: RetryPolicy | None = None, on_error: str = "raise",
-                 sources: Mapping[str, tuple[str, str]] | None = None,
-                 skipped: str | None = None) -> None:
+                 skipped: str | None = None, run: str = "") -> None:
         super().__init__(md_parser=_OffsetParser(_STAC_CFG), aux_reader=StacAuxReader())
         self.policy = check_policy(policy)
         self.on_error = on_error
-        self.sources = dict(sources or {})
         self.skipped = skipped
+        self.run = run
 
     def capture_env(self) -> dict[str, Any]:
         """The caller's GDAL settings over our retry settings (the caller's win), or our
@@ -439,25 +463,37 @@ class HarmonisingDriver(RioDriver):
 
         env = super().capture_env()
         if env == GDAL_CLOUD_DEFAULTS:  # nothing configured: odc's defaults (10 retries ...)
-            return {**env, **gdal_retry_env(self.policy)}
-        return {**gdal_retry_env(self.policy), **env}
+            env = {**env, **gdal_retry_env(self.policy)}
+        else:
+            env = {**gdal_retry_env(self.policy), **env}
+        # odc names its tasks from the items, the grid and this env, not from the driver: this
+        # key keeps the tasks of cubes read otherwise (on_error, skip log) apart
+        env["LAMES_READER"] = f"{self.on_error}|{self.skipped}|{self.run}"
+        return env
 
     def open(self, src, ctx) -> _HarmonisingReader:
         return _HarmonisingReader(src, ctx, self)
 
     def skip(self, item: str, asset: str, uri: str, exc: BaseException) -> None:
         """Record an asset read as nodata (a JSON line in the skip log, and a warning)."""
-        record = {"item": item, "asset": asset, "href": uri,
-                  "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+        record = {"run": self.run, "item": item, "asset": asset, "href": _public(uri),
+                  "error": f"{type(exc).__name__}: {_chain(exc)[:500]}",
                   "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         _log.warning("asset %r of item %r read as nodata: %s", asset, item, record["error"])
         if self.skipped:
             line = (json.dumps(record) + "\n").encode()
-            fd = os.open(self.skipped, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                os.write(fd, line)  # one write of one line: whole lines, even from processes
-            finally:
-                os.close(fd)
+                fd = os.open(self.skipped, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    os.write(fd, line)  # one write of one line: whole lines, even from processes
+                finally:
+                    os.close(fd)
+            except OSError as log_exc:
+                raise AssetReadError(
+                    f"Asset {asset!r} of item {item!r} could not be read, and the skip log "
+                    f"{self.skipped!r} could not record it ({log_exc}). Fix: pass "
+                    "skipped= a writable file on a disk every Dask worker shares."
+                ) from exc
 
 
 def read_skipped(source: xr.DataArray | str | os.PathLike) -> list[dict]:
@@ -471,20 +507,29 @@ def read_skipped(source: xr.DataArray | str | os.PathLike) -> list[dict]:
     Returns
     -------
     list of dict
-        One record per failed read (a read is one asset over one chunk): ``item``,
-        ``asset``, ``href``, ``error``, ``time``. Empty when nothing was skipped (or nothing
-        has been computed yet: the log fills as the cube is read).
+        One record per failed read (a read is one asset over one chunk; computing the cube
+        again reads, and records, again): ``run``, ``item``, ``asset``, ``href`` (without its
+        query), ``error``, ``time``. Given the cube, only its own records. Empty when nothing
+        was skipped (or nothing has been computed yet: the log fills as the cube is read).
+        The log is a local file: on a cluster of several machines, give ``skipped=`` a path
+        that every worker shares.
     """
-    path = source.attrs.get("skipped_log") if isinstance(source, xr.DataArray) else source
-    if not path:
-        raise InvalidQueryError(
-            "This cube keeps no skip log: it was built with on_error='raise' (failed reads "
-            "raise AssetReadError). Build it with on_error='nodata' to read through them."
-        )
+    run = None
+    if isinstance(source, xr.DataArray):
+        path, run = source.attrs.get("skipped_log"), source.attrs.get("skipped_run")
+        if not path:
+            raise InvalidQueryError(
+                "This cube has no 'skipped_log' attribute: it was built with on_error='raise' "
+                "(failed reads raise AssetReadError), or an operation dropped its attrs. Pass "
+                "the log's path (build_cube's skipped=), or build with on_error='nodata'."
+            )
+    else:
+        path = source
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if run is None or r.get("run") == run]
 
 
 def _sign_items(items: list[pystac.Item], sign: Callable | str | None) -> list[pystac.Item]:
@@ -524,12 +569,6 @@ def _sign_items(items: list[pystac.Item], sign: Callable | str | None) -> list[p
 
 def _stack_bands(*blocks: np.ndarray) -> np.ndarray:
     return np.stack(blocks, axis=1)
-
-
-def _sources(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """Asset href → (item id, asset key), to name an asset that cannot be read."""
-    return {item.assets[b].href: (item.id, b) for item in items for b in bands
-            if b in item.assets}
 
 
 def _load_odc(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
@@ -676,7 +715,8 @@ def build_cube(
     UnknownBandError, InvalidGridError, EmptyCubeError, MixedCollectionsError, InvalidQueryError
         (an unknown ``engine`` or ``on_error``), RetryPolicyError
     AssetReadError
-        Later, when the cube is computed: an asset that stays unreadable (``on_error="raise"``).
+        Later, when the cube is computed: an asset that stays unreadable (``on_error="raise"``;
+        with ``engine="stackstac"`` stackstac's own error instead).
 
     Examples
     --------
@@ -723,7 +763,8 @@ def build_cube(
     if on_error == "nodata":
         log_path = str(Path(skipped) if skipped is not None else
                        Path(tempfile.gettempdir()) / f"lames_cube-skipped-{uuid.uuid4().hex}.jsonl")
-    driver = HarmonisingDriver(policy, on_error, _sources(items, names), log_path)
+    run = uuid.uuid4().hex[:12]
+    driver = HarmonisingDriver(policy, on_error, log_path, run)
     load = _load_odc if engine == "odc" else _load_stackstac
     stacked = load(items, names, gbox, size, resampling, driver)
     days = sorted({solar_day(i) for i in items})
@@ -754,6 +795,7 @@ def build_cube(
                      "engine": engine, "harmonised": "baseline offset removed per item"}
     if log_path is not None:
         stacked.attrs["skipped_log"] = log_path
+        stacked.attrs["skipped_run"] = run
     stacked.name = "reflectance"
     from odc.geo.xr import assign_crs
 

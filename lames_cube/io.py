@@ -1161,8 +1161,11 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     prep = _prepare(cube, chunks, patch_size)
     template = _template(prep)
     t = _time_range(prep)
-    if mode == "resume" and path.is_dir() and _killed_before_begin(path):
-        remove_tree(path)  # killed before the job was recorded: then a plain write
+    if mode == "resume" and path.is_dir() and not _is_empty_dir(path) \
+            and _killed_before_begin(path):
+        # killed before the job was recorded: drop the ledger's folder (only it: the store's
+        # folder may be the user's, with its own permissions), then a plain write
+        remove_tree(path / LEDGER_NAME.split("/")[0])
     if mode == "resume" and path.exists() and not _is_empty_dir(path):
         ledger = _Ledger(path)
         if not ledger.exists():

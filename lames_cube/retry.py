@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -57,7 +58,9 @@ class RetryPolicy:
     Parameters
     ----------
     attempts
-        Tries in all, the first included (1 = no retry).
+        Tries in all, the first included (1 = no retry). A raster read has two layers: GDAL
+        tries each HTTP request this often, and the reader re-reads what GDAL gave up on this
+        often, so a dead server costs up to ``attempts**2`` requests per read.
     backoff_s
         Wait before the first retry; doubled for each further retry.
     max_backoff_s
@@ -66,8 +69,9 @@ class RetryPolicy:
         Each wait is multiplied by a random factor in ``[1 - jitter, 1 + jitter]``, so that
         many workers do not retry in step.
     timeout_s
-        Seconds one request may take to connect or to send its next bytes (a stalled server
-        counts as a failure, and is retried).
+        Seconds a raster request may take to connect, or go without receiving a byte (a
+        stalled server counts as a failure, and is retried). ``search`` has its own
+        ``timeout``.
     """
 
     attempts: int = 5
@@ -83,8 +87,9 @@ class RetryPolicy:
             problems.append(f"attempts={self.attempts!r} must be an integer >= 1")
         for name in ("backoff_s", "max_backoff_s", "timeout_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                problems.append(f"{name}={value!r} must be a number >= 0")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value < math.inf:
+                problems.append(f"{name}={value!r} must be a finite number >= 0")
         if not isinstance(self.timeout_s, bool) and isinstance(self.timeout_s, (int, float)) \
                 and self.timeout_s == 0:
             problems.append("timeout_s=0 would fail every request; give seconds > 0")
@@ -197,8 +202,10 @@ def gdal_retry_env(policy: RetryPolicy) -> dict[str, Any]:
     """GDAL configuration making ``/vsicurl/`` retry failed HTTP requests under ``policy``.
 
     GDAL retries 429 and 5xx answers and broken connections itself, doubling
-    ``GDAL_HTTP_RETRY_DELAY`` with jitter at each retry; a stalled request ends after
-    ``GDAL_HTTP_TIMEOUT`` and is retried too.
+    ``GDAL_HTTP_RETRY_DELAY`` with jitter at each retry. A request that receives nothing for
+    ``timeout_s`` is dropped (``GDAL_HTTP_LOW_SPEED_TIME``); GDAL does not retry that, the
+    reader of :func:`lames_cube.cube.build_cube` does. No total time limit: a slow but
+    flowing download of a large range is never cut.
 
     >>> gdal_retry_env(RetryPolicy(attempts=3, backoff_s=0.25, timeout_s=10))["GDAL_HTTP_MAX_RETRY"]
     2
@@ -208,7 +215,6 @@ def gdal_retry_env(policy: RetryPolicy) -> dict[str, Any]:
         "GDAL_HTTP_MAX_RETRY": policy.attempts - 1,
         "GDAL_HTTP_RETRY_DELAY": policy.backoff_s,
         "GDAL_HTTP_CONNECTTIMEOUT": timeout,
-        # a request that has not finished by then is dropped and retried (GDAL does not retry
-        # the GDAL_HTTP_LOW_SPEED_* aborts)
-        "GDAL_HTTP_TIMEOUT": timeout,
+        "GDAL_HTTP_LOW_SPEED_TIME": timeout,
+        "GDAL_HTTP_LOW_SPEED_LIMIT": 1,
     }

@@ -333,7 +333,11 @@ def _transient_api_error(exc: BaseException) -> bool:
     if status is not None:
         return status in _TRANSIENT_STATUS
     cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, (requests.exceptions.RequestException, OSError))
+    permanent = (requests.exceptions.SSLError, requests.exceptions.InvalidURL,
+                 requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+                 requests.exceptions.TooManyRedirects)
+    return (isinstance(cause, (requests.exceptions.RequestException, OSError))
+            and not isinstance(cause, permanent))
 
 
 def _stac_io(timeout: float, policy):
@@ -368,7 +372,6 @@ def _stac_io(timeout: float, policy):
 
 
 def _search_api(url: str, query: dict, timeout: float, policy) -> list[dict]:
-    import requests
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
@@ -376,12 +379,6 @@ def _search_api(url: str, query: dict, timeout: float, policy) -> list[dict]:
         client = Client.open(url, stac_io=_stac_io(timeout, policy), timeout=timeout)
         search = client.search(**{k: v for k, v in query.items() if v is not None})
         return [item.to_dict(transform_hrefs=False) for item in search.items()]
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise CatalogUnreachableError(
-            f"The STAC API at {url!r} does not answer ({type(exc).__name__}). Check the URL and "
-            "your network; offline, search a local index instead (a world directory or "
-            ".parquet file)."
-        ) from exc
     except APIError as exc:
         if _transient_api_error(exc):
             raise CatalogUnreachableError(
@@ -390,6 +387,13 @@ def _search_api(url: str, query: dict, timeout: float, policy) -> list[dict]:
                 f"{str(exc)[:200]}. Check the URL and your network, or try harder with "
                 "retry=RetryPolicy(attempts=..., backoff_s=...); offline, search a local index "
                 "instead (a world directory or .parquet file)."
+            ) from exc
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):  # requests' errors are OSErrors: SSL, bad URL, ...
+            raise CatalogUnreachableError(
+                f"The STAC API at {url!r} does not answer: {type(cause).__name__}: "
+                f"{str(cause)[:200]}. Check the URL (scheme, host) and its certificate; "
+                "retrying would not help."
             ) from exc
         raise CatalogUnreachableError(
             f"The STAC API at {url!r} refused the search: {str(exc)[:300]}. Check the "

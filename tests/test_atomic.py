@@ -301,3 +301,21 @@ def test_a_writer_refused_by_its_folder_gets_the_typed_error(tmp_path):
                        r"folder .* is not writable"), atomic_path(tmp_path / "table.csv") as tmp:
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
     assert _entries(tmp_path) == []
+
+
+def test_a_refused_input_is_not_blamed_on_the_output_folder(tmp_path):
+    """A permission error about another file (an input) passes unchanged: the output folder
+    is writable, and saying otherwise would send the user to the wrong fix."""
+    import errno
+
+    from lames_cube._atomic import atomic_path
+    from lames_cube.errors import OutputNotWritableError
+
+    out = tmp_path / "out" / "result.txt"
+    out.parent.mkdir()
+    elsewhere = tmp_path / "inputs" / "scene.tif"
+    with pytest.raises(PermissionError, match=r"scene\.tif") as info, atomic_path(out):
+        raise PermissionError(errno.EACCES, "Permission denied", str(elsewhere))
+    assert not isinstance(info.value, OutputNotWritableError)
+    with pytest.raises(OutputNotWritableError, match=r"is not writable"), atomic_path(out):
+        raise PermissionError(errno.EACCES, "Permission denied", str(out.parent / "x.tmp"))

@@ -139,6 +139,43 @@ def test_cube_reads_through_every_kind_of_failure(world, clean):
         np.testing.assert_array_equal(got.values, ref.values, err_msg=kind)
 
 
+def test_failures_gdal_gives_up_on_are_read_again(world, clean):
+    """Three failures in a row outlast GDAL's own tries (attempts=2): the reader reads again,
+    without GDAL's cache, and gets the same pixels."""
+    ref_items, _ = clean
+    one = [ref_items[0].clone()]
+    before = retry_counts()["read"]
+    with FaultyServer(world, only=(0, 1, 2), kinds=("500",)) as server:
+        items = _items_through(server, one, world)
+        got = build_cube(items, bands=["B04"], chunks=256,
+                         retry=RetryPolicy(attempts=2, backoff_s=0.01)).compute()
+        faults = sum(server.faults.values())
+    assert faults == 3 and retry_counts()["read"] - before >= 1
+    expected = build_cube(one, bands=["B04"], chunks=256).compute()
+    np.testing.assert_array_equal(got.values, expected.values)
+
+
+def test_which_read_errors_are_retried():
+    """Over the network only refusals (4xx but 408/429, also found in a cause) are final: a
+    file "not recognized" may only have had its header read fail. Local files never retry."""
+    import rasterio.errors
+
+    from lames_cube.cube import _transient
+
+    url, local = "https://example.test/a/B04.tif?sig=x", "/data/B04.tif"
+    header = rasterio.errors.RasterioIOError(
+        "'/vsicurl/https://example.test/a/B04.tif' not recognized as being in a supported file "
+        "format.")
+    assert _transient(url, header) and not _transient(local, header)
+    assert _transient(url, rasterio.errors.RasterioIOError("HTTP response code: 503"))
+    assert _transient(url, rasterio.errors.RasterioIOError("HTTP response code: 429"))
+    refused = rasterio.errors.RasterioIOError("Read failed")
+    refused.__cause__ = rasterio.errors.RasterioIOError("HTTP response code: 403")
+    assert not _transient(url, refused)
+    assert not _transient(url, rasterio.errors.RasterioIOError("HTTP response code: 404"))
+    assert not _transient(url, MemoryError("a bug, not the network"))
+
+
 def test_a_broken_asset_names_its_item_and_asset(world, clean, tmp_path):
     """A COG that is not a COG (a corrupt file): no retry mends it; the error names it."""
     ref_items, _ = clean

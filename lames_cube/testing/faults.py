@@ -110,6 +110,9 @@ class FaultyServer:
         Bounds: beyond them the server answers 503 only, or stops.
     upstream
         A STAC API to forward ``/api/…`` to (loopback only).
+    only
+        Fail exactly these request numbers (0 is the first request) instead of a seeded
+        ``fail`` fraction; the kind is still drawn from ``seed``.
 
     Attributes
     ----------
@@ -122,7 +125,8 @@ class FaultyServer:
     def __init__(self, root: str | os.PathLike, *, fail: float = 0.0,
                  kinds: Sequence[str] = FAULTS, seed: int = 0, stall_s: float = 3.0,
                  retry_after: float = 0, max_requests: int = 100_000,
-                 max_seconds: float = 900.0, upstream: str | None = None) -> None:
+                 max_seconds: float = 900.0, upstream: str | None = None,
+                 only: Sequence[int] | None = None) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FaultyServerError(f"root {str(root)!r} is not a folder; serve a world's "
@@ -140,6 +144,7 @@ class FaultyServer:
             raise FaultyServerError(f"upstream={upstream!r} is not a loopback URL; forward "
                                     "only to a local STAC API (StacApiServer(...).url).")
         self.upstream = upstream.rstrip("/") if upstream else None
+        self.only = frozenset(int(n) for n in only) if only is not None else None
         self.requests = 0
         self.faults: Counter = Counter()
         self._lock = threading.Lock()
@@ -218,7 +223,9 @@ class FaultyServer:
             if n >= self.max_requests:
                 self.faults["limit"] += 1
                 return n, "limit"
-            if self.fail and _draw(self.seed, n) < self.fail:
+            chosen = (n in self.only if self.only is not None
+                      else self.fail and _draw(self.seed, n) < self.fail)
+            if chosen:
                 kind = self.kinds[int(_draw(self.seed + 1, n) * len(self.kinds))]
                 self.faults[kind] += 1
                 return n, kind
@@ -328,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
         except urllib.error.HTTPError as exc:
             status, data = exc.code, exc.read()
             content_type = exc.headers.get("Content-Type", "application/json")
+        except OSError as exc:  # the upstream itself failed: say so (502), not a silent drop
+            status, data, content_type = 502, f"upstream: {exc}\n".encode(), "text/plain"
         data = (data.replace(owner.upstream.encode(), f"{owner.origin}{_API}".encode())
                 .replace(ASSET_ORIGIN.encode(), owner.origin.encode()))
         self._send(status, content_type, data, {}, fault)
