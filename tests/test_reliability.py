@@ -127,6 +127,7 @@ def test_429_waits_as_long_as_the_server_asks(api, world, caplog):
     assert waits and min(waits) >= 0.3 - 1e-9, waits
 
 
+@pytest.mark.slow  # 22 s; the 20 % test above mixes every kind in the default run
 def test_cube_reads_through_every_kind_of_failure(world, clean):
     """Without the API: each kind alone, 25 % of the reads fail; the pixels never change."""
     ref_items, ref = clean
