@@ -32,7 +32,7 @@ from odc.loader import RioDriver, RioReader
 # odc-stac's STAC metadata parser is not exported; pinned in pyproject (odc-stac 0.5.3).
 from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio._err import CPLE_BaseError
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 
 from lames_cube.bands import BAND_BY_NAME, SATURATED_DN, WORLD_BANDS, canonical_band
 from lames_cube.errors import (
@@ -314,8 +314,13 @@ def _solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
 
 
 class _OffsetParser(StacMDParser):
-    """odc-stac metadata parser that hands each asset ``(DN offset, item id, asset key)``: the
-    offset to remove (0 for categorical bands), and the names to report a failed read with."""
+    """odc-stac metadata parser that hands each asset ``(DN offset, item id, asset key, tag)``:
+    the offset to remove (0 for categorical bands), the names to report a failed read with,
+    and ``tag``. odc names its tasks from the sources (this included), the grid and the GDAL
+    settings, not from the driver: a cube read with ``on_error="nodata"`` tags its sources
+    with its run, so that no other cube's tasks stand in for its own."""
+
+    tag = ""
 
     def driver_data(self, md: Any, band_key: Any) -> Any:
         name = band_key[0]
@@ -323,7 +328,7 @@ class _OffsetParser(StacMDParser):
         offset = 0
         if band is not None and not band.categorical:
             offset = int(md.properties.get("lames:dn_offset", 0) or 0)
-        return offset, str(md.id), str(name)
+        return offset, str(md.id), str(name), self.tag
 
 
 #: What :func:`build_cube` does with an asset that cannot be read.
@@ -390,15 +395,22 @@ class _HarmonisingReader(RioReader):
     def read(self, cfg, dst_geobox, *, dst=None, selection=None):
         driver, uri = self._driver, self._src.uri
         data = self._src.driver_data
-        offset, item, asset = data if isinstance(data, tuple) else (0, "?", str(self._src.band))
+        offset, item, asset = data[:3] if isinstance(data, tuple) else (0, "?", str(self._src.band))
         env: dict[str, str] = {}
 
         def attempt():
             import rasterio
 
-            with rasterio.Env(**env):
-                return super(_HarmonisingReader, self).read(cfg, dst_geobox, dst=dst,
-                                                            selection=selection)
+            try:
+                with rasterio.Env(**env):
+                    return super(_HarmonisingReader, self).read(cfg, dst_geobox, dst=dst,
+                                                                selection=selection)
+            except AssertionError as exc:
+                # odc-geo asserts that the opened file has a CRS: a header that came cut short
+                # over the network is opened by GDAL without one (seen with truncated bodies)
+                raise RasterioIOError(
+                    f"{uri}: the file opened without a CRS or grid (a header read cut short?)"
+                ) from exc
 
         def uncached(_retry: int) -> None:
             env["CPL_VSIL_CURL_NON_CACHED"] = _NON_CACHED
@@ -455,6 +467,8 @@ class HarmonisingDriver(RioDriver):
         self.on_error = on_error
         self.skipped = skipped
         self.run = run
+        if on_error != "raise":
+            self._md_parser.tag = f"{on_error}:{run}"
 
     def capture_env(self) -> dict[str, Any]:
         """The caller's GDAL settings over our retry settings (the caller's win), or our
@@ -466,9 +480,6 @@ class HarmonisingDriver(RioDriver):
             env = {**env, **gdal_retry_env(self.policy)}
         else:
             env = {**gdal_retry_env(self.policy), **env}
-        # odc names its tasks from the items, the grid and this env, not from the driver: this
-        # key keeps the tasks of cubes read otherwise (on_error, skip log) apart
-        env["LAMES_READER"] = f"{self.on_error}|{self.skipped}|{self.run}"
         return env
 
     def open(self, src, ctx) -> _HarmonisingReader:
