@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from odc.geo.geobox import GeoBox
-from odc.geo.xr import xr_coords
 
 from lames_cube.cluster import SchedulerUnreachableError, dask_scheduler
 from lames_cube.ml import inference
@@ -39,6 +37,7 @@ from lames_cube.prediction import (
     open_prediction,
     write_prediction,
 )
+from lames_cube.testing.crash import demo_image
 from lames_cube.testing.ml_sets import BANDS, pointwise_checkpoint, random_checkpoint
 from lames_cube.testing.schedulers import CountingScheduler
 
@@ -46,17 +45,8 @@ MEAN, STD = 1000.0, 500.0
 
 
 def make_cube(height=384, width=448, bands=BANDS, seed=0, crs="EPSG:32719"):
-    gbox = GeoBox.from_bbox((300000, 7000000, 300000 + 10 * width, 7000000 + 10 * height), crs,
-                            resolution=10)
-    rng = np.random.default_rng(seed)
-    # smooth structure plus noise, so that a model with context sees real spatial variation
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = 1000 + 600 * np.sin(yy / 17.0) * np.cos(xx / 23.0)
-    data = np.stack([base * (1 + 0.1 * k) + rng.normal(0, 150, (height, width))
-                     for k in range(len(bands))])
-    data = np.clip(data, 1, 10000).astype(np.uint16)
-    return xr.DataArray(data, dims=("band", "y", "x"),
-                        coords={"band": list(bands), **xr_coords(gbox)}, attrs={"nodata": 0})
+    """Smooth structure plus noise, so that a model with context sees real spatial variation."""
+    return demo_image(height=height, width=width, bands=bands, seed=seed, crs=crs)
 
 
 @pytest.fixture(scope="module")

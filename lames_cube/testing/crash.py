@@ -113,7 +113,7 @@ def demo_cube(*, nt: int = 2, ny: int = 256, nx: int = 384, chunk: int = 64, see
 
 
 def demo_image(*, height: int = 384, width: int = 512, seed: int = 0,
-               bands: Sequence[str] | None = None) -> Any:
+               bands: Sequence[str] | None = None, crs: str = "EPSG:32719") -> Any:
     """A smooth-plus-noise uint16 image ``(band, y, x)`` (in memory) for inference tests."""
     import xarray as xr
     from odc.geo.geobox import GeoBox
@@ -122,7 +122,7 @@ def demo_image(*, height: int = 384, width: int = 512, seed: int = 0,
     from lames_cube.testing.ml_sets import BANDS
 
     bands = list(bands or BANDS)
-    gbox = GeoBox.from_bbox((X0, Y0, X0 + RES * width, Y0 + RES * height), "EPSG:32719",
+    gbox = GeoBox.from_bbox((X0, Y0, X0 + RES * width, Y0 + RES * height), crs,
                             resolution=RES)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
