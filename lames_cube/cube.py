@@ -374,9 +374,13 @@ def _transient(uri: str, exc: BaseException) -> bool:
             and not _PERMANENT.search(_chain(exc)))
 
 
-def _public(uri: str) -> str:
-    """The href without its query (signatures such as SAS tokens stay out of messages)."""
-    return uri.split("?", 1)[0] + ("?…" if "?" in uri else "")
+_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
+def _public(text: str) -> str:
+    """``text`` with the query of every URL in it cut (signatures such as SAS tokens stay out
+    of messages and logs)."""
+    return _QUERY.sub(r"\1?…", text)
 
 
 class _HarmonisingReader(RioReader):
@@ -409,7 +413,8 @@ class _HarmonisingReader(RioReader):
                 # odc-geo asserts that the opened file has a CRS: a header that came cut short
                 # over the network is opened by GDAL without one (seen with truncated bodies)
                 raise RasterioIOError(
-                    f"{uri}: the file opened without a CRS or grid (a header read cut short?)"
+                    f"{_public(uri)}: the file opened without a CRS or grid (a header read cut "
+                    "short?)"
                 ) from exc
 
         def uncached(_retry: int) -> None:
@@ -430,7 +435,7 @@ class _HarmonisingReader(RioReader):
                        "retry=RetryPolicy(...))")
                 raise AssetReadError(
                     f"Could not read asset {asset!r} of item {item!r} ({_public(uri)}): "
-                    f"{type(exc).__name__}: {_chain(exc)[:300]}. Fix: {fix}. To carry on "
+                    f"{type(exc).__name__}: {_public(_chain(exc))[:300]}. Fix: {fix}. To carry on "
                     "with nodata where such assets are, build the cube with "
                     "on_error='nodata' and read what was skipped with read_skipped()."
                 ) from exc
@@ -488,7 +493,7 @@ class HarmonisingDriver(RioDriver):
     def skip(self, item: str, asset: str, uri: str, exc: BaseException) -> None:
         """Record an asset read as nodata (a JSON line in the skip log, and a warning)."""
         record = {"run": self.run, "item": item, "asset": asset, "href": _public(uri),
-                  "error": f"{type(exc).__name__}: {_chain(exc)[:500]}",
+                  "error": f"{type(exc).__name__}: {_public(_chain(exc))[:500]}",
                   "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         _log.warning("asset %r of item %r read as nodata: %s", asset, item, record["error"])
         if self.skipped:

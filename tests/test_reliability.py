@@ -230,3 +230,12 @@ def test_read_settings_are_checked():
     with pytest.raises(InvalidQueryError, match=r"on_error='nodata' needs engine='odc'"):
         build_cube([], on_error="nodata", engine="stackstac")
     assert ASSET_ORIGIN.endswith(".invalid")  # never a real host
+
+
+def test_signatures_stay_out_of_messages():
+    """A SAS token or any other query never reaches an error message or the skip log."""
+    from lames_cube.cube import _public
+
+    text = "HTTP 403 on https://acct.blob.core.windows.net/c/B04.tif?st=2021&sig=SECRET for x"
+    assert "SECRET" not in _public(text) and "B04.tif?…" in _public(text)
+    assert _public("/data/B04.tif") == "/data/B04.tif"
