@@ -36,6 +36,12 @@ def _raises(func: ast.FunctionDef) -> list[tuple[str, str]]:
 def test_the_table_has_at_least_30_kinds_each_a_real_test_asserting_its_message():
     rows = table_rows()
     assert len(rows) >= 30, f"only {len(rows)} rows parsed"
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Bad input: what is refused, and the test that shows it")[1]
+    lines = [line for line in section.split("\n## ")[0].splitlines() if line.startswith("| ")]
+    assert len(lines) - 1 == len(rows), (  # the header; the |---| rule does not start "| "
+        "rows the check cannot read: "
+        f"{[line for line in lines[1:] if not ROW.match(line)][:3]}")
     trees: dict[str, ast.Module] = {}
     for row in rows:
         path, name = row["test"].split("::")
