@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lames_cube.errors import DiskFullError, OutputNotWritableError
+from lames_cube.errors import DiskFullError, OutputNotWritableError, exception_chain
 
 __all__ = [
     "atomic_directory",
@@ -62,19 +62,6 @@ _DENIED_TEXT = ("permission denied", "read-only file system")
 
 
 # --------------------------------------------------------------------------- typed disk errors
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the exceptions it was raised from or while handling (each once)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [e.__cause__, e.__context__]
-
-
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc`` (or an exception in its chain) is a full disk or an exceeded quota.
 
@@ -84,7 +71,7 @@ def is_disk_full(exc: BaseException) -> bool:
     (True, False)
     """
     return any((isinstance(e, OSError) and e.errno in _DISK_FULL)
-               or _NO_SPACE_TEXT in str(e).lower() for e in _chain(exc))
+               or _NO_SPACE_TEXT in str(e).lower() for e in exception_chain(exc))
 
 
 def _existing_folder(path: Path) -> Path:
@@ -134,7 +121,7 @@ def disk_full_error(path: Any, exc: BaseException, *, left: str = "",
                     "was before the write.")
     fix = fix or ("free space on that disk (delete old stores, runs or caches) or write to a "
                   "folder on another disk, then run again.")
-    cause = next((f"[Errno {e.errno}] {e.strerror or os.strerror(e.errno)}" for e in _chain(exc)
+    cause = next((f"[Errno {e.errno}] {e.strerror or os.strerror(e.errno)}" for e in exception_chain(exc)
                   if isinstance(e, OSError) and e.errno in _DISK_FULL), str(exc))
     error = DiskFullError(f"The disk is full: writing {path} failed ({cause}); {space}. {left} "
                           f"Fix: {fix}")
@@ -250,11 +237,11 @@ def _raise_typed(exc: BaseException, path: Path, *, what: str = "file") -> None:
         return
     if is_disk_full(exc):
         raise disk_full_error(path, exc) from exc
-    denied = next((e for e in _chain(exc) if isinstance(e, OSError)
+    denied = next((e for e in exception_chain(exc) if isinstance(e, OSError)
                    and e.errno in _NOT_WRITABLE and _about(e, path)), None)
     folder = _existing_folder(path.parent)
     io_error = any(isinstance(e, OSError) or any(t in str(e).lower() for t in _DENIED_TEXT)
-                   for e in _chain(exc))
+                   for e in exception_chain(exc))
     if denied is None and io_error and folder == path.parent:  # a library's wrapping: ask
         probe = _probe(folder)
         denied = probe if probe is not None and probe.errno in _NOT_WRITABLE else None

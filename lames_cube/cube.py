@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pystac
+import rasterio
 import shapely
 import shapely.geometry
 import xarray as xr
@@ -43,6 +44,7 @@ from lames_cube.errors import (
     InvalidQueryError,
     MixedCollectionsError,
     UnknownBandError,
+    exception_chain,
 )
 from lames_cube.retry import RetryPolicy, check_policy, gdal_retry_env, retry_call
 
@@ -360,12 +362,7 @@ logging.getLogger("odc.loader._rio").addFilter(_QuietFailures())
 
 def _chain(exc: BaseException) -> str:
     """The messages of an error and of its causes (GDAL's HTTP code is often in a cause)."""
-    seen, parts = set(), []
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return " | ".join(parts)
+    return " | ".join(str(e) for e in exception_chain(exc))
 
 
 def _transient(uri: str, exc: BaseException) -> bool:
@@ -403,8 +400,6 @@ class _HarmonisingReader(RioReader):
         env: dict[str, str] = {}
 
         def attempt():
-            import rasterio
-
             try:
                 with rasterio.Env(**env):
                     return super(_HarmonisingReader, self).read(cfg, dst_geobox, dst=dst,

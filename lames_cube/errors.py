@@ -8,6 +8,31 @@ the value given, what was expected and how to fix it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling, each once.
+
+    >>> try:
+    ...     try:
+    ...         raise OSError("inner")
+    ...     except OSError as e:
+    ...         raise ValueError("outer") from e
+    ... except ValueError as e:
+    ...     [str(x) for x in exception_chain(e)]
+    ['outer', 'inner']
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+
 
 class LamesCubeError(Exception):
     """Base class of every lames_cube error."""

@@ -985,13 +985,10 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
         raise StoreError(f"init_cube_store mode must be 'w-', 'w' or 'resume'; got {mode!r}.")
     path = _as_path(store)
     prep = _prepare(template, chunks, patch_size)
+    _restart_if_killed_before_begin(path, mode)
     if mode == "resume" and path.exists() and not _is_empty_dir(path):
         ledger = _Ledger(path)
         state = ledger.read()
-        if _killed_before_begin(path):
-            remove_tree(path)
-            _start_store(prep, path, "w-", op="init")
-            return _returned(path)
         _resume_job(prep, path, state, "the store {path} was laid out for another cube ({diff}). "
                     "Pass the same template, or mode='w' to replace the store.")
         return _returned(path)
@@ -999,11 +996,16 @@ def init_cube_store(template: xr.DataArray, store: str | os.PathLike[str], *,
     return _returned(path)
 
 
-def _killed_before_begin(path: StorePath) -> bool:
-    """A store whose creation was killed before its job was recorded: nothing but the ledger's
-    folder (empty, or with its ``zarr.json`` and an empty or torn ledger), safe to start anew."""
-    return ({c.name for c in path.iterdir()} <= {LEDGER_NAME.split("/")[0]}
-            and not _Ledger(path).records())
+def _restart_if_killed_before_begin(path: StorePath, mode: str) -> None:
+    """Before a resume: a store whose creation was killed before its job was recorded holds
+    nothing but the ledger's folder (empty, or with its ``zarr.json`` and an empty or torn
+    ledger). Drop that folder -- only it: the store's folder may be the user's, with its own
+    permissions -- so that the write starts anew."""
+    if mode != "resume" or not path.is_dir() or _is_empty_dir(path):
+        return
+    ledger_dir = LEDGER_NAME.split("/")[0]
+    if {c.name for c in path.iterdir()} <= {ledger_dir} and not _Ledger(path).records():
+        remove_tree(path / ledger_dir)
 
 
 def _resume_job(prep: _Prepared, path: StorePath, state: _LedgerState,
@@ -1161,11 +1163,7 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
     prep = _prepare(cube, chunks, patch_size)
     template = _template(prep)
     t = _time_range(prep)
-    if mode == "resume" and path.is_dir() and not _is_empty_dir(path) \
-            and _killed_before_begin(path):
-        # killed before the job was recorded: drop the ledger's folder (only it: the store's
-        # folder may be the user's, with its own permissions), then a plain write
-        remove_tree(path / LEDGER_NAME.split("/")[0])
+    _restart_if_killed_before_begin(path, mode)
     if mode == "resume" and path.exists() and not _is_empty_dir(path):
         ledger = _Ledger(path)
         if not ledger.exists():
