@@ -123,6 +123,36 @@ def open_before_resume(open_fn, store: Path, state: dict, reference: xr.Dataset 
     return "opened, identical"
 
 
+def kill_trial(command: list[str], store: Path, delay: float, open_fn,
+               reference: xr.Dataset | xr.DataArray):
+    """Start a writer, SIGKILL it ``delay`` s after it is ready, and inspect what it left:
+    ``(kill, ledger state, what opening it did, temporaries left)``."""
+    kill = crash.kill_after(command, delay)
+    state = crash.store_state(store)
+    if not kill.killed:  # it had finished: a complete store
+        assert kill.returncode == 0, kill.stderr[-2000:]
+        assert state["phase"] == "complete" and state["marked"], state
+    else:
+        assert kill.returncode == -signal.SIGKILL
+    opened = open_before_resume(open_fn, store, state, reference)
+    temps = crash.leftover_temporaries(store) if store.exists() else []
+    return kill, state, opened, temps
+
+
+def assert_resumed(store: Path, reference_files: dict, open_fn,
+                   reference: xr.Dataset | xr.DataArray) -> None:
+    """The resumed store is complete and the clean run's, file for file and value for value."""
+    after = crash.store_state(store)
+    assert after["phase"] == "complete" and after["marked"], after
+    assert_same_store(store, reference_files)
+    xr.testing.assert_identical(open_fn(store).compute(), reference)
+
+
+def assert_mid_write(rows: list[dict], n: int) -> None:
+    mid = sum(r["killed"] and r["phase"] in MID_WRITE for r in rows)
+    assert mid >= n // 2, f"only {mid} of {n} kills landed mid-write"
+
+
 def summary(kind: str, rows: list[dict], took: float, duration: float) -> str:
     killed = [r for r in rows if r["killed"]]
     mid = [r for r in killed if r["phase"] in MID_WRITE]
@@ -154,24 +184,14 @@ def test_kill_9_at_random_points_of_a_cube_write(tmp_path):
     rows = []
     for i, delay in enumerate(stratified_delays(rng, n, duration)):
         store = tmp_path / f"trial{i:02d}.zarr"
-        kill = crash.kill_after(crash.writer_command("cube", store, **CUBE), delay)
-        state = crash.store_state(store)
-        if not kill.killed:  # it had finished: a complete store
-            assert kill.returncode == 0, kill.stderr[-2000:]
-            assert state["phase"] == "complete" and state["marked"], state
-        else:
-            assert kill.returncode == -signal.SIGKILL
-        opened = open_before_resume(open_cube, store, state, reference_cube)
-        temps = crash.leftover_temporaries(store) if store.exists() else []
+        kill, state, opened, temps = kill_trial(crash.writer_command("cube", store, **CUBE),
+                                                store, delay, open_cube, reference_cube)
         on_disk = regions_on_disk(store)
         took, rewritten = crash.run_writer(
             crash.writer_command("cube", store, mode="resume", **CUBE), timeout=120)
         # The resume writes exactly the regions the ledger lacked (all of them without metadata).
         assert rewritten == CUBE_REGIONS - state["done"], (rewritten, state)
-        after = crash.store_state(store)
-        assert after["phase"] == "complete" and after["marked"], after
-        assert_same_store(store, reference)
-        xr.testing.assert_identical(open_cube(store).compute(), reference_cube)
+        assert_resumed(store, reference, open_cube, reference_cube)
         rows.append({"delay": delay, "killed": kill.killed, "phase": state["phase"],
                      "temps": len(temps)})
         print(f"cube trial {i:2d}: delay {delay:.3f} s ({delay / duration:4.0%} of a clean write), "
@@ -180,8 +200,7 @@ def test_kill_9_at_random_points_of_a_cube_write(tmp_path):
               f"resume wrote {rewritten} "
               f"regions in {took:.2f} s; {len(temps)} temporaries left {temps[:2]}")
     print(summary("cube", rows, time.perf_counter() - start, duration))
-    mid = sum(r["killed"] and r["phase"] in MID_WRITE for r in rows)
-    assert mid >= n // 2, f"only {mid} of {n} kills landed mid-write"
+    assert_mid_write(rows, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,15 +228,9 @@ def test_kill_9_at_random_points_of_a_prediction_write(tmp_path, checkpoint, mon
     rows = []
     for i, delay in enumerate(stratified_delays(rng, n, duration)):
         store = tmp_path / f"trial{i:02d}.zarr"
-        kill = crash.kill_after(crash.writer_command("prediction", store, **options), delay)
-        state = crash.store_state(store)
-        if not kill.killed:
-            assert kill.returncode == 0, kill.stderr[-2000:]
-            assert state["phase"] == "complete" and state["marked"], state
-        else:
-            assert kill.returncode == -signal.SIGKILL
-        opened = open_before_resume(open_prediction, store, state, reference_pred)
-        temps = crash.leftover_temporaries(store) if store.exists() else []
+        kill, state, opened, temps = kill_trial(
+            crash.writer_command("prediction", store, **options), store, delay, open_prediction,
+            reference_pred)
         # The rerun, in this process (the writer's own call; it saves torch's import, ~4 s a
         # trial), counting the tiles it computes.
         calls.clear()
@@ -227,10 +240,7 @@ def test_kill_9_at_random_points_of_a_prediction_write(tmp_path, checkpoint, mon
                          progress=False, on_tile=lambda region, s: resumed.append(region))
         took = time.perf_counter() - t0
         assert len(resumed) == len(calls) == PRED_TILES - state["done"], (len(calls), state)
-        after = crash.store_state(store)
-        assert after["phase"] == "complete" and after["marked"], after
-        assert_same_store(store, reference)
-        xr.testing.assert_identical(open_prediction(store).compute(), reference_pred)
+        assert_resumed(store, reference, open_prediction, reference_pred)
         rows.append({"delay": delay, "killed": kill.killed, "phase": state["phase"],
                      "temps": len(temps)})
         print(f"prediction trial {i:2d}: delay {delay:.3f} s ({delay / duration:4.0%} of a clean "
@@ -239,8 +249,7 @@ def test_kill_9_at_random_points_of_a_prediction_write(tmp_path, checkpoint, mon
               f"before resume: {opened}; the rerun computed {len(calls)} tiles in {took:.2f} s; "
               f"{len(temps)} temporaries left {temps[:2]}")
     print(summary("prediction", rows, time.perf_counter() - start, duration))
-    mid = sum(r["killed"] and r["phase"] in MID_WRITE for r in rows)
-    assert mid >= n // 2, f"only {mid} of {n} kills landed mid-write"
+    assert_mid_write(rows, n)
 
 
 # --------------------------------------------------------------------------------------------
