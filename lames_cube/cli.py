@@ -42,11 +42,18 @@ def _cmd_world_create(args: argparse.Namespace) -> None:
 
 
 def _cmd_world_check(args: argparse.Namespace) -> int:
-    from lames_cube.synthetic.realism import check_path, format_table
+    from lames_cube.synthetic.appearance import check_appearance, format_appearance
+    from lames_cube.synthetic.realism import check_world, format_table, open_world
 
-    table = check_path(args.path, args.sites, year=args.year, margin_m=args.margin_m)
+    world = open_world(args.path)
+    table = check_world(world, args.sites, year=args.year, margin_m=args.margin_m)
     print(format_table(table))
-    return 1 if args.strict and not table["passes"].all() else 0
+    looks = check_appearance(world, args.sites, year=args.year, png=args.png)
+    print()
+    print(format_appearance(looks))
+    for path in looks.get("png", []):
+        print(path)
+    return 1 if args.strict and not (table["passes"].all() and looks["passes"].all()) else 0
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
@@ -322,16 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_infer)
 
-    p = wsub.add_parser("check", help="measure how hard a world is, against real LAMES imagery",
+    p = wsub.add_parser("check", help="measure how hard a world is and how it looks, against "
+                        "real imagery",
                         description="Render each site of the world at PATH cloud-free and print "
                         "its realism measures (mine/ground contrast, background texture, "
-                        "random-forest F1 on RGB, on all bands and with context), beside real "
-                        "LAMES imagery and the thresholds of issue 7.")
+                        "random-forest F1 on RGB, on all bands and with context) beside real "
+                        "LAMES imagery and the thresholds of issue 7, then its look on the "
+                        "site's LAMES box (median chroma, red/blue and power-spectrum slope "
+                        "over 256-px windows, per-class means and standard deviations) beside "
+                        "real Sentinel-2 and the limits of issue 24.")
     p.add_argument("path", help="world directory (written by `lames-cube world create`)")
     p.add_argument("--sites", nargs="+", help="site ids (default: every site of the world)")
     p.add_argument("--year", type=int, help="year of the mines (default: the last year)")
     p.add_argument("--margin-m", type=float, default=1000.0,
                    help="ground around each site's bounding box, in metres (default: 1000)")
+    p.add_argument("--png", metavar="DIR", help="also write each site's LAMES box in true "
+                   "colour to DIR/site-<id>.png")
     p.add_argument("--strict", action="store_true", help="exit 1 if any site fails a threshold")
     p.set_defaults(func=_cmd_world_check)
 

@@ -52,8 +52,11 @@ def recipe(patch_sets, tmp_path, **changes):
 def test_shipped_recipes_parse():
     assert {"site-detection", "sector-classification"} <= set(list_experiments())
     site = load_experiment("site-detection")
-    assert list(site.variants) == ["none", "blind", "checked"]
+    assert list(site.variants) == ["none", "blind", "checked", "checked-no-jitter"]
     assert site.variants["blind"] == ("blind",) and site.baselines == ("pixel", "index")
+    assert site.variant_train == {"checked-no-jitter": {"jitter": False}}
+    assert site.to_dict()["variants"]["checked-no-jitter"] == {
+        "extra": ["checked"], "train": {"jitter": False}}
     assert load_experiment("sector-classification").task == "sector"
 
 

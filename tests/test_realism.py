@@ -26,8 +26,11 @@ from lames_cube.synthetic.realism import (
     site_box,
 )
 
-#: The demo sites, then a pit-dominated, a tailings-dominated and a leach-dominated site.
-ACCEPTANCE_SITES = ("2203", "2355", "2504", "2657", "2800", "1925", "2928")
+#: Issue 24's sites: 821 (the window the real figures come from), 2504 and 2355 (demo sites),
+#: a tailings-dominated (1925) and a leach-dominated site (2928); then a pit-dominated one
+#: (2800). (The demo's rare-mine sites 2203 and 2657, 0.8 % and 0.2 % of their boxes, are left
+#: out: no forest finds their few hundred mine pixels, so F1 and context gain are 0 there.)
+ACCEPTANCE_SITES = ("821", "2504", "2355", "1925", "2928", "2800")
 
 
 def bands(r, g, b, extra=None):
@@ -176,7 +179,7 @@ def acceptance_world(lames_dir):
     return World(dataclasses.replace(DEMO_SPEC, site_ids=ACCEPTANCE_SITES), data_dir=lames_dir)
 
 
-@pytest.mark.parametrize("site_id", ["2657", "2800"])
+@pytest.mark.parametrize("site_id", ["821", "2800"])
 def test_site_box_is_on_whole_10m_pixels_around_the_site(acceptance_world, site_id):
     site = acceptance_world.sites.set_index("site_id").loc[site_id]
     box = site_box(acceptance_world, site_id, margin_m=700)
@@ -197,7 +200,7 @@ def test_site_box_rejects_unknown_sites_and_bad_margins(acceptance_world):
     with pytest.raises(UnknownSiteError, match=r"Site '9999' is not in this world \(sites: \['1925'"):
         site_box(acceptance_world, 9999)
     with pytest.raises(WorldError, match="margin_m >= 0"):
-        site_box(acceptance_world, "2203", margin_m=-1)
+        site_box(acceptance_world, "2504", margin_m=-1)
 
 
 # ------------------------------------------------------------------------------ the command
@@ -210,11 +213,12 @@ def test_open_world_rebuilds_the_written_world(world):
     assert rebuilt.digest() == manifest["digest"]  # the same sectors, bit for bit
 
 
-def test_cli_world_check_prints_a_row_per_site(world, capsys):
-    code = main(["world", "check", str(world), "--margin-m", "300"])
+def test_cli_world_check_prints_a_row_per_site(world, capsys, tmp_path):
+    code = main(["world", "check", str(world), "--margin-m", "300", "--png", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    lines = out.splitlines()
+    hard, _, looks = out.partition("\n\n")
+    lines = hard.splitlines()
     assert lines[0].split()[:2] == ["site", "split"]
     for site_id in ("2203", "2355"):
         row = next(line for line in lines if line.split()[0] == site_id)
@@ -222,6 +226,15 @@ def test_cli_world_check_prints_a_row_per_site(world, capsys):
     assert any(line.strip().startswith("real LAMES") and "0.15" in line for line in lines)
     assert any(line.strip().startswith("threshold") and "<=0.35" in line for line in lines)
     assert lines[-1].endswith("sites pass (* = threshold missed)")
+    # the look of each site's LAMES box, beside real Sentinel-2 and the limits of issue 24
+    lines = looks.splitlines()
+    assert lines[0].split()[:4] == ["site", "win", "mine", "%"]
+    for site_id in ("2203", "2355"):
+        assert any(line.split()[0] == site_id for line in lines[1:3])
+        png = tmp_path / f"site-{site_id}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in out
+    assert any(line.split()[:4] == ["real", "S2", "0.130", "1.070"] for line in lines)
+    assert any(line.strip().startswith("limits") and "0.09-0.18" in line for line in lines)
 
 
 def test_cli_world_check_strict_and_bad_paths(world, tmp_path, capsys):
@@ -244,7 +257,6 @@ def test_world_is_as_hard_as_real_imagery(acceptance_world, site_id):
     table = check_world(acceptance_world, [site_id])
     row = table.iloc[0].to_dict()
     assert not failures(row), "\n" + format_table(table)
-    # Where mines are rare (2203, 2657: under 1 % of the box) the plain forest predicts ground
-    # everywhere and its F1 limits cannot fail; the forest fitted with balanced classes must
-    # stay under the same limit, so colour alone cannot find the mines there either.
+    # The forest fitted with balanced classes must stay under the same limit, so colour alone
+    # cannot find the mines even where they are few.
     assert row["f1_rgb_balanced"] <= THRESHOLDS["f1_rgb"][1], "\n" + format_table(table)

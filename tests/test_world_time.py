@@ -101,7 +101,7 @@ def test_classification_errors_beside_the_truth(w):
         scl, truth = d["SCL"], d["CLOUD_TRUTH"]
         for k in seen:
             seen[k] += int((scl == k).sum())
-        very = (truth == 0) & (_vis(clear) > 0.33)
+        very = (truth == 0) & (_vis(clear) > 0.27)
         bright += int(very.sum())
         flagged += int(np.isin(scl[very], (8, 9, 11)).sum())
         cloud = truth == 2

@@ -1,5 +1,9 @@
 """torch Datasets over patch sets and cube stores, and the dihedral augmentation.
 
+Radiometric jitter (``jitter=``, :mod:`lames_cube.ml.jitter`) changes each item's brightness,
+contrast, band gains and haze before the dihedral transform, drawn from the same
+``(seed, epoch, key)``.
+
 Both datasets return ``(image, mask)``: ``image`` a float32 tensor ``(C, H, W)`` (standardised
 per band with training statistics), ``mask`` an int64 tensor ``(H, W)``. They hold paths, never
 open stores, when pickled: each DataLoader worker opens the Zarr arrays itself on first use, so
@@ -31,6 +35,8 @@ from torch.utils.data import Dataset
 from lames_cube import io
 from lames_cube._checks import check_seed
 from lames_cube.errors import LamesCubeError, UnknownBandError
+from lames_cube.ml.jitter import Jitter, parse_jitter
+from lames_cube.ml.jitter import jitter as apply_jitter
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
            "dihedral_index"]
@@ -154,6 +160,8 @@ class _WindowDataset(Dataset):
     """What both datasets share: epoch, augmentation and the conversion to tensors."""
 
     augment: bool
+    jitter: Jitter | None = None
+    bands: list[str]
     seed: int
     epoch: int
     mean: np.ndarray | None
@@ -169,6 +177,9 @@ class _WindowDataset(Dataset):
 
     def _item(self, image: np.ndarray, mask: np.ndarray, key: int) -> tuple[torch.Tensor,
                                                                             torch.Tensor]:
+        if self.jitter is not None:
+            image = apply_jitter(image, self.jitter.draw(self.bands, seed=self.seed,
+                                                         epoch=self.epoch, key=key))
         if self.augment:
             image, mask = dihedral(image, mask, dihedral_index(self.seed, self.epoch, key))
         out = image.astype(np.float32)
@@ -232,6 +243,11 @@ class PatchDataset(_WindowDataset):
     augment
         Apply one dihedral transform per item, drawn from ``(seed, epoch, sample)`` where
         ``sample`` is the item's index in the store (:func:`dihedral_index`).
+    jitter
+        Radiometric jitter of each item (brightness, contrast, band gains, haze; see
+        :mod:`lames_cube.ml.jitter`), drawn from ``(seed, epoch, sample)``: None (default),
+        True (the default spreads), a mapping of settings or a :class:`Jitter`. For sets of
+        reflectance × 10 000.
     seed
         Seed of the augmentation.
 
@@ -274,7 +290,7 @@ class PatchDataset(_WindowDataset):
     def __init__(self, store: str | os.PathLike[str], *, split: str | Sequence[str] | None = None,
                  kinds: str | Sequence[str] | None = None, bands: Sequence[str] | None = None,
                  normalise: bool = True, stats: Any = None, augment: bool = False,
-                 seed: int = 0) -> None:
+                 jitter: Any = None, seed: int = 0) -> None:
         from lames_cube.patchset import open_patch_set
 
         ds = open_patch_set(store)
@@ -324,6 +340,7 @@ class PatchDataset(_WindowDataset):
             self.mean, self.std = _as_stats([mean[i] for i in pick], [std[i] for i in pick],
                                             f"the patch set {self.store!r}")
         self.augment, self.seed, self.epoch = bool(augment), check_seed(seed), 0
+        self.jitter = parse_jitter(jitter)
         self._handles: tuple[Any, Any] | None = None
         self._pid: int | None = None
 
@@ -412,7 +429,7 @@ class CubeWindowDataset(_WindowDataset):
         Standardisation: None (raw values as float32), a patch-set store (its training
         statistics, matched by band name), a mapping with ``band_mean``/``band_std`` (e.g. a
         patch set's attrs), or a ``(mean, std)`` pair of per-band sequences for ``bands``.
-    augment, seed
+    augment, jitter, seed
         As :class:`PatchDataset`; the key of an item is its row position in the table.
     time
         With a ``(time, band, y, x)`` store: the time step, by position (int) or label
@@ -449,7 +466,8 @@ class CubeWindowDataset(_WindowDataset):
 
     def __init__(self, cube_store: str | os.PathLike[str], table: Any, *, labels: Any = None,
                  bands: Sequence[str] | None = None, stats: Any = None, augment: bool = False,
-                 seed: int = 0, time: Any = None, variable: str | None = None) -> None:
+                 jitter: Any = None, seed: int = 0, time: Any = None,
+                 variable: str | None = None) -> None:
         import odc.geo.xr  # noqa: F401  (registers .odc)
         import xarray as xr
 
@@ -529,6 +547,7 @@ class CubeWindowDataset(_WindowDataset):
         self.mean, self.std = _stats(stats, self.bands)
         self.array_path = f"{path}/{variable}"
         self.augment, self.seed, self.epoch = bool(augment), check_seed(seed), 0
+        self.jitter = parse_jitter(jitter)
         self._handles: Any = None
         self._pid: int | None = None
 

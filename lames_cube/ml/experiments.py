@@ -14,6 +14,7 @@ An experiment recipe is a YAML file (shipped ones in ``cubes/experiments/``,
       none: {extra: []}
       blind: {extra: [blind]}
       checked: {extra: [checked]}
+      checked-no-jitter: {extra: [checked], train: {jitter: false}}   # train: per-variant settings
     baselines: [pixel, index]           # per-pixel scikit-learn classifier; index threshold
     evaluate: {split: test, samples: 6}
     notes: ["..."]                      # lines for the report
@@ -34,7 +35,7 @@ Examples
 --------
 >>> r = load_experiment("site-detection")
 >>> r.task, list(r.variants), r.baselines
-('site', ['none', 'blind', 'checked'], ('pixel', 'index'))
+('site', ['none', 'blind', 'checked', 'checked-no-jitter'], ('pixel', 'index'))
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ BASELINES = ("pixel", "index")
 _KEYS = ("kind", "name", "description", "patches", "patches_output", "task", "bands", "model",
          "train", "variants", "baselines", "baseline", "evaluate", "notes", "output")
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_range", "step_size",
-               "class_weights", "seed", "augment", "patience", "extra_per_epoch", "device",
-               "threads", "num_workers", "weights")
+               "class_weights", "seed", "augment", "jitter", "patience", "extra_per_epoch",
+               "device", "threads", "num_workers", "weights")
 _EVAL_KEYS = ("split", "samples", "batch_size")
 _BASELINE_KEYS = ("n_pixels", "seed")
 
@@ -88,6 +89,8 @@ class ExperimentRecipe:
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     variants: Mapping[str, tuple[str, ...]] = dataclasses.field(
         default_factory=lambda: {"none": ()})
+    #: Per-variant training settings on top of ``train`` (e.g. ``{jitter: false}``).
+    variant_train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     baselines: tuple[str, ...] = BASELINES
     baseline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     evaluate: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -104,7 +107,9 @@ class ExperimentRecipe:
                "task": self.task, "bands": None if self.bands is None else list(self.bands),
                "model": self.model if isinstance(self.model, str) else dict(self.model),
                "train": dict(self.train),
-               "variants": {k: {"extra": list(v)} for k, v in self.variants.items()},
+               "variants": {k: {"extra": list(v), **({"train": dict(self.variant_train[k])}
+                                                      if self.variant_train.get(k) else {})}
+                            for k, v in self.variants.items()},
                "baselines": list(self.baselines), "baseline": dict(self.baseline),
                "evaluate": dict(self.evaluate), "notes": list(self.notes),
                "output": self.output}
@@ -194,17 +199,25 @@ def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> Expe
     baseline = _mapping(problems, data, "baseline", _BASELINE_KEYS)
     variants_raw = data.get("variants", {"none": {"extra": []}})
     variants: dict[str, tuple[str, ...]] = {}
+    variant_train: dict[str, dict[str, Any]] = {}
     if not isinstance(variants_raw, Mapping) or not variants_raw:
         problems.append("variants: must be a non-empty mapping name -> {extra: [rules]}")
     else:
         for key, value in variants_raw.items():
             extra = (value or {}).get("extra", []) if isinstance(value, Mapping) else None
-            if (not isinstance(value, Mapping | type(None)) or set(value or {}) - {"extra"}
+            if (not isinstance(value, Mapping | type(None))
+                    or set(value or {}) - {"extra", "train"}
                     or not isinstance(extra, list)
                     or not all(isinstance(e, str) for e in extra)):
-                problems.append(f"variants.{key}: {value!r} must be a mapping {{extra: [rules]}}")
+                problems.append(f"variants.{key}: {value!r} must be a mapping {{extra: [rules], "
+                                f"train: {{settings}}}}")
                 continue
             variants[str(key)] = tuple(extra)
+            section = f"variants.{key}.train"
+            own = _mapping(problems, {section: (value or {}).get("train")}, section, _TRAIN_KEYS)
+            problems += [f"{section}.{msg}" for msg in check_settings(**own)]
+            if own:
+                variant_train[str(key)] = own
     baselines = data.get("baselines", list(BASELINES))
     if not isinstance(baselines, list) or any(b not in BASELINES for b in baselines):
         problems.append(f"baselines: {baselines!r} must be a list of {list(BASELINES)}")
@@ -227,7 +240,8 @@ def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> Expe
                                     + "\n  - ".join(problems))
     return ExperimentRecipe(
         name=name, patches=patches, task=task, bands=None if bands is None else tuple(bands),
-        model=model, train=train, variants=variants, baselines=tuple(baselines),
+        model=model, train=train, variants=variants, variant_train=variant_train,
+        baselines=tuple(baselines),
         baseline=baseline, evaluate=evaluate, notes=tuple(notes), output=output,
         patches_output=patches_output, description=str(data.get("description", "")))
 
@@ -380,7 +394,7 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
     runs = {}
     for variant in chosen:  # refuse to overwrite another run before anything is fitted
         extra = [stores[rule] for rule in recipe.variants[variant]]
-        settings = _run_settings(recipe, sites, extra)
+        settings = _run_settings(recipe, sites, extra, variant)
         checkpoint = out / variant / "checkpoint.pt"
         meta = _previous(checkpoint)
         reuse = meta is not None and meta.get("run_settings") == settings
@@ -406,7 +420,7 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
                       f"({len(extra)} extra set(s))", flush=True)
             train(sites, checkpoint, extra=extra, task=recipe.task, bands=recipe.bands,
                   model=recipe.model, progress=progress, run_settings=settings,
-                  **dict(recipe.train))
+                  **_variant_train(recipe, variant))
             meta = load_checkpoint(checkpoint)
         else:
             results["reused"].append(variant)
@@ -435,13 +449,20 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
     return results
 
 
-def _run_settings(recipe: ExperimentRecipe, sites: Path, extra: list[Path]) -> dict[str, Any]:
+def _variant_train(recipe: ExperimentRecipe, variant: str) -> dict[str, Any]:
+    """The training settings of one variant: the recipe's, then the variant's own."""
+    return {**dict(recipe.train), **dict(recipe.variant_train.get(variant, {}))}
+
+
+def _run_settings(recipe: ExperimentRecipe, sites: Path, extra: list[Path],
+                  variant: str) -> dict[str, Any]:
     """What a variant's checkpoint depends on: a rerun with the same values reuses it."""
     from lames_cube import __version__
     from lames_cube.ml.models import model_spec
 
     settings = {"model": model_spec(recipe.model).to_dict(), "bands": recipe.bands,
-                "task": recipe.task, "train": dict(recipe.train), "patches": str(sites),
+                "task": recipe.task, "train": _variant_train(recipe, variant),
+                "patches": str(sites),
                 "extra": [str(e) for e in extra], "version": __version__,
                 "fingerprints": [_fingerprint(s) for s in (sites, *extra)]}
     return json.loads(json.dumps(settings))
@@ -459,7 +480,7 @@ def _merge_other_variants(out: Path, recipe: ExperimentRecipe, chosen: list[str]
         meta = _previous(out / variant / "checkpoint.pt")
         metrics = out / variant / "metrics.json"
         if meta is None or meta.get("run_settings") != _run_settings(recipe, stores["sites"],
-                                                                     extra) \
+                                                                     extra, variant) \
                 or not metrics.is_file():
             continue
         entry = json.loads(metrics.read_text())["models"].get(f"U-Net {variant}")

@@ -43,6 +43,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from lames_cube._atomic import check_writable
 from lames_cube._checks import check_seed
 from lames_cube.ml.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
+from lames_cube.ml.jitter import JitterError, parse_jitter
 
 __all__ = ["DEFAULT_SEED", "check_settings", "class_counts", "lames_class_weights",
            "make_scheduler", "require_every_class", "resolve_device", "task_classes", "train"]
@@ -286,6 +287,11 @@ def check_settings(**settings: Any) -> list[str]:
             check_seed(settings["seed"])
         except ValueError as err:
             problems.append(str(err).rstrip("."))
+    if "jitter" in settings:
+        try:
+            parse_jitter(settings["jitter"])
+        except JitterError as err:
+            problems.append(str(err).rstrip("."))
     return problems
 
 
@@ -361,7 +367,8 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
           epochs: int = 100, batch_size: int = 64, lr: float = 1e-3,
           weight_decay: float = 1e-5, lr_range: tuple[float, float] = (1e-4, 1e-3),
           step_size: int = 2000, class_weights: str | Sequence[float] = "lames",
-          seed: int = DEFAULT_SEED, augment: bool = True, patience: int | None = None,
+          seed: int = DEFAULT_SEED, augment: bool = True, jitter: Any = True,
+          patience: int | None = None,
           extra_per_epoch: int | None = None, device: str = "auto",
           threads: int | None = None, num_workers: int = 0,
           weights: str | os.PathLike[str] | None = None,
@@ -404,6 +411,11 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Seeds the weights, shuffling and augmentation.
     augment
         One of the 8 dihedral transforms per patch, image and mask together.
+    jitter
+        Radiometric jitter of the training windows (brightness, contrast, per-band gain and
+        haze, :mod:`lames_cube.ml.jitter`): True (default: the default spreads), False, a
+        mapping of settings or a :class:`~lames_cube.ml.jitter.Jitter`; the settings are
+        recorded in the checkpoint (``settings.jitter``).
     patience
         Stop when the validation macro F1 has not improved for this many epochs (None: run
         every epoch).
@@ -489,12 +501,13 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
             f"not from the training split {train_split!r}: standardising with them would use "
             f"pixels the model must not see; rewrite the set with stats_split={train_split!r}."
         )
+    jitter_settings = parse_jitter(jitter)
     datasets = [PatchDataset(patches, split=train_split, bands=bands, augment=augment,
-                             seed=seed)]
+                             jitter=jitter_settings, seed=seed)]
     bands = datasets[0].bands
     stats = (datasets[0].mean.ravel().tolist(), datasets[0].std.ravel().tolist())
     datasets += [PatchDataset(e, split=train_split, bands=bands, stats=stats, augment=augment,
-                              seed=seed) for e in extra]
+                              jitter=jitter_settings, seed=seed) for e in extra]
     val_data = PatchDataset(patches, split=validation_split, bands=bands, augment=False)
     spec = model_spec(model, in_channels=len(bands), classes=n_classes)
     check_patch_size(spec, size)
@@ -530,7 +543,9 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
         _check_start_weights(weights, bands, classes)
     settings = {"task": task, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "lr_range": list(lr_range),
-                "step_size": step_size, "augment": augment, "patience": patience,
+                "step_size": step_size, "augment": augment,
+                "jitter": None if jitter_settings is None else jitter_settings.to_dict(),
+                "patience": patience,
                 "extra_per_epoch": extra_per_epoch, "device": str(dev),
                 "threads": threads or torch.get_num_threads(), "num_workers": num_workers,
                 "train_split": train_split,

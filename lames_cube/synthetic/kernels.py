@@ -35,20 +35,60 @@ _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
 _S5 = np.uint64(5)
 _MASK5 = np.uint64(31)
+_S16 = np.uint64(16)
+_S32 = np.uint64(32)
+_S48 = np.uint64(48)
+_MASK16 = np.uint64(0xFFFF)
+_INV16 = 1.0 / 65536.0
 
 #: Smooth ground fields, in the order of the ``fields`` table of :func:`ground_nodes`.
 FIELDS = ("elevation", "relief", "warp_x", "warp_y", "albedo", "fan",
           "basin", "salty", "channel", "road", "paved", "lake",
-          "vegetation", "gully", "warp_fine_x", "warp_fine_y", "tint")
+          "vegetation", "warp_fine_x", "warp_fine_y", "dip", "ravine")
 (F_ELEVATION, F_RELIEF, F_WARP_X, F_WARP_Y, F_ALBEDO, F_FAN,
  F_BASIN, F_SALTY, F_CHANNEL, F_ROAD, F_PAVED, F_LAKE,
- F_VEGETATION, F_GULLY, F_WARP_FINE_X, F_WARP_FINE_Y, F_TINT) = range(len(FIELDS))
+ F_VEGETATION, F_WARP_FINE_X, F_WARP_FINE_Y, F_DIP, F_RAVINE) = range(len(FIELDS))
 
-# Ground-node quantities (last axis of the node array).
-Q_SPEC = 0  # 6 bands of ground reflectance (geology, fans, salars, albedo)
-Q_GX, Q_GY = 6, 7  # terrain slope (dz/dx, dz/dy)
-Q_CHAN, Q_ROAD, Q_PAVED, Q_LAKE, Q_VEG, Q_ROUGH = 8, 9, 10, 11, 12, 13
-N_GROUND = 14
+# Ground-node quantities (last axis of the node array). The first N_INTERP are interpolated
+# bilinearly to each pixel; the others are read from the nodes as they are.
+Q_GX, Q_GY = 0, 1  # slope of hills and mountains (dz/dx, dz/dy)
+Q_WX, Q_WY = 2, 3  # warped coordinates (m) in which the geological units are cells
+Q_ALBEDO = 4  # slow albedo variation of the ground (about 1)
+Q_FAN, Q_BASIN = 5, 6  # fan field (bright gravel above FAN_EDGE), basin field (salar above
+# SALT_EDGE, mountains below 0.6)
+Q_CHAN, Q_ROAD, Q_LAKE, Q_VEG = 7, 8, 9, 10
+Q_STRATA = 11  # strata coordinate: a unit's layers crop out where it crosses whole numbers
+Q_RUGGED = 12  # depth scale of ravines (0..1, :func:`_ruggedness`)
+N_INTERP = 13
+Q_PAVED, Q_CRUST = 13, 14  # paved roads here (0/1); the salar's crust (1 salt, 2 dry clay)
+Q_UNIFORM = 15  # 1 where the node cell to the east and south lies inside one geological cell
+Q_SEEDS = 16  # the two nearest cell seeds of the node: (dx, dy, hash) each, dx/dy from the node
+N_GROUND = 22
+
+#: Largest displacement (m) of the geology's domain warp (1800 / 2 + 500 / 2).
+WARP_M = 1150.0
+#: Side (m) of the geological cells (domain-warped Voronoi cells, one unit each).
+CELL_M = 2200.0
+#: Width (m) over which two units blend at their boundary.
+UNIT_EDGE_M = 12.0
+#: Thickness (m of relief) of one stratum: a unit's layers crop out along the relief.
+STRATUM_M = 45.0
+#: Relief (m) of mountains (6 km) and hills (700 m): on plains, and extra on rugged ground.
+RELIEF_M = (900.0, 2400.0, 120.0, 260.0)
+#: Basin field values over which the salar's crust sets in (sharp at the pixel).
+SALT_EDGE = (0.705, 0.712)
+#: Fan field values over which bright fan gravel sets in (sharp at the pixel).
+FAN_EDGE = (0.675, 0.685)
+#: Depth (m) of the ravines cut into rugged ground, and of the rills everywhere.
+RAVINE_M = 55.0
+RILL_M = 8.0
+#: Albedo spread of the pixel texture: sharp-edged patches (value noise in 5 steps) and a
+#: 10 m grain.
+PATCH_AMP = 0.30
+GRAIN_AMP = 0.08
+#: Hue spread of the ground (red up, blue down): 40 m patches and the pixel's own mixture.
+HUE_AMP = 0.14
+HUE_GRAIN = 0.45
 # Cloud-node quantities.
 C_OPACITY, C_SHADOW, C_THIN = 0, 1, 2
 N_CLOUD = 3
@@ -59,6 +99,9 @@ DN_OFFSET = 1000.0
 #: Share of the date's departure from the reference lighting of the relief that the L2A
 #: processor's terrain correction leaves in the pixels.
 TOPO_RESIDUAL = 0.08
+#: Bands blurred by the point spread function at 10 m (B02, B03, B04, B08; B11 and B12 are
+#: 20 m bands, whose own blur is the 2 x 2 mean of the 10 m render).
+N_PSF = 4
 #: Saturated (defective) pixels: every band at the uint16 maximum, SCL 1.
 SATURATED = SATURATED_DN
 
@@ -165,6 +208,34 @@ def _fbm_grad(flat, meta, inv, first, n, x, y):
 
 
 @nb.njit(inline="always")
+def _ridged_grad(flat, meta, inv, first, n, x, y):
+    """Ridged noise (valleys are sharp creases, where the noise crosses 0.5) and its gradient."""
+    total = 0.0
+    gx = 0.0
+    gy = 0.0
+    norm = 0.0
+    amp = 1.0
+    for o in range(n):
+        v, dx, dy = _vn_grad(flat, meta, inv, first + o, x, y)
+        sgn = 2.0 if v >= 0.5 else -2.0
+        total += amp * abs(2.0 * v - 1.0)
+        gx += amp * sgn * dx
+        gy += amp * sgn * dy
+        norm += amp
+        amp *= 0.5
+    return total / norm, gx / norm, gy / norm
+
+
+@nb.njit(inline="always")
+def _ruggedness(basin, fan):
+    """Depth scale (0..1) of ravines: deep in mountains (low ``basin``), shallow on plains,
+    none on salars (``basin`` past SALT_EDGE), less on fans (``fan`` field)."""
+    rugged = _smooth(0.6, 0.36, basin)
+    salt = _smooth(SALT_EDGE[0] - 0.01, SALT_EDGE[1], basin)
+    return (0.25 + 0.75 * rugged) * (1.0 - salt) * (1.0 - 0.4 * _smooth(FAN_EDGE[0], FAN_EDGE[1], fan))
+
+
+@nb.njit(inline="always")
 def _smooth(e0, e1, x):
     t = (x - e0) / (e1 - e0)
     if t <= 0.0:
@@ -175,7 +246,7 @@ def _smooth(e0, e1, x):
 
 
 @nb.njit(cache=False, error_model="numpy", nogil=True)
-def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, out):
+def ground_nodes(xs, ys, flat, meta, inv, fields, cell_key, out):
     """Evaluate the smooth ground at the nodes ``xs`` × ``ys`` (texture CRS metres).
 
     Parameters
@@ -187,82 +258,107 @@ def ground_nodes(xs, ys, flat, meta, inv, fields, geo, geo_cdf, over, cell_key, 
     fields
         (n_fields, 2) int64: first octave index and octave count of each named field, in the
         order of ``landscape.GROUND_FIELDS``.
-    geo
-        (n_units, 6) reflectance of the geological units; ``geo_cdf`` their cumulative
-        probabilities.
-    over
-        (3, 6) reflectance of the overlays: bright fan gravel, salt crust, dry clay.
     cell_key
         Key of the geological cells.
     out
-        (len(ys), len(xs), N_GROUND) float32 output.
+        (len(ys), len(xs), N_GROUND) float32 output: the ``Q_*`` quantities. The unit of a
+        pixel is chosen per pixel (:func:`compose`) among the nodes' nearest cell seeds, so
+        that unit boundaries stay sharp between nodes.
     """
-    n_units = geo.shape[0]
     for j in range(ys.shape[0]):
         y = ys[j]
         for i in range(xs.shape[0]):
             x = xs[i]
-            # Relief: hills (700 m) and gullies (90 m) with analytic slopes.
-            _, ex, ey = _fbm_grad(flat, meta, inv, fields[F_ELEVATION, 0], fields[F_ELEVATION, 1], x, y)
-            _, rx, ry = _fbm_grad(flat, meta, inv, fields[F_RELIEF, 0], fields[F_RELIEF, 1], x, y)
-            _, fx_, fy_ = _fbm_grad(flat, meta, inv, fields[F_GULLY, 0], fields[F_GULLY, 1], x, y)
+            # Relief: mountains (6 km) and hills (700 m) with analytic slopes.
+            ev, ex, ey = _fbm_grad(flat, meta, inv, fields[F_ELEVATION, 0], fields[F_ELEVATION, 1], x, y)
+            rv, rx, ry = _fbm_grad(flat, meta, inv, fields[F_RELIEF, 0], fields[F_RELIEF, 1], x, y)
             # Mountains where the basin field is low, plains and salars where it is high.
             basin = _fbm(flat, meta, inv, fields[F_BASIN, 0], fields[F_BASIN, 1], x, y)
             rugged = _smooth(0.6, 0.36, basin)
-            gx = (1200.0 + 3200.0 * rugged) * ex + (200.0 + 450.0 * rugged) * rx + 45.0 * fx_
-            gy = (1200.0 + 3200.0 * rugged) * ey + (200.0 + 450.0 * rugged) * ry + 45.0 * fy_
-            # Geology: domain-warped cells, each one unit, blended over ~100 m at boundaries.
+            a_e = RELIEF_M[0] + RELIEF_M[1] * rugged
+            a_r = RELIEF_M[2] + RELIEF_M[3] * rugged
+            gx = a_e * ex + a_r * rx
+            gy = a_e * ey + a_r * ry
+            z = a_e * ev + a_r * rv
+            # Geology: domain-warped cells, one unit each; the two nearest seeds are kept.
             wx = x + 1800.0 * (_fbm(flat, meta, inv, fields[F_WARP_X, 0], fields[F_WARP_X, 1], x, y) - 0.5)
             wy = y + 1800.0 * (_fbm(flat, meta, inv, fields[F_WARP_Y, 0], fields[F_WARP_Y, 1], x, y) - 0.5)
             wx += 500.0 * (_fbm(flat, meta, inv, fields[F_WARP_FINE_X, 0], fields[F_WARP_FINE_X, 1], x, y) - 0.5)
             wy += 500.0 * (_fbm(flat, meta, inv, fields[F_WARP_FINE_Y, 0], fields[F_WARP_FINE_Y, 1], x, y) - 0.5)
-            cx = math.floor(wx / 2200.0)
-            cy = math.floor(wy / 2200.0)
+            # (|wx - x| and |wy - y| stay below WARP_M)
+            cx = math.floor(wx / CELL_M)
+            cy = math.floor(wy / CELL_M)
             d1 = 1e30
             d2 = 1e30
-            u1 = 0.0
-            u2 = 0.0
+            s1x = s1y = s2x = s2y = 0.0
+            h1 = h2 = 0.0
             for dj in range(-1, 2):
                 for di in range(-1, 2):
-                    px = (cx + di + hash01(cx + di, cy + dj, cell_key)) * 2200.0
-                    py = (cy + dj + hash01(cx + di, cy + dj, cell_key + np.uint64(1))) * 2200.0
-                    d = math.sqrt((wx - px) ** 2 + (wy - py) ** 2)
-                    u = hash01(cx + di, cy + dj, cell_key + np.uint64(2))
+                    px = (cx + di + hash01(cx + di, cy + dj, cell_key)) * CELL_M
+                    py = (cy + dj + hash01(cx + di, cy + dj, cell_key + np.uint64(1))) * CELL_M
+                    d = (wx - px) ** 2 + (wy - py) ** 2
                     if d < d1:
-                        d2 = d1
-                        u2 = u1
-                        d1 = d
-                        u1 = u
+                        d2, s2x, s2y, h2 = d1, s1x, s1y, h1
+                        d1, s1x, s1y = d, px, py
+                        h1 = hash01(cx + di, cy + dj, cell_key + np.uint64(2))
                     elif d < d2:
-                        d2 = d
-                        u2 = u
-            k1 = 0
-            while k1 < n_units - 1 and u1 >= geo_cdf[k1]:
-                k1 += 1
-            k2 = 0
-            while k2 < n_units - 1 and u2 >= geo_cdf[k2]:
-                k2 += 1
-            w2 = 0.5 * (1.0 - _smooth(0.0, 45.0, d2 - d1))
-            albedo = 0.86 + 0.28 * _fbm(flat, meta, inv, fields[F_ALBEDO, 0], fields[F_ALBEDO, 1], x, y)
-            tint = _fbm(flat, meta, inv, fields[F_TINT, 0], fields[F_TINT, 1], x, y) - 0.5
-            fan = _smooth(0.60, 0.655, _fbm(flat, meta, inv, fields[F_FAN, 0], fields[F_FAN, 1], x, y))
-            salty = _vn(flat, meta, inv, fields[F_SALTY, 0], x, y) > 0.45
-            salt = _smooth(0.69, 0.72, basin)
-            crust = 1 if salty else 2
-            for b in range(6):
-                g = (geo[k1, b] * (1.0 - w2) + geo[k2, b] * w2) * albedo
-                g *= 1.0 + tint * (0.25 if b == 0 else (0.1 if b == 1 else 0.0))
-                g = g * (1.0 - fan) + over[0, b] * fan
-                g = g * (1.0 - salt) + over[crust, b] * salt
-                out[j, i, Q_SPEC + b] = g
+                        d2, s2x, s2y = d, px, py
+                        h2 = hash01(cx + di, cy + dj, cell_key + np.uint64(2))
+            fan = _fbm(flat, meta, inv, fields[F_FAN, 0], fields[F_FAN, 1], x, y)
+            salt = _smooth(SALT_EDGE[0] - 0.01, SALT_EDGE[1], basin)  # flat towards the playa
+            dip = _fbm(flat, meta, inv, fields[F_DIP, 0], fields[F_DIP, 1], x, y) - 0.5
+            # Large ravines: creases of a ridged octave (in warped coordinates, so they wind).
+            rugg = _ruggedness(basin, fan)
+            t, tx, ty = _vn_grad(flat, meta, inv, fields[F_RAVINE, 0], wx, wy)
+            crease = 2.0 * RAVINE_M * rugg * (1.0 if t >= 0.5 else -1.0)
+            gx += crease * tx
+            gy += crease * ty
             out[j, i, Q_GX] = gx * (1.0 - salt)
             out[j, i, Q_GY] = gy * (1.0 - salt)
+            out[j, i, Q_WX] = wx - x
+            out[j, i, Q_WY] = wy - y
+            out[j, i, Q_ALBEDO] = 0.9 + 0.2 * _fbm(flat, meta, inv, fields[F_ALBEDO, 0], fields[F_ALBEDO, 1], x, y)
+            out[j, i, Q_FAN] = fan
+            out[j, i, Q_BASIN] = basin
+            out[j, i, Q_RUGGED] = rugg
             out[j, i, Q_CHAN] = _fbm(flat, meta, inv, fields[F_CHANNEL, 0], fields[F_CHANNEL, 1], x, y)
             out[j, i, Q_ROAD] = _fbm(flat, meta, inv, fields[F_ROAD, 0], fields[F_ROAD, 1], x, y)
-            out[j, i, Q_PAVED] = 1.0 if _vn(flat, meta, inv, fields[F_PAVED, 0], x, y) > 0.6 else 0.0
             out[j, i, Q_LAKE] = _fbm(flat, meta, inv, fields[F_LAKE, 0], fields[F_LAKE, 1], x, y)
             out[j, i, Q_VEG] = _fbm(flat, meta, inv, fields[F_VEGETATION, 0], fields[F_VEGETATION, 1], x, y)
-            out[j, i, Q_ROUGH] = 1.0 + 0.6 * salt - 0.45 * fan
+            # Strata crop out along the relief, tilted by a slowly varying dip (a few degrees).
+            out[j, i, Q_STRATA] = (z + 600.0 * dip) / STRATUM_M
+            out[j, i, Q_PAVED] = 1.0 if _vn(flat, meta, inv, fields[F_PAVED, 0], x, y) > 0.6 else 0.0
+            out[j, i, Q_CRUST] = 1.0 if _vn(flat, meta, inv, fields[F_SALTY, 0], x, y) > 0.45 else 2.0
+            out[j, i, Q_SEEDS] = s1x - x
+            out[j, i, Q_SEEDS + 1] = s1y - y
+            out[j, i, Q_SEEDS + 2] = h1
+            out[j, i, Q_SEEDS + 3] = s2x - x
+            out[j, i, Q_SEEDS + 4] = s2y - y
+            out[j, i, Q_SEEDS + 5] = h2
+            out[j, i, Q_UNIFORM] = math.sqrt(d2) - math.sqrt(d1)  # the margin, for now
+    # A node cell lies inside one geological cell when its four nodes share their nearest seed
+    # and each is farther from any other cell than the cell spans in warped coordinates (a
+    # pixel's warped position lies within the four nodes' warped positions).
+    ny, nx = ys.shape[0], xs.shape[0]
+    for j in range(ny):
+        for i in range(nx):
+            uniform = 0.0
+            if j < ny - 1 and i < nx - 1:
+                span = 0.0
+                for c in range(1, 4):
+                    cj = j + c // 2
+                    ci = i + c % 2
+                    dx = xs[ci] + out[cj, ci, Q_WX] - xs[i] - out[j, i, Q_WX]
+                    dy = ys[cj] + out[cj, ci, Q_WY] - ys[j] - out[j, i, Q_WY]
+                    span = max(span, math.sqrt(dx * dx + dy * dy))
+                uniform = 1.0
+                for c in range(4):  # the margins of later nodes are not overwritten yet
+                    cj = j + c // 2
+                    ci = i + c % 2
+                    if (out[cj, ci, Q_SEEDS + 2] != out[j, i, Q_SEEDS + 2]
+                            or out[cj, ci, Q_UNIFORM] < 2.0 * span + UNIT_EDGE_M + 1.0):
+                        uniform = 0.0
+            out[j, i, Q_UNIFORM] = uniform
 
 
 @nb.njit(cache=False, error_model="numpy", nogil=True)
@@ -301,8 +397,16 @@ def _line_distance(nodes, k, ix, iy, tx, ty, nsp, value):
 
 
 # Sector parameter columns (float64 table, one row per sector of the year).
-P_CLASS, P_OX, P_OY, P_COS, P_SIN, P_H1, P_H2, P_H3, P_WATER_D = 0, 1, 2, 3, 4, 5, 6, 7, 8
-N_PARAMS = 9
+P_CLASS, P_OX, P_OY, P_COS, P_SIN, P_H1, P_H2, P_H3, P_WATER_D, P_SIZE = range(10)
+N_PARAMS = 10
+#: Pits at least this wide (m, equivalent diameter) show their benches, faintly, at 10 m.
+BENCH_MIN_M = 1500.0
+#: Slope (rise over run) of pit walls and of the faces of dumps; depth of a pit (m) per metre
+#: of its equivalent diameter, and the largest depth.
+PIT_WALL, PIT_DEPTH, PIT_MAX_M = 0.55, 0.22, 450.0
+DUMP_FACE = 0.6
+#: Brightness of freshly dumped rock relative to the weathered, varnished ground it came from.
+FRESH_ROCK = 1.1
 
 
 @nb.njit(inline="always")
@@ -315,14 +419,6 @@ def _rot(params, s, x, y):
 
 
 @nb.njit(inline="always")
-def _bench(d, period, height):
-    """A benched profile: flat benches of ``period`` metres, steep faces of ``height``."""
-    n = math.floor(d / period)
-    f = d / period - n
-    return height * (n + _smooth(0.55, 1.0, f))
-
-
-@nb.njit(inline="always")
 def _roof(params, s, u, v, key):
     cu = math.floor(u / 42.0)
     cv = math.floor(v / 30.0)
@@ -332,7 +428,7 @@ def _roof(params, s, u, v, key):
         return -1.0
     h = hash01(cu, cv, key)
     cls = params[s, P_CLASS]
-    share = 0.5 if cls == 6.0 else 0.33
+    share = 0.4 if cls == 6.0 else 0.25
     if h >= share:
         return -1.0
     return h / share
@@ -340,7 +436,8 @@ def _roof(params, s, u, v, key):
 
 @nb.njit(cache=False, error_model="numpy", nogil=True)
 def mine_relief(sid, dist, xx, yy, params, out):
-    """Height (m) of the mine surfaces: benched pits and dumps, dams, leach lifts, piles."""
+    """Height (m) of the mine surfaces: pits as bowls with a floor, dumps with flat tops and
+    steep faces, tailings dams, leach lifts, piles."""
     h, w = sid.shape
     for j in range(h):
         for i in range(w):
@@ -352,16 +449,17 @@ def mine_relief(sid, dist, xx, yy, params, out):
             d = dist[j, i]
             u, v = _rot(params, s, xx[j, i], yy[j, i])
             z = 0.0
-            if cls == 5.0:  # open pit: benches all the way down
-                z = -_bench(d, 28.0 + 8.0 * params[s, P_H1], 15.0)
-            elif cls == 9.0:  # waste rock: benched slopes, flat top
-                z = _bench(min(d, 75.0 + 40.0 * params[s, P_H2]), 30.0, 14.0)
+            if cls == 5.0:  # open pit: walls down to a floor
+                floor = min(PIT_DEPTH * params[s, P_SIZE], PIT_MAX_M)
+                z = -min(d * PIT_WALL, floor)
+            elif cls == 9.0:  # waste rock: a steep face, then a flat top
+                z = min(d, 40.0 + 40.0 * params[s, P_H2]) * DUMP_FACE
             elif cls == 8.0:  # tailings: a dam at the rim, then a flat beach
-                z = min(d, 25.0) * 0.6
+                z = min(d, 20.0) * 0.8
             elif cls == 3.0:  # heap leach: lifts of cells
                 cu = math.floor(u / 90.0)
                 cv = math.floor(v / 55.0)
-                z = min(d, 12.0) * 0.5 + 6.0 * hash01(cu, cv, np.uint64(params[s, P_H3] * 1e9))
+                z = min(d, 12.0) * 0.5 + 2.0 * hash01(cu, cv, np.uint64(params[s, P_H3] * 1e9))
             elif cls == 7.0:  # stockyard: rows of piles
                 fv = v / 40.0 - math.floor(v / 40.0)
                 z = 9.0 * max(0.0, 1.0 - abs(fv - 0.5) * 3.0)
@@ -373,17 +471,17 @@ def compose(
     xx, yy,
     nodes, ix0, iy0, nsp,
     flat, meta, inv, fine,
-    geo_key, sun,
+    geo_key, sun, geo, geo_cdf, geo_layers, over,
     has_mines, sid, dist, mgx, mgy, haul, params, looks,
     has_clouds, cnodes, cloud_refl,
-    atm, alt_nodes, snow_refl, noise_key, noise,
+    atm, alt_nodes, snow_refl, psf, noise_key, noise, rows_aligned, harmonised,
     out_dn, out_scl, out_truth,
 ):
-    """Render the digital numbers (6, H, W) uint16, SCL and cloud truth (H, W) uint8 of a window.
-
-    Digital numbers are those of a baseline-04.00 product: reflectance x 10 000 + 1000, so that
-    surfaces darker than 0 (over-corrected water and shadows) fall at or below 1000; clamped to
-    1..65 535 (65 535: saturated).
+    """Render a window as the L2A product holds it: the reflectance (surface, clouds, residual
+    haze) as the sensor records it (blurred by its point spread function, with a scene's gain
+    and noise) as digital numbers of a baseline-04.00 product (reflectance x 10 000 + 1000,
+    so that surfaces darker than 0 fall at or below 1000; 1..65 535, 65 535 saturated), and
+    the scene classification and cloud truth.
 
     Parameters
     ----------
@@ -392,12 +490,18 @@ def compose(
     nodes, ix0, iy0, nsp
         Ground nodes (ny, nx, N_GROUND) at x = (ix0 + i)·nsp, y = (iy0 + j)·nsp (ascending).
     flat, meta, inv, fine
-        Octave lattices; ``fine`` holds the octave indices of the pixel texture (40 m, 20 m).
+        Octave lattices; ``fine`` holds the octave indices of the ravines and of the pixel
+        texture.
     geo_key
-        Key of the per-pixel grain.
+        Key of the per-pixel grain and of the strata.
     sun
         (sin(zenith)·sin(azimuth), sin(zenith)·cos(azimuth), cos(zenith)) of the date's sun,
         then the same of the reference sun (6 values).
+    geo, geo_cdf, geo_layers
+        (n_units, 6) reflectance of the geological units, their cumulative shares and how
+        strongly each unit is layered (relative brightness spread of its strata).
+    over
+        (3, 6) reflectance of the overlays: bright fan gravel, salt crust, dry clay.
     has_mines, sid, dist, mgx, mgy, haul
         Mine layer on the window: sector index (-1 none), distance to the sector's edge (m),
         mine relief slopes, haul-road mask.
@@ -411,28 +515,52 @@ def compose(
         Altitude (m) on the ground-node lattice.
     snow_refl
         Reflectance of fresh snow (6).
+    psf
+        Weight of each neighbour in the sensor's separable 3-tap point spread function
+        ``[psf, 1 - 2 psf, psf]`` (0: none).
+    rows_aligned
+        True when ``yy`` is constant along each row (a grid in the texture CRS): the node
+        values are then interpolated along y once per row.
+    harmonised
+        Write harmonised reflectance x 10 000 (the offset removed as
+        :func:`lames_cube.cube.harmonise_values` removes it) instead of the product's
+        digital numbers.
     noise_key, noise
         The uint64 key and (gain, sigma_abs, sigma_rel) of a scene's own gain and noise, applied
         as :func:`perturb` applies them (bit for bit); a gain of 0 applies none.
     out_dn, out_scl, out_truth
-        Outputs: digital numbers, SCL as the processor writes it, cloud truth (``T_*``).
+        Outputs: digital numbers (6, H - 2, W - 2) of the inner pixels, and SCL as the
+        processor writes it (1: saturated) and cloud truth (``T_*``) of all (H, W) pixels:
+        the grid is rendered with a margin of one pixel for the point spread function.
     """
     h, w = out_scl.shape
     spec = np.empty(6)
     mat = np.empty(6)
-    q = np.empty(N_GROUND)
+    q = np.empty(N_INTERP)
+    ring = np.empty((3, 6, w), np.float32)  # the last three rows' reflectance
+    xring = np.empty((3, 6, w), np.float32)  # the same, blurred along x
+    c_psf = 1.0 - 2.0 * psf
     inv_nsp = 1.0 / nsp
     nyn = nodes.shape[0]
     nxn = nodes.shape[1]
+    row_nodes = np.empty((nxn, N_INTERP), np.float32)  # the nodes interpolated to this row
+    n_units = geo.shape[0]
     sx, sy, sz = sun[0], sun[1], sun[2]
     rx, ry, rz = sun[3], sun[4], sun[5]
     errors = (atm[A_FP_BRIGHT] + atm[A_DARK] + atm[A_UNCLASSIFIED] + atm[A_SATURATED]) > 0.0
-    nkey = noise_key
-    ngain = noise[0]
-    nsa = noise[1]
-    nsr = noise[2]
-    noisy = ngain > 0.0
+    last_layer = -(2**62)
+    last_h1 = -1.0
+    lf = 1.0
     for j in range(h):
+        jr = j % 3  # this row's place in the rings
+        if rows_aligned:
+            fy = yy[j, 0] * inv_nsp
+            gyi = math.floor(fy)
+            ty = fy - gyi
+            iy = min(max(gyi - iy0, 0), nyn - 2)
+            for ci in range(nxn):
+                for k in range(N_INTERP):
+                    row_nodes[ci, k] = nodes[iy, ci, k] * (1.0 - ty) + nodes[iy + 1, ci, k] * ty
         for i in range(w):
             x = xx[j, i]
             y = yy[j, i]
@@ -449,22 +577,107 @@ def compose(
             w10 = tx * (1.0 - ty)
             w01 = (1.0 - tx) * ty
             w11 = tx * ty
-            for k in range(N_GROUND):
-                q[k] = (nodes[iy, ix, k] * w00 + nodes[iy, ix + 1, k] * w10
-                        + nodes[iy + 1, ix, k] * w01 + nodes[iy + 1, ix + 1, k] * w11)
-            for b in range(6):
-                spec[b] = q[Q_SPEC + b]
+            if rows_aligned:
+                for k in range(N_INTERP):
+                    q[k] = row_nodes[ix, k] * (1.0 - tx) + row_nodes[ix + 1, k] * tx
+            else:
+                for k in range(N_INTERP):
+                    q[k] = (nodes[iy, ix, k] * w00 + nodes[iy, ix + 1, k] * w10
+                            + nodes[iy + 1, ix, k] * w01 + nodes[iy + 1, ix + 1, k] * w11)
+            # The geological unit: the nearest of the four nodes' cell seeds, in warped
+            # coordinates, so that unit boundaries are sharp at any node spacing.
+            wx = x + q[Q_WX]
+            wy = y + q[Q_WY]
+            if nodes[iy, ix, Q_UNIFORM] > 0.5:  # inside one cell: its unit, no boundary
+                h1 = nodes[iy, ix, Q_SEEDS + 2]
+                h2 = h1
+                wb = 0.0
+            else:
+                d1 = 1e30
+                d2 = 1e30
+                h1 = 0.0
+                h2 = 0.0
+                for c in range(4):
+                    cj = iy + c // 2
+                    ci = ix + c % 2
+                    nx_ = (ix0 + ci) * nsp
+                    ny_ = (iy0 + cj) * nsp
+                    for k in range(2):
+                        hh = nodes[cj, ci, Q_SEEDS + 3 * k + 2]
+                        if hh == h1 or hh == h2:
+                            continue
+                        ddx = wx - nx_ - nodes[cj, ci, Q_SEEDS + 3 * k]
+                        ddy = wy - ny_ - nodes[cj, ci, Q_SEEDS + 3 * k + 1]
+                        d = ddx * ddx + ddy * ddy
+                        if d < d1:
+                            d2, h2 = d1, h1
+                            d1, h1 = d, hh
+                        elif d < d2:
+                            d2, h2 = d, hh
+                wb = 0.5 * (1.0 - _smooth(0.0, UNIT_EDGE_M, math.sqrt(d2) - math.sqrt(d1)))
+            u1 = 0
+            while u1 < n_units - 1 and h1 >= geo_cdf[u1]:
+                u1 += 1
+            u2 = u1
+            if wb > 0.0:
+                u2 = 0
+                while u2 < n_units - 1 and h2 >= geo_cdf[u2]:
+                    u2 += 1
+            # Strata: the unit's layers crop out where the strata coordinate crosses whole
+            # numbers, each layer a little lighter or darker (sharp, as rock beds are).
+            layer = math.floor(q[Q_STRATA])
+            if layer != last_layer or h1 != last_h1:  # neighbours mostly share a layer
+                last_layer, last_h1 = layer, h1
+                lf = 1.0 + geo_layers[u1] * (hash01(np.int64(layer), np.int64(h1 * 4194304.0),
+                                                    geo_key) - 0.5)
+            salt = _smooth(SALT_EDGE[0], SALT_EDGE[1], q[Q_BASIN])  # the salar's sharp shore
+            fan = 0.75 * _smooth(FAN_EDGE[0], FAN_EDGE[1], q[Q_FAN])  # sharp-edged fans
+            crust = 1 if nodes[iy, ix, Q_CRUST] < 1.5 else 2
+            alb = q[Q_ALBEDO]
+            if wb > 0.0:
+                for b in range(6):
+                    spec[b] = (geo[u1, b] * lf * (1.0 - wb) + geo[u2, b] * wb) * alb
+            else:
+                a1 = lf * alb
+                for b in range(6):
+                    spec[b] = geo[u1, b] * a1
+            if fan > 0.0 or salt > 0.0:
+                for b in range(6):
+                    g = spec[b] * (1.0 - fan) + over[0, b] * fan
+                    spec[b] = g * (1.0 - salt) + over[crust, b] * salt
             gx = q[Q_GX]
             gy = q[Q_GY]
-            rough = q[Q_ROUGH]
+            rough = 1.0 - 0.6 * salt - 0.45 * fan
+            rugged = q[Q_RUGGED]
             scl = 5
             flat_surface = False
-            # Fine texture: 40 m and 20 m noise and a 10 m grain.
-            t1, dtx, dty = _vn_grad(flat, meta, inv, fine[0], x, y)
-            gx += 5.0 * dtx  # micro relief: 40 m knolls and hollows, a few metres high
-            gy += 5.0 * dty
-            t2 = _vn(flat, meta, inv, fine[1], x, y)
-            grain = hash01(np.int64(math.floor(x * 0.1)), np.int64(math.floor(y * 0.1)), geo_key)
+            # Ravines: creases of two ridged octaves, V-shaped, as deep as the ground is rugged,
+            # drawn in the warped coordinates so that they wind and stretch.
+            t1, dtx, dty = _vn_grad(flat, meta, inv, fine[0], wx, wy)
+            crease = RAVINE_M * rugged * (1.0 if t1 >= 0.5 else -1.0)
+            gx += crease * dtx
+            gy += crease * dty
+            t1, dtx, dty = _vn_grad(flat, meta, inv, fine[1], wx, wy)
+            crease = RILL_M * (1.0 if t1 >= 0.5 else -1.0)
+            rill_x = crease * dtx  # rills and tracks scar built surfaces too
+            rill_y = crease * dty
+            gx += rill_x
+            gy += rill_y
+            # Pixel texture: patches of gravel and rock with sharp edges, redder or greyer, and
+            # a 10 m grain; each pixel's own mixture of stones (three band factors that leave
+            # its brightness as it is, applied with the texture below).
+            t2 = _vn(flat, meta, inv, fine[2], x, y)
+            patch = math.floor(t2 * 5.0) * 0.25 - 0.5
+            hue = HUE_AMP * (t2 - 0.5)
+            hh = _pixel_hash(geo_key, x, y)
+            grain = float((hh >> _S48) & _MASK16) * _INV16
+            c0 = float(hh & _MASK16) * _INV16
+            c1 = float((hh >> _S16) & _MASK16) * _INV16
+            c2 = float((hh >> _S32) & _MASK16) * _INV16
+            cm = (c0 + c1 + c2) / 3.0
+            spec[0] *= 1.0 - hue
+            spec[1] *= 1.0 + 0.2 * hue
+            spec[2] *= 1.0 + hue
             # Dry river beds, vegetation along them, lakes, roads.
             chan = max(0.0, 1.0 - _line_distance(nodes, Q_CHAN, ix, iy, tx, ty, nsp, q[Q_CHAN]) / 16.0)
             if chan > 0.0:
@@ -474,19 +687,19 @@ def compose(
                 if q[Q_VEG] > 0.66 and chan > 0.4 and t2 > 0.35:
                     vig = atm[A_VEG]
                     for b in range(6):
-                        spec[b] = looks[1, b] * (0.8 + 0.4 * t1)
+                        spec[b] = looks[1, b] * (0.8 + 0.4 * t2)
                     spec[2] *= 1.25 - 0.35 * vig  # red falls and NIR rises as the plants green up
                     spec[3] *= 0.75 + 0.45 * vig
                     scl = 4
             if q[Q_LAKE] > 0.82:
-                lagoon = 8 if q[Q_PAVED] > 0.5 else 2  # turquoise saline lagoons, dark lakes
+                lagoon = 8 if nodes[iy, ix, Q_PAVED] > 0.5 else 2  # turquoise saline lagoons, dark lakes
                 for b in range(6):
                     spec[b] = looks[lagoon, b]
                 scl = 6
                 flat_surface = True
                 rough = 0.1
             elif _line_distance(nodes, Q_ROAD, ix, iy, tx, ty, nsp, q[Q_ROAD]) < 4.5:
-                r = 3 if q[Q_PAVED] > 0.5 else 4
+                r = 3 if nodes[iy, ix, Q_PAVED] > 0.5 else 4
                 for b in range(6):
                     spec[b] = looks[r, b]
                 rough = 0.3
@@ -499,63 +712,76 @@ def compose(
                     if cls == 5.0:  # pits cut into the relief: their own walls dominate
                         gx = 0.3 * gx + mgx[j, i]
                         gy = 0.3 * gy + mgy[j, i]
-                    else:  # dumps, tailings, pads and yards are built flat (and dusty)
+                    elif cls == 9.0:  # dumps: built, their faces gullied, their tops smooth
+                        face = 0.5 if dist[j, i] < 60.0 else 0.0
+                        gx = mgx[j, i] + face * rill_x
+                        gy = mgy[j, i] + face * rill_y
+                    else:  # tailings, pads and yards are built flat
                         gx = mgx[j, i]
                         gy = mgy[j, i]
-                        for b in range(6):
-                            spec[b] *= 0.9
                     d = dist[j, i]
                     u, v = _rot(params, s, x, y)
                     h1 = params[s, P_H1]
                     h2 = params[s, P_H2]
                     key = np.uint64(params[s, P_H3] * 1e9)
-                    if cls == 5.0:  # open pit: deeper rock, grey-brown
-                        a = 0.2 + 0.25 * h1
+                    if cls == 5.0:  # open pit: fresh dark rock, lit and shadowed walls
+                        a = 0.45 + 0.3 * h1
                         for b in range(6):
                             spec[b] = spec[b] * (1.0 - a) + looks[5, b] * a
-                        rough = 0.55
+                        rough = 0.4
+                        size = params[s, P_SIZE]
+                        if size >= BENCH_MIN_M and d * PIT_WALL < min(PIT_DEPTH * size, PIT_MAX_M):
+                            # benches of the largest pits: faint light berms, never darker
+                            fb = d / (26.0 + 8.0 * h2)
+                            fb -= math.floor(fb)
+                            albedo_extra = 1.0 + 0.03 * _smooth(0.7, 0.9, fb) * (1.0 - _smooth(0.9, 1.0, fb))
                         if params[s, P_WATER_D] > 0.0 and d > params[s, P_WATER_D]:
                             for b in range(6):
-                                spec[b] = looks[2, b] * 1.1
+                                spec[b] = looks[16, b]
                             scl = 6
                             flat_surface = True
-                    elif cls == 9.0:  # waste rock: local rock, tip lines on the top
-                        a = 0.15 + 0.25 * h1
-                        for b in range(6):
-                            spec[b] = spec[b] * (1.0 - a) + looks[5, b] * a
-                        if d > 70.0:
-                            albedo_extra = 1.0 + 0.03 * math.sin(6.2831853 * u / 24.0 + 6.0 * h2)
-                        rough = 0.35
-                    elif cls == 8.0:  # tailings: smooth light beach, a pond, a wet margin
-                        a = 0.35 + 0.25 * h2
+                    elif cls == 9.0:  # waste rock: grey to grey-brown, flat top, haul ramps
+                        a = 0.45 + 0.35 * h1
+                        for b in range(6):  # fresh rock, lighter than the varnished ground
+                            spec[b] = (spec[b] * (1.0 - a) + looks[15, b] * a) * FRESH_ROCK
+                        rough = 0.7 if d < 60.0 else 0.3  # gullied faces, smoother tops
+                        if d > 60.0:
+                            ramp = u - (h2 - 0.5) * 400.0
+                            if abs(ramp) < 8.0 or abs(v - (h1 - 0.5) * 300.0) < 7.0:
+                                for b in range(6):  # light haul roads across the top
+                                    spec[b] = spec[b] * 0.4 + looks[4, b] * 0.6
+                                rough = 0.15
+                    elif cls == 8.0:  # tailings: smooth, flat, light grey to white, a pond
+                        a = 0.15 + 0.25 * h2
                         k = 6 if h1 < 0.5 else 7
+                        # ground rock: as light as the tailings' material, half of its hue kept
+                        lift = (looks[k, 0] + looks[k, 1] + looks[k, 2]) / (
+                            spec[0] + spec[1] + spec[2] + 1e-9)
                         for b in range(6):
-                            spec[b] = spec[b] * (1.0 - a) + looks[k, b] * a
-                        rough = 0.3
+                            spec[b] = spec[b] * (1.0 - a) + a * (
+                                0.5 * looks[k, b] + 0.5 * (spec[b] * lift if b < 3 else looks[k, b]))
+                        rough = 0.12
                         fooled = 1.0  # fine, flat, spectrally grey beach
+                        # wet and dry beach (300 m), a pond in part of the interior
+                        albedo_extra = 0.76 + 0.3 * _blob(x, y, 300.0, key)
                         wd = params[s, P_WATER_D]
-                        if wd > 0.0 and d > wd:
+                        if wd > 0.0 and d > wd and _blob(x, y, 700.0, key + np.uint64(5)) > 0.5:
                             for b in range(6):
                                 spec[b] = looks[8, b]
                             scl = 6
                             flat_surface = True
-                        elif wd > 0.0 and d > wd - 60.0:
-                            albedo_extra = 0.8
-                    elif cls == 3.0:  # heap leach: cells of fresh and old ore, wet cells, berms
+                            albedo_extra = 1.0
+                    elif cls == 3.0:  # heap leach: pale cells of fresh and older ore
                         cu = math.floor(u / 90.0)
                         cv = math.floor(v / 55.0)
                         hc = hash01(cu, cv, key)
-                        a = 0.5 + 0.2 * h1
+                        a = 0.4 + 0.3 * h1
                         for b in range(6):
                             spec[b] = spec[b] * (1.0 - a) + looks[9, b] * a
-                        albedo_extra = 0.86 + 0.28 * hc
-                        if hash01(cu, cv, key + np.uint64(7)) < 0.22:
-                            albedo_extra *= 0.76
-                        fu = u / 90.0 - cu
-                        fv = v / 55.0 - cv
-                        if fu < 0.09 or fv < 0.14:
-                            albedo_extra *= 0.84
-                        rough = 0.35
+                        albedo_extra = 0.95 + 0.1 * hc
+                        if hash01(cu, cv, key + np.uint64(7)) < 0.15:
+                            albedo_extra *= 0.9  # cells under irrigation, a little darker
+                        rough = 0.2
                         fooled = 0.8
                     elif cls == 4.0 or cls == 6.0:  # facilities: yards, roofs and shadows
                         rough = 0.45
@@ -595,16 +821,21 @@ def compose(
                 shade_ref = max((rz - gx * rx - gy * ry) / (norm * rz), 0.08)
                 shade_now = max((sz - gx * sx - gy * sy) / (norm * sz), 0.08)
                 shade = shade_ref + TOPO_RESIDUAL * (shade_now - shade_ref)
-            albedo = (1.0 + rough * (0.24 * (t1 - 0.5) + 0.16 * (t2 - 0.5) + 0.16 * (grain - 0.5)))
+            albedo = 1.0 + rough * (PATCH_AMP * patch + GRAIN_AMP * (grain - 0.5))
             f = albedo * albedo_extra * shade
             for b in range(6):
                 mat[b] = spec[b] * f
+            # the pixel's own mixture of materials: less varied on fine, built surfaces
+            mix = HUE_GRAIN * min(rough, 1.0)
+            mat[0] *= 1.0 + mix * (c0 - cm)
+            mat[1] *= 1.0 + mix * (c1 - cm)
+            mat[2] *= 1.0 + mix * (c2 - cm)
             # Snow on high ground, as the date's snow line leaves it.
             truth = T_CLEAR
             alt = (alt_nodes[iy, ix] * w00 + alt_nodes[iy, ix + 1] * w10
                    + alt_nodes[iy + 1, ix] * w01 + alt_nodes[iy + 1, ix + 1] * w11)
             if not flat_surface and alt > atm[A_SNOWLINE] - 400.0:
-                cover = (alt + 500.0 * (t2 - 0.5) + 200.0 * (t1 - 0.5) - atm[A_SNOWLINE]) / 150.0
+                cover = (alt + 500.0 * (t2 - 0.5) + 200.0 * (grain - 0.5) - atm[A_SNOWLINE]) / 150.0
                 if cover > 0.0:
                     cover = min(cover, 1.0)
                     for b in range(6):
@@ -659,7 +890,7 @@ def compose(
                 u_px = hash01(px, py, skey)
                 if truth == T_CLEAR or truth == T_SNOW:
                     vis = (mat[0] + mat[1] + mat[2]) / 3.0
-                    ramp = max(min((vis - 0.2) / 0.1, 1.0), fooled * min(vis / 0.15, 1.0))
+                    ramp = max(min((vis - 0.17) / 0.09, 1.0), fooled * min(vis / 0.15, 1.0))
                     if ramp > 0.0 and (scl == 5 or scl == 4 or scl == 11):
                         # The same surfaces fool the classifier date after date (a blob fixed on the
                         # ground), more or less on each date (a blob of the date): bright ground,
@@ -671,8 +902,8 @@ def compose(
                             if mat[4] > 0.32 and hash01(px, py, skey + np.uint64(5)) < 0.5:
                                 scl = 11  # salt and bright tailings read as snow
                             else:
-                                scl = 9 if vis > 0.3 else 8
-                        elif vis > 0.28 and hash01(px, py, skey + np.uint64(9)) < atm[A_SATURATED]:
+                                scl = 9 if vis > 0.27 else 8
+                        elif vis > 0.26 and hash01(px, py, skey + np.uint64(9)) < atm[A_SATURATED]:
                             scl = 1
                     if scl == 5 or scl == 4 or scl == 6:
                         dark = (mat[0] + mat[1] + mat[2] + mat[3]) * 0.25
@@ -682,21 +913,52 @@ def compose(
                             scl = 7
                 elif truth == T_SHADOW and scl == 3 and hash01(px, py, skey + np.uint64(11)) < atm[A_DARK]:
                     scl = 2  # cloud shadows taken for dark ground
-            if scl == 1:
-                for b in range(6):
-                    out_dn[b, j, i] = np.uint16(SATURATED)
-            elif noisy:
-                hsh = _pixel_hash(nkey, x, y)
-                for b in range(6):
-                    dn = min(max(math.floor(mat[b] * 10_000.0 + 0.5) + DN_OFFSET, 1.0),
-                             MAX_DN + DN_OFFSET)
-                    out_dn[b, j, i] = _noisy(float(np.uint16(dn)), hsh, b, ngain, nsa, nsr)
-            else:
-                for b in range(6):
-                    dn = math.floor(mat[b] * 10_000.0 + 0.5) + DN_OFFSET
-                    out_dn[b, j, i] = np.uint16(min(max(dn, 1.0), MAX_DN + DN_OFFSET))
+            for b in range(6):
+                ring[jr, b, i] = mat[b]
             out_scl[j, i] = scl
             out_truth[j, i] = truth
+        # The sensor: blur the row along x, and once three rows are in, write the row above
+        # (the 10 m bands; the 20 m bands are blurred by their own 2 x 2 means).
+        for b in range(N_PSF):
+            src = ring[jr, b]
+            dst = xring[jr, b]
+            dst[0] = src[0]  # (the margin's own values: never output)
+            dst[w - 1] = src[w - 1]
+            for i in range(1, w - 1):
+                dst[i] = psf * (src[i - 1] + src[i + 1]) + c_psf * src[i]
+        for b in range(N_PSF, 6):
+            xring[jr, b, :] = ring[jr, b, :]
+        if j >= 2:
+            _sensor_row(xring[(j - 2) % 3], xring[(j - 1) % 3], xring[jr], out_scl[j - 1],
+                        xx[j - 1], yy[j - 1], psf, noise_key, noise, harmonised,
+                        out_dn[:, j - 2])
+
+
+@nb.njit(inline="always")
+def _sensor_row(top, mid, bottom, scl_row, xrow, yrow, psf, noise_key, noise, harmonised,
+                out):
+    """One output row of :func:`compose`: the x-blurred rows above, at and below blurred
+    along y, as digital numbers with the scene's gain and noise (``harmonised``: minus the
+    offset, at least 1); ``out`` (6, W - 2)."""
+    c = 1.0 - 2.0 * psf
+    noisy = noise[0] > 0.0
+    for i in range(out.shape[1]):
+        if scl_row[i + 1] == 1:
+            for b in range(6):
+                out[b, i] = np.uint16(SATURATED)
+            continue
+        hsh = _pixel_hash(noise_key, xrow[i + 1], yrow[i + 1]) if noisy else np.uint64(0)
+        for b in range(6):
+            if b < N_PSF:
+                v = psf * (top[b, i + 1] + bottom[b, i + 1]) + c * mid[b, i + 1]
+            else:
+                v = mid[b, i + 1]
+            dn = min(max(math.floor(v * 10_000.0 + 0.5) + DN_OFFSET, 1.0), MAX_DN + DN_OFFSET)
+            if noisy:
+                dn = float(_noisy(float(np.uint16(dn)), hsh, b, noise[0], noise[1], noise[2]))
+            if harmonised:
+                dn = max(dn, DN_OFFSET + 1.0) - DN_OFFSET
+            out[b, i] = np.uint16(dn)
 
 
 @nb.njit(inline="always")

@@ -4,17 +4,21 @@
 The COG writer and the window-by-window source both call it, so a window read procedurally
 equals the same window of the written scene.
 
-What it draws (generator 3):
+What it draws (generator 9; issue 24 calibrated its look to real Sentinel-2):
 
-- **ground**: hills and gullies with relief shading (sun from the north-east), geological units
-  of different colours (red-brown, brown, grey, light tuff, dark volcanic, ochre, pinkish) in
-  warped cells, bright alluvial fans, salt flats and dry clay lakes, dry river beds with sparse
-  vegetation, rare lakes, roads; textured at 40 m, 20 m and 10 m;
-- **mines**, drawn from the local rock rather than in a colour of their own: benched open pits
-  (some with a pit lake), benched waste-rock dumps with tip lines on their tops, smooth light
-  tailings with a pond and a wet margin, heap-leach pads in cells of fresh, old and wet ore,
-  facilities with roofs and their shadows, stockyards with rows of piles, and haul roads that
-  link a site's sectors and lead out of it;
+- **ground**: geological units (grey, blue-grey, dull brown, reddish rock, dark lavas, light
+  tuff, pale ochre) in domain-warped cells with sharp boundaries, their strata cropping out
+  along the relief; hills with relief shading (sun from the north-east), winding ravines and
+  rills with sharp creases; bright alluvial fans, salt flats and dry clay lakes; dry river beds
+  with sparse vegetation, rare lakes, roads; sharp-edged patches of gravel, a 10 m grain and
+  each pixel's own mixture of stones. Spectra: :data:`GEOLOGY`, :data:`OVERLAYS` and
+  :data:`LOOKS`, with their sources (:data:`DESERT_RATIOS`: the real L2A tile's band ratios);
+- **mines**, drawn from the local rock rather than in a colour of their own: open pits as
+  dark depressions of fresh rock with a lit and a shadowed wall (faint benches only on the
+  largest, some with a pit lake), waste-rock dumps of fresh rock with flat tops, steep gullied
+  faces and haul roads, smooth light tailings with wet zones and a pond, pale heap-leach pads
+  in cells, facilities with roofs and their shadows, stockyards with rows of piles, and haul
+  roads that link a site's sectors and lead out of it;
 - **time**: the sun of each date (elevation and azimuth at 10:30 local solar time, so relief and
   roofs are lit differently through the year), vegetation that greens up and dries, snow on high
   ground when the date's snow line is low, a residual haze (or over-correction) of the
@@ -26,7 +30,8 @@ What it draws (generator 3):
   a few bright pixels saturated (1).
 
 The smooth part of the ground is evaluated on a global 80 m node lattice and interpolated; the
-rest per pixel, in the numba kernels of :mod:`lames_cube.synthetic.kernels`.
+rest per pixel, in the numba kernels of :mod:`lames_cube.synthetic.kernels`, which also blur the
+pixels by the sensor's point spread function (:data:`PSF`).
 """
 
 from __future__ import annotations
@@ -73,48 +78,109 @@ GROUND_FIELDS = (
     ("paved", 20000.0, 1),
     ("lake", 3000.0, 3),
     ("vegetation", 1500.0, 2),
-    ("gully", 320.0, 2),
     ("warp_fine_x", 500.0, 2),
     ("warp_fine_y", 500.0, 2),
-    ("tint", 400.0, 2),
+    ("dip", 6000.0, 2),
+    ("ravine", 260.0, 1),
 )
 if tuple(name for name, _, _ in GROUND_FIELDS) != K.FIELDS:  # pragma: no cover - a code error
     raise ImportError("GROUND_FIELDS and kernels.FIELDS list the fields in different orders")
-#: Pixel texture octaves (m).
-FINE_SCALES = (40.0, 20.0)
+#: Per-pixel octaves (m): small ravines and rills (ridged, with slopes), texture patches and hue.
+FINE_SCALES = (110.0, 45.0, 55.0)
 
-# Reflectance (B02, B03, B04, B08, B11, B12) of the geological units and their shares.
-GEOLOGY = {
-    "brown": ((0.095, 0.130, 0.170, 0.215, 0.290, 0.260), 0.24),
-    "red_brown": ((0.085, 0.120, 0.190, 0.245, 0.330, 0.280), 0.15),
-    "grey": ((0.115, 0.135, 0.150, 0.180, 0.235, 0.215), 0.18),
-    "light_tuff": ((0.175, 0.210, 0.245, 0.275, 0.340, 0.300), 0.14),
-    "dark_volcanic": ((0.060, 0.068, 0.078, 0.095, 0.125, 0.115), 0.10),
-    "ochre": ((0.105, 0.150, 0.205, 0.245, 0.320, 0.250), 0.09),
-    "pinkish": ((0.140, 0.165, 0.200, 0.230, 0.300, 0.270), 0.10),
+#: Band ratios of real hyper-arid ground: the 5th, 25th, 50th, 75th and 95th percentiles over
+#: the 289,159 clear pixels (SCL 4, 5; 10 m bands averaged to the 20 m bands' 200 m grid) of the
+#: real L2A tile in ``../shared/stac/pixels`` (S2A 29RKH 2020-02-19, processing baseline 02.14,
+#: Western Sahara: a desert analogue of the Atacama). ``tests/test_appearance.py`` recomputes
+#: them from the files. The units' near-infrared and SWIR follow from their red band by these.
+DESERT_RATIOS = {
+    "B08/B04": (1.10, 1.13, 1.14, 1.16, 1.18),
+    "B11/B08": (1.15, 1.20, 1.23, 1.26, 1.32),
+    "B12/B11": (0.89, 0.93, 0.96, 0.97, 0.99),
 }
+
+
+def desert_spectrum(blue: float, green: float, red: float, q: int = 2,
+                    b12_b11: float | None = None) -> tuple[float, ...]:
+    """Six-band reflectance (B02, B03, B04, B08, B11, B12) of a ground material from its
+    visible bands, with the near infrared and SWIR of real desert ground
+    (:data:`DESERT_RATIOS`, percentile ``q``: 0 = 5th … 4 = 95th); ``b12_b11`` replaces the
+    B12/B11 ratio (clay-bearing materials absorb at 2.2 µm, in B12).
+
+    Examples
+    --------
+    >>> [round(v, 4) for v in desert_spectrum(0.10, 0.10, 0.10)]
+    [0.1, 0.1, 0.1, 0.114, 0.1402, 0.1346]
+    """
+    nir = red * DESERT_RATIOS["B08/B04"][q]
+    swir1 = nir * DESERT_RATIOS["B11/B08"][q]
+    swir2 = swir1 * (DESERT_RATIOS["B12/B11"][q] if b12_b11 is None else b12_b11)
+    return (blue, green, red, nir, swir1, swir2)
+
+
+# The visible bands of the ground below were fitted so that the world's ground, with its relief
+# shading, texture and strata, reproduces the real Sentinel-2 figures of issue 24 (8-bit true
+# colour through to_rgb8, the LAMES box of site 821: ground mean R, G, B 88, 84, 86, standard
+# deviations 31, 23, 20, median R/B 1.07, median chroma 0.13): grey, blue-grey and dull brown
+# ground, some reddish rock. `lames-cube world check` prints the same figures for any world.
+#: Geological units: reflectance (B02, B03, B04, B08, B11, B12), share, layering (relative
+#: brightness spread of a unit's strata).
+GEOLOGY = {
+    # andesitic and granitic regolith, neutral grey
+    "grey": (desert_spectrum(0.100, 0.099, 0.103, 2), 0.24, 0.22),
+    # fresh volcanic gravels and basaltic andesite, blue-grey
+    "blue_grey": (desert_spectrum(0.096, 0.091, 0.090, 1), 0.16, 0.15),
+    # varnished alluvium and older fans, dull brown
+    "dull_brown": (desert_spectrum(0.096, 0.102, 0.114, 3), 0.22, 0.28),
+    # iron-stained red beds and oxidised volcanics: the colourful rock the Atacama has
+    "red_rock": (desert_spectrum(0.090, 0.101, 0.126, 4), 0.10, 0.30),
+    # dark lavas and volcanic ash beds
+    "dark_volcanic": (desert_spectrum(0.070, 0.069, 0.071, 0), 0.10, 0.20),
+    # light rhyolitic tuff and ignimbrite
+    "light_tuff": (desert_spectrum(0.136, 0.138, 0.146, 2), 0.10, 0.30),
+    # pale ochre sediments and gypsum-bearing soils
+    "pale_ochre": (desert_spectrum(0.110, 0.118, 0.136, 3), 0.08, 0.28),
+}
+# Natural decoys: as bright as the brightest mine surfaces (tailings beaches, leach pads).
 OVERLAYS = {
-    "fan_gravel": (0.190, 0.225, 0.265, 0.295, 0.355, 0.315),
-    "salt_crust": (0.400, 0.425, 0.445, 0.465, 0.400, 0.335),
-    "dry_clay": (0.265, 0.295, 0.325, 0.355, 0.400, 0.340),
+    # bright alluvial fan gravel, fresh and unvarnished
+    "fan_gravel": desert_spectrum(0.180, 0.184, 0.196, 2),
+    # salar crust, dusty halite and gypsum: flat and bright in the visible and NIR, darker in
+    # the SWIR (the water and sulphate absorptions of evaporite crusts, as in the USGS spectral
+    # library's halite and gypsum spectra, Kokaly et al. 2017); as bright as white tailings
+    "salt_crust": (0.290, 0.296, 0.302, 0.320, 0.280, 0.222),
+    # dry clay pan: light, with the clays' 2.2 um absorption in B12
+    "dry_clay": desert_spectrum(0.265, 0.275, 0.290, 2, b12_b11=0.85),
 }
 #: Materials of channels, water, roads and mines (rows of the kernel's ``looks`` table).
 LOOKS = (
-    ("sand", (0.165, 0.205, 0.245, 0.275, 0.335, 0.300)),
+    # dry river-bed sand, lighter than the slopes around it
+    ("sand", desert_spectrum(0.150, 0.155, 0.168, 2)),
+    # green vegetation (chlorophyll: low red, high NIR; leaf water: lower SWIR)
     ("vegetation", (0.035, 0.065, 0.045, 0.300, 0.170, 0.085)),
-    ("water", (0.045, 0.040, 0.025, 0.008, 0.0008, 0.0004)),  # SWIR near 0: noise goes below
+    # dark lake water: SWIR near 0, so noise falls below it
+    ("water", (0.045, 0.040, 0.025, 0.008, 0.0008, 0.0004)),
     ("asphalt", (0.070, 0.075, 0.080, 0.090, 0.110, 0.100)),
-    ("gravel", (0.185, 0.205, 0.225, 0.245, 0.300, 0.275)),
-    ("pit_rock", (0.115, 0.130, 0.145, 0.170, 0.225, 0.205)),
-    ("tailings_grey", (0.185, 0.215, 0.245, 0.270, 0.330, 0.295)),
-    ("tailings_beige", (0.180, 0.220, 0.260, 0.290, 0.350, 0.310)),
-    ("tailings_pond", (0.105, 0.140, 0.135, 0.055, 0.008, 0.005)),
-    ("leach_ore", (0.175, 0.205, 0.240, 0.265, 0.330, 0.285)),
-    ("roof_white", (0.290, 0.305, 0.315, 0.330, 0.350, 0.330)),
+    # gravel road, light
+    ("gravel", desert_spectrum(0.175, 0.178, 0.188, 2)),
+    # fresh rock of pit walls and floors: dark grey
+    ("pit_rock", desert_spectrum(0.080, 0.079, 0.082, 1)),
+    # tailings beaches: light grey to white, fine and clay-rich (2.2 um absorption in B12)
+    ("tailings_grey", desert_spectrum(0.225, 0.228, 0.232, 2, b12_b11=0.90)),
+    ("tailings_white", desert_spectrum(0.285, 0.290, 0.295, 2, b12_b11=0.90)),
+    # tailings ponds and saline lagoons: turquoise-grey water with suspended fines
+    ("tailings_pond", (0.100, 0.112, 0.088, 0.045, 0.010, 0.006)),
+    # heap-leach ore: pale, with some clay (acid leaching)
+    ("leach_ore", desert_spectrum(0.165, 0.168, 0.178, 2, b12_b11=0.92)),
+    ("roof_white", (0.290, 0.295, 0.300, 0.310, 0.330, 0.310)),
     ("roof_grey", (0.150, 0.160, 0.170, 0.185, 0.210, 0.195)),
-    ("roof_blue", (0.120, 0.155, 0.175, 0.200, 0.230, 0.205)),
-    ("roof_rust", (0.110, 0.120, 0.160, 0.200, 0.250, 0.230)),
+    ("roof_blue", (0.150, 0.150, 0.130, 0.160, 0.190, 0.175)),
+    ("roof_rust", (0.105, 0.115, 0.150, 0.190, 0.240, 0.220)),
     ("ore_concentrate", (0.060, 0.065, 0.070, 0.082, 0.100, 0.092)),
+    # waste rock: the mean of real mine pixels of issue 24 (8-bit 107, 96, 95 → reflectance)
+    ("waste_rock", desert_spectrum(0.1118, 0.1129, 0.1259, 2)),
+    # pit lakes: dark green to black water
+    ("pit_lake", (0.030, 0.048, 0.032, 0.012, 0.002, 0.001)),
 )
 CLOUD = (0.640, 0.655, 0.670, 0.690, 0.500, 0.400)
 SNOW = (0.880, 0.870, 0.850, 0.780, 0.090, 0.060)
@@ -122,7 +188,8 @@ SNOW = (0.880, 0.870, 0.850, 0.780, 0.090, 0.060)
 SUN = (35.0, 45.0)
 #: Error rates of the synthetic scene classification (share of the pixels each rule can reach).
 SCL_ERRORS = {
-    # bright clear ground (mean visible reflectance 0.30 and up; ramping in from 0.20), tailings
+    # bright clear ground (mean visible reflectance 0.26 and up, the salars, clay pans and white
+    # tailings of this world; ramping in from 0.17), tailings
     # beaches and leach pads (whatever their brightness, from 0.15): flagged as cloud 8/9, or
     # snow 11 where SWIR is bright, where a blob fixed on the ground (300 m) and a blob of the
     # date (240 m) are low: the same surfaces date after date, as Sen2Cor does in the Atacama
@@ -131,9 +198,15 @@ SCL_ERRORS = {
     "dark_area": 0.35,
     # other clear pixels left unclassified (7); cloud edges of opacity 0.12-0.3 always are
     "unclassified": 0.003,
-    # clear pixels brighter than 0.28 in the visible: saturated (1), all bands 65535
+    # clear pixels brighter than 0.26 in the visible: saturated (1), all bands 65535
     "saturated": 0.0005,
 }
+#: The sensor's point spread function as a separable 3-tap kernel ``[PSF, 1 - 2 PSF, PSF]`` at
+#: 10 m: its modulation transfer at the Nyquist frequency is ``1 - 4 PSF`` = 0.3 per axis, as
+#: specified and measured in flight for Sentinel-2 MSI's 10 m bands (0.15 to 0.3; ESA,
+#: Sentinel-2 L1C Data Quality Reports). Point samples of a sharp scene carry far more detail
+#: near the pixel scale than the sensor records.
+PSF = 0.175
 #: Sensor noise of a scene: ``ABS + REL * reflectance`` (standard deviation, reflectance units).
 NOISE_ABS, NOISE_REL = 0.0006, 0.002
 #: A scene's own gain (each tile's atmospheric correction): 1 ± this, uniformly.
@@ -264,15 +337,16 @@ def _field_table(seed: int, extra: list[tuple[float, int]]) -> tuple[list[tuple[
     return specs + extra, table
 
 
-def _geology() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _geology() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     spectra = np.array([v[0] for v in GEOLOGY.values()], dtype=np.float64)
     share = np.array([v[1] for v in GEOLOGY.values()], dtype=np.float64)
+    layers = np.array([v[2] for v in GEOLOGY.values()], dtype=np.float64)
     cdf = np.cumsum(share / share.sum())
     over = np.array(list(OVERLAYS.values()), dtype=np.float64)
-    return spectra, cdf, over
+    return spectra, cdf, layers, over
 
 
-_GEO, _GEO_CDF, _OVER = _geology()
+_GEO, _GEO_CDF, _GEO_LAYERS, _OVER = _geology()
 _LOOKS = np.array([v for _, v in LOOKS], dtype=np.float64)
 _CLOUD = np.array(CLOUD, dtype=np.float64)
 _NO_MINES = (np.full((1, 1), -1, np.int32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
@@ -368,7 +442,8 @@ def scene_pixels(dn: np.ndarray, scl: np.ndarray, xx: np.ndarray, yy: np.ndarray
 
 @dataclass
 class Canvas:
-    """Everything about one grid that does not change with the date (cached per tile and year)."""
+    """Everything about one grid that does not change with the date (cached per tile and year),
+    on the grid padded by one pixel."""
 
     xx: np.ndarray
     yy: np.ndarray
@@ -379,6 +454,13 @@ class Canvas:
     fine: np.ndarray
     mines: tuple | None
     altitude: np.ndarray  #: altitude (m) on the node lattice
+    psf: float  #: weight of each neighbour in the sensor's 3-tap point spread function
+    rows_aligned: bool  #: ``yy`` is constant along rows (the grid is in the texture CRS)
+
+    @property
+    def inner(self) -> tuple[np.ndarray, np.ndarray]:
+        """Texture coordinates of the grid's own pixels (``xx``, ``yy`` have a 1 px margin)."""
+        return self.xx[1:-1, 1:-1], self.yy[1:-1, 1:-1]
 
 
 @dataclass
@@ -480,8 +562,9 @@ class Landscape:
             elif int(cls) == 8 and h2 < 0.85:
                 water = 90.0 + 160.0 * h3
             row = np.zeros(K.N_PARAMS)
-            row[[K.P_CLASS, K.P_OX, K.P_OY, K.P_COS, K.P_SIN, K.P_H1, K.P_H2, K.P_H3, K.P_WATER_D]] = (
-                float(cls), c.x, c.y, math.cos(angle), math.sin(angle), h1, h2, h3, water)
+            row[[K.P_CLASS, K.P_OX, K.P_OY, K.P_COS, K.P_SIN, K.P_H1, K.P_H2, K.P_H3, K.P_WATER_D,
+                 K.P_SIZE]] = (float(cls), c.x, c.y, math.cos(angle), math.sin(angle), h1, h2, h3,
+                               water, 2.0 * math.sqrt(geom.area / math.pi))
             out[name] = row
         return out
 
@@ -592,7 +675,10 @@ class Landscape:
 
     # ------------------------------------------------------------------ rendering
     def canvas(self, gbox: GeoBox, year: int) -> Canvas:
-        """The date-independent part of a render of ``gbox`` in ``year``."""
+        """The date-independent part of a render of ``gbox`` in ``year``: on ``gbox`` padded by
+        one pixel, for the sensor's point spread function."""
+        psf = PSF if max(self.pixel_metres(gbox)) < 15.0 else 0.0
+        gbox = gbox.pad(1)
         xx, yy = texture_coords(gbox, self.texture_epsg)
         xmin, xmax = float(xx.min()), float(xx.max())
         ymin, ymax = float(yy.min()), float(yy.max())
@@ -603,16 +689,19 @@ class Landscape:
         pixel = min(self.pixel_metres(gbox))
         fine = [(max(s, pixel), _key(self.seed, 5, k)) for k, s in enumerate(FINE_SCALES)]
         specs, table = _field_table(self.seed, fine)
-        octaves = Octaves.build(specs, (min(node_x[0], xmin), min(node_y[0], ymin),
-                                        max(node_x[-1], xmax), max(node_y[-1], ymax)))
+        # the ravines are drawn in the geology's warped coordinates: up to WARP_M beyond
+        pad = K.WARP_M
+        octaves = Octaves.build(specs, (min(node_x[0], xmin) - pad, min(node_y[0], ymin) - pad,
+                                        max(node_x[-1], xmax) + pad, max(node_y[-1], ymax) + pad))
         nodes = np.empty((len(node_y), len(node_x), K.N_GROUND), np.float32)
-        K.ground_nodes(node_x, node_y, octaves.flat, octaves.meta, octaves.inv, table, _GEO, _GEO_CDF,
-                       _OVER, np.uint64(_key(self.seed, 7)), nodes)
+        K.ground_nodes(node_x, node_y, octaves.flat, octaves.meta, octaves.inv, table,
+                       np.uint64(_key(self.seed, 7)), nodes)
         layer = self.mine_layer(gbox, year)
         fine_idx = np.arange(len(specs) - len(fine), len(specs), dtype=np.int64)
         return Canvas(xx, yy, node_x, node_y, nodes, octaves, fine_idx,
                       layer.as_args() if layer is not None else None,
-                      self.altitude(node_x, node_y))
+                      self.altitude(node_x, node_y), psf,
+                      bool(gbox.crs.epsg == self.texture_epsg))
 
     def altitude(self, node_x: np.ndarray, node_y: np.ndarray) -> np.ndarray:
         """Altitude (m, float32) on a node lattice of texture coordinates: the Andean ramp
@@ -640,17 +729,20 @@ class Landscape:
         return out
 
     def render(self, canvas: Canvas, clouds: CloudState | None,
-               atmosphere: Atmosphere = NEUTRAL,
-               noise: tuple[int, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               atmosphere: Atmosphere = NEUTRAL, noise: tuple[int, float] | None = None, *,
+               harmonised: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Digital numbers (6, H, W) uint16 of a baseline-04.00 product (reflectance x 10 000 +
         1000, 1..65 535), SCL (H, W) uint8 and the cloud truth (H, W) uint8 (``K.T_*``).
 
-        ``noise`` ``(key, gain)`` applies a scene's own gain and noise in the same pass, bit for
-        bit as :func:`scene_pixels` would afterwards."""
-        h, w = canvas.xx.shape
-        dn = np.empty((6, h, w), np.uint16)
-        scl = np.empty((h, w), np.uint8)
-        truth = np.empty((h, w), np.uint8)
+        The reflectance is blurred by the sensor's point spread function (:data:`PSF`) on
+        grids of about 10 m. ``noise`` ``(key, gain)`` applies a scene's own gain and noise in
+        the same pass, bit for bit as :func:`scene_pixels` would afterwards; ``harmonised``
+        returns the digital numbers as :func:`lames_cube.cube.harmonise_values` would make
+        them (reflectance x 10 000, at least 1, 65 535 saturated)."""
+        hp, wp = canvas.xx.shape
+        dn = np.empty((6, hp - 2, wp - 2), np.uint16)
+        scl = np.empty((hp, wp), np.uint8)
+        truth = np.empty((hp, wp), np.uint8)
         has_clouds = clouds is not None and clouds.cover > 0
         cnodes = self.cloud_nodes(canvas, clouds) if has_clouds else _NO_CLOUDS
         mines = canvas.mines if canvas.mines is not None else _NO_MINES
@@ -660,12 +752,13 @@ class Landscape:
             round(canvas.node_y[0] / NODE_SPACING), NODE_SPACING, o.flat, o.meta, o.inv,
             canvas.fine, np.uint64(_key(self.seed, 9)),
             np.concatenate([sun_vector(atmosphere.zenith, atmosphere.azimuth), _SUN_REF]),
-            canvas.mines is not None, *mines, _LOOKS, has_clouds, cnodes, _CLOUD,
-            atmosphere.as_array(), canvas.altitude, _SNOW,
-            np.uint64((noise[0] if noise else 0) % 2**63),
-            np.array([noise[1] if noise else 0.0, NOISE_ABS, NOISE_REL]), dn, scl, truth,
+            _GEO, _GEO_CDF, _GEO_LAYERS, _OVER, canvas.mines is not None, *mines, _LOOKS,
+            has_clouds, cnodes, _CLOUD, atmosphere.as_array(), canvas.altitude, _SNOW,
+            canvas.psf, np.uint64((noise[0] if noise else 0) % 2**63),
+            np.array([noise[1] if noise else 0.0, NOISE_ABS, NOISE_REL]), canvas.rows_aligned,
+            harmonised, dn, scl, truth,
         )
-        return dn, scl, truth
+        return dn, scl[1:-1, 1:-1].copy(), truth[1:-1, 1:-1].copy()
 
 
 def rasterize_classes(sectors, gbox: GeoBox) -> np.ndarray:

@@ -47,6 +47,7 @@ from lames_cube.errors import UnknownSiteError, WorldError
 __all__ = [
     "CONTEXT_SCALES",
     "FOREST",
+    "FORESTS",
     "REAL_LAMES",
     "THRESHOLDS",
     "check_path",
@@ -74,6 +75,9 @@ CONTEXT_SCALES: tuple[int, ...] = (5, 15, 45)
 #: Random forest settings of every separability measure (``random_state`` is the seed).
 FOREST: dict = {"n_estimators": 30, "min_samples_leaf": 5, "max_features": "sqrt",
                 "max_samples": 0.5, "n_jobs": 1}
+#: The forests :func:`measure` fits (features: 8-bit RGB, the six bands, RGB with context, RGB
+#: with balanced classes).
+FORESTS: tuple[str, ...] = ("rgb", "all", "context", "rgb_balanced")
 #: Window side (px) of the texture measure.
 TEXTURE_WINDOW = 5
 #: Fewest mine pixels a training or test sample needs for a direction to be scored.
@@ -262,6 +266,7 @@ def measure(
     seed: int = 0,
     n_train: int = 10_000,
     n_test: int = 30_000,
+    forests: Iterable[str] = FORESTS,
 ) -> dict:
     """The realism measures of one image and its mine mask.
 
@@ -278,6 +283,8 @@ def measure(
     n_train, n_test
         Pixels drawn at random from the training and the test half (all if fewer): up to
         half of them mine pixels, weighted back to the half's real class balance.
+    forests
+        Which forests to fit, of :data:`FORESTS` (the others are NaN).
 
     Returns
     -------
@@ -364,22 +371,24 @@ def measure(
     def gather(arr: np.ndarray) -> np.ndarray:
         return np.asarray(arr).ravel()[rows].astype(np.float32)
 
+    forests = [f for f in FORESTS if f in set(forests)]
     px_rgb = np.stack([gather(c) for c in rgb], axis=1)
-    context = [px_rgb]
-    for channel in (*rgb, grey):
-        for size in CONTEXT_SCALES:
-            mean, std = _local_mean_std(channel, size)
-            context.append(np.stack([gather(mean), gather(std)], axis=1))
-    feature_sets = {"rgb": px_rgb, "context": np.concatenate(context, axis=1)}
-    if len(all_bands) == len(_REFLECTANCE):
+    feature_sets = {"rgb": px_rgb, "rgb_balanced": px_rgb}
+    if "context" in forests:
+        context = [px_rgb]
+        for channel in (*rgb, grey):
+            for size in CONTEXT_SCALES:
+                mean, std = _local_mean_std(channel, size)
+                context.append(np.stack([gather(mean), gather(std)], axis=1))
+        feature_sets["context"] = np.concatenate(context, axis=1)
+    if len(all_bands) == len(_REFLECTANCE) and "all" in forests:
         feature_sets["all"] = np.stack([gather(image[b]) for b in all_bands], axis=1)
-    feature_sets["rgb_balanced"] = px_rgb
-    for key in ("rgb", "all", "context", "rgb_balanced"):
+    for key in FORESTS:
         scores = []
         for d, (train, test) in directions.items():
             f1 = (_forest_f1(feature_sets[key], y, train, test, seed,
-                             balanced=key.endswith("balanced")) if key in feature_sets
-                  else math.nan)
+                             balanced=key.endswith("balanced"))
+                  if key in feature_sets and key in forests else math.nan)
             out[f"f1_{key}_{d}"] = f1
             scores.append(f1)
         out[f"f1_{key}"] = float(np.nanmean(scores)) if not np.isnan(scores).all() else math.nan
@@ -452,7 +461,7 @@ def check_world(
     ...                     tile_px=100, margin_m=100, hidden_mines=False))
     >>> check_world(w, margin_m=100)[["site_id", "split", "n_px", "contrast", "passes"]].round(2)
       site_id split  n_px  contrast  passes
-    0    2058  test  1120      0.09    True
+    0    2058  test  1120      0.19    True
     """
     years = tuple(world.spec.years)
     year = years[-1] if year is None else int(year)

@@ -70,7 +70,7 @@ from lames_cube.synthetic.mines import (
 from lames_cube.synthetic.noise import hash_uniform
 
 #: Bumped whenever the generator draws different pixels or metadata for the same spec.
-GENERATOR_VERSION = 8
+GENERATOR_VERSION = 9
 
 #: Provider styles of the items and pixels, and the collection id each one uses.
 STYLE_COLLECTIONS = {
@@ -330,9 +330,10 @@ def product_dn(dn: np.ndarray, offset: int) -> np.ndarray:
     return np.where(dn == SATURATED_DN, dn, np.maximum(dn, 1001) - 1000).astype(np.uint16)
 
 
-def _layer_dict(dn: np.ndarray, scl: np.ndarray, truth: np.ndarray, offset: int) -> dict:
-    """Harmonised bands (as a cube delivers a product of DN offset ``offset``), SCL and truth."""
-    out = {band: harmonise_values(product_dn(dn[i], offset), offset)
+def _layer_dict(dn: np.ndarray, scl: np.ndarray, truth: np.ndarray, offset: int | None) -> dict:
+    """Harmonised bands (as a cube delivers a product of DN offset ``offset``; None: ``dn``
+    is harmonised already), SCL and truth."""
+    out = {band: dn[i] if offset is None else harmonise_values(product_dn(dn[i], offset), offset)
            for i, band in enumerate(REFLECTANCE_BANDS)}
     out["SCL"] = scl
     out["CLOUD_TRUTH"] = truth
@@ -780,27 +781,28 @@ class World:
         return int(_u(self.spec.seed, *keys) * 2**62)
 
     def _render(self, gbox: GeoBox, date: dt.date | None, clouds: bool,
-                scenes: list[Scene | None], cache_key=None) -> list[tuple]:
-        """Product digital numbers (6, H, W; offset 1000), SCL and cloud truth on ``gbox``, one
-        triple per entry of ``scenes`` (None: the date's own noise, gain 1); the ground and
-        sky are rendered once."""
+                scenes: list[Scene | None], cache_key=None, *,
+                harmonised: bool = False) -> list[tuple]:
+        """Product digital numbers (6, H, W; offset 1000; ``harmonised``: as harmonise_values
+        makes them), SCL and cloud truth on ``gbox``, one triple per entry of ``scenes``
+        (None: the date's own noise, gain 1); the ground and sky are rendered once."""
         year = date.year if date is not None else self.spec.years[-1]
         canvas = self._canvas(gbox, year, cache_key)
         if date is None:
-            return [self.landscape.render(canvas, None)] * len(scenes)
+            return [self.landscape.render(canvas, None, harmonised=harmonised)] * len(scenes)
         state = self.clouds(date) if (clouds and date in self._date_set) else None
         atm = self.atmosphere(date, scl_errors=clouds)
         if len(scenes) == 1:  # gain and noise in the same pass (as scene_pixels would add them)
             scene = scenes[0]
             gain = self.scene_gain(scene) if scene is not None else 1.0
-            return [self.landscape.render(canvas, state, atm,
+            return [self.landscape.render(canvas, state, atm, harmonised=harmonised,
                                           noise=(self._noise_key(date, scene), gain))]
         dn, scl, truth = self.landscape.render(canvas, state, atm)
         out = []
         for scene in scenes:
             gain = self.scene_gain(scene) if scene is not None else 1.0
-            out.append((scene_pixels(dn, scl, canvas.xx, canvas.yy,
-                                     self._noise_key(date, scene), gain), scl, truth))
+            layer = scene_pixels(dn, scl, *canvas.inner, self._noise_key(date, scene), gain)
+            out.append((harmonise_values(layer, 1000) if harmonised else layer, scl, truth))
         return out
 
     @cached_property
@@ -881,8 +883,12 @@ class World:
         if date is not None and not isinstance(date, dt.date):
             raise WorldError(f"date={date!r} is not a datetime.date; pass e.g. "
                              f"datetime.date({self.dates[0]:%Y, %-m, %-d}) or None.")
-        ((dn, scl, truth),) = self._render_any(gbox, date, clouds, [scene], _cache_key)
-        return _layer_dict(dn, scl, truth, 1000)
+        if _is_20m(gbox):
+            ((dn, scl, truth),) = self._render_any(gbox, date, clouds, [scene], _cache_key)
+            return _layer_dict(dn, scl, truth, 1000)
+        ((dn, scl, truth),) = self._render(gbox, date, clouds, [scene], _cache_key,
+                                           harmonised=True)  # as harmonise_values makes them
+        return _layer_dict(dn, scl, truth, None)
 
     def to_cube(self, geobox: GeoBox, dates=None, bands=None, chunks=None, *,
                 footprints: bool = False):
