@@ -37,7 +37,7 @@ import pandas as pd
 from odc.geo.geobox import GeoBox
 
 from lames_cube._names import safe_name
-from lames_cube.errors import UnknownSiteError, WorldError
+from lames_cube.errors import WorldError
 
 __all__ = [
     "LIMITS",
@@ -193,14 +193,9 @@ def lames_box(world, site_id: str | int) -> GeoBox:
     (3857, 0)
     """
     from lames_cube.grid import lames_geobox, site_boxes
+    from lames_cube.synthetic.realism import site_row
 
-    sites = world.sites
-    row = sites[sites.site_id == str(site_id)]
-    if len(row) == 0:
-        raise UnknownSiteError(
-            f"Site {str(site_id)!r} is not in this world (sites: {list(sites.site_id)}); pick one "
-            "of them or build the world with it in WorldSpec.site_ids."
-        )
+    row = site_row(world, site_id)
     return lames_geobox(site_boxes(row[["site_id", "geometry"]]).iloc[0])
 
 

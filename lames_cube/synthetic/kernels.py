@@ -208,25 +208,6 @@ def _fbm_grad(flat, meta, inv, first, n, x, y):
 
 
 @nb.njit(inline="always")
-def _ridged_grad(flat, meta, inv, first, n, x, y):
-    """Ridged noise (valleys are sharp creases, where the noise crosses 0.5) and its gradient."""
-    total = 0.0
-    gx = 0.0
-    gy = 0.0
-    norm = 0.0
-    amp = 1.0
-    for o in range(n):
-        v, dx, dy = _vn_grad(flat, meta, inv, first + o, x, y)
-        sgn = 2.0 if v >= 0.5 else -2.0
-        total += amp * abs(2.0 * v - 1.0)
-        gx += amp * sgn * dx
-        gy += amp * sgn * dy
-        norm += amp
-        amp *= 0.5
-    return total / norm, gx / norm, gy / norm
-
-
-@nb.njit(inline="always")
 def _ruggedness(basin, fan):
     """Depth scale (0..1) of ravines: deep in mountains (low ``basin``), shallow on plains,
     none on salars (``basin`` past SALT_EDGE), less on fans (``fan`` field)."""

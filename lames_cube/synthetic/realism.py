@@ -57,6 +57,7 @@ __all__ = [
     "measure",
     "open_world",
     "site_box",
+    "site_row",
     "to_grey",
 ]
 
@@ -88,6 +89,31 @@ _REFLECTANCE = tuple(b for b in WORLD_BANDS if b != "SCL")
 
 
 # ---------------------------------------------------------------------------------------- grids
+def site_row(world, site_id: str | int):
+    """The row of ``world.sites`` of one site (a one-row GeoDataFrame).
+
+    Raises
+    ------
+    UnknownSiteError
+        The site is not drawn in ``world`` (the message lists its sites).
+
+    Examples
+    --------
+    >>> from lames_cube.synthetic import World, WorldSpec
+    >>> w = World(WorldSpec(use_lames=False, n_sites=1, years=(2021,), scenes_per_year=1))
+    >>> len(site_row(w, w.sites.site_id[0]))
+    1
+    """
+    sites = world.sites
+    row = sites[sites.site_id == str(site_id)]
+    if len(row) == 0:
+        raise UnknownSiteError(
+            f"Site {str(site_id)!r} is not in this world (sites: {list(sites.site_id)}); pick one "
+            "of them or build the world with it in WorldSpec.site_ids."
+        )
+    return row
+
+
 def site_box(world, site_id: str | int, *, margin_m: float = 1000.0, resolution: int = 10) -> GeoBox:
     """A grid over one site: its bounds plus ``margin_m``, in its UTM zone, on whole pixels.
 
@@ -129,13 +155,7 @@ def site_box(world, site_id: str | int, *, margin_m: float = 1000.0, resolution:
             f"site_box needs resolution > 0 and margin_m >= 0 (got resolution={resolution!r}, "
             f"margin_m={margin_m!r})."
         )
-    sites = world.sites
-    row = sites[sites.site_id == str(site_id)]
-    if len(row) == 0:
-        raise UnknownSiteError(
-            f"Site {str(site_id)!r} is not in this world (sites: {list(sites.site_id)}); pick one "
-            "of them or build the world with it in WorldSpec.site_ids."
-        )
+    row = site_row(world, site_id)
     epsg = int(row.epsg.iloc[0])
     w, s, e, n = row.geometry.to_crs(epsg).total_bounds
     r = float(resolution)
