@@ -447,7 +447,13 @@ def mine_relief(sid, dist, xx, yy, params, out):
             out[j, i] = z
 
 
-@nb.njit(cache=False, error_model="numpy", nogil=True)
+#: LLVM flags of :func:`compose`: no NaN or infinity ever enters it (every input is finite) and
+#: fused multiply-adds are allowed, but no reassociation, so a render is the same on every run and
+#: every CPU with FMA. Worth 1.3-1.4x (a 2304 px tile: 1.45 s -> 1.0 s on the CI machine).
+COMPOSE_FASTMATH = frozenset({"nnan", "ninf", "nsz", "contract"})
+
+
+@nb.njit(cache=False, error_model="numpy", nogil=True, fastmath=set(COMPOSE_FASTMATH))
 def compose(
     xx, yy,
     nodes, ix0, iy0, nsp,
