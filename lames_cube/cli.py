@@ -107,7 +107,8 @@ def _cmd_patches_list(args: argparse.Namespace) -> None:
         print(f"{name:20s} {load_patch_recipe(name).description.split('. ')[0]}")
 
 
-#: ``lames-cube train --protocol lames``: the paper's full training protocol (for a GPU).
+#: ``lames-cube train --protocol lames``: the paper's full training protocol (for a GPU); the
+#: recipe's other settings stay, the radiometric jitter among them (the paper had none).
 FULL_PROTOCOL = {"epochs": 100, "batch_size": 64, "extra_per_epoch": None, "step_size": 2000,
                  "patience": None, "threads": None, "device": "auto"}
 
@@ -345,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground around each site's bounding box, in metres (default: 1000)")
     p.add_argument("--png", metavar="DIR", help="also write each site's LAMES box in true "
                    "colour to DIR/site-<id>.png")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any site fails a threshold")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any site fails a threshold "
+                   "of the realism measures or a limit of its look")
     p.set_defaults(func=_cmd_world_check)
 
     p = sub.add_parser("search", help="search a STAC API or a local index",

@@ -11,6 +11,7 @@ from lames_cube.ml.jitter import (
     Jitter,
     JitterError,
     JitterParams,
+    check_jitter_input,
     jitter,
     parse_jitter,
 )
@@ -29,10 +30,13 @@ def test_jitter_by_hand_keeps_nodata_and_clips():
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, expected, rtol=1e-5)
     assert jitter(image, None) is image
-    # a pixel with nodata in any band is nodata in every band after the jitter
+    # nodata stays nodata band by band: the other band of that pixel is jittered as the rest
     two = np.stack([image[0], np.full_like(image[0], 500)])
     out = jitter(two, JitterParams(gain=np.ones(2), contrast=1.0, haze=np.array([9.0, 9.0])))
-    assert (out[:, 0, 0] == 0).all() and (out[1, 1] == 509).all()
+    assert out[0, 0, 0] == 0 and (out[1] == 509).all()
+    with pytest.raises(JitterError, match=r"one window \(band, y, x\) of 1 bands; got an array "
+                                          r"of shape \(2, 3\)"):
+        jitter(image[0], params)
 
 
 def test_draws_are_seeded_per_window_and_span_the_settings():
@@ -76,11 +80,25 @@ def test_bad_settings_raise_with_the_values():
         parse_jitter("yes")
     with pytest.raises(JitterError, match=r"no haze weight for bands \['SCL'\]"):
         Jitter(probability=1.0).draw(["B02", "SCL"], seed=0, epoch=0, key=0)
+    with pytest.raises(JitterError, match="got probability=True"):
+        Jitter(probability=True)
     assert parse_jitter(True) == Jitter() and parse_jitter(None) is None
     assert parse_jitter({"haze": 0.0}).to_dict() == {**Jitter().to_dict(), "haze": 0.0}
 
 
-def test_patch_dataset_jitters_training_items_only(tmp_path):
+def test_windows_jitter_cannot_apply_to_are_refused_before_training():
+    float_set = "float32 with nodata 0; train with jitter=False or rebuild it as uint16"
+    with pytest.raises(JitterError, match=float_set):
+        check_jitter_input(Jitter(), BANDS, np.float32, 0, "s.zarr")
+    with pytest.raises(JitterError, match="holds uint16 with nodata 65535"):
+        check_jitter_input(Jitter(), BANDS, np.uint16, 65535, "s.zarr")
+    with pytest.raises(JitterError, match=r"no haze weight for bands \['SCL'\] of s.zarr"):
+        check_jitter_input(Jitter(), ["B02", "SCL"], np.uint16, 0, "s.zarr")
+    check_jitter_input(None, ["SCL"], np.float32, -1, "s.zarr")  # no jitter: anything goes
+    check_jitter_input(Jitter(), BANDS, np.int16, None, "s.zarr")
+
+
+def test_patch_dataset_jitters_each_item_as_drawn(tmp_path):
     from lames_cube.ml.data import PatchDataset
     from lames_cube.testing.ml_sets import planted_patch_set
 

@@ -100,6 +100,14 @@ def test_a_run_writes_its_folder_and_a_rerun_reuses_it(patch_sets, tmp_path, cap
     assert again["variants"] == results["variants"]  # checked not run, still in the table
     assert sorted(again["reused"]) == ["checked", "none"]
     assert "U-Net checked" in (run / "report.md").read_text()
+    # jitter is on by default: saying so reuses the checkpoint, turning it off is another run
+    explicit = recipe(patch_sets, tmp_path, train={**TINY_TRAIN, "jitter": True})
+    reran = run_experiment(explicit, progress=False, variants=["none"])
+    assert sorted(reran["reused"]) == ["checked", "none"]
+    assert (run / "none" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    bare = recipe(patch_sets, tmp_path, train={**TINY_TRAIN, "jitter": False})
+    with pytest.raises(RunExistsError, match="trained with other settings"):
+        run_experiment(bare, progress=False, variants=["none"])
     # other settings: refused unless overwrite
     other = recipe(patch_sets, tmp_path, train={**TINY_TRAIN, "epochs": 1})
     with pytest.raises(RunExistsError, match=r"trained with other settings.*--overwrite"):

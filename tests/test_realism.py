@@ -74,6 +74,9 @@ def test_contrast_of_a_brighter_square_is_the_hand_value():
     # A darker mine: the absolute difference.
     m = measure(bands(*[np.where(mine, 75, 100)] * 3), mine)
     assert m["contrast"] == pytest.approx(0.25)  # by hand: |75 - 100| / 100
+    # the forests asked for by name: a misspelt one is an error, not a silent NaN
+    with pytest.raises(WorldError, match=r"got \['rbg'\] in \['rgb', 'rbg'\]"):
+        measure(bands(grey, grey, grey), mine, forests=["rgb", "rbg"])
 
 
 def test_texture_of_gaussian_noise_is_its_relative_std():

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from lames_cube import io
 from lames_cube._checks import check_seed
 from lames_cube.errors import LamesCubeError, UnknownBandError
-from lames_cube.ml.jitter import Jitter, parse_jitter
+from lames_cube.ml.jitter import Jitter, check_jitter_input, parse_jitter
 from lames_cube.ml.jitter import jitter as apply_jitter
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
@@ -341,6 +341,8 @@ class PatchDataset(_WindowDataset):
                                             f"the patch set {self.store!r}")
         self.augment, self.seed, self.epoch = bool(augment), check_seed(seed), 0
         self.jitter = parse_jitter(jitter)
+        check_jitter_input(self.jitter, self.bands, ds["image"].dtype, ds.attrs.get("nodata", 0),
+                           f"the patch set {self.store!r}")
         self._handles: tuple[Any, Any] | None = None
         self._pid: int | None = None
 
@@ -548,6 +550,8 @@ class CubeWindowDataset(_WindowDataset):
         self.array_path = f"{path}/{variable}"
         self.augment, self.seed, self.epoch = bool(augment), check_seed(seed), 0
         self.jitter = parse_jitter(jitter)
+        check_jitter_input(self.jitter, self.bands, self.dtype, self.fill,
+                           f"the cube store {self.array_path!r}")
         self._handles: Any = None
         self._pid: int | None = None
 

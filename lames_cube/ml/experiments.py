@@ -458,10 +458,16 @@ def _run_settings(recipe: ExperimentRecipe, sites: Path, extra: list[Path],
                   variant: str) -> dict[str, Any]:
     """What a variant's checkpoint depends on: a rerun with the same values reuses it."""
     from lames_cube import __version__
+    from lames_cube.ml.jitter import parse_jitter
     from lames_cube.ml.models import model_spec
 
+    train = _variant_train(recipe, variant)
+    # the jitter actually applied (train's default included), so that a checkpoint trained
+    # with other spreads, or with none, is never taken for this variant's
+    jitter = parse_jitter(train.get("jitter", True))
+    train["jitter"] = None if jitter is None else jitter.to_dict()
     settings = {"model": model_spec(recipe.model).to_dict(), "bands": recipe.bands,
-                "task": recipe.task, "train": _variant_train(recipe, variant),
+                "task": recipe.task, "train": train,
                 "patches": str(sites),
                 "extra": [str(e) for e in extra], "version": __version__,
                 "fingerprints": [_fingerprint(s) for s in (sites, *extra)]}

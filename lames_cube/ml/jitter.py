@@ -31,7 +31,8 @@ import numpy as np
 
 from lames_cube.errors import LamesCubeError
 
-__all__ = ["HAZE_WEIGHTS", "Jitter", "JitterError", "JitterParams", "jitter", "parse_jitter"]
+__all__ = ["HAZE_WEIGHTS", "Jitter", "JitterError", "JitterParams", "check_jitter_input", "jitter",
+           "parse_jitter"]
 
 #: Share of the blue band's haze in each band: path radiance falls steeply with wavelength
 #: (Rayleigh scattering ~ wavelength^-4, aerosols ~ wavelength^-1.3); the values are
@@ -92,6 +93,7 @@ class Jitter:
     def __post_init__(self) -> None:
         problems = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                     if not (isinstance(getattr(self, f.name), int | float)
+                            and not isinstance(getattr(self, f.name), bool)
                             and math.isfinite(getattr(self, f.name))
                             and getattr(self, f.name) >= 0)]
         if problems:
@@ -152,8 +154,11 @@ def jitter(image: np.ndarray, params: JitterParams | None) -> np.ndarray:
     """
     if params is None:
         return image
+    if image.ndim != 3 or image.shape[0] != len(params.gain):
+        raise JitterError(f"jitter takes one window (band, y, x) of {len(params.gain)} bands; "
+                          f"got an array of shape {image.shape}.")
     out = image.astype(np.float32)
-    valid = (image > 0).all(axis=0) if image.ndim == 3 else image > 0
+    valid = (image > 0).all(axis=0)
     if not valid.any():
         return out
     for b in range(out.shape[0]):
@@ -162,8 +167,43 @@ def jitter(image: np.ndarray, params: JitterParams | None) -> np.ndarray:
         band[...] = ((mean + params.contrast * (band - mean)) * params.gain[b]
                      + params.haze[b])
     np.clip(out, 1.0, 65_535.0, out=out)
-    out[:, ~valid] = 0.0
+    out[image == 0] = 0.0  # nodata stays nodata, band by band
     return out
+
+
+def check_jitter_input(jitter: Jitter | None, bands: Sequence[str], dtype: Any, nodata: Any,
+                       source: str) -> None:
+    """Raise before training when ``jitter`` cannot apply to the windows of ``source``.
+
+    Jitter works on reflectance × 10 000 in integers with 0 as nodata (patch sets and cubes
+    as this package writes them) and knows the haze of the Sentinel-2 bands only.
+
+    Raises
+    ------
+    JitterError
+        Float windows, another nodata value, or a band without a haze weight; the message names
+        the way out (``jitter=False``).
+
+    Examples
+    --------
+    >>> try:
+    ...     check_jitter_input(Jitter(), ["B04"], np.dtype("float32"), 0, "x.zarr")
+    ... except JitterError as err:
+    ...     print(str(err)[57:])
+    x.zarr holds float32 with nodata 0; train with jitter=False or rebuild it as uint16.
+    """
+    if jitter is None:
+        return
+    kind = np.dtype(dtype).kind
+    if kind not in "iu" or (nodata or 0) != 0:
+        raise JitterError(f"jitter needs integer reflectance x 10 000 with nodata 0; {source} "
+                          f"holds {np.dtype(dtype)} with nodata {nodata!r}; train with "
+                          "jitter=False or rebuild it as uint16.")
+    unknown = [b for b in bands if b not in HAZE_WEIGHTS]
+    if unknown:
+        raise JitterError(f"jitter has no haze weight for bands {unknown} of {source} (it knows "
+                          f"{sorted(HAZE_WEIGHTS)}); pick Sentinel-2 reflectance bands or train "
+                          "with jitter=False.")
 
 
 def parse_jitter(value: Any) -> Jitter | None:

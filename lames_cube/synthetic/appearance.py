@@ -73,7 +73,6 @@ LIMITS: dict[str, tuple[float, float]] = {
 WINDOW = 256
 #: Wavenumbers (cycles per window) of the spectrum fit: 4 … 99.
 K_RANGE = (4, 100)
-_RGB = ("B04", "B03", "B02")
 _SIX = ("B02", "B03", "B04", "B08", "B11", "B12")
 
 
@@ -142,15 +141,13 @@ def class_stats(rgb: np.ndarray, mask: np.ndarray) -> tuple[tuple, tuple]:
     return tuple(values.mean(axis=1).tolist()), tuple(values.std(axis=1).tolist())
 
 
-def window_measures(rgb: np.ndarray, mine: np.ndarray | None = None) -> dict:
+def window_measures(rgb: np.ndarray) -> dict:
     """Chroma, R/B and spectrum slope of one window of 8-bit true colour.
 
     Parameters
     ----------
     rgb
         ``(3, n, n)`` uint8 R, G, B (0 = nodata: such pixels are left out of chroma and R/B).
-    mine
-        Unused by these measures; accepted so that windows and masks can be passed together.
 
     Returns
     -------
@@ -204,14 +201,9 @@ def render_box(world, gbox: GeoBox, *, year: int | None = None) -> tuple[dict, n
     windows (20 m bands averaged as the sensor records them), and the mine mask of ``year``
     (default: the world's last year, the year of the clear-sky render)."""
     from lames_cube.synthetic.clear import sensor_20m
+    from lames_cube.synthetic.realism import clear_sky_date
 
-    years = tuple(world.spec.years)
-    year = years[-1] if year is None else int(year)
-    if year not in years:
-        raise WorldError(f"year={year} is not one of the world's years {list(years)}; pick one "
-                         "of them.")
-    date = None if year == years[-1] else next(
-        (d for d in world.dates if d.year == year), None)
+    year, date = clear_sky_date(world, year)
     layers = sensor_20m(lambda g: world.read(g, date, clouds=False), gbox,
                         (gbox.affine.c, gbox.affine.f), list(_SIX))
     return layers, world.mine_classes(gbox, year) > 0
@@ -254,7 +246,7 @@ def check_appearance(world, sites: Iterable[str | int] | None = None, *,
     >>> t[["site_id", "n_windows"]].values.tolist()
     [['2058', 1]]
     """
-    from lames_cube.synthetic.realism import measure, to_grey
+    from lames_cube.synthetic.realism import _RGB, measure, to_grey
 
     ids = list(world.sites.site_id) if sites is None else [str(s) for s in sites]
     rows = []
@@ -263,9 +255,9 @@ def check_appearance(world, sites: Iterable[str | int] | None = None, *,
         gbox = lames_box(world, site_id)
         layers, mine = render_box(world, gbox, year=year)
         rgb, _ = to_grey(layers)
-        n = gbox.shape[0] // WINDOW
-        windows = [window_measures(rgb[:, i:i + WINDOW, j:j + WINDOW])
-                   for i in range(0, n * WINDOW, WINDOW) for j in range(0, n * WINDOW, WINDOW)]
+        n_rows, n_cols = gbox.shape[0] // WINDOW, gbox.shape[1] // WINDOW
+        windows = [window_measures(rgb[:, i * WINDOW:(i + 1) * WINDOW, j * WINDOW:(j + 1) * WINDOW])
+                   for i in range(n_rows) for j in range(n_cols)]
         row: dict = {"site_id": site_id, "n_windows": len(windows),
                      "mine_fraction": float(mine.mean())}
         for key in ("chroma", "red_blue", "slope"):
@@ -279,8 +271,7 @@ def check_appearance(world, sites: Iterable[str | int] | None = None, *,
         if png is not None:
             row["png"] = str(_write_quicklook(
                 rgb, mine, Path(png) / f"site-{safe_name(site_id)}.png",
-                f"site {site_id}: LAMES box, {gbox.shape[1]} x {gbox.shape[0]} px (EPSG:3857), "
-                f"year {year or world.spec.years[-1]}"))
+                _title(site_id, gbox, year or world.spec.years[-1])))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -306,8 +297,12 @@ def quicklook(world, site_id: str | int, path, *, year: int | None = None) -> Pa
     gbox = lames_box(world, site_id)
     layers, mine = render_box(world, gbox, year=year)
     return _write_quicklook(to_grey(layers)[0], mine, path,
-                            f"site {site_id}: LAMES box, {gbox.shape[1]} x {gbox.shape[0]} px "
-                            f"(EPSG:3857), year {year or world.spec.years[-1]}")
+                            _title(site_id, gbox, year or world.spec.years[-1]))
+
+
+def _title(site_id: str | int, gbox: GeoBox, year: int) -> str:
+    return (f"site {site_id}: LAMES box, {gbox.shape[1]} x {gbox.shape[0]} px (EPSG:3857), "
+            f"year {year}")
 
 
 def _write_quicklook(rgb: np.ndarray, mine: np.ndarray, path, title: str) -> Path:

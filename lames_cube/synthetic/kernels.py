@@ -449,7 +449,7 @@ def mine_relief(sid, dist, xx, yy, params, out):
 
 #: LLVM flags of :func:`compose`: no NaN or infinity ever enters it (every input is finite) and
 #: fused multiply-adds are allowed, but no reassociation, so a render is the same on every run and
-#: every CPU with FMA. Worth 1.3-1.4x (a 2304 px tile: 1.45 s -> 1.0 s on the CI machine).
+#: every CPU with FMA. Worth 1.3-1.4x (a 2304 px tile: 1.45 s -> 1.0 s on this 2-core machine).
 COMPOSE_FASTMATH = frozenset({"nnan", "ninf", "nsz", "contract"})
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "THRESHOLDS",
     "check_path",
     "check_world",
+    "clear_sky_date",
     "failures",
     "format_table",
     "measure",
@@ -112,6 +113,34 @@ def site_row(world, site_id: str | int):
             "of them or build the world with it in WorldSpec.site_ids."
         )
     return row
+
+
+def clear_sky_date(world, year: int | None = None) -> tuple[int, dt.date | None]:
+    """The year of the mines to measure (default: the world's last) and the date whose
+    ground a clear-sky render of that year shows (None: the world's reference, its last year).
+
+    Raises
+    ------
+    WorldError
+        ``year`` is not one of the world's years.
+
+    Examples
+    --------
+    >>> from lames_cube.synthetic import World, WorldSpec
+    >>> w = World(WorldSpec(use_lames=False, n_sites=1, years=(2020, 2021), scenes_per_year=1))
+    >>> clear_sky_date(w)
+    (2021, None)
+    >>> clear_sky_date(w, 2020)[1].year
+    2020
+    """
+    years = tuple(world.spec.years)
+    year = years[-1] if year is None else int(year)
+    if year not in years:
+        raise WorldError(f"year={year} is not one of the world's years {list(years)}; pick one "
+                         "of them.")
+    if year == years[-1]:
+        return year, None
+    return year, next((d for d in world.dates if d.year == year), dt.date(year, 7, 1))
 
 
 def site_box(world, site_id: str | int, *, margin_m: float = 1000.0, resolution: int = 10) -> GeoBox:
@@ -304,7 +333,8 @@ def measure(
         Pixels drawn at random from the training and the test half (all if fewer): up to
         half of them mine pixels, weighted back to the half's real class balance.
     forests
-        Which forests to fit, of :data:`FORESTS` (the others are NaN).
+        Which forests to fit: names of :data:`FORESTS`, or one name (the others are NaN; an
+        unknown name raises :class:`~lames_cube.errors.WorldError`).
 
     Returns
     -------
@@ -391,7 +421,12 @@ def measure(
     def gather(arr: np.ndarray) -> np.ndarray:
         return np.asarray(arr).ravel()[rows].astype(np.float32)
 
-    forests = [f for f in FORESTS if f in set(forests)]
+    asked = [forests] if isinstance(forests, str) else list(forests)
+    unknown = [f for f in asked if f not in FORESTS]
+    if unknown:
+        raise WorldError(f"measure(forests=...) takes names of {list(FORESTS)}; got {unknown} "
+                         f"in {forests!r}.")
+    forests = [f for f in FORESTS if f in asked]
     px_rgb = np.stack([gather(c) for c in rgb], axis=1)
     feature_sets = {"rgb": px_rgb, "rgb_balanced": px_rgb}
     if "context" in forests:
@@ -483,14 +518,7 @@ def check_world(
       site_id split  n_px  contrast  passes
     0    2058  test  1120      0.19    True
     """
-    years = tuple(world.spec.years)
-    year = years[-1] if year is None else int(year)
-    if year not in years:
-        raise WorldError(f"year={year} is not one of the world's years {list(years)}; pick one of them.")
-    if year == years[-1]:
-        date = None
-    else:
-        date = next((d for d in world.dates if d.year == year), dt.date(year, 7, 1))
+    year, date = clear_sky_date(world, year)
     ids = list(world.sites.site_id) if sites is None else [str(s) for s in sites]
     split = dict(zip(world.sites.site_id, world.sites.get("split", [None] * len(world.sites)),
                      strict=True))
