@@ -152,7 +152,11 @@ OVERLAYS = {
     # dry clay pan: light, with the clays' 2.2 um absorption in B12
     "dry_clay": desert_spectrum(0.265, 0.275, 0.290, 2, b12_b11=0.85),
 }
-#: Materials of channels, water, roads and mines (rows of the kernel's ``looks`` table).
+#: Materials of channels, water, roads and mines (rows of the kernel's ``looks`` table). Rows
+#: built with ``desert_spectrum`` take their NIR and SWIR from the real tile; the rows written
+#: out in full (vegetation, water, asphalt, ponds, roofs, concentrate, pit lakes) are small or
+#: rare surfaces whose values are hand-set to the textbook shapes their comments name: no
+#: published spectrum of them is in the repository.
 LOOKS = (
     # dry river-bed sand, lighter than the slopes around it
     ("sand", desert_spectrum(0.150, 0.155, 0.168, 2)),
