@@ -33,7 +33,7 @@ import numpy as np
 import lames_cube
 from lames_cube.annotations import load_sectors
 from lames_cube.composite import to_rgb8
-from lames_cube.pipeline import site_geobox
+from lames_cube.recipes.pipeline import site_geobox
 from lames_cube.synthetic import DEMO_SPEC, World, WorldSpec, write_world
 
 SIZE = os.environ.get("LAMES_NB_SIZE", "small")

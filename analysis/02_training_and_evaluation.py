@@ -29,7 +29,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from lames_cube.ml.experiments import load_experiment, run_experiment
+from lames_cube.recipes.experiments import load_experiment, run_experiment
 from lames_cube.report import results_table
 
 SIZE = os.environ.get("LAMES_NB_SIZE", "small")

@@ -27,7 +27,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lames_cube.ml.country import run_inference
+from lames_cube.recipes.country import run_inference
 from lames_cube.prediction import open_prediction, prediction_polygons
 
 SIZE = os.environ.get("LAMES_NB_SIZE", "small")

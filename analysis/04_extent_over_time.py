@@ -32,7 +32,7 @@ import pandas as pd
 
 from lames_cube.composite import yearly_composites
 from lames_cube.ml import predict
-from lames_cube.pipeline import site_geobox
+from lames_cube.recipes.pipeline import site_geobox
 from lames_cube.synthetic import DEMO_SPEC, World, WorldSpec
 from lames_cube.timeseries import compare_with_truth, extent_over_time, first_mining_year
 

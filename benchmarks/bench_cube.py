@@ -174,7 +174,7 @@ class ChileMosaicGraph:
     def time_items_of_every_active_tile(self):
         """Which items touch each of the 1,826 active tiles (the tiled writer's lookup)."""
         from lames_cube.grid import mosaic_tiles
-        from lames_cube.pipeline import ItemIndex
+        from lames_cube.recipes.pipeline import ItemIndex
 
         index = ItemIndex(prepare_items(self.items), self.gbox.crs)
         for _, tile in mosaic_tiles("chile", active_only=True).iterrows():

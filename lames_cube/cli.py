@@ -78,8 +78,8 @@ def _cmd_search(args: argparse.Namespace) -> None:
 def _cmd_cube_build(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from lames_cube.pipeline import run_recipe
-    from lames_cube.recipes import load_recipe
+    from lames_cube.recipes.cubes import load_recipe
+    from lames_cube.recipes.pipeline import run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.catalog:
@@ -93,7 +93,7 @@ def _cmd_cube_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_patches_build(args: argparse.Namespace) -> None:
-    from lames_cube.patch_recipes import build_patch_sets
+    from lames_cube.recipes.patchsets import build_patch_sets
 
     build_patch_sets(args.recipe, data_dir=args.data_dir, output=args.output,
                      cubes_output=args.cubes_output, extra_n=args.extra_n,
@@ -101,7 +101,7 @@ def _cmd_patches_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_patches_list(args: argparse.Namespace) -> None:
-    from lames_cube.patch_recipes import list_patch_recipes, load_patch_recipe
+    from lames_cube.recipes.patchsets import list_patch_recipes, load_patch_recipe
 
     for name in list_patch_recipes():
         print(f"{name:20s} {load_patch_recipe(name).description.split('. ')[0]}")
@@ -114,7 +114,7 @@ FULL_PROTOCOL = {"epochs": 100, "batch_size": 64, "extra_per_epoch": None, "step
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from lames_cube.ml.experiments import list_experiments, load_experiment, run_experiment
+    from lames_cube.recipes.experiments import list_experiments, load_experiment, run_experiment
 
     if args.list or args.recipe is None:
         for name in list_experiments():
@@ -145,7 +145,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_infer(args: argparse.Namespace) -> None:
-    from lames_cube.ml.country import run_inference
+    from lames_cube.recipes.country import run_inference
 
     output = args.output or f"runs/infer-{Path(args.recipe).stem}"
     summary = run_inference(args.recipe, args.checkpoint, output, source=args.source,
@@ -163,14 +163,14 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
 
 def _cmd_cube_list(args: argparse.Namespace) -> None:
-    from lames_cube.recipes import list_recipes, load_recipe
+    from lames_cube.recipes.cubes import list_recipes, load_recipe
 
     for name in list_recipes():
         print(f"{name:14s} {load_recipe(name).description.splitlines()[0] if load_recipe(name).description else ''}")
 
 
 def _cmd_stac_serve(args: argparse.Namespace) -> None:
-    from lames_cube.stac_server import serve_forever
+    from lames_cube.services import serve_forever
     from lames_cube.synthetic.write import read_world_stac
 
     collection, items = read_world_stac(args.world)
@@ -180,7 +180,7 @@ def _cmd_stac_serve(args: argparse.Namespace) -> None:
 def _cmd_stac_install(args: argparse.Namespace) -> int:
     import time
 
-    from lames_cube.stac_server import prepare_server_host, server_host_status
+    from lames_cube.services import prepare_server_host, server_host_status
 
     started = time.monotonic()
     done = prepare_server_host(venv_dir=args.venv_dir)
@@ -198,7 +198,7 @@ def _cmd_stac_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_stac_check(args: argparse.Namespace) -> int:
-    from lames_cube.stac_server import install_command, server_host_status
+    from lames_cube.services import install_command, server_host_status
 
     status = server_host_status(venv_dir=args.venv_dir)
     print(status.report())

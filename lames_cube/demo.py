@@ -47,7 +47,7 @@ SITE_BUFFER_M = 250.0
 
 def demo_recipe(world, root: Path):
     """The ``demo`` cube recipe pointed at this world and its sites (works for fallback sites)."""
-    from lames_cube.recipes import Recipe, load_recipe
+    from lames_cube.recipes.cubes import Recipe, load_recipe
 
     data = load_recipe("demo").to_dict()
     data.update({"catalog": str(root), "area": {"sites": list(world.sites.site_id)},
@@ -126,7 +126,7 @@ def _describe_search(root: Path, world, everything) -> None:
 
 def _cubes(world, root: Path, everything, data_dir) -> list[Path]:
     from lames_cube.io import TemplateMismatchError, open_store
-    from lames_cube.pipeline import run_recipe
+    from lames_cube.recipes.pipeline import run_recipe
 
     recipe = demo_recipe(world, root)
     try:
@@ -174,7 +174,7 @@ def _labels(world, stores: list[Path]) -> dict[str, dict[str, Any]]:
 def _train(run: Path, data_dir, epochs: int | None, progress: bool) -> dict[str, Any]:
     import dataclasses
 
-    from lames_cube.ml.experiments import load_experiment, run_experiment
+    from lames_cube.recipes.experiments import load_experiment, run_experiment
 
     recipe = load_experiment(DEMO_EXPERIMENT)
     recipe = dataclasses.replace(recipe, patches_output=str(run / "patches"))

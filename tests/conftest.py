@@ -41,7 +41,7 @@ def stac_server_env():
     fails every test that uses it, loudly, with the command to run; it never skips.
     """
     from lames_cube.errors import StacServerError
-    from lames_cube.stac_server import check_server_env
+    from lames_cube.services import check_server_env
 
     try:
         return check_server_env()

@@ -112,7 +112,7 @@ def _geoparquet(folder: Path) -> Path:
 
 
 def _recipe(folder: Path) -> Path:
-    from lames_cube.recipes import dump_recipe, load_recipe
+    from lames_cube.recipes.cubes import dump_recipe, load_recipe
 
     return dump_recipe(load_recipe("demo"), folder / "demo.yaml")
 
@@ -150,7 +150,7 @@ def _index(folder: Path) -> Path:
 
 
 def _ndjson(folder: Path) -> Path:
-    from lames_cube.stac_server import _write_ndjson
+    from lames_cube.services.stac_api import _write_ndjson
 
     _write_ndjson(folder / "items.ndjson", [{"id": "a"}, {"id": "b"}])
     return folder / "items.ndjson"

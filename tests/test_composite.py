@@ -27,7 +27,7 @@ from lames_cube.composite import (
     yearly_composites,
 )
 from lames_cube.errors import InvalidGridError, InvalidQueryError
-from lames_cube.recipes import DEFAULT_BUFFER_M, Recipe, RecipeError, load_recipe
+from lames_cube.recipes.cubes import DEFAULT_BUFFER_M, Recipe, RecipeError, load_recipe
 from lames_cube.testing.schedulers import CountingScheduler
 
 BANDS = ["B04", "B03", "B02", "SCL"]
@@ -445,7 +445,7 @@ def test_recipe_buffer_is_validated(value, match):
 
 @pytest.mark.parametrize("buffer_m", [0, 20])
 def test_pipeline_carries_the_recipe_buffer_into_the_composite(buffer_m):
-    from lames_cube.pipeline import store_dataset
+    from lames_cube.recipes.pipeline import store_dataset
 
     cube, _ = _mine_cube()
     recipe = Recipe.from_dict(_recipe(buffer_m=buffer_m))

@@ -16,8 +16,8 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from lames_cube.ml.country import evaluate_prediction
 from lames_cube.prediction import NODATA_CLASS, prediction_polygons
+from lames_cube.recipes.country import evaluate_prediction
 
 CRS = "EPSG:32719"
 X0, Y0 = 400000.0, 7300000.0  # the Atacama, UTM 19S
@@ -139,9 +139,9 @@ def test_store_source_reads_the_recipes_composite_store(tmp_path):
     import dask.array as da
 
     from lames_cube.io import write_cube
-    from lames_cube.ml.country import InferenceRunError, inference_source
-    from lames_cube.pipeline import tile_plan
-    from lames_cube.recipes import load_recipe
+    from lames_cube.recipes.country import InferenceRunError, inference_source
+    from lames_cube.recipes.cubes import load_recipe
+    from lames_cube.recipes.pipeline import tile_plan
 
     recipe = load_recipe("chile-mosaic")
     block, _ = tile_plan(recipe, tiles=["r043c020", "r043c021"])

@@ -58,7 +58,7 @@ def test_chile_outline_is_shipped_and_matches_natural_earth():
     # north-east corner of Natural Earth 1:110m Chile (DESIGN.md section 5; compared below)
     np.testing.assert_allclose(poly.bounds[2:], (-66.95992, -17.580012), atol=1e-6)
     assert (grid._DATA / "chile_ne110m.geojson").stat().st_size < 20_000
-    from lames_cube.recipes import _outlines_path
+    from lames_cube.recipes.cubes import _outlines_path
 
     path = _outlines_path()
     if path is None:  # the pinned pyogrio wheel ships the fixture: a missing one is a broken env
@@ -379,7 +379,7 @@ def test_utm_epsg_errors_name_the_value_and_the_fix():
 
 
 def test_one_utm_zone_function_serves_the_whole_package():
-    from lames_cube.recipes import Grid
+    from lames_cube.recipes.cubes import Grid
     from lames_cube.synthetic.mines import zones
 
     bergen = shapely.box(5.3, 60.3, 5.4, 60.4)
@@ -395,7 +395,7 @@ def test_one_utm_zone_function_serves_the_whole_package():
 
 
 def test_chile_outline_has_one_loader(monkeypatch):
-    from lames_cube import recipes
+    from lames_cube.recipes import cubes as recipes
     from lames_cube.testing.catalogs import CHILE_BBOX
 
     monkeypatch.setattr(recipes, "_outlines_path", lambda: None)  # no other copy to fall back on

@@ -134,7 +134,11 @@ def test_train_records_the_jitter_in_the_checkpoint(tmp_path, setting):
 
 
 def test_recipes_jitter_by_default_with_a_no_jitter_ablation_row():
-    from lames_cube.ml.experiments import ExperimentRecipeError, load_experiment, parse_experiment
+    from lames_cube.recipes.experiments import (
+        ExperimentRecipeError,
+        load_experiment,
+        parse_experiment,
+    )
 
     for name in ("demo-site-detection", "site-detection"):
         recipe = load_experiment(name)

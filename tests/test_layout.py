@@ -61,14 +61,14 @@ def core_graph() -> dict[str, set[str]]:
 
 def test_no_import_circle_between_demo_pipeline_and_recipes():
     graph = import_graph()
-    assert {"lames_cube.demo", "lames_cube.pipeline", "lames_cube.recipes"} <= set(graph)
+    assert {"lames_cube.demo", "lames_cube.recipes.pipeline", "lames_cube.recipes.cubes"} <= set(graph)
     assert "lames_cube.demo" not in reachable(graph, "lames_cube.demo")
     core = core_graph()
-    for name in ("lames_cube.pipeline", "lames_cube.recipes"):
+    for name in ("lames_cube.recipes.pipeline", "lames_cube.recipes.cubes"):
         assert name not in reachable(core, name), f"{name} imports itself through a circle"
-    assert "lames_cube.pipeline" not in reachable(core, "lames_cube.recipes")
+    assert "lames_cube.recipes.pipeline" not in reachable(core, "lames_cube.recipes.cubes")
     # the graph sees imports inside functions: recipes reaches the world presets that way
-    assert "lames_cube.synthetic.presets" in reachable(core, "lames_cube.recipes")
+    assert "lames_cube.synthetic.presets" in reachable(core, "lames_cube.recipes.cubes")
 
 
 def test_the_core_never_imports_its_faces():

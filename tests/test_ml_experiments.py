@@ -10,7 +10,7 @@ import yaml
 
 from lames_cube.cli import main
 from lames_cube.ml.checkpoint import load_checkpoint
-from lames_cube.ml.experiments import (
+from lames_cube.recipes.experiments import (
     ExperimentRecipeError,
     RunExistsError,
     list_experiments,

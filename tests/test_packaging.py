@@ -126,7 +126,7 @@ def test_pyproject_lists_every_subpackage_and_maps_cubes():
 def test_editable_install_reads_the_recipes_in_the_checkout():
     """In the editable install the recipes are the files of cubes/ themselves: an edit is seen."""
     import lames_cube
-    from lames_cube.recipes import CUBES_DIR, list_recipes
+    from lames_cube.recipes.cubes import CUBES_DIR, list_recipes
 
     if not Path(lames_cube.__file__).resolve().is_relative_to(ROOT):
         pytest.skip("lames_cube is not the editable install of this checkout")
@@ -138,7 +138,7 @@ _WHEEL_CHECK = r"""
 import importlib.resources, json, sys
 from pathlib import Path
 import lames_cube
-from lames_cube.recipes import CUBES_DIR, list_recipes, load_recipe
+from lames_cube.recipes.cubes import CUBES_DIR, list_recipes, load_recipe
 
 names = list_recipes()
 loaded = {n: load_recipe(n) for n in names}

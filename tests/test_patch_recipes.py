@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lames_cube.patch_recipes import (
+from lames_cube.recipes.patchsets import (
     PatchRecipeError,
     build_patch_sets,
     list_patch_recipes,
@@ -19,7 +19,7 @@ from lames_cube.patch_recipes import (
 
 
 def _recipes(tmp_path, world, n=6):
-    from lames_cube.recipes import load_recipe
+    from lames_cube.recipes.cubes import load_recipe
 
     cubes = yaml.safe_load(open(load_recipe("demo").source).read())
     cubes.update({"name": "small", "catalog": str(world), "area": {"sites": ["2203", "2355"]},
@@ -107,7 +107,7 @@ def test_patch_recipe_mistakes_are_reported_together():
 # ------------------------------------------------------------------ sites_from: world
 def _world_recipe(tmp_path, world, name="w", **changes):
     """A world-mode patch recipe over the small test world (only its catalog is used)."""
-    from lames_cube.recipes import load_recipe
+    from lames_cube.recipes.cubes import load_recipe
 
     cubes = yaml.safe_load(open(load_recipe("demo").source).read())
     cubes.update({"name": "small", "catalog": str(world), "area": {"sites": ["2203", "2355"]},

@@ -11,8 +11,8 @@ import yaml
 
 from lames_cube.cube import build_cube
 from lames_cube.io import open_store
-from lames_cube.pipeline import run_recipe, site_geobox
-from lames_cube.recipes import load_recipe
+from lames_cube.recipes.cubes import load_recipe
+from lames_cube.recipes.pipeline import run_recipe, site_geobox
 from lames_cube.search import search
 
 
@@ -142,7 +142,7 @@ def _site_tiles(world, lames_dir, n=2):
 
     import shapely
 
-    from lames_cube.pipeline import tile_plan
+    from lames_cube.recipes.pipeline import tile_plan
 
     recipe = dataclasses.replace(load_recipe("chile-mosaic"), catalog=str(world))
     _, table = tile_plan(recipe, data_dir=lames_dir)
@@ -179,7 +179,7 @@ def test_chile_mosaic_builds_tile_by_tile_and_resumes_after_a_kill(tmp_path, wor
     assert list(stored.year.values) == [2021, 2022]
     # Seamless: the tiles equal one composite of the whole block (the cloud buffer crosses tile
     # edges through each tile's halo).
-    from lames_cube.pipeline import store_dataset
+    from lames_cube.recipes.pipeline import store_dataset
 
     items = recipe.search(data_dir=lames_dir)
     halo = 9  # the 60 m buffer at 10 m (6 px), the 1 px opening (2 px), one to spare
@@ -227,8 +227,8 @@ def _files(path):
 
 
 def test_tile_plans_are_checked(world, lames_dir):
-    from lames_cube.pipeline import tile_plan
-    from lames_cube.recipes import RecipeError
+    from lames_cube.recipes.cubes import RecipeError
+    from lames_cube.recipes.pipeline import tile_plan
 
     recipe, tiles = _site_tiles(world, lames_dir)
     with pytest.raises(RecipeError, match=r"tiles \['r999c999'\] are not active tiles"):
@@ -247,8 +247,8 @@ def test_tiles_are_seamless_where_clouds_cross_their_edges(tmp_path, world, lame
     the whole block, built independently of the tiling."""
     import shapely
 
-    from lames_cube.pipeline import store_dataset, tile_plan
-    from lames_cube.recipes import Recipe
+    from lames_cube.recipes.cubes import Recipe
+    from lames_cube.recipes.pipeline import store_dataset, tile_plan
 
     data = load_recipe("chile-mosaic").to_dict()
     data.update(catalog=str(world), chunks={"y": 512, "x": 512, "time": 1})
@@ -280,7 +280,7 @@ def test_widening_a_trial_runs_tiles_is_another_store_not_a_silent_resume(tmp_pa
                                                                           lames_dir):
     """Tiles left nodata in a trial run are not 'done' for a run that builds them."""
     from lames_cube.io import TemplateMismatchError
-    from lames_cube.pipeline import tile_plan
+    from lames_cube.recipes.pipeline import tile_plan
 
     recipe, tiles = _site_tiles(world, lames_dir)
     _, table = tile_plan(recipe, data_dir=lames_dir)

@@ -13,7 +13,7 @@ import yaml
 
 from lames_cube.annotations import load_sites
 from lames_cube.errors import LamesCubeError
-from lames_cube.recipes import (
+from lames_cube.recipes.cubes import (
     CUBES_DIR,
     Area,
     Grid,

@@ -53,7 +53,7 @@ def clean(world):
 @pytest.fixture(scope="module")
 def api(stac_server_env, world):
     """The world's items in a real STAC API, with asset hrefs under ASSET_ORIGIN."""
-    from lames_cube.stac_server import StacApiServer
+    from lames_cube.services.stac_api import StacApiServer
 
     collection, items = read_world_stac(world)
     with StacApiServer([collection], asset_hrefs(items, world)) as server:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.stacapi
 
 @pytest.fixture(scope="module")
 def api(stac_server_env, world):  # the host check first: it fails fast
-    from lames_cube.stac_server import StacApiServer
+    from lames_cube.services.stac_api import StacApiServer
 
     collection, items = read_world_stac(world)
     with StacApiServer([collection], items) as server:

@@ -23,14 +23,11 @@ from typing import Any
 import pytest
 from pystac_client import Client
 
-from lames_cube import cli, stac_server
+from lames_cube import cli
 from lames_cube.errors import StacServerError
-from lames_cube.stac_server import (
-    StacApiServer,
-    check_server_env,
-    ensure_server_env,
-    server_host_status,
-)
+from lames_cube.services import host as stac_server
+from lames_cube.services.host import check_server_env, ensure_server_env, server_host_status
+from lames_cube.services.stac_api import StacApiServer
 
 pytestmark = pytest.mark.stacapi
 
@@ -193,7 +190,7 @@ def test_missing_postgres_os_user_is_an_error_not_a_useradd(
     with pytest.raises(StacServerError, match="lames-cube stac install"):
         StacApiServer([_collection()], []).start()
     with pytest.raises(StacServerError, match=r"refuses to run as root.*lames-cube stac install"):
-        stac_server._pg_os_user()
+        stac_server.pg_os_user()
 
 
 def test_cli_stac_install_and_check_are_idempotent_on_a_prepared_host(

@@ -13,7 +13,7 @@ from pyproj import Geod, Transformer
 
 from lames_cube.annotations import load_sites
 from lames_cube.labels import rasterize
-from lames_cube.pipeline import site_geobox
+from lames_cube.recipes.pipeline import site_geobox
 from lames_cube.synthetic import DEMO_SPEC, World
 from lames_cube.timeseries import (
     ExtentError,

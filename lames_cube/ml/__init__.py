@@ -10,7 +10,6 @@ lames_cube never imports them.
 - :func:`predict`: a lazy, seamless prediction over a cube of any size, tile by tile on dask
   (:mod:`lames_cube.ml.inference`); :func:`write_prediction` computes it into a resumable store;
 - :func:`build_model`: the U-Net presets of :mod:`lames_cube.ml.models`;
-- :func:`run_experiment`: an experiment recipe end to end (:mod:`lames_cube.ml.experiments`);
 
 - :class:`PatchDataset`: samples of a patch set (:func:`lames_cube.patchset.write_patch_set`),
   selected by split and kind, standardised with the set's training statistics.
@@ -47,13 +46,12 @@ from lames_cube.ml.data import (  # noqa: E402
     dihedral_index,
 )
 from lames_cube.ml.evaluation import evaluate  # noqa: E402
-from lames_cube.ml.experiments import run_experiment  # noqa: E402
 from lames_cube.ml.inference import ModelHandle, predict  # noqa: E402
 from lames_cube.ml.models import build_model  # noqa: E402
 from lames_cube.ml.training import train  # noqa: E402
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "ModelHandle", "PatchDataset",
            "build_model", "dihedral", "dihedral_index", "evaluate", "load_checkpoint",
-           "load_model", "predict", "run_experiment", "train", "write_prediction"]
+           "load_model", "predict", "train", "write_prediction"]
 
 from lames_cube.prediction import write_prediction  # noqa: E402

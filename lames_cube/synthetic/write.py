@@ -285,7 +285,7 @@ def write_world(
 def read_world_stac(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     """The collection and items of a written world as dicts, with absolute asset hrefs.
 
-    This is what a STAC API loads (see :mod:`lames_cube.stac_server`).
+    This is what a STAC API loads (see :mod:`lames_cube.services.stac_api`).
 
     Raises
     ------

@@ -11,7 +11,7 @@ requests the way public clouds do:
 - ``"truncate"``: the headers promise the whole body, half of it comes, then the connection
   closes.
 
-With ``upstream`` (e.g. the URL of a :class:`lames_cube.stac_server.StacApiServer`), the
+With ``upstream`` (e.g. the URL of a :class:`lames_cube.services.stac_api.StacApiServer`), the
 server is also a STAC API: requests under ``/api/`` are forwarded there (and fail like the
 rest), and in the answers the upstream's address becomes ``<this server>/api`` and
 :data:`ASSET_ORIGIN` becomes this server's address. Items loaded upstream with asset hrefs

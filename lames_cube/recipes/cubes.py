@@ -578,7 +578,7 @@ def _outlines_path() -> Path | None:
     """Natural Earth 1:110m countries: package data if shipped, else the pyogrio test fixture."""
     import importlib.util
 
-    here = Path(__file__).resolve().parent / "data"
+    here = Path(__file__).resolve().parents[1] / "data"
     for pattern in ("naturalearth_lowres*.shp", "*countries*.geojson", "*countries*.parquet",
                     "*countries*.shp"):
         found = sorted(here.glob(pattern))

@@ -74,7 +74,7 @@ def inference_source(recipe: Any, *, bands: Sequence[str], tile: int, halo: int,
     from shapely.ops import transform
 
     from lames_cube.ml.inference import halo_chunks
-    from lames_cube.pipeline import _area_geometry, tile_plan
+    from lames_cube.recipes.pipeline import _area_geometry, tile_plan
 
     gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
     if str(source) == "world":
@@ -179,7 +179,7 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
         write_polygons,
         write_prediction,
     )
-    from lames_cube.recipes import Recipe, load_recipe
+    from lames_cube.recipes.cubes import Recipe, load_recipe
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(output)

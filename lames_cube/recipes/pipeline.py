@@ -31,7 +31,7 @@ from lames_cube._names import safe_name
 from lames_cube.composite import composite, yearly_composites
 from lames_cube.cube import build_cube, overlaps
 from lames_cube.errors import EmptyCubeError
-from lames_cube.recipes import Recipe, RecipeError, load_recipe
+from lames_cube.recipes.cubes import Recipe, RecipeError, load_recipe
 
 
 def _site_boxes(recipe: Recipe, data_dir) -> list[tuple[str, tuple[float, float, float, float]]]:
@@ -216,7 +216,7 @@ def tile_plan(recipe: Recipe, *, data_dir: str | os.PathLike | None = None,
             raise RecipeError(
                 f"tiles {unknown} are not active tiles of recipe {recipe.name!r}'s grid "
                 f"({len(active)} active, e.g. {active.tile_id.iloc[:3].tolist()}); list them "
-                "with lames_cube.pipeline.tile_plan(recipe)."
+                "with lames_cube.recipes.pipeline.tile_plan(recipe)."
             )
         chosen = table[table.tile_id.isin(wanted)]
         rows = slice(int(chosen.row.min()), int(chosen.row.max()) + 1)

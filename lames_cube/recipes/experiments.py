@@ -52,7 +52,7 @@ import yaml
 
 from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import LamesCubeError
-from lames_cube.recipes import CUBES_DIR
+from lames_cube.recipes.cubes import CUBES_DIR
 
 __all__ = ["ExperimentRecipe", "ExperimentRecipeError", "RunExistsError", "list_experiments",
            "load_experiment", "parse_experiment", "run_experiment"]
@@ -156,7 +156,7 @@ def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> Expe
     >>> parse_experiment({"kind": "experiment", "name": "x", "patches": 3, "task": "y"})
     Traceback (most recent call last):
     ...
-    lames_cube.ml.experiments.ExperimentRecipeError: the experiment recipe has 2 problem(s):
+    lames_cube.recipes.experiments.ExperimentRecipeError: the experiment recipe has 2 problem(s):
       - patches: 3 must be a non-empty string (a patch recipe name or path)
       - task: 'y' is not one of ['site', 'sector']
     """
@@ -272,7 +272,7 @@ def load_experiment(name_or_path: str | os.PathLike[str]) -> ExperimentRecipe:
 
 def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict[str, Path]:
     """The patch recipe's stores, built (or resumed) when its summary is missing."""
-    from lames_cube.patch_recipes import build_patch_sets, load_patch_recipe
+    from lames_cube.recipes.patchsets import build_patch_sets, load_patch_recipe
 
     patch_recipe = load_patch_recipe(recipe.patches)
     if patch_recipe.task != recipe.task:

@@ -69,7 +69,7 @@ import yaml
 
 from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import LamesCubeError
-from lames_cube.recipes import CUBES_DIR
+from lames_cube.recipes.cubes import CUBES_DIR
 from lames_cube.synthetic.clear import SKY
 
 #: Where the shipped patch recipes are.
@@ -582,8 +582,8 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
         A cube recipe that is not per-site (cubes) or whose catalog is not a synthetic world
         (world), unknown ``sites`` or ``bands``, extra windows without pixels.
     """
-    from lames_cube.pipeline import per_site, run_recipe
-    from lames_cube.recipes import load_recipe
+    from lames_cube.recipes.cubes import load_recipe
+    from lames_cube.recipes.pipeline import per_site, run_recipe
     from lames_cube.sampling import sample_blind, sample_checked, touches
     from lames_cube.splits import validation_split
     from lames_cube.tables import save_table
