@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    UnsafeNameError,
+)
 
 __all__ = ["UnsafeNameError", "safe_name"]
 
@@ -20,9 +22,6 @@ _KEEP = re.compile(r"[^A-Za-z0-9._-]+")
 #: Longest name kept as it is (file systems allow 255 bytes; stores add a prefix and suffix).
 MAX_LENGTH = 100
 
-
-class UnsafeNameError(LamesCubeError, ValueError):
-    """A name that cannot become a file name (empty, or not a string)."""
 
 
 def safe_name(value: object, what: str = "name") -> str:

@@ -47,6 +47,7 @@ from lames_cube.classes import SECTOR_MINE_CLASSES, LamesClass
 from lames_cube.config import find_data_dir
 from lames_cube.errors import (
     AnnotationError,
+    AnnotationRepairWarning,
     DataDirError,
     InvalidQueryError,
     MetadataFormatError,
@@ -91,19 +92,14 @@ METADATA_FILE = "annotations/metadata.csv"
 # --------------------------------------------------------------------------------------------
 
 
-class AnnotationRepairWarning(UserWarning):
-    """Values of a LAMES file that could not be kept as given (e.g. impossible dates → NaT).
-
-    Emitted only when the caller did not ask for the :class:`CleaningReport` (``report=True``).
-    """
-
 
 @dataclass(frozen=True)
 class GeometryRepair:
     """One invalid polygon and what ``make_valid`` made of it.
 
-    Areas are geodesic (WGS84 ellipsoid) in m²; the area of an invalid polygon is the signed
-    shoelace area of its ring(s), taken as absolute value.
+    Areas are true ground areas in m² (:func:`lames_cube.grid.geodesic_area`: geodesic on the
+    WGS84 ellipsoid, in whatever CRS the file is); an invalid polygon's rings are measured as
+    drawn (the lobes of a self-crossing ring cancel) and the absolute value is kept.
     """
 
     name: str
@@ -300,15 +296,10 @@ def _polygonal(geom):
     return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
-def _geodesic_area(geom) -> float:
-    from pyproj import Geod
-
-    area, _ = Geod(ellps="WGS84").geometry_area_perimeter(geom)
-    return abs(float(area))
-
-
 def _clean_geometry(gdf: gpd.GeoDataFrame, names: Sequence[str], site_ids: Sequence[str]):
     """Drop Z, repair invalid polygons; return (GeoSeries in EPSG:4326, z_dropped, repairs)."""
+    from lames_cube.grid import geodesic_area
+
     if gdf.crs is None:
         raise AnnotationError(
             f"The file's {len(gdf)} features have no CRS; LAMES files are in EPSG:4326 (CRS84). "
@@ -317,17 +308,16 @@ def _clean_geometry(gdf: gpd.GeoDataFrame, names: Sequence[str], site_ids: Seque
     geoms = np.asarray(gdf.geometry.values, dtype=object)
     z_dropped = int(shapely.has_z(geoms).sum())
     geoms = shapely.force_2d(geoms)
-    geographic = gdf.crs.is_geographic
     repairs = []
     invalid = np.flatnonzero(~shapely.is_valid(geoms) & ~shapely.is_missing(geoms))
     for i in invalid:
         before = geoms[i]
         after = _polygonal(shapely.make_valid(before, method="structure", keep_collapsed=False))
+        area_before, area_after = geodesic_area([before, after], gdf.crs)
         repairs.append(GeometryRepair(
             name=str(names[i]), site_id=str(site_ids[i]), reason=shapely.is_valid_reason(before),
             geom_type_before=before.geom_type, geom_type_after=after.geom_type,
-            area_before_m2=_geodesic_area(before) if geographic else abs(before.area),
-            area_after_m2=_geodesic_area(after) if geographic else after.area,
+            area_before_m2=float(area_before), area_after_m2=float(area_after),
         ))
         geoms[i] = after
     series = gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs).to_crs("EPSG:4326")

@@ -45,7 +45,10 @@ import numpy as np
 
 from lames_cube import io
 from lames_cube._checks import check_seed
-from lames_cube.errors import LamesCubeError, UnknownBandError
+from lames_cube.errors import (
+    BaselineError,
+    UnknownBandError,
+)
 
 __all__ = [
     "INDICES",
@@ -64,10 +67,6 @@ _BATCH = 64
 #: Pixels given to ``estimator.predict`` at once (bounds the memory of a prediction).
 _PREDICT_CHUNK = 1 << 20
 
-
-class BaselineError(LamesCubeError, ValueError):
-    """A baseline request that cannot be fitted or applied: an empty split, a task the baseline
-    does not handle, no usable index, an image of the wrong shape, ..."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,17 +21,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import LamesCubeError, SchedulerError, SchedulerUnreachableError  # noqa: F401 (re-exported)
 
 __all__ = ["SchedulerError", "SchedulerUnreachableError", "dask_scheduler", "worker_threads"]
 
-
-class SchedulerError(LamesCubeError, ValueError):
-    """A scheduler setting that is not one of the known kinds."""
-
-
-class SchedulerUnreachableError(LamesCubeError, ConnectionError):
-    """No dask scheduler answers at the given address."""
 
 
 def _without_malloc_trim() -> None:

@@ -35,6 +35,10 @@ the 256 px patch); only the tiles that touch the region are ``active``.
 :func:`utm_epsg` is the package's one rule from lon/lat to a UTM zone (the synthetic world's tiles,
 ``crs: utm`` recipes and the benchmark catalogues all use it).
 
+:func:`geodesic_area` is the package's one area rule: true ground area on the WGS84 ellipsoid of
+polygons in any CRS (annotations, prediction polygons) or of every pixel of a GeoBox
+(:func:`lames_cube.timeseries.pixel_area`).
+
 Both grids are GeoDataFrames with a ``transform`` column: the tile's affine transform in GDAL
 order ``(x0, pixel_width, 0, y0, 0, -pixel_height)``, ``(x0, y0)`` being the upper-left corner
 of pixel (0, 0), as a tuple of 6 floats (``affine.Affine.from_gdal(*t)`` rebuilds it). The column
@@ -69,6 +73,7 @@ __all__ = [
     "GSD",
     "MAX_REQUEST",
     "PATCH_SIZE",
+    "geodesic_area",
     "known_regions",
     "lames_geobox",
     "lames_k",
@@ -699,6 +704,196 @@ def mosaic_tiles(
     if active_only:
         gdf = gdf[gdf["active"]].reset_index(drop=True)
     return gdf
+
+
+# --------------------------------------------------------------------------- geodesic areas
+
+#: WGS84 semi-major axis (m) and first eccentricity squared (the area element of pixel areas).
+_A = 6378137.0
+_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
+
+
+def _area_crs(crs: Any) -> CRS:
+    try:
+        return CRS.from_user_input(crs)
+    except Exception as exc:
+        raise InvalidGridError(f"crs={crs!r} is not a CRS pyproj knows ({exc}); use e.g. 'EPSG:32719'.") from exc
+
+
+def _to_lonlat(crs: CRS) -> Any:
+    """``(x, y) -> (lon, lat)`` in EPSG:4326, or None when ``crs`` already is WGS84 lon/lat."""
+    if crs.equals("EPSG:4326", ignore_axis_order=True):
+        return None
+    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
+
+
+def _quad_area(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Ellipsoidal area (m²) of small quadrilaterals given their 4 corners (..., 4) in degrees:
+    the shoelace area in (λ, φ) radians times the area element M·N·cos φ at the centre
+    (within 1e-9 of pyproj's geodesic area for 10 m pixels, tests/test_geodesic_area.py)."""
+    lam, phi = np.radians(lon), np.radians(lat)
+    centre = phi.mean(axis=-1)
+    # relative to the first corner: products of whole coordinates would cancel catastrophically
+    lam, phi = lam - lam[..., :1], phi - phi[..., :1]
+    shoelace = 0.5 * np.abs(np.sum(lam * np.roll(phi, -1, axis=-1)
+                                   - np.roll(lam, -1, axis=-1) * phi, axis=-1))
+    w = 1 - _E2 * np.sin(centre) ** 2
+    return shoelace * (_A * (1 - _E2) / w ** 1.5) * (_A / np.sqrt(w)) * np.cos(centre)
+
+
+def _rows_only(gbox: GeoBox, crs: CRS) -> bool:
+    """Whether a pixel's area depends on its row only: a north-up grid in lon/lat or in a
+    normal-aspect cylindrical projection (Mercator, Web Mercator, equidistant or equal-area
+    cylindrical), where a row is a band of latitude cut into equal longitude steps. Not UTM:
+    its scale changes along a row."""
+    t = gbox.transform
+    if t.b != 0 or t.d != 0:
+        return False
+    if crs.is_geographic:
+        return True
+    op = crs.coordinate_operation
+    name = op.method_name.lower() if op is not None else ""
+    return (("mercator" in name or "cylindrical" in name)
+            and not any(w in name for w in ("transverse", "oblique", "south")))
+
+
+def _pixel_areas(gbox: GeoBox, step: int) -> np.ndarray:
+    """m² of every pixel of ``gbox``. Grids whose pixel area depends on the row only
+    (:func:`_rows_only`, e.g. EPSG:3857) get one exact evaluation per row; others are exact on
+    a lattice of every ``step``-th pixel (and the last) and bilinear in between (the scale of a
+    projection changes over kilometres)."""
+    ny, nx = gbox.shape
+    if ny == 0 or nx == 0:
+        return np.zeros((ny, nx))
+    crs = _area_crs(gbox.crs)
+    rows_only = _rows_only(gbox, crs)
+    rows = np.arange(ny) if rows_only else np.unique(np.r_[np.arange(0, ny, step), ny - 1])
+    cols = np.zeros(1, int) if rows_only else np.unique(np.r_[np.arange(0, nx, step), nx - 1])
+    cc, rr = np.meshgrid(cols, rows)
+    corners = [(0, 0), (1, 0), (1, 1), (0, 1)]
+    t = gbox.transform
+    xs = np.stack([t.c + (cc + dx) * t.a + (rr + dy) * t.b for dx, dy in corners], axis=-1)
+    ys = np.stack([t.f + (cc + dx) * t.d + (rr + dy) * t.e for dx, dy in corners], axis=-1)
+    to_lonlat = _to_lonlat(crs)
+    lon, lat = (xs, ys) if to_lonlat is None else to_lonlat(xs, ys)
+    lattice = _quad_area(np.asarray(lon), np.asarray(lat))
+    if rows_only:
+        return np.repeat(lattice, nx, axis=1)
+    if len(rows) == ny and len(cols) == nx:
+        return lattice
+    # bilinear on the lattice, done separably (along y, then x): 1.8 s -> ~0.1 s a 2304² tile
+    along_y = np.stack([np.interp(np.arange(ny), rows, lattice[:, j])
+                        for j in range(len(cols))], axis=1)
+    return np.stack([np.interp(np.arange(nx), cols, row) for row in along_y])
+
+
+def _polygon_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Polygons in ``geoms`` (of Multi-parts and collections too) and the index of the
+    geometry each came from; lines, points, empty and missing geometries give none."""
+    parts, index = shapely.get_parts(geoms, return_index=True)
+    while True:
+        multi = shapely.get_type_id(parts) >= 4  # Multi* and GeometryCollection
+        if not multi.any():
+            break
+        sub, of = shapely.get_parts(parts[multi], return_index=True)
+        parts = np.concatenate([parts[~multi], sub])
+        index = np.concatenate([index[~multi], index[multi][of]])
+    keep = (shapely.get_type_id(parts) == 3) & ~shapely.is_empty(parts)
+    return parts[keep], index[keep]
+
+
+def geodesic_area(geoms: Any, crs: Any = None, *, step: int = 16) -> np.ndarray | float:
+    """True ground area in m², on the WGS84 ellipsoid: of polygons in any CRS, or of every
+    pixel of a grid.
+
+    The package's one area rule: annotation repairs (:mod:`lames_cube.annotations`),
+    prediction polygons (:func:`lames_cube.prediction.prediction_polygons`) and pixel areas
+    (:func:`lames_cube.timeseries.pixel_area`) all use it.
+
+    Polygons are taken to lon/lat (EPSG:4326) and measured with :class:`pyproj.Geod`
+    (Karney's algorithm; vertices joined by geodesics: segmentize long straight edges of a
+    projected CRS first, e.g. ``shapely.segmentize(g, 100)``, for them to be followed). Rings
+    are oriented first (exterior counter-clockwise, holes clockwise), so a hole always counts
+    negative and the parts of a MultiPolygon always add up, whichever way the rings were
+    drawn; a self-crossing ring keeps its own signed area (its lobes of opposite turn cancel)
+    and the result is its absolute value.
+
+    A GeoBox's pixels are measured with the ellipsoid's area element at the pixel's centre
+    times its corners' shoelace area in (λ, φ), within 1e-9 of pyproj's geodesic area for
+    10 m pixels (and far faster): once per row for north-up lon/lat and cylindrical grids
+    (EPSG:3857), where the area depends on the row only, on a lattice of every ``step``-th
+    pixel with bilinear interpolation in between otherwise (UTM).
+
+    Parameters
+    ----------
+    geoms
+        A shapely geometry, a sequence or array of them (None allowed), a GeoSeries or
+        GeoDataFrame, or an odc-geo ``GeoBox``. Non-polygonal geometries (and the lines and
+        points of a collection) have no area.
+    crs
+        The CRS of ``geoms``: anything pyproj takes (``"EPSG:32719"``, 4326, a CRS object).
+        Needed unless ``geoms`` carries one (GeoSeries, GeoDataFrame, GeoBox); if both are
+        given they must be the same.
+    step
+        For a GeoBox that is not row-only: pixels between exact evaluations.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        m² per geometry (the shape of ``geoms``; a float for one geometry; NaN for a missing
+        one, 0 for an empty one), or ``(y, x)`` m² per pixel of a GeoBox.
+
+    Raises
+    ------
+    InvalidGridError
+        No CRS, a CRS pyproj does not know, two different CRSs or a bad ``step``.
+
+    Examples
+    --------
+    >>> sq = shapely.box(480000, 7300000, 481000, 7301000)          # 1 km² in UTM 19S
+    >>> round(geodesic_area(sq, "EPSG:32719") / 1e6, 4)              # UTM scale at 0.9996
+    1.0008
+    >>> gdf = gpd.GeoDataFrame(geometry=[sq, sq.buffer(-400)], crs="EPSG:32719")
+    >>> (geodesic_area(gdf) / 1e6).round(4).tolist()
+    [1.0008, 0.04]
+    >>> g = GeoBox.from_bbox((-7696000, -2800000, -7695000, -2799000), "EPSG:3857",
+    ...                      resolution=10)
+    >>> round(float(geodesic_area(g).mean()), 1)  # a "10 m" Web Mercator pixel at 24.4° S
+    82.6
+    """
+    if isinstance(geoms, GeoBox):
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+            raise InvalidGridError(f"step={step!r} must be a positive number of pixels, e.g. 16.")
+        if crs is not None and not _area_crs(crs).equals(_area_crs(geoms.crs)):
+            raise InvalidGridError(f"crs={crs!r} differs from the GeoBox's CRS {geoms.crs}; "
+                                   "leave crs= out for a GeoBox.")
+        return _pixel_areas(geoms, int(step))
+    own = getattr(geoms, "crs", None)
+    if isinstance(geoms, gpd.GeoDataFrame):
+        geoms = geoms.geometry
+    if own is not None and crs is not None and not _area_crs(crs).equals(_area_crs(own)):
+        raise InvalidGridError(f"crs={crs!r} differs from the geometries' own CRS {own}; "
+                               "leave crs= out, or reproject them first (.to_crs(...)).")
+    if own is None and crs is None:
+        raise InvalidGridError("the geometries have no CRS: areas need one. Pass crs=, e.g. "
+                               "geodesic_area(geoms, 'EPSG:4326'), or give a GeoSeries with a CRS.")
+    source = _area_crs(crs if crs is not None else own)
+    arr = np.asarray(getattr(geoms, "values", geoms), dtype=object)
+    flat = arr.ravel()
+    parts, index = _polygon_parts(flat)
+    to_lonlat = _to_lonlat(source)
+    if to_lonlat is not None and len(parts):
+        parts = shapely.transform(parts, to_lonlat, interleaved=False)
+    # orient in lon/lat (a projection may mirror): exterior counter-clockwise, holes clockwise
+    rings, ring_of = shapely.get_rings(shapely.orient_polygons(parts), return_index=True)
+    xy = shapely.get_coordinates(rings)
+    ends = np.cumsum(shapely.get_num_coordinates(rings))
+    signed = np.array([_GEOD.polygon_area_perimeter(xy[a:b, 0], xy[a:b, 1])[0]
+                       for a, b in zip(np.r_[0, ends[:-1]], ends, strict=True)])
+    area = np.abs(np.bincount(index[ring_of], weights=signed, minlength=len(flat))) if len(
+        signed) else np.zeros(len(flat))
+    area[shapely.is_missing(flat)] = np.nan
+    return float(area[0]) if arr.ndim == 0 else area.reshape(arr.shape)
 
 
 # --------------------------------------------------------------------------- GeoParquet

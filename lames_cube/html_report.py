@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 
 from lames_cube._atomic import atomic_write_text
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    HtmlReportError,
+    )
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,9 +60,6 @@ img { max-width: 100%; height: auto; border: 1px solid #dde; }
 p.note { font-size: .9em; color: #455; }
 """
 
-
-class HtmlReportError(LamesCubeError, ValueError):
-    """Report input of the wrong kind (an image that is not PNG, a table that is not one)."""
 
 
 def figure_png(fig: Figure, *, dpi: int = 90) -> bytes:

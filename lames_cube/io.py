@@ -76,19 +76,28 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from lames_cube import errors
 from lames_cube._atomic import atomic_write_text, check_writable, raise_if_disk_full
 from lames_cube._fs import StorePath, UrlPath, append_bytes, as_store_path, remove_tree
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (  # noqa: F401 (re-exported)
+    ChunkError,
+    IncompleteStoreError,
+    LamesCubeError,
+    RegionError,
+    StoreError,
+    StoreExistsError,
+    StoreGridMismatchError,
+    StoreNotFoundError,
+    TemplateMismatchError,
+)
 
 __all__ = [
     "LEDGER_NAME",
     "ChunkError",
-    "GridMismatchError",
     "IncompleteStoreError",
     "RegionError",
     "StoreError",
     "StoreExistsError",
+    "StoreGridMismatchError",
     "StoreNotFoundError",
     "TemplateMismatchError",
     "init_cube_store",
@@ -120,37 +129,6 @@ Mode = Literal["w-", "w", "resume"]
 # --------------------------------------------------------------------------------------------
 # Errors
 
-
-class StoreError(LamesCubeError, ValueError):
-    """A store or a write request that cannot be honoured (bad mode, chunks, region, ...)."""
-
-
-class StoreNotFoundError(LamesCubeError, FileNotFoundError):
-    """No store at the given path."""
-
-
-class StoreExistsError(LamesCubeError, FileExistsError):
-    """A store already exists where ``mode="w-"`` was asked to create one."""
-
-
-class IncompleteStoreError(StoreError):
-    """A store whose resumable write has not finished."""
-
-
-class TemplateMismatchError(StoreError):
-    """A cube that does not match the store it should resume, append to or fill."""
-
-
-class GridMismatchError(TemplateMismatchError, errors.GridMismatchError):
-    """A cube whose GeoBox differs from the store's (the message prints both)."""
-
-
-class ChunkError(StoreError):
-    """Chunks that are not multiples of the patch size, or an invalid ``chunks=``/``patch_size=``."""
-
-
-class RegionError(StoreError):
-    """A ``region=`` that is malformed, not chunk-aligned or does not fit the sub-cube."""
 
 
 class _SimulatedCrash(RuntimeError):
@@ -410,7 +388,7 @@ def _prepare_dataset(data: xr.Dataset, chunks: Mapping[Hashable, int] | None, pa
     first = preps[0]
     for p in preps[1:]:
         if p.spatial != first.spatial or p.gbox != first.gbox:
-            raise GridMismatchError(
+            raise StoreGridMismatchError(
                 f"variables {first.name!r} and {p.name!r} are not on one grid:\n"
                 f"  {first.name}: {_gbox_text(first.gbox)}\n  {p.name}: {_gbox_text(p.gbox)}\n"
                 f"Reproject one onto the other's GeoBox, or write them to separate stores."
@@ -746,7 +724,7 @@ def _gbox_text(gbox: Any) -> str:
 
 def _check_store_grid(store_gbox: Any, cube_gbox: Any, path: StorePath, what: str) -> None:
     if store_gbox != cube_gbox:
-        raise GridMismatchError(
+        raise StoreGridMismatchError(
             f"the {what} is not on the store's grid ({str(path)!r}).\n"
             f"  store: {_gbox_text(store_gbox)}\n  cube:  {_gbox_text(cube_gbox)}\n"
             f"Reproject or crop the cube onto the store's GeoBox (e.g. cube.odc.reproject(store "
@@ -1093,7 +1071,7 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
         Write the cube as the sub-cube ``store[..., region[y], region[x]]`` of a store initialised
         with :func:`init_cube_store` (or written before). Slices must start on a chunk edge and end
         on one or at the dim's end; the cube must be on the store's grid there
-        (:class:`GridMismatchError` prints both GeoBoxes), with the store's time/band coordinates.
+        (:class:`~lames_cube.errors.StoreGridMismatchError` prints both GeoBoxes), with the store's time/band coordinates.
     append_dim : {"time"}, optional
         Append the cube's time steps after the store's. Grid, bands, other coordinates, dtype and
         attrs must match the store; times must be new and later than the store's last one.
@@ -1115,7 +1093,7 @@ def write_cube(cube: xr.DataArray, store: str | os.PathLike[str], *, mode: Mode 
         ``mode="w-"`` and a store exists.
     ChunkError
         y/x chunks that are not multiples of ``patch_size``.
-    TemplateMismatchError, GridMismatchError
+    TemplateMismatchError, StoreGridMismatchError
         Resume, append or region write with a cube that does not fit the store.
     RegionError
         A malformed or misaligned ``region``.

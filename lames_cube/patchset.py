@@ -67,7 +67,14 @@ import xarray as xr
 from lames_cube import io
 from lames_cube._atomic import atomic_path, atomic_write_text
 from lames_cube._fs import StorePath, UrlPath, remove_tree
-from lames_cube.errors import InvalidGridError, LamesCubeError
+from lames_cube.errors import (
+    InvalidGridError,
+    LamesCubeError,
+    PatchSetError,
+    PatchSetGridError,
+    SourceMismatchError,
+    StatsSplitError,
+)
 
 __all__ = [
     "PatchSetError",
@@ -93,21 +100,6 @@ _EVENTS = ("patchset_begin", "patchset_metadata", "patchset_block", "patchset_co
 # --------------------------------------------------------------------------------------------
 # Errors
 
-
-class PatchSetError(io.StoreError):
-    """Sources or a request that cannot make a patch set (no sources, bad block, ...)."""
-
-
-class SourceMismatchError(PatchSetError):
-    """Patch sources that do not fit together (bands, dtype, window size or table columns)."""
-
-
-class StatsSplitError(PatchSetError):
-    """No sample of the split the normalisation statistics should come from."""
-
-
-class PatchSetGridError(PatchSetError, InvalidGridError):
-    """A table or labels not on their source cube's grid."""
 
 
 # --------------------------------------------------------------------------------------------

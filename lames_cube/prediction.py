@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from lames_cube._atomic import check_writable
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import LamesCubeError, PredictionError, PredictionStoreMismatchError  # noqa: F401 (re-exported)
 from lames_cube.io import TemplateMismatchError
 
 __all__ = [
@@ -45,13 +45,6 @@ __all__ = [
 #: The class value of pixels without data or outside the scored tiles.
 NODATA_CLASS = 255
 
-
-class PredictionError(LamesCubeError, ValueError):
-    """A prediction (or store) that is not what a function expects."""
-
-
-class PredictionStoreMismatchError(TemplateMismatchError):
-    """A prediction store written by another model, with other settings or on another grid."""
 
 
 # --------------------------------------------------------------------------- tiles
@@ -452,11 +445,14 @@ def prediction_polygons(pred: xr.Dataset | str | os.PathLike[str], *, threshold:
     Returns
     -------
     geopandas.GeoDataFrame
-        In the grid's CRS: ``area_km2`` (true ground area: geodesic on the WGS84 ellipsoid),
+        In the grid's CRS: ``area_km2`` (true ground area on the WGS84 ellipsoid:
+        :func:`lames_cube.grid.geodesic_area`),
         ``tile_id``, ``site_id``, ``footprint``, ``mean_probability``, geometry. Polygons that
         cross block edges are merged.
     """
     import geopandas as gpd
+
+    from lames_cube.grid import geodesic_area
 
     ds = open_prediction(pred) if not isinstance(pred, xr.Dataset) else pred
     extra = [d for d in ds["probability"].dims if d not in ("y", "x")]
@@ -479,7 +475,7 @@ def prediction_polygons(pred: xr.Dataset | str | os.PathLike[str], *, threshold:
     if not rows:
         return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=crs)
     out = _merge_edges(rows, crs)
-    out["area_km2"] = _geodesic_km2(out)
+    out["area_km2"] = geodesic_area(out) / 1e6
     out = out[out.area_km2 >= min_area_km2].reset_index(drop=True)
     if prob.dtype == np.uint8:
         out["mean_probability"] = out["mean_probability"] / 255
@@ -552,15 +548,6 @@ def _merge_edges(rows: list[tuple[Any, float, int, bool]], crs: str) -> Any:
     counts_arr = np.maximum(np.asarray(counts, np.float64), 1)
     return gpd.GeoDataFrame({"mean_probability": np.asarray(sums) / counts_arr},
                             geometry=geoms, crs=crs)
-
-
-def _geodesic_km2(gdf: Any) -> np.ndarray:
-    """True ground area (km²) of polygons, on the WGS84 ellipsoid."""
-    from pyproj import Geod
-
-    geod = Geod(ellps="WGS84")
-    lonlat = gdf.geometry.to_crs(4326)
-    return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e6 for g in lonlat])
 
 
 def _tile_of(gdf: Any, tiles: Any) -> list:

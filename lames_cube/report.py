@@ -47,7 +47,10 @@ import pandas as pd
 
 from lames_cube._atomic import atomic_path, atomic_write_text
 from lames_cube.classes import BINARY_CLASSES, SECTOR_CLASSES
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    LamesCubeError,
+    ReportError,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -67,10 +70,6 @@ __all__ = [
     "write_report",
 ]
 
-
-class ReportError(LamesCubeError, ValueError):
-    """Inputs of a table, figure or report that do not fit together (shapes, class names,
-    tasks, missing files)."""
 
 
 #: Class names per task: site detection is binary, the sector task has the 8 sector codes.

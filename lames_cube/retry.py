@@ -36,7 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    RetryPolicyError,
+)
 
 __all__ = ["RetryPolicy", "RetryPolicyError", "gdal_retry_env", "retry_call", "retry_counts"]
 
@@ -46,9 +48,6 @@ T = TypeVar("T")
 _COUNTS: Counter = Counter()
 _LOCK = threading.Lock()
 
-
-class RetryPolicyError(LamesCubeError, ValueError):
-    """A retry policy with settings out of range."""
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,10 @@ import shapely
 import xarray as xr
 
 from lames_cube._checks import check_seed
-from lames_cube.errors import InvalidQueryError
-
-
-class NotEnoughWindowsError(InvalidQueryError):
-    """More windows were asked for than the table or the raster holds."""
+from lames_cube.errors import (
+    InvalidQueryError,
+    NotEnoughWindowsError,
+)
 
 
 def _check_n(n: Any, available: int, what: str) -> int:

@@ -19,7 +19,11 @@ import pandas as pd
 import shapely
 
 from lames_cube._checks import check_seed
-from lames_cube.errors import AnnotationError, InvalidQueryError, LamesCubeError
+from lames_cube.errors import (
+    AnnotationError,
+    InvalidQueryError,
+    SplitLeakageError,
+)
 
 __all__ = [
     "DISTANCES",
@@ -45,9 +49,6 @@ __all__ = [
 #:     minimum for boxes a few hundred kilometres apart).
 DISTANCES = ("envelope-degrees", "geodesic")
 
-
-class SplitLeakageError(LamesCubeError, ValueError):
-    """A site or a patch window that appears in two splits."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,11 +49,14 @@ import shapely
 import xarray as xr
 
 from lames_cube._atomic import atomic_path
-from lames_cube.errors import (
+from lames_cube.errors import (  # noqa: F401 (re-exported)
     GridMismatchError,
     InvalidGridError,
     InvalidQueryError,
     LamesCubeError,
+    NotAWindowTableError,
+    TableMismatchError,
+    TableNotFoundError,
 )
 
 if TYPE_CHECKING:
@@ -90,17 +93,6 @@ MASK_COLOR = "#ff0000"
 #: Longest side, in pixels, of a background drawn under the windows (larger ones are decimated).
 QUICKLOOK_PX = 1600
 
-
-class TableNotFoundError(LamesCubeError, FileNotFoundError):
-    """A table file that does not exist."""
-
-
-class NotAWindowTableError(InvalidQueryError):
-    """A frame or file that is not a window table (no ``row``, ``col`` or geometry)."""
-
-
-class TableMismatchError(GridMismatchError):
-    """Two tables on different grids or with different window sizes."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -39,65 +39,20 @@ import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    ExtentError,
+    )
+from lames_cube.grid import geodesic_area
 
 __all__ = ["ExtentError", "compare_with_truth", "extent_over_time", "first_mining_year",
            "pixel_area"]
 
-#: WGS84 semi-major axis (m) and first eccentricity squared.
-_A = 6378137.0
-_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
 #: Classes that are not mining in a prediction or label mask: background and no data.
 _NOT_MINING = (0, 255)
 
 
-class ExtentError(LamesCubeError, ValueError):
-    """Input that extent over time cannot measure (no grid, bad threshold, sites without ids,
-    years that are not years)."""
-
 
 # ------------------------------------------------------------------------------ pixel area
-def _quad_area(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Ellipsoidal area (m²) of small quadrilaterals given their 4 corners (..., 4) in degrees:
-    the shoelace area in (λ, φ) radians times the area element M·N·cos φ at the centre
-    (relative error ~1e-5 against pyproj's geodesic area for 10 m pixels)."""
-    lam, phi = np.radians(lon), np.radians(lat)
-    centre = phi.mean(axis=-1)
-    # relative to the first corner: products of whole coordinates would cancel catastrophically
-    lam, phi = lam - lam[..., :1], phi - phi[..., :1]
-    shoelace = 0.5 * np.abs(np.sum(lam * np.roll(phi, -1, axis=-1)
-                                   - np.roll(lam, -1, axis=-1) * phi, axis=-1))
-    w = 1 - _E2 * np.sin(centre) ** 2
-    return shoelace * (_A * (1 - _E2) / w ** 1.5) * (_A / np.sqrt(w)) * np.cos(centre)
-
-
-def _area_block(gbox: GeoBox, step: int) -> np.ndarray:
-    """m² of every pixel of ``gbox``: exact on a lattice of every ``step``-th pixel (and the
-    last), bilinear in between (the scale of a projection changes over kilometres)."""
-    from pyproj import Transformer
-
-    ny, nx = gbox.shape
-    rows = np.unique(np.r_[np.arange(0, ny, step), ny - 1])
-    cols = np.unique(np.r_[np.arange(0, nx, step), nx - 1])
-    cc, rr = np.meshgrid(cols, rows)
-    corners = [(0, 0), (1, 0), (1, 1), (0, 1)]
-    t = gbox.transform
-    xs = np.stack([t.c + (cc + dx) * t.a + (rr + dy) * t.b for dx, dy in corners], axis=-1)
-    ys = np.stack([t.f + (cc + dx) * t.d + (rr + dy) * t.e for dx, dy in corners], axis=-1)
-    if gbox.crs.geographic:
-        lon, lat = xs, ys
-    else:
-        to_lonlat = Transformer.from_crs(gbox.crs.to_wkt(), "EPSG:4326", always_xy=True)
-        lon, lat = to_lonlat.transform(xs, ys)
-    lattice = _quad_area(np.asarray(lon), np.asarray(lat))
-    if len(rows) == ny and len(cols) == nx:
-        return lattice
-    # bilinear on the lattice, done separably (along y, then x): 1.8 s -> ~0.1 s a 2304² tile
-    along_y = np.stack([np.interp(np.arange(ny), rows, lattice[:, j])
-                        for j in range(len(cols))], axis=1)
-    return np.stack([np.interp(np.arange(nx), cols, row) for row in along_y])
-
-
 def _geobox(like: Any) -> GeoBox:
     if isinstance(like, GeoBox):
         return like
@@ -109,7 +64,7 @@ def _geobox(like: Any) -> GeoBox:
 
 
 def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
-    """True ground area of every pixel of a grid, in m².
+    """True ground area of every pixel of a grid, in m² (:func:`lames_cube.grid.geodesic_area`).
 
     Parameters
     ----------
@@ -118,7 +73,8 @@ def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
         DataArray gives a lazy result chunked like its y/x.
     step
         Pixels between exact evaluations; the area is bilinear in between (the error is far
-        below 1e-6 for any projection at 10 m).
+        below 1e-6 for any projection at 10 m). Grids whose pixel area depends on the row only
+        (north-up lon/lat, EPSG:3857 and other cylindrical projections) are exact on every row.
 
     Returns
     -------
@@ -150,12 +106,12 @@ def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
 
         def block(block_info=None):
             (y0, y1), (x0, x1) = block_info[None]["array-location"]
-            return _area_block(gbox[y0:y1, x0:x1], step)
+            return geodesic_area(gbox[y0:y1, x0:x1], step=step)
 
         arr = da.map_blocks(block, chunks=(ychunks, xchunks), dtype=np.float64,
                             meta=np.array((), np.float64))
     else:
-        arr = _area_block(gbox, step)
+        arr = geodesic_area(gbox, step=step)
     return xr.DataArray(arr, dims=(ydim, xdim), coords=coords, name="pixel_area",
                         attrs={"units": "m2", "long_name": "true ground area of the pixel"})
 

@@ -19,9 +19,9 @@ import torch
 import xarray as xr
 
 from lames_cube.cluster import SchedulerUnreachableError, dask_scheduler
+from lames_cube.errors import BandMismatchError, PatchSizeError
 from lames_cube.ml import inference
 from lames_cube.ml.checkpoint import load_model
-from lames_cube.ml.errors import BandMismatchError, PatchSizeError
 from lames_cube.ml.inference import (
     InferenceConfigError,
     MissingCRSError,

@@ -28,11 +28,11 @@ from lames_cube.errors import DiskFullError, LamesCubeError, OutputNotWritableEr
 from lames_cube.io import (
     LEDGER_NAME,
     ChunkError,
-    GridMismatchError,
     IncompleteStoreError,
     RegionError,
     StoreError,
     StoreExistsError,
+    StoreGridMismatchError,
     StoreNotFoundError,
     TemplateMismatchError,
     init_cube_store,
@@ -463,7 +463,7 @@ def test_append_errors(tmp_path, cube):
         write_cube(make_cube(nt=1, start="2020-12-01"), path, append_dim="time")
     with pytest.raises(TemplateMismatchError, match="coordinate 'band'"):
         write_cube(later.assign_coords(band=["B03", "SCL"]), path, append_dim="time")
-    with pytest.raises(GridMismatchError, match=r"store: GeoBox.*\n  cube:  GeoBox"):
+    with pytest.raises(StoreGridMismatchError, match=r"store: GeoBox.*\n  cube:  GeoBox"):
         shifted = make_cube(nt=2, start="2021-02-03", gbox=make_geobox(dx=256)).assign_attrs(seed=0)
         write_cube(shifted, path, append_dim="time")
     with pytest.raises(TemplateMismatchError, match="dtype int16"):
@@ -542,7 +542,7 @@ def test_region_errors(tmp_path, cube):
                    region={"y": slice(100, 356), "x": slice(0, 256)})
     with pytest.raises(RegionError, match="spans 512 px but the sub-cube has 256"):
         write_cube(tile, path, region={"y": slice(0, 512), "x": slice(0, 256)})
-    with pytest.raises(GridMismatchError, match=r"(?s)store: GeoBox.*7002560.*cube:  GeoBox.*7005120"):
+    with pytest.raises(StoreGridMismatchError, match=r"(?s)store: GeoBox.*7002560.*cube:  GeoBox.*7005120"):
         write_cube(tile, path, region={"y": slice(256, 512), "x": slice(0, 256)})
     with pytest.raises(RegionError, match="may only name the spatial dims"):
         write_cube(tile, path, region={"time": slice(0, 1), "y": slice(0, 256)})

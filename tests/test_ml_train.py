@@ -8,9 +8,7 @@ import pytest
 import torch
 import zarr
 
-from lames_cube.ml.checkpoint import load_checkpoint, load_model
-from lames_cube.ml.data import DatasetSelectionError
-from lames_cube.ml.errors import (
+from lames_cube.errors import (
     BandMismatchError,
     CheckpointError,
     ClassWeightsError,
@@ -19,6 +17,8 @@ from lames_cube.ml.errors import (
     PatchSizeError,
     TrainingConfigError,
 )
+from lames_cube.ml.checkpoint import load_checkpoint, load_model
+from lames_cube.ml.data import DatasetSelectionError
 from lames_cube.ml.evaluation import evaluate
 from lames_cube.ml.models import build_model, count_parameters, model_spec
 from lames_cube.ml.training import class_counts, lames_class_weights, make_scheduler, train
@@ -267,7 +267,7 @@ def test_a_validation_split_without_mine_pixels(tmp_path):
 
 
 def test_statistics_from_other_splits_are_refused(tmp_path):
-    from lames_cube.ml.errors import TrainingConfigError as Err
+    from lames_cube.errors import TrainingConfigError as Err
 
     store, _, _ = planted_patch_set(tmp_path / "s.zarr", rows=1, cols=3)
 

@@ -23,10 +23,7 @@ from __future__ import annotations
 try:
     import torch  # noqa: F401
 except ImportError as err:  # pragma: no cover - torch is installed in the development env
-    from lames_cube.errors import LamesCubeError
-
-    class MissingDependencyError(LamesCubeError, ImportError):
-        """An optional dependency that is not installed."""
+    from lames_cube.errors import MissingDependencyError  # local: only when torch is missing
 
     raise MissingDependencyError(
         f"lames_cube.ml needs torch, which is not installed ({err}). Install the ml extra: "

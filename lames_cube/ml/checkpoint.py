@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from lames_cube._atomic import atomic_write_bytes
-from lames_cube.ml.errors import BandMismatchError, CheckpointError
+from lames_cube.errors import BandMismatchError, CheckpointError
 
 __all__ = ["CHECKPOINT_FORMAT", "check_bands", "load_checkpoint", "load_model",
            "save_checkpoint"]

@@ -34,17 +34,16 @@ from torch.utils.data import Dataset
 
 from lames_cube import io
 from lames_cube._checks import check_seed
-from lames_cube.errors import LamesCubeError, UnknownBandError
+from lames_cube.errors import (
+    DatasetSelectionError,
+    UnknownBandError,
+)
 from lames_cube.ml.jitter import Jitter, check_jitter_input, parse_jitter
 from lames_cube.ml.jitter import jitter as apply_jitter
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
            "dihedral_index"]
 
-
-class DatasetSelectionError(LamesCubeError, ValueError):
-    """A dataset request that selects nothing or what the data lacks (split, kind, time,
-    statistics, augmentation index)."""
 
 
 # --------------------------------------------------------------------------------------------

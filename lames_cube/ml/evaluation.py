@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lames_cube.ml.errors import NoPositivePixelsError
+from lames_cube.errors import NoPositivePixelsError
 
 __all__ = ["evaluate", "jsonable_scores", "predict_patches"]
 
@@ -45,9 +45,9 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
 
     Raises
     ------
-    lames_cube.ml.errors.BandMismatchError
+    lames_cube.errors.BandMismatchError
         The patch set lacks bands the model was trained on.
-    lames_cube.ml.errors.CheckpointError
+    lames_cube.errors.CheckpointError
         A missing or corrupt checkpoint.
     """
     from tqdm.auto import tqdm
@@ -130,9 +130,9 @@ def evaluate(checkpoint: str | os.PathLike[str], patches: str | os.PathLike[str]
 
     Raises
     ------
-    lames_cube.ml.errors.NoPositivePixelsError
+    lames_cube.errors.NoPositivePixelsError
         A binary split without any mine pixel.
-    lames_cube.ml.errors.BandMismatchError
+    lames_cube.errors.BandMismatchError
         Bands the model needs that the patch set lacks.
 
     Examples

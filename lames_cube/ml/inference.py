@@ -55,9 +55,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (  # noqa: F401 (re-exported)
+    BandMismatchError,
+    CheckpointError,
+    InferenceConfigError,
+    LamesCubeError,
+    MissingCRSError,
+)
 from lames_cube.ml.checkpoint import check_bands, load_checkpoint
-from lames_cube.ml.errors import BandMismatchError, CheckpointError
 from lames_cube.ml.models import ModelSpec, check_patch_size
 from lames_cube.prediction import NODATA_CLASS
 
@@ -71,13 +76,6 @@ EDGES = ("reflect", "nodata")
 #: Default window pixels per batch (8 windows of 256 px).
 BATCH_PIXELS = 8 * 256 * 256
 
-
-class InferenceConfigError(LamesCubeError, ValueError):
-    """Inference settings that cannot work: tile, patch, overlap, halo, blend, batch size."""
-
-
-class MissingCRSError(LamesCubeError, ValueError):
-    """A cube without a coordinate reference system (no GeoBox): a prediction needs its grid."""
 
 
 # --------------------------------------------------------------------------- windows
@@ -211,7 +209,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def _device(device: str) -> str:
     """:func:`lames_cube.ml.training.resolve_device`, its errors as inference errors."""
-    from lames_cube.ml.errors import TrainingConfigError
+    from lames_cube.errors import TrainingConfigError
     from lames_cube.ml.training import resolve_device
 
     try:

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    JitterError,
+    )
 
 __all__ = ["HAZE_WEIGHTS", "Jitter", "JitterError", "JitterParams", "check_jitter_input", "jitter",
            "parse_jitter"]
@@ -42,9 +44,6 @@ HAZE_WEIGHTS: dict[str, float] = {
     "B08": 0.35, "B8A": 0.33, "B09": 0.28, "B11": 0.09, "B12": 0.05,
 }
 
-
-class JitterError(LamesCubeError, ValueError):
-    """Jitter settings that cannot be used (negative spreads, unknown keys)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
+from lames_cube.errors import ModelConfigError, PatchSizeError
 from lames_cube.ml._torchvision import ensure_torchvision
-from lames_cube.ml.errors import ModelConfigError, PatchSizeError
 
 __all__ = ["PRESETS", "ModelSpec", "build_model", "check_patch_size", "count_parameters",
            "model_spec"]

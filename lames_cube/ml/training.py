@@ -42,7 +42,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from lames_cube._atomic import check_writable
 from lames_cube._checks import check_seed
-from lames_cube.ml.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
+from lames_cube.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
 from lames_cube.ml.jitter import JitterError, parse_jitter
 
 __all__ = ["DEFAULT_SEED", "check_settings", "class_counts", "lames_class_weights",
@@ -116,14 +116,14 @@ def require_every_class(counts: Sequence[float], *, classes: Sequence[str] | Non
                         fix: str = "add windows with those classes to the training split, or "
                                    "pass class_weights= explicitly (one positive number per "
                                    "class)") -> None:
-    """Raise :class:`~lames_cube.ml.errors.NoPositivePixelsError` when a class has no pixel.
+    """Raise :class:`~lames_cube.errors.NoPositivePixelsError` when a class has no pixel.
 
     Examples
     --------
     >>> require_every_class([10, 0], classes=["no mine", "mine site"], fix="add mines")
     Traceback (most recent call last):
     ...
-    lames_cube.ml.errors.NoPositivePixelsError: the training split has no pixel of class(es) ['mine site'] (pixels per class {'no mine': 10, 'mine site': 0}); add mines.
+    lames_cube.errors.NoPositivePixelsError: the training split has no pixel of class(es) ['mine site'] (pixels per class {'no mine': 10, 'mine site': 0}); add mines.
     """
     counts = np.asarray(counts, np.float64)
     names = list(classes) if classes is not None else [str(i) for i in range(counts.size)]
@@ -297,8 +297,8 @@ def check_settings(**settings: Any) -> list[str]:
 
 def _check_start_weights(weights: Any, bands: Sequence[str], classes: Sequence[str]) -> None:
     """A lames_cube checkpoint to start from must have the run's bands and classes, in order."""
+    from lames_cube.errors import BandMismatchError, CheckpointError
     from lames_cube.ml.checkpoint import load_checkpoint
-    from lames_cube.ml.errors import BandMismatchError, CheckpointError
 
     try:
         meta = load_checkpoint(weights)
@@ -449,13 +449,13 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
 
     Raises
     ------
-    lames_cube.ml.errors.NoPositivePixelsError
+    lames_cube.errors.NoPositivePixelsError
         The training split lacks a class (LAMES weights undefined).
-    lames_cube.ml.errors.ClassWeightsError
+    lames_cube.errors.ClassWeightsError
         ``class_weights`` of the wrong length or not positive.
-    lames_cube.ml.errors.PatchSizeError
+    lames_cube.errors.PatchSizeError
         A patch size the model cannot take.
-    lames_cube.ml.errors.TrainingConfigError
+    lames_cube.errors.TrainingConfigError
         Impossible settings (epochs, batch size, learning rates, device).
     lames_cube.ml.data.DatasetSelectionError
         A split the patch set does not have (e.g. no validation samples).

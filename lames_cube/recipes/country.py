@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 
 from lames_cube._atomic import check_writable
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    InferenceRunError,
+    LamesCubeError,
+)
 
 __all__ = ["InferenceRunError", "evaluate_prediction", "inference_source", "plot_country_map",
            "run_inference"]
@@ -44,9 +47,6 @@ FOUND_FRACTION = 0.2
 #: Predicted mining within this distance (m) of a mine is not a false positive.
 MINE_BUFFER_M = 500.0
 
-
-class InferenceRunError(LamesCubeError, ValueError):
-    """A country inference run that cannot start (source, recipe, checkpoint)."""
 
 
 def _world(recipe: Any, data_dir: Any) -> Any:

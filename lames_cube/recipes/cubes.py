@@ -58,7 +58,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lames_cube._atomic import atomic_write_text
-from lames_cube.errors import InvalidBBoxError, InvalidQueryError, LamesCubeError, VectorFileError
+from lames_cube.errors import (  # noqa: F401 (re-exported)
+    InvalidBBoxError,
+    InvalidQueryError,
+    LamesCubeError,
+    RecipeError,
+    RecipeNotFoundError,
+    VectorFileError,
+)
 
 if TYPE_CHECKING:
     from lames_cube._fs import UrlPath
@@ -91,13 +98,6 @@ _NO_VALUE = object()
 #: Resampling of reflectance bands when the cube's grid differs from the assets'.
 RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 
-
-class RecipeError(LamesCubeError, ValueError):
-    """A cube recipe that cannot be read or does not validate."""
-
-
-class RecipeNotFoundError(RecipeError, FileNotFoundError):
-    """A recipe name or path that does not exist."""
 
 
 # --------------------------------------------------------------------------- dataclasses

@@ -51,7 +51,12 @@ from typing import Any
 import yaml
 
 from lames_cube._atomic import atomic_write_text, check_writable
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    ExperimentNotFoundError,
+    ExperimentRecipeError,
+    LamesCubeError,
+    RunExistsError,
+)
 from lames_cube.recipes.cubes import CUBES_DIR
 
 __all__ = ["ExperimentRecipe", "ExperimentRecipeError", "RunExistsError", "list_experiments",
@@ -68,13 +73,6 @@ _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_range", "step_s
 _EVAL_KEYS = ("split", "samples", "batch_size")
 _BASELINE_KEYS = ("n_pixels", "seed")
 
-
-class ExperimentRecipeError(LamesCubeError, ValueError):
-    """An experiment recipe that cannot be run; the message lists every mistake."""
-
-
-class ExperimentNotFoundError(ExperimentRecipeError, FileNotFoundError):
-    """No experiment recipe of that name or path."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,9 +305,6 @@ def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict
     return stores
 
 
-class RunExistsError(ExperimentRecipeError, FileExistsError):
-    """A run folder holding a checkpoint trained with other settings."""
-
 
 def _fingerprint(store: Path) -> str:
     """A digest of a patch set's attributes (its grids, counts, statistics): a set rebuilt at
@@ -324,8 +319,8 @@ def _fingerprint(store: Path) -> str:
 
 def _previous(checkpoint: Path) -> dict[str, Any] | None:
     """The checkpoint's values, or None when there is none (a corrupt file counts as none)."""
+    from lames_cube.errors import CheckpointError
     from lames_cube.ml.checkpoint import load_checkpoint
-    from lames_cube.ml.errors import CheckpointError
 
     if not checkpoint.exists():
         return None

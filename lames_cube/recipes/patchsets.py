@@ -68,7 +68,7 @@ import xarray as xr
 import yaml
 
 from lames_cube._atomic import atomic_write_text, check_writable
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import LamesCubeError, PatchRecipeError, PatchRecipeNotFoundError
 from lames_cube.recipes.cubes import CUBES_DIR
 from lames_cube.synthetic.clear import SKY
 
@@ -84,13 +84,6 @@ WORLD_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 _KEYS = ("kind", "name", "description", "cubes", "sites_from", "sites", "task", "size",
          "stride", "year", "bands", "split", "extra", "output")
 
-
-class PatchRecipeError(LamesCubeError, ValueError):
-    """A patch recipe that cannot be used; the message lists every mistake."""
-
-
-class PatchRecipeNotFoundError(PatchRecipeError, FileNotFoundError):
-    """No patch recipe of that name or path."""
 
 
 def list_patch_recipes() -> list[str]:

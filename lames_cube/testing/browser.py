@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    BrowserError,
+    )
 
 __all__ = ["BrowserError", "ensure_chromium", "inspect_page"]
 
 INSTALL = "apt-get update && apt-get install -y chromium"
 
-
-class BrowserError(LamesCubeError, RuntimeError):
-    """Chromium is missing, or did not start or load the page."""
 
 
 def ensure_chromium() -> str:

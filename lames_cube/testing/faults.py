@@ -48,7 +48,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from lames_cube.errors import LamesCubeError
+from lames_cube.errors import (
+    FaultyServerError,
+    )
 
 __all__ = ["ASSET_ORIGIN", "FAULTS", "FaultyServer", "FaultyServerError", "asset_hrefs"]
 
@@ -59,9 +61,6 @@ ASSET_ORIGIN = "http://lames-assets.invalid"
 _API = "/api"  # where the forwarded STAC API lives (a world's files are under /stac/)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
-
-class FaultyServerError(LamesCubeError, ValueError):
-    """Bad settings for the fault-injecting server."""
 
 
 def asset_hrefs(items: Sequence[dict], root: str | os.PathLike,
