@@ -24,12 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
+
 
 class UrlPath:
     """A location on an fsspec filesystem, with the pathlib operations the store code uses."""
 
     def __init__(self, url: str, *, _fs: Any = None, _root: str | None = None) -> None:
-        import fsspec
 
         self.url = url.rstrip("/")
         if _fs is None:

@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+
 from lames_cube.errors import LamesCubeError, VectorFileError
 
 __all__ = ["DEFAULT_FIX", "check_geojson", "geojson_problem", "read_vector"]
@@ -226,7 +228,6 @@ def read_vector(path: str | os.PathLike, *, fix: str = DEFAULT_FIX, **kwargs: An
     path = Path(path)
     if path.suffix.lower() in (".geojson", ".json"):
         check_geojson(path, fix=fix)
-    import geopandas as gpd
 
     try:
         return gpd.read_file(path, **kwargs)

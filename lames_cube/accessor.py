@@ -47,13 +47,13 @@ class LamesAccessor:
 
     def clear_mask(self, **kwargs: Any) -> xr.DataArray:
         """:func:`lames_cube.composite.clear_mask` of this cube."""
-        from lames_cube.composite import clear_mask
+        from lames_cube.composite import clear_mask  # local: light `import lames_cube`
 
         return clear_mask(self._obj, **kwargs)
 
     def composite(self, method: str = "median", **kwargs: Any) -> xr.Dataset:
         """:func:`lames_cube.composite.composite` of this cube."""
-        from lames_cube.composite import composite
+        from lames_cube.composite import composite  # local: light `import lames_cube`
 
         return composite(self._obj, method, **kwargs)
 
@@ -71,43 +71,43 @@ class LamesAccessor:
         >>> int(cube.lames.rasterize(poly).sum())
         50
         """
-        from lames_cube.labels import rasterize
+        from lames_cube.labels import rasterize  # local: light `import lames_cube`
 
         return rasterize(polygons, like=self._obj, **kwargs)
 
     def patch_table(self, **kwargs: Any):
         """:func:`lames_cube.patches.patch_table` of this object's grid."""
-        from lames_cube.patches import patch_table
+        from lames_cube.patches import patch_table  # local: light `import lames_cube`
 
         return patch_table(self._obj, **kwargs)
 
     def patches(self, table: Any, **kwargs: Any):
         """:func:`lames_cube.patches.extract_patches` of this cube at ``table``'s windows."""
-        from lames_cube.patches import extract_patches
+        from lames_cube.patches import extract_patches  # local: light `import lames_cube`
 
         return extract_patches(self._obj, table, **kwargs)
 
     def predict(self, checkpoint: Any, **kwargs: Any) -> xr.Dataset:
         """:func:`lames_cube.ml.predict` of this cube (imports torch)."""
-        from lames_cube.ml import predict
+        from lames_cube.ml import predict  # local: ml needs optional torch
 
         return predict(self._obj, checkpoint, **kwargs)
 
     def extent(self, **kwargs: Any):
         """:func:`lames_cube.timeseries.extent_over_time` of this prediction or labels."""
-        from lames_cube.timeseries import extent_over_time
+        from lames_cube.timeseries import extent_over_time  # local: light `import lames_cube`
 
         return extent_over_time(self._obj, **kwargs)
 
     def first_year(self, **kwargs: Any) -> xr.DataArray:
         """:func:`lames_cube.timeseries.first_mining_year` of this prediction or labels."""
-        from lames_cube.timeseries import first_mining_year
+        from lames_cube.timeseries import first_mining_year  # local: light `import lames_cube`
 
         return first_mining_year(self._obj, **kwargs)
 
     def pixel_area(self, **kwargs: Any) -> xr.DataArray:
         """:func:`lames_cube.timeseries.pixel_area` of this object's grid."""
-        from lames_cube.timeseries import pixel_area
+        from lames_cube.timeseries import pixel_area  # local: light `import lames_cube`
 
         return pixel_area(self._obj, **kwargs)
 

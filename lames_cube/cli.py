@@ -11,14 +11,18 @@ from lames_cube.errors import LamesCubeError
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from lames_cube.demo import run_demo
+    from lames_cube.demo import run_demo  # local: fast --help
 
     run_demo(args.path, data_dir=args.data_dir, workers=args.workers, epochs=args.epochs,
              progress=not args.quiet)
 
 
 def _cmd_world_create(args: argparse.Namespace) -> None:
-    from lames_cube.synthetic import World, WorldSpec, write_world
+    from lames_cube.synthetic import (  # local: fast --help
+        World,
+        WorldSpec,
+        write_world,
+    )
 
     spec = WorldSpec(
         seed=args.seed,
@@ -42,8 +46,15 @@ def _cmd_world_create(args: argparse.Namespace) -> None:
 
 
 def _cmd_world_check(args: argparse.Namespace) -> int:
-    from lames_cube.synthetic.appearance import check_appearance, format_appearance
-    from lames_cube.synthetic.realism import check_world, format_table, open_world
+    from lames_cube.synthetic.appearance import (  # local: fast --help
+        check_appearance,
+        format_appearance,
+    )
+    from lames_cube.synthetic.realism import (  # local: fast --help
+        check_world,
+        format_table,
+        open_world,
+    )
 
     world = open_world(args.path)
     table = check_world(world, args.sites, year=args.year, margin_m=args.margin_m)
@@ -57,7 +68,7 @@ def _cmd_world_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
-    from lames_cube.search import search
+    from lames_cube.search import search  # local: fast --help
 
     items = search(
         args.catalog, bbox=args.bbox, sites=args.sites, datetime=args.datetime,
@@ -76,10 +87,10 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_cube_build(args: argparse.Namespace) -> None:
-    import dataclasses
+    import dataclasses  # local: fast --help
 
-    from lames_cube.recipes.cubes import load_recipe
-    from lames_cube.recipes.pipeline import run_recipe
+    from lames_cube.recipes.cubes import load_recipe  # local: fast --help
+    from lames_cube.recipes.pipeline import run_recipe  # local: fast --help
 
     recipe = load_recipe(args.recipe)
     if args.catalog:
@@ -93,7 +104,7 @@ def _cmd_cube_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_patches_build(args: argparse.Namespace) -> None:
-    from lames_cube.recipes.patchsets import build_patch_sets
+    from lames_cube.recipes.patchsets import build_patch_sets  # local: fast --help
 
     build_patch_sets(args.recipe, data_dir=args.data_dir, output=args.output,
                      cubes_output=args.cubes_output, extra_n=args.extra_n,
@@ -101,7 +112,10 @@ def _cmd_patches_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_patches_list(args: argparse.Namespace) -> None:
-    from lames_cube.recipes.patchsets import list_patch_recipes, load_patch_recipe
+    from lames_cube.recipes.patchsets import (  # local: fast --help
+        list_patch_recipes,
+        load_patch_recipe,
+    )
 
     for name in list_patch_recipes():
         print(f"{name:20s} {load_patch_recipe(name).description.split('. ')[0]}")
@@ -114,7 +128,11 @@ FULL_PROTOCOL = {"epochs": 100, "batch_size": 64, "extra_per_epoch": None, "step
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from lames_cube.recipes.experiments import list_experiments, load_experiment, run_experiment
+    from lames_cube.recipes.experiments import (  # local: fast --help
+        list_experiments,
+        load_experiment,
+        run_experiment,
+    )
 
     if args.list or args.recipe is None:
         for name in list_experiments():
@@ -131,7 +149,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if args.variants is not None else None
     output = args.output
     if args.protocol == "lames":
-        import torch
+        import torch  # local: optional torch
 
         if output is None:  # never over the small run
             output = f"{load_experiment(args.recipe).output}-lames-protocol"
@@ -145,7 +163,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_infer(args: argparse.Namespace) -> None:
-    from lames_cube.recipes.country import run_inference
+    from lames_cube.recipes.country import run_inference  # local: fast --help
 
     output = args.output or f"runs/infer-{Path(args.recipe).stem}"
     summary = run_inference(args.recipe, args.checkpoint, output, source=args.source,
@@ -163,24 +181,30 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
 
 def _cmd_cube_list(args: argparse.Namespace) -> None:
-    from lames_cube.recipes.cubes import list_recipes, load_recipe
+    from lames_cube.recipes.cubes import (  # local: fast --help
+        list_recipes,
+        load_recipe,
+    )
 
     for name in list_recipes():
         print(f"{name:14s} {load_recipe(name).description.splitlines()[0] if load_recipe(name).description else ''}")
 
 
 def _cmd_stac_serve(args: argparse.Namespace) -> None:
-    from lames_cube.services import serve_forever
-    from lames_cube.synthetic.write import read_world_stac
+    from lames_cube.services import serve_forever  # local: fast --help
+    from lames_cube.synthetic.write import read_world_stac  # local: fast --help
 
     collection, items = read_world_stac(args.world)
     serve_forever([collection], items, args.port)
 
 
 def _cmd_stac_install(args: argparse.Namespace) -> int:
-    import time
+    import time  # local: fast --help
 
-    from lames_cube.services import prepare_server_host, server_host_status
+    from lames_cube.services import (  # local: fast --help
+        prepare_server_host,
+        server_host_status,
+    )
 
     started = time.monotonic()
     done = prepare_server_host(venv_dir=args.venv_dir)
@@ -198,7 +222,10 @@ def _cmd_stac_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_stac_check(args: argparse.Namespace) -> int:
-    from lames_cube.services import install_command, server_host_status
+    from lames_cube.services import (  # local: fast --help
+        install_command,
+        server_host_status,
+    )
 
     status = server_host_status(venv_dir=args.venv_dir)
     print(status.report())

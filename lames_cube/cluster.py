@@ -21,6 +21,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import dask
+from distributed import Client, LocalCluster
+
 from lames_cube.errors import LamesCubeError, SchedulerError, SchedulerUnreachableError  # noqa: F401 (re-exported)
 
 __all__ = ["SchedulerError", "SchedulerUnreachableError", "dask_scheduler", "worker_threads"]
@@ -28,7 +31,6 @@ __all__ = ["SchedulerError", "SchedulerUnreachableError", "dask_scheduler", "wor
 
 
 def _without_malloc_trim() -> None:
-    import dask
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
@@ -38,7 +40,6 @@ def _without_malloc_trim() -> None:
 def worker_threads(client: Any | None) -> int:
     """How many tasks run at once: the cluster's threads, or the threaded scheduler's."""
     if client is None:
-        import dask
 
         return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     return max(1, sum(client.nthreads().values()))
@@ -82,7 +83,6 @@ def dask_scheduler(scheduler: str | None = None, *, workers: int | None = None,
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise SchedulerError(f"workers={workers!r} must be a positive number of processes.")
-    from distributed import Client, LocalCluster
 
     if scheduler == "local":
         _without_malloc_trim()

@@ -31,9 +31,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import dask
+import dask.array as da
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor used for grids)
+import pyproj
 import xarray as xr
+from odc.geo.geobox import GeoBox
+from scipy import ndimage
 
 from lames_cube.bands import SATURATED_DN, SCL_CLOUD
 from lames_cube.errors import InvalidGridError, InvalidQueryError
@@ -118,7 +122,6 @@ def pixel_size_m(data: xr.DataArray) -> tuple[float, float]:
     >>> pixel_size_m(da.odc.assign_crs("EPSG:32719"))
     (10.0, 10.0)
     """
-    from odc.geo.geobox import GeoBox
 
     gbox = data.odc.geobox if ("y" in data.dims and "x" in data.dims) else None
     if not isinstance(gbox, GeoBox) or gbox.crs is None:
@@ -129,7 +132,6 @@ def pixel_size_m(data: xr.DataArray) -> tuple[float, float]:
             "pixels. Fix: build it with build_cube() (which carries its grid), assign one with "
             "cube.odc.assign_crs('EPSG:32719') on y/x coordinates, or pass buffer_m=0."
         )
-    import pyproj
 
     crs = pyproj.CRS.from_user_input(gbox.crs.to_wkt())
     rx, ry = abs(float(gbox.resolution.x)), abs(float(gbox.resolution.y))
@@ -178,7 +180,6 @@ def _grow_block(state: np.ndarray, opening: np.ndarray | None, dilation: np.ndar
     nodata or off-grid area, i.e. specks surrounded by clear data; clouds running into nodata or
     off the grid keep their edge pixels. The dilation grows what is left; nodata never grows.
     """
-    from scipy import ndimage
 
     lead = (1,) * (state.ndim - 2)
     bad = state == _BAD
@@ -219,7 +220,6 @@ def _grow(state: xr.DataArray, buffer_m: float, opening_px: int) -> xr.DataArray
     rx = 2 * opening_px + (dilation.shape[1] // 2 if dilation is not None else 0)
     data = ordered.data
     if dask.is_dask_collection(data):
-        import dask.array as da
 
         depth = {i: 0 for i in range(data.ndim - 2)}
         depth.update({data.ndim - 2: min(ry, data.shape[-2]), data.ndim - 1: min(rx, data.shape[-1])})

@@ -24,6 +24,7 @@ The demo is a face over the library, like the CLI: nothing in the library import
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -33,9 +34,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
+from lames_cube._atomic import atomic_path, atomic_write_text
 from lames_cube._names import safe_name
+from lames_cube.composite import to_rgb8
+from lames_cube.html_report import figure_png, write_html_report
+from lames_cube.io import TemplateMismatchError, open_cube, open_store
+from lames_cube.labels import rasterize
+from lames_cube.metrics import confusion_matrix, scores
+from lames_cube.prediction import PredictionStoreMismatchError, open_prediction, write_prediction
+from lames_cube.recipes.cubes import Recipe, load_recipe
+from lames_cube.recipes.experiments import load_experiment, run_experiment
+from lames_cube.recipes.pipeline import run_recipe
+from lames_cube.report import results_table
+from lames_cube.search import search
+from lames_cube.synthetic import World, write_world
 from lames_cube.synthetic.presets import DEMO_SPEC, demo_spec, demo_world_dir
+from lames_cube.timeseries import compare_with_truth, extent_over_time, first_mining_year
 
 __all__ = ["DEMO_SPEC", "demo_recipe", "demo_spec", "demo_world_dir", "quicklook", "run_demo"]
 
@@ -47,7 +63,6 @@ SITE_BUFFER_M = 250.0
 
 def demo_recipe(world, root: Path):
     """The ``demo`` cube recipe pointed at this world and its sites (works for fallback sites)."""
-    from lames_cube.recipes.cubes import Recipe, load_recipe
 
     data = load_recipe("demo").to_dict()
     data.update({"catalog": str(root), "area": {"sites": list(world.sites.site_id)},
@@ -57,12 +72,8 @@ def demo_recipe(world, root: Path):
 
 def quicklook(stores: list[Path], out: Path) -> Path:
     """Save true-colour quicklooks of each site's first and last yearly composite."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # local: heavy matplotlib
 
-    from lames_cube._atomic import atomic_path
-    from lames_cube.composite import to_rgb8
-    from lames_cube.html_report import figure_png
-    from lames_cube.io import open_store
 
     stores = stores[:4]
     fig = Figure(figsize=(4 * len(stores), 8.4), layout="constrained")
@@ -98,8 +109,6 @@ class _Stages:
 
 # ------------------------------------------------------------------------------- stages
 def _world_and_search(world, root: Path, workers, data_dir) -> list:
-    from lames_cube.search import search
-    from lames_cube.synthetic import write_world
 
     print(f"  sites  {', '.join(f'{r.site_id} ({r.split})' for r in world.sites.itertuples())}")
     print(f"  tiles  {len(world.tiles)}: {', '.join(t.tile_id for t in world.tiles)}")
@@ -110,7 +119,6 @@ def _world_and_search(world, root: Path, workers, data_dir) -> list:
 
 
 def _describe_search(root: Path, world, everything) -> None:
-    from lames_cube.search import search
 
     table = pd.DataFrame([{
         "id": i.id, "date": i.datetime.date(), "cloud %": i.properties["eo:cloud_cover"],
@@ -125,8 +133,6 @@ def _describe_search(root: Path, world, everything) -> None:
 
 
 def _cubes(world, root: Path, everything, data_dir) -> list[Path]:
-    from lames_cube.io import TemplateMismatchError, open_store
-    from lames_cube.recipes.pipeline import run_recipe
 
     recipe = demo_recipe(world, root)
     try:
@@ -150,10 +156,7 @@ def _site_of(store: Path) -> str:
 
 def _labels(world, stores: list[Path]) -> dict[str, dict[str, Any]]:
     """Per site cube: the LAMES labels (static) and the world's true masks per year."""
-    import xarray as xr
 
-    from lames_cube.io import open_cube
-    from lames_cube.labels import rasterize
 
     out = {}
     for store in stores:
@@ -172,9 +175,7 @@ def _labels(world, stores: list[Path]) -> dict[str, dict[str, Any]]:
 
 
 def _train(run: Path, data_dir, epochs: int | None, progress: bool) -> dict[str, Any]:
-    import dataclasses
 
-    from lames_cube.recipes.experiments import load_experiment, run_experiment
 
     recipe = load_experiment(DEMO_EXPERIMENT)
     recipe = dataclasses.replace(recipe, patches_output=str(run / "patches"))
@@ -192,12 +193,7 @@ def _train(run: Path, data_dir, epochs: int | None, progress: bool) -> dict[str,
 
 
 def _infer(run: Path, sites: dict[str, dict[str, Any]], checkpoint: Path) -> dict[str, Any]:
-    from lames_cube.ml import predict
-    from lames_cube.prediction import (
-        PredictionStoreMismatchError,
-        open_prediction,
-        write_prediction,
-    )
+    from lames_cube.ml import predict  # local: ml needs optional torch
 
     preds = {}
     for site_id, data in sites.items():
@@ -216,7 +212,6 @@ def _infer(run: Path, sites: dict[str, dict[str, Any]], checkpoint: Path) -> dic
 
 
 def _map_metrics(sites: dict[str, dict[str, Any]], preds: dict[str, Any]) -> pd.DataFrame:
-    from lames_cube.metrics import confusion_matrix, scores
 
     rows = []
     total = np.zeros((2, 2), np.int64)
@@ -242,7 +237,6 @@ def _map_metrics(sites: dict[str, dict[str, Any]], preds: dict[str, Any]) -> pd.
 
 
 def _extent(world, sites: dict[str, dict[str, Any]], preds: dict[str, Any]):
-    from lames_cube.timeseries import compare_with_truth, extent_over_time
 
     polygons = world.sites[["site_id", "geometry"]]
     years = [int(y) for y in next(iter(sites.values()))["truth"].year.values]
@@ -275,11 +269,9 @@ def _extent(world, sites: dict[str, dict[str, Any]], preds: dict[str, Any]):
 def _site_figure(site_id: str, data: dict[str, Any], pred) -> Any:
     """True colour per year with predicted mining (red) and the true outline (yellow), then
     the new-mining map."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
+    from matplotlib.colors import ListedColormap  # local: heavy matplotlib
+    from matplotlib.figure import Figure  # local: heavy matplotlib
 
-    from lames_cube.composite import to_rgb8
-    from lames_cube.timeseries import first_mining_year
 
     years = [int(y) for y in data["truth"].year.values]
     ny, nx = data["truth"].shape[1:]
@@ -311,7 +303,7 @@ def _site_figure(site_id: str, data: dict[str, Any], pred) -> Any:
 
 
 def _area_figure(site_id: str, rows: pd.DataFrame) -> Any:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # local: heavy matplotlib
 
     fig = Figure(figsize=(4.6, 3.2), layout="constrained")
     ax = fig.subplots()
@@ -332,8 +324,6 @@ def _area_figure(site_id: str, rows: pd.DataFrame) -> Any:
 
 def _report(run: Path, world, results, sites, preds, map_table, extent, compared, summary,
             timings, settings) -> Path:
-    from lames_cube.html_report import figure_png, write_html_report
-    from lames_cube.report import results_table
 
     scored = {name: entry["scores"] for name, entry in
               {**results["variants"], **results["baselines"]}.items()}
@@ -396,8 +386,6 @@ def run_demo(path: str | os.PathLike | None = None, *, data_dir=None, workers=No
         The report (``<path>/run/report.html``); without the LAMES files, the quicklook of
         the cubes (``<path>/quicklook.png``).
     """
-    from lames_cube._atomic import atomic_write_text
-    from lames_cube.synthetic import World
 
     t0 = time.perf_counter()
     spec = demo_spec(data_dir)

@@ -64,7 +64,7 @@ p.note { font-size: .9em; color: #455; }
 
 def figure_png(fig: Figure, *, dpi: int = 90) -> bytes:
     """A matplotlib figure as PNG bytes (Agg canvas: no display, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # local: heavy matplotlib
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()

@@ -31,6 +31,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pystac
+import shapely
+import shapely.geometry
+from pyproj import CRS, Geod
 from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, BANDS
@@ -352,8 +355,6 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
             f"tolerance must be a fraction in (0, 1], got {tolerance!r}; e.g. 0.99 drops items "
             "99 % covered by others."
         )
-    import shapely
-    from pyproj import Geod
 
     geod = Geod(ellps="WGS84")
     items = list(items)
@@ -649,7 +650,6 @@ def _crs_of(fields: Mapping[str, Any]) -> str | None:
         return f"EPSG:{int(epsg)}"
     for field in ("proj:wkt2", "proj:projjson"):
         if fields.get(field):
-            from pyproj import CRS
 
             found = CRS.from_user_input(fields[field]).to_epsg()
             if found:
@@ -931,7 +931,6 @@ def _item_datetime(props: Mapping[str, Any], ident: Any = None) -> datetime:
 def _centroid_lon(d: Mapping[str, Any]) -> float:
     geometry = d.get("geometry")
     if geometry:
-        import shapely.geometry
 
         shape = _unwrap_antimeridian({0: shapely.geometry.shape(geometry)})[0]
         lon = shape.centroid.x
@@ -1011,7 +1010,6 @@ def _sequence(item: pystac.Item) -> int:
 def _footprint(item: pystac.Item) -> Any:
     if not item.geometry:
         return None
-    import shapely.geometry
 
     shape = shapely.geometry.shape(item.geometry)
     if not shape.is_valid:
@@ -1021,7 +1019,6 @@ def _footprint(item: pystac.Item) -> Any:
 
 def _unwrap_antimeridian(shapes: dict[Any, Any]) -> dict[Any, Any]:
     """Shift western longitudes by +360° when the shapes straddle the antimeridian."""
-    import shapely
 
     present = [s for s in shapes.values() if s is not None]
     if not present:

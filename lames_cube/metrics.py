@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 
 from lames_cube.errors import MetricsError
@@ -57,7 +59,6 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
         )
     lazy = hasattr(p, "dask") or hasattr(t, "dask")
     if lazy:
-        import dask.array as da
 
         p, t = da.asarray(p).astype("int64"), da.asarray(t).astype("int64")
     else:
@@ -69,7 +70,6 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
     index = t * n_classes + p
     counts = (da if lazy else np).bincount(index.clip(0, n_classes**2 - 1), minlength=n_classes**2)
     if lazy:
-        import dask
 
         bad, counts = dask.compute(bad, counts)
     if int(bad):

@@ -44,13 +44,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from lames_cube._atomic import atomic_path, atomic_write_text
-from lames_cube.classes import BINARY_CLASSES, SECTOR_CLASSES
+from lames_cube.classes import BINARY_CLASSES, SECTOR_CLASSES, LamesClass
 from lames_cube.errors import (
     LamesCubeError,
     ReportError,
 )
+from lames_cube.metrics import scores
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -151,7 +153,6 @@ def _as_scores(name: str, value: Any) -> Mapping[str, Any]:
                 f"results[{name!r}] lacks 'recall' or 'macro_f1' (keys: {sorted(value)}); pass "
                 "the dict of lames_cube.metrics.scores(cm), or the confusion matrix itself.")
         return value
-    from lames_cube.metrics import scores
 
     cm = _check_cm(value, f"results[{name!r}]")
     return scores(cm)
@@ -337,8 +338,8 @@ def _check_names(class_names: Any, k: int, what: str) -> list[str]:
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # local: heavy matplotlib
+    from matplotlib.figure import Figure  # local: heavy matplotlib
 
     fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -406,7 +407,7 @@ def plot_confusion(cm: Any, class_names: Sequence[str], path: str | os.PathLike,
     side = max(4.2, 0.75 * k + 2.4)
     fig = _new_figure((side + 1.0, side))
     ax = fig.add_subplot()
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # local: heavy matplotlib
 
     cmap = colormaps["Blues"].with_extremes(bad="#eeeeee")
     image = ax.imshow(np.ma.masked_invalid(share), cmap=cmap, vmin=0, vmax=1,
@@ -560,8 +561,8 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]],
     >>> plot_curves({"U-Net": log}, pathlib.Path(tempfile.mkdtemp()) / "c.png").exists()
     True
     """
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.lines import Line2D  # local: heavy matplotlib
+    from matplotlib.ticker import MaxNLocator  # local: heavy matplotlib
 
     if not isinstance(curves, Mapping) or not curves:
         raise ReportError("curves is empty or not a mapping; pass {model name: [per-epoch "
@@ -646,7 +647,6 @@ def _stretch(rgb: np.ndarray) -> np.ndarray:
 
 def _legend_name(name: str) -> str:
     """A LAMES class code with its long name (``"tsf: tailings storage facility"``)."""
-    from lames_cube.classes import LamesClass
 
     try:
         long_name = LamesClass.parse(name).long_name
@@ -713,8 +713,8 @@ def plot_samples(images: Any, bands: Sequence[str], truth: Any,
     >>> p.exists()
     True
     """
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    from matplotlib.colors import ListedColormap  # local: heavy matplotlib
+    from matplotlib.patches import Patch  # local: heavy matplotlib
 
     if isinstance(max_samples, bool) or not isinstance(max_samples, int | np.integer) \
             or max_samples < 1:
@@ -878,7 +878,6 @@ def write_report(path: str | os.PathLike, *, title: str, summary: str,
     >>> "![Confusion](figures/cm.png)" in p.read_text()
     True
     """
-    import yaml
 
     path = Path(path)
     root = path.parent.resolve()

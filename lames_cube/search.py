@@ -110,11 +110,11 @@ def site_table(catalog: Any = None, data_dir=None):
     fallback sites) come first, then the LAMES sites from the data directory. Without a world,
     a missing data directory raises :class:`~lames_cube.errors.DataDirError`.
     """
-    import geopandas as gpd
-    import pandas as pd
+    import geopandas as gpd  # local: light `import lames_cube`
+    import pandas as pd  # local: light `import lames_cube`
 
-    from lames_cube.annotations import load_sites
-    from lames_cube.config import find_data_dir
+    from lames_cube.annotations import load_sites  # local: light `import lames_cube`
+    from lames_cube.config import find_data_dir  # local: light `import lames_cube`
 
     tables = []
     world = _world_dir(catalog) if catalog is not None else None
@@ -133,7 +133,7 @@ def site_table(catalog: Any = None, data_dir=None):
 
 def _site_area(sites: Sequence[str] | str, catalog: Any, data_dir) -> dict:
     """Union of the bounding boxes of LAMES sites, as a GeoJSON geometry."""
-    from lames_cube.annotations import select_sites
+    from lames_cube.annotations import select_sites  # local: light `import lames_cube`
 
     ids = [sites] if isinstance(sites, (str, int)) else list(sites)
     if not ids:
@@ -292,8 +292,8 @@ def _index_path(catalog: str | os.PathLike) -> Path:
 
 
 def _search_index(path: Path, query: dict) -> list[dict]:
-    import rustac
-    import rustac_duckdb_extensions
+    import rustac  # local: light `import lames_cube`
+    import rustac_duckdb_extensions  # local: light `import lames_cube`
 
     client = rustac.DuckdbClient(
         extension_directory=str(rustac_duckdb_extensions.extension_directory()),
@@ -324,8 +324,8 @@ def _retry_after(exc: BaseException) -> float | None:
 
 def _transient_api_error(exc: BaseException) -> bool:
     """A failed STAC API request worth retrying: 408/429/5xx, or the network failed."""
-    import requests
-    from pystac_client.exceptions import APIError
+    import requests  # local: light `import lames_cube`
+    from pystac_client.exceptions import APIError  # local: light `import lames_cube`
 
     if not isinstance(exc, APIError):
         return False
@@ -342,9 +342,9 @@ def _transient_api_error(exc: BaseException) -> bool:
 
 def _stac_io(timeout: float, policy):
     """pystac-client's StacApiIO, retrying each request (pages included) under ``policy``."""
-    from pystac_client.stac_api_io import StacApiIO
+    from pystac_client.stac_api_io import StacApiIO  # local: light `import lames_cube`
 
-    from lames_cube.retry import retry_call
+    from lames_cube.retry import retry_call  # local: light `import lames_cube`
 
     class RetryingStacApiIO(StacApiIO):
         def __init__(self) -> None:
@@ -372,8 +372,8 @@ def _stac_io(timeout: float, policy):
 
 
 def _search_api(url: str, query: dict, timeout: float, policy) -> list[dict]:
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
+    from pystac_client import Client  # local: light `import lames_cube`
+    from pystac_client.exceptions import APIError  # local: light `import lames_cube`
 
     try:
         client = Client.open(url, stac_io=_stac_io(timeout, policy), timeout=timeout)
@@ -481,7 +481,12 @@ def search(
     >>> sorted({i.properties["s2:mgrs_tile"] for i in items})
     ['19HCE8604', '19HCE8704']
     """
-    from lames_cube.items import dedupe_items, drop_covered, normalize_item, unsupported_reason
+    from lames_cube.items import (  # local: light `import lames_cube`
+        dedupe_items,
+        drop_covered,
+        normalize_item,
+        unsupported_reason,
+    )
 
     areas = [a is not None for a in (bbox, intersects, sites)]
     if sum(areas) > 1:
@@ -504,7 +509,7 @@ def search(
         raise InvalidQueryError(f"collections={collections!r}: give collection ids as strings.")
     if max_items is not None and (not isinstance(max_items, int) or max_items < 1):
         raise InvalidQueryError(f"max_items={max_items!r}: give a positive integer or None.")
-    from lames_cube.retry import check_policy
+    from lames_cube.retry import check_policy  # local: light `import lames_cube`
 
     policy = check_policy(retry)
     query = {

@@ -17,6 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pyproj import CRS, Geod, Transformer
 
 from lames_cube._checks import check_seed
 from lames_cube.errors import (
@@ -99,7 +100,6 @@ def _degree_distances(boxes: np.ndarray) -> np.ndarray:
 
 
 def _geodesic_distances(boxes: np.ndarray, npts: int = 16) -> np.ndarray:
-    from pyproj import CRS, Geod, Transformer
 
     geod = Geod(ellps="WGS84")
     n = len(boxes)

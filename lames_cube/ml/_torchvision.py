@@ -29,16 +29,16 @@ def ensure_torchvision() -> Any:
     """
     global _LIBRARY
     try:
-        import torchvision
+        import torchvision  # local: optional torch
     except RuntimeError as err:
         if "torchvision::nms" not in str(err) or _LIBRARY is not None:
             raise
-        import torch
+        import torch  # local: optional torch
 
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         _LIBRARY = torch.library.Library("torchvision", "FRAGMENT")
         for op in ("nms", "qnms"):
             _LIBRARY.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision
+        import torchvision  # local: optional torch
     return torchvision

@@ -33,13 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from lames_cube import __version__
 from lames_cube._atomic import atomic_write_bytes
 from lames_cube.errors import BandMismatchError, CheckpointError
+from lames_cube.ml.models import build_model
+from lames_cube.ml.torch_files import CHECKPOINT_FORMAT, read_torch_file
 
 __all__ = ["CHECKPOINT_FORMAT", "check_bands", "load_checkpoint", "load_model",
            "save_checkpoint"]
 
-CHECKPOINT_FORMAT = "lames_cube.checkpoint"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("state_dict", "model", "bands", "band_mean", "band_std", "classes", "task",
              "patch_size", "crs", "resolution", "seed", "lames_cube_version", "curve",
@@ -89,7 +91,6 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: torch.nn.Module, spe
     -------
     pathlib.Path
     """
-    from lames_cube import __version__
 
     bands = [str(b) for b in bands]
     for name, values in (("band_mean", band_mean), ("band_std", band_std)):
@@ -113,20 +114,6 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: torch.nn.Module, spe
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_torch_file(path: Path, error: type[Exception], what: str, fix: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file raises
-    ``error`` naming ``what`` it should have been and the ``fix``."""
-    if not path.is_file():
-        raise error(f"{what} {str(path)!r} does not exist; {fix}.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip, pickle and torch errors alike
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise error(f"{what} {str(path)!r} ({path.stat().st_size:,} bytes) cannot be read: it "
-                    f"is corrupt, truncated or not a torch file ({type(err).__name__}: "
-                    f"{first}); {fix}.") from None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -156,7 +143,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model(checkpoint: str | os.PathLike[str] | Mapping[str, Any], *,
                device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model of a checkpoint in eval mode on ``device``, and the checkpoint's values."""
-    from lames_cube.ml.models import build_model
 
     meta = dict(checkpoint) if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
     model = build_model(meta["model"])

@@ -36,6 +36,7 @@ import torch
 
 from lames_cube.errors import ModelConfigError, PatchSizeError
 from lames_cube.ml._torchvision import ensure_torchvision
+from lames_cube.ml.torch_files import CHECKPOINT_FORMAT, read_torch_file
 
 __all__ = ["PRESETS", "ModelSpec", "build_model", "check_patch_size", "count_parameters",
            "model_spec"]
@@ -221,7 +222,7 @@ def build_model(spec: str | ModelSpec | Mapping[str, Any] = "small", *,
         model = _pixel_model(spec)
         return load_weights(model, weights) if weights is not None else model
     ensure_torchvision()
-    import segmentation_models_pytorch as smp
+    import segmentation_models_pytorch as smp  # local: optional torch
 
     try:
         model = smp.Unet(encoder_name=spec.encoder, encoder_weights=None,
@@ -258,8 +259,6 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> torch.
     ModelConfigError
         The file is missing or unreadable, or its tensors do not fit the model.
     """
-    from lames_cube.ml.checkpoint import CHECKPOINT_FORMAT, read_torch_file
-
     path = Path(path)
     data = read_torch_file(path, ModelConfigError, "the weights file",
                            "pass a local checkpoint or state_dict (nothing is downloaded)")

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from lames_cube import report
 from lames_cube._atomic import atomic_write_text
+from lames_cube.patchset import open_patch_set
 
 __all__ = ["pick_samples", "write_evaluation", "write_experiment_report"]
 
@@ -36,7 +38,6 @@ def pick_samples(truth: np.ndarray, n: int) -> np.ndarray:
 
 
 def _sample_images(patches: Any, sample_index: np.ndarray, bands: Sequence[str]) -> np.ndarray:
-    from lames_cube.patchset import open_patch_set
 
     ds = open_patch_set(patches)
     return np.asarray(ds.image.isel(sample=np.asarray(sample_index)).sel(band=list(bands)))
@@ -52,7 +53,6 @@ def write_evaluation(out: Path, results: dict[str, Any], *, meta: Mapping[str, A
     """Write one evaluation: ``metrics.json``, the confusion matrix, per-class F1 and IoU,
     the training curve, sample predictions and ``report.md``; keep the sample predictions
     in ``results["_samples"]`` for an experiment's combined figure."""
-    from lames_cube import report
 
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
@@ -111,7 +111,6 @@ def write_experiment_report(out: Path, recipe: Any, results: dict[str, Any], *,
     """The combined report of an experiment: every variant and baseline in one table beside
     the paper's rows, per-class F1/IoU, all training curves, the confusion matrix of each
     variant, sample predictions of every model."""
-    from lames_cube import report
 
     figures = out / "figures"
     classes = results["classes"]

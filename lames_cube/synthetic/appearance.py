@@ -26,6 +26,7 @@ figures and :data:`LIMITS` the acceptance bands of issue 24.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import time
@@ -35,9 +36,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from odc.geo.geobox import GeoBox
+from scipy import ndimage
 
+from lames_cube._atomic import atomic_write_bytes
 from lames_cube._names import safe_name
 from lames_cube.errors import WorldError
+from lames_cube.grid import lames_geobox, site_boxes
+from lames_cube.synthetic.clear import sensor_20m
+from lames_cube.synthetic.realism import RGB_BANDS, clear_sky_date, measure, site_row, to_grey
 
 __all__ = [
     "LIMITS",
@@ -189,8 +195,6 @@ def lames_box(world, site_id: str | int) -> GeoBox:
     >>> box.crs.epsg, box.shape[0] % 256
     (3857, 0)
     """
-    from lames_cube.grid import lames_geobox, site_boxes
-    from lames_cube.synthetic.realism import site_row
 
     row = site_row(world, site_id)
     return lames_geobox(site_boxes(row[["site_id", "geometry"]]).iloc[0])
@@ -200,8 +204,6 @@ def render_box(world, gbox: GeoBox, *, year: int | None = None) -> tuple[dict, n
     """The six reflectance bands of ``gbox`` under a clear sky, as the patch recipes cut their
     windows (20 m bands averaged as the sensor records them), and the mine mask of ``year``
     (default: the world's last year, the year of the clear-sky render)."""
-    from lames_cube.synthetic.clear import sensor_20m
-    from lames_cube.synthetic.realism import clear_sky_date
 
     year, date = clear_sky_date(world, year)
     layers = sensor_20m(lambda g: world.read(g, date, clouds=False), gbox,
@@ -246,7 +248,6 @@ def check_appearance(world, sites: Iterable[str | int] | None = None, *,
     >>> t[["site_id", "n_windows"]].values.tolist()
     [['2058', 1]]
     """
-    from lames_cube.synthetic.realism import _RGB, measure, to_grey
 
     ids = list(world.sites.site_id) if sites is None else [str(s) for s in sites]
     rows = []
@@ -264,7 +265,7 @@ def check_appearance(world, sites: Iterable[str | int] | None = None, *,
             row[key] = float(np.nanmedian([w[key] for w in windows]))
         row["ground_mean"], row["ground_std"] = class_stats(rgb, ~mine & (rgb > 0).all(axis=0))
         row["mine_mean"], row["mine_std"] = class_stats(rgb, mine & (rgb > 0).all(axis=0))
-        row["f1_rgb"] = measure({b: layers[b] for b in _RGB}, mine, seed=seed,
+        row["f1_rgb"] = measure({b: layers[b] for b in RGB_BANDS}, mine, seed=seed,
                                 forests=("rgb",))["f1_rgb"]
         missed = appearance_failures(row)
         row["passes"], row["failed"] = not missed, ",".join(missed)
@@ -292,7 +293,6 @@ def quicklook(world, site_id: str | int, path, *, year: int | None = None) -> Pa
     ...     quicklook(w, w.sites.site_id[0], f"{tmp}/site.png").stat().st_size > 10_000
     True
     """
-    from lames_cube.synthetic.realism import to_grey
 
     gbox = lames_box(world, site_id)
     layers, mine = render_box(world, gbox, year=year)
@@ -307,15 +307,12 @@ def _title(site_id: str | int, gbox: GeoBox, year: int) -> str:
 
 def _write_quicklook(rgb: np.ndarray, mine: np.ndarray, path, title: str) -> Path:
     """``rgb`` (3, y, x) uint8 beside the same with ``mine`` outlined, as a PNG at ``path``."""
-    import io
 
-    import matplotlib
+    import matplotlib  # local: heavy matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy import ndimage
+    import matplotlib.pyplot as plt  # local: heavy matplotlib
 
-    from lames_cube._atomic import atomic_write_bytes
 
     image = np.moveaxis(rgb, 0, -1)
     outlined = image.copy()

@@ -19,10 +19,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
+import shapely
 import xarray as xr
+from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
+from rasterio.warp import reproject
 
+from lames_cube.bands import BAND_BY_NAME
 from lames_cube.errors import WorldError
 
 __all__ = ["SKY", "clear_sky_cube", "sensor_20m"]
@@ -56,11 +65,7 @@ def sensor_20m(render, part: GeoBox, anchor: tuple[float, float],
     EPSG:3857 boxes' 10.7 m pixels make 21 m blocks); the 20 m bands are averaged over those
     blocks and resampled bilinearly back onto ``part``. Other grids render as they are.
     """
-    from affine import Affine
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
 
-    from lames_cube.bands import BAND_BY_NAME
 
     coarse = [b for b in bands if BAND_BY_NAME[b].resolution == 20
               and not BAND_BY_NAME[b].categorical]  # SCL classes are never averaged
@@ -121,10 +126,6 @@ def clear_sky_cube(world: Any, gbox: GeoBox, bands: Sequence[str],
         ``nodata=0`` in attrs; the world renders each pixel at its own centre, so any chunking
         gives the same pixels.
     """
-    import dask
-    import dask.array as da
-    import shapely
-    from odc.geo.xr import xr_coords
 
     bands = list(bands)
     digest = world.digest() if digest is None else digest
@@ -145,7 +146,6 @@ def clear_sky_cube(world: Any, gbox: GeoBox, bands: Sequence[str],
             layers = world.read(part, None)
         out = np.stack([layers[b] for b in bands])
         if region is not None and not region.contains(shapely.box(*part.boundingbox)):
-            from rasterio.features import geometry_mask
 
             outside = geometry_mask([region], out_shape=tuple(part.shape), transform=part.affine)
             out[:, outside] = 0

@@ -46,12 +46,13 @@ import geopandas as gpd
 import numpy as np
 import rasterio.features
 import shapely
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from scipy import ndimage
 
+import lames_cube.synthetic.kernels as K
 from lames_cube.errors import InvalidGridError
-from lames_cube.synthetic import kernels as K
 from lames_cube.synthetic.mines import draw
 
 #: Reflectance bands the world simulates, in this order.
@@ -779,3 +780,9 @@ def rasterize_classes(sectors, gbox: GeoBox) -> np.ndarray:
     return rasterio.features.rasterize(
         shapes, out_shape=(h, w), transform=gbox.affine, fill=0, all_touched=False, dtype="uint8"
     )
+
+
+def fine_grid(g20: GeoBox) -> GeoBox:
+    """The 10 m grid of a 20 m grid (same extent, twice the pixels each way)."""
+    h, w = g20.shape
+    return GeoBox((2 * h, 2 * w), g20.affine @ Affine.scale(0.5), g20.crs)

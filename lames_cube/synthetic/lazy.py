@@ -64,7 +64,7 @@ from odc.geo.geobox import GeoBox
 
 from lames_cube.bands import WORLD_BANDS, canonical_band
 from lames_cube.errors import InvalidQueryError, UnknownBandError, WorldError
-from lames_cube.synthetic.landscape import check_grid, pixel_centres
+from lames_cube.synthetic.landscape import check_grid, fine_grid, pixel_centres
 
 if TYPE_CHECKING:
     from lames_cube.synthetic.world import Scene, World
@@ -408,7 +408,6 @@ class CubePlan:
 
 def _inside_fine(win: GeoBox, g20: GeoBox) -> tuple[int, int] | None:
     """Row and column of ``win`` in the 10 m grid of ``g20``, when it lies on it (else None)."""
-    from lames_cube.synthetic.world import fine_grid
 
     a, b = win.affine, fine_grid(g20).affine
     if (a.a, a.b, a.d, a.e) != (b.a, b.b, b.d, b.e):

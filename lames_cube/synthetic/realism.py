@@ -34,15 +34,20 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from scipy import ndimage
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import f1_score
 
 from lames_cube.bands import WORLD_BANDS
 from lames_cube.composite import to_rgb8
 from lames_cube.errors import UnknownSiteError, WorldError
+from lames_cube.synthetic.world import World, WorldSpec
+from lames_cube.synthetic.write import MANIFEST
 
 __all__ = [
     "CONTEXT_SCALES",
@@ -85,7 +90,8 @@ TEXTURE_WINDOW = 5
 #: Fewest mine pixels a training or test sample needs for a direction to be scored.
 MIN_MINE_PX = 20
 
-_RGB = ("B04", "B03", "B02")
+#: The true-colour bands, red first (the order of quicklooks and the RGB forest)
+RGB_BANDS = ("B04", "B03", "B02")
 _REFLECTANCE = tuple(b for b in WORLD_BANDS if b != "SCL")
 
 
@@ -197,7 +203,7 @@ def site_box(world, site_id: str | int, *, margin_m: float = 1000.0, resolution:
 
 # ---------------------------------------------------------------------------------------- pixels
 def _check_image(image: Mapping[str, np.ndarray], mine: np.ndarray) -> tuple[np.ndarray, tuple]:
-    missing = [b for b in _RGB if b not in image]
+    missing = [b for b in RGB_BANDS if b not in image]
     if missing:
         raise WorldError(
             f"The image lacks the true-colour bands {missing} (it has {sorted(image)}); pass a dict "
@@ -238,8 +244,8 @@ def to_grey(image: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     >>> rgb.ravel().tolist(), grey.ravel().tolist()
     ([255, 128, 0], [127.66666412353516])
     """
-    stack = np.stack([np.asarray(image[b]) for b in _RGB])
-    da = xr.DataArray(stack, dims=("band", "y", "x"), coords={"band": list(_RGB)})
+    stack = np.stack([np.asarray(image[b]) for b in RGB_BANDS])
+    da = xr.DataArray(stack, dims=("band", "y", "x"), coords={"band": list(RGB_BANDS)})
     rgb = to_rgb8(da).values
     return rgb, rgb.astype(np.float32).mean(axis=0)
 
@@ -292,8 +298,6 @@ def _forest_f1(features: np.ndarray, y: np.ndarray, train: tuple, test: tuple, s
 
     ``balanced`` fits with both classes weighing the same (scores keep the real balance).
     """
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import f1_score
 
     (rows_train, w_train), (rows_test, w_test) = train, test
     n_mine = (y[rows_train].sum(), y[rows_test].sum(), (~y[rows_train]).sum())
@@ -565,10 +569,7 @@ def open_world(path: str | os.PathLike):
     >>> list(world.sites.site_id), world.spec == spec, world.digest() == World(spec).digest()
     (['2058'], True, True)
     """
-    import geopandas as gpd
 
-    from lames_cube.synthetic.world import World, WorldSpec
-    from lames_cube.synthetic.write import MANIFEST
 
     root = Path(path).expanduser().resolve()
     manifest_path = root / MANIFEST

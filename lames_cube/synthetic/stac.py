@@ -36,12 +36,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lames_cube.bands import BAND_BY_NAME
 from lames_cube.errors import WorldError
 from lames_cube.synthetic.acquisitions import DRIFT, cross_track_km, passes, published_baseline
-from lames_cube.synthetic.world import Scene, World
+
+if TYPE_CHECKING:  # type hints only: the world imports this module through lazy
+    from lames_cube.synthetic.world import Scene, World
 
 _EXT = "https://stac-extensions.github.io/{}/schema.json"
 #: ``stac_extensions`` of each item layout, as the real items list them.

@@ -21,10 +21,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
+from pyproj import Transformer
 
+from lames_cube.annotations import load_footprints, load_sectors, load_sites, select_sites
 from lames_cube.bands import SATURATED_DN, WORLD_BANDS
 from lames_cube.cube import harmonise_values
 from lames_cube.errors import WorldError
@@ -51,10 +52,13 @@ from lames_cube.synthetic.landscape import (
     CloudState,
     Landscape,
     check_grid,
+    fine_grid,
     pixel_centres,
     rasterize_classes,
     scene_pixels,
+    solar_angles,
 )
+from lames_cube.synthetic.lazy import world_cube
 from lames_cube.synthetic.mgrs import tile_id
 from lames_cube.synthetic.mines import (
     HIDDEN_PREFIX,
@@ -345,12 +349,6 @@ def _is_20m(gbox: GeoBox) -> bool:
     return not gbox.crs.geographic and abs(res.x) == 20 and abs(res.y) == 20
 
 
-def fine_grid(g20: GeoBox) -> GeoBox:
-    """The 10 m grid of a 20 m grid (same extent, twice the pixels each way)."""
-    h, w = g20.shape
-    return GeoBox((2 * h, 2 * w), g20.affine @ Affine.scale(0.5), g20.crs)
-
-
 def _tile_key(tile: Tile) -> int:
     """A key of the tile's position (no two tiles of a world share it)."""
     key = tile.epsg
@@ -432,14 +430,12 @@ class World:
         if not spec.use_lames:
             sectors = fallback_sites(spec.n_sites, spec.seed)
             if spec.site_ids is not None:
-                from lames_cube.annotations import select_sites
 
                 keep = select_sites(
                     sectors.drop_duplicates("site_id")[["site_id", "geometry"]], spec.site_ids
                 )
                 sectors = sectors[sectors.site_id.isin(keep.site_id)]
             return sectors.assign(kind="lames")
-        from lames_cube.annotations import load_sectors, load_sites, select_sites
 
         sites = load_sites("all", data_dir=data_dir)
         every, _report = load_sectors(data_dir=data_dir, report=True)
@@ -477,7 +473,6 @@ class World:
         An area world draws those that intersect its area (all of them for ``"lames"``); a site
         world those whose box plus ``margin_m`` lies inside the tiles its sites need.
         """
-        from lames_cube.annotations import load_footprints
 
         spec = self.spec
         footprints, _report = load_footprints(data_dir=data_dir, report=True)
@@ -628,7 +623,6 @@ class World:
     def sun(self, date: dt.date) -> tuple[float, float]:
         """Solar zenith and azimuth (radians, azimuth clockwise from north) at 10:30 local solar
         time, at the latitude of the world's centre."""
-        from lames_cube.synthetic.landscape import solar_angles
 
         return solar_angles(date, self.centre[1])
 
@@ -652,7 +646,6 @@ class World:
     ) -> tuple[float, list[tuple[int, tuple[float, float, float] | None]]]:
         """The tile centre's latitude, and the relative orbits that see the tile, each with its
         swath edge across the tile (or None)."""
-        from pyproj import Transformer
 
         span = tile.size_px * 10
         xs = np.array([tile.x0, tile.x0 + span, tile.x0, tile.x0 + span, tile.x0 + span / 2])
@@ -832,7 +825,7 @@ class World:
     def read_pairs(self, g20: GeoBox, date: dt.date, scenes: list[Scene | None], *,
                    clouds: bool = True) -> list[tuple[dict, dict]]:
         """For each scene (None: the date's own), the pair (on the 10 m grid of ``g20``
-        (:func:`fine_grid`), on the 20 m grid ``g20``) of what :meth:`read_scenes` gives, from
+        (:func:`~lames_cube.synthetic.landscape.fine_grid`), on the 20 m grid ``g20``) of what :meth:`read_scenes` gives, from
         one render."""
         layers = self._render_any(check_grid(g20), date, clouds, list(scenes), keep_fine=True)
         out = []
@@ -932,7 +925,6 @@ class World:
         (('time', 'band', 'y', 'x'), 'uint16', (2,))
         >>> window = cube.isel(y=slice(0, 256), x=slice(0, 256)).values  # renders 1 chunk
         """
-        from lames_cube.synthetic.lazy import world_cube
 
         return world_cube(self, geobox, dates, bands, chunks, footprints=footprints)
 

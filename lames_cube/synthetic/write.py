@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rustac
 from tqdm.auto import tqdm
 
 from lames_cube._atomic import atomic_directory, atomic_path, atomic_write_text
+from lames_cube.bands import BAND_BY_NAME
 from lames_cube.errors import WorldError
 from lames_cube.synthetic.stac import collection_dict, item_dict, item_id
 from lames_cube.synthetic.world import Scene, World, WorldSpec
@@ -91,7 +93,6 @@ def _serves_harmonised(world: World, scene: Scene) -> bool:
 
 def _write_tile(world: World, scenes: list[Scene], folder: Path) -> list[dict]:
     """Write the COGs and item JSON of the scenes of one tile; returns the item dicts."""
-    from lames_cube.bands import BAND_BY_NAME
 
     items = []
     for scene in scenes:
@@ -140,7 +141,6 @@ def _absolute(item: dict, item_dir: Path) -> dict:
 
 def write_index(items: list[dict], path: Path) -> None:
     """Write a stac-geoparquet index of ``items`` (hrefs as given)."""
-    import rustac
 
     with atomic_path(path) as tmp:
         rustac.write_sync(str(tmp), items, format="geoparquet")

@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import websocket
+
 from lames_cube.errors import (
     BrowserError,
-    )
+)
 
 __all__ = ["BrowserError", "ensure_chromium", "inspect_page"]
 
@@ -100,7 +102,6 @@ def inspect_page(path: str | os.PathLike, screenshot: str | os.PathLike, *,
     BrowserError
         No chromium, or it did not start, load or answer in time.
     """
-    import websocket
 
     exe = ensure_chromium()
     url = Path(path).resolve().as_uri()
@@ -119,7 +120,7 @@ def inspect_page(path: str | os.PathLike, screenshot: str | os.PathLike, *,
             targets = []
             end = time.monotonic() + timeout
             while not targets and time.monotonic() < end:
-                from urllib.request import urlopen
+                from urllib.request import urlopen  # local: optional, guarded
 
                 with urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
                     targets = [t for t in json.load(resp) if t.get("type") == "page"]
@@ -158,7 +159,7 @@ def inspect_page(path: str | os.PathLike, screenshot: str | os.PathLike, *,
             raise BrowserError(f"talking to chromium failed: {exc!r}; its log: "
                                f"{(profile / 'chromium.log').read_text()[-800:]}") from exc
         finally:  # the socket, then the browser and its helpers (its own process group)
-            import signal
+            import signal  # local: optional, guarded
 
             if ws is not None:
                 ws.close()

@@ -33,6 +33,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import zarr.storage._local as zarr_local
+
+from lames_cube import _atomic
+
 __all__ = ["FullDisk", "make_read_only"]
 
 
@@ -66,9 +70,7 @@ class FullDisk:
 
     def install(self, monkeypatch: Any) -> FullDisk:
         """Patch the low-level writes with ``monkeypatch`` (undone when it is)."""
-        import zarr.storage._local as zarr_local
 
-        from lames_cube import _atomic
 
         real_write = _atomic._os_write
 
@@ -110,7 +112,6 @@ def make_read_only(folder: str | os.PathLike, monkeypatch: Any) -> bool:
     bool
         True when the refusal is simulated (running as root), False when the kernel refuses.
     """
-    from lames_cube import _atomic
 
     folder = Path(folder)
     folder.chmod(0o555)

@@ -35,6 +35,7 @@ b'2345'
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -42,6 +43,8 @@ import socket
 import struct
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,7 +53,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from lames_cube.errors import (
     FaultyServerError,
-    )
+)
 
 __all__ = ["ASSET_ORIGIN", "FAULTS", "FaultyServer", "FaultyServerError", "asset_hrefs"]
 
@@ -68,7 +71,6 @@ def asset_hrefs(items: Sequence[dict], root: str | os.PathLike,
     """Copies of STAC item dicts whose local asset hrefs under ``root`` become URLs under
     ``origin`` (a :class:`FaultyServer`'s ``url()``, or :data:`ASSET_ORIGIN` for items loaded
     into the STAC API it forwards to)."""
-    import copy
 
     root = Path(root).resolve()
     out = []
@@ -315,8 +317,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, fault: str | None) -> None:
         """Forward an ``/api/…`` request upstream; point the links of the answer here."""
-        import urllib.error
-        import urllib.request
 
         owner = self.owner
         tail = self.path[len(_API):] or "/"

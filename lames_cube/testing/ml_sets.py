@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
+
+from lames_cube.patches import patch_table
+from lames_cube.patchset import PatchSource, write_patch_set
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 
@@ -47,11 +52,7 @@ def planted_patch_set(store: str | os.PathLike[str], *, size: int = 32, rows: in
         The store, the full ``(H, W)`` mask it was cut from and the window table (``row``,
         ``col``, ``split``).
     """
-    from odc.geo.geobox import GeoBox
-    from odc.geo.xr import xr_zeros
 
-    from lames_cube.patches import patch_table
-    from lames_cube.patchset import PatchSource, write_patch_set
 
     rng = np.random.default_rng(seed)
     height, width = rows * size, cols * size
@@ -95,10 +96,13 @@ def random_checkpoint(path: str | os.PathLike[str], *, bands: Sequence[str] = BA
     ``model`` is a preset name or :class:`~lames_cube.ml.models.ModelSpec` settings; the
     checkpoint standardises every band with ``mean`` and ``std``.
     """
-    import torch
+    import torch  # local: optional torch
 
-    from lames_cube.ml.checkpoint import save_checkpoint
-    from lames_cube.ml.models import build_model, model_spec
+    from lames_cube.ml.checkpoint import save_checkpoint  # local: ml needs optional torch
+    from lames_cube.ml.models import (  # local: ml needs optional torch
+        build_model,
+        model_spec,
+    )
 
     spec = model_spec(model, in_channels=len(bands), classes=classes)
     with torch.random.fork_rng():
