@@ -33,10 +33,10 @@ from typing import Any, Literal
 import pystac
 import shapely
 import shapely.geometry
-from pyproj import CRS, Geod
+from pyproj import CRS
 from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
-from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, BANDS
+from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, BANDS, baseline_dn_offset
 from lames_cube.errors import InvalidItemError
 
 __all__ = [
@@ -356,7 +356,8 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
             "99 % covered by others."
         )
 
-    geod = Geod(ellps="WGS84")
+    from lames_cube.grid import geodesic_area
+
     items = list(items)
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
@@ -371,7 +372,7 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
             continue
         shapes = _unwrap_antimeridian(shapes)
         areas = {
-            i: abs(geod.geometry_area_perimeter(s)[0]) if s is not None else 0.0
+            i: geodesic_area(s, "EPSG:4326") if s is not None else 0.0
             for i, s in shapes.items()
         }
         order = sorted(idx, key=lambda i: (-areas[i], items[i].id))
@@ -382,7 +383,7 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
                 continue
             if union is not None:
                 inter = shape.intersection(union)
-                covered = abs(geod.geometry_area_perimeter(inter)[0]) if not inter.is_empty else 0
+                covered = geodesic_area(inter, "EPSG:4326")  # 0 when empty
                 if covered / areas[i] >= tolerance:
                     dropped.add(i)
                     continue
@@ -791,9 +792,7 @@ def _dn_offset(
     props: Mapping[str, Any], assets: Mapping[str, Mapping[str, Any]], baseline: str | None
 ) -> tuple[int, str]:
     if baseline is not None:
-        if float(baseline) < 4.0 or _offset_applied(props):
-            return 0, "baseline"
-        return 1000, "baseline"
+        return (0 if _offset_applied(props) else baseline_dn_offset(baseline)), "baseline"
     declared = [_raster_dn_offset(a) for name, a in assets.items() if name in _REFLECTANCE]
     votes = Counter(o for o in declared if o is not None)
     if votes:
