@@ -31,6 +31,7 @@ def _cases():
 _CACHE: dict[type, object] = {}
 
 
+@pytest.mark.slow  # the benchmark smoke runs: about 1 min together
 @pytest.mark.parametrize("cls, name", list(_cases()))
 def test_benchmark_runs_once(cls, name, lames_dir):
     bench = cls()

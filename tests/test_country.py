@@ -108,6 +108,7 @@ def test_evaluation_against_a_planted_truth():
 
 
 @pytest.mark.usefixtures("lames_dir")
+@pytest.mark.slow  # a mosaic trial through the CLI
 def test_infer_chile_mosaic_one_tile_trial(tmp_path):
     """One Chile tile with a LAMES site, scored with a per-pixel model through the CLI."""
     from lames_cube.testing.ml_sets import pointwise_checkpoint

@@ -77,6 +77,7 @@ def test_report_is_one_self_contained_file(report):
         write_html_report(report.parent / "bad.html", title="x", metrics={"F1": 1})
 
 
+@pytest.mark.slow  # headless Chromium
 def test_report_renders_in_headless_chromium(report, tmp_path):
     shot = tmp_path / "report.png"
     page = inspect_page(report, shot, script=PROBE, height=1600)

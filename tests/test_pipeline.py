@@ -113,6 +113,7 @@ def test_recipe_writes_one_store_per_site_equal_to_an_independent_composite(tmp_
     assert checked > 400
 
 
+@pytest.mark.slow  # a whole recipe through the CLI
 def test_cli_cube_build_and_list(tmp_path, world, lames_dir):
     out = subprocess.run([sys.executable, "-m", "lames_cube.cli", "cube", "list"],
                          capture_output=True, text=True, check=True)
@@ -154,6 +155,7 @@ def _site_tiles(world, lames_dir, n=2):
     return recipe, hit[:n]
 
 
+@pytest.mark.slow  # kill trial, 67 s
 def test_chile_mosaic_builds_tile_by_tile_and_resumes_after_a_kill(tmp_path, world, lames_dir):
     """`lames-cube cube build chile-mosaic` on the mosaic grid, killed (SIGKILL) after its
     first tile and run again, ends with the bytes of an uninterrupted build."""
@@ -241,6 +243,7 @@ def test_tile_plans_are_checked(world, lames_dir):
         tile_plan(load_recipe("demo"))
 
 
+@pytest.mark.slow  # a tiled recipe run
 def test_tiles_are_seamless_where_clouds_cross_their_edges(tmp_path, world, lames_dir):
     """Small (512 px) tiles through a site, every scene kept: the cloud buffer reaches across
     tile edges (each tile is built with a halo), so the tiled store equals one composite of
@@ -276,6 +279,7 @@ def test_tiles_are_seamless_where_clouds_cross_their_edges(tmp_path, world, lame
                                       whole[name].values, err_msg=name)
 
 
+@pytest.mark.slow  # a second mosaic trial
 def test_widening_a_trial_runs_tiles_is_another_store_not_a_silent_resume(tmp_path, world,
                                                                           lames_dir):
     """Tiles left nodata in a trial run are not 'done' for a run that builds them."""

@@ -243,9 +243,10 @@ def test_cli_stac_check_exits_1_with_the_fix_when_not_ready(tmp_path: Path) -> N
 
 def test_readme_and_ci_prepare_the_host_between_pip_and_pytest() -> None:
     blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
-    command = blocks[1]  # "Run the tests"
+    command, slow = blocks[1], blocks[2]  # "Run the tests", "Run the slow tests"
     ci_lines = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci_lines[-1] == command, "README's test command and .ci/run differ"
+    assert ci_lines[-2:] == [command, slow], "README's test commands and .ci/run differ"
+    assert slow.endswith(".venv/bin/python -m pytest -m slow"), slow
     steps = [step.strip() for step in command.split("&&")]
     assert steps[1].startswith(".venv/bin/pip install"), steps
     assert steps[2] == ".venv/bin/lames-cube stac install", steps
