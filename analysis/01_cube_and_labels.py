@@ -21,9 +21,13 @@
 #
 # Settings: `LAMES_NB_SIZE=small` (default: a two-year world around one site, seconds) or
 # `full` (the demo world: four sites, four years); outputs go to `LAMES_NB_OUT`
-# (default `analysis/out`).
+# (default `analysis/out`). Beside each figure the notebook saves the numbers drawn in it
+# (`figures/01_cube_and_labels.json`); `tests/test_notebooks.py` recomputes them with the
+# library and compares.
 
 # %%
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -68,7 +72,8 @@ grid = site_geobox(tuple(site.total_bounds), f"EPSG:{site.epsg.iloc[0]}", 10, 25
 cube = lames_cube.build_cube(items, geobox=grid, chunks=256, resampling="bilinear")
 print(dict(cube.sizes), cube.odc.geobox.crs)
 clear = cube.lames.clear_mask()
-print(f"clear share of all observations: {float(clear.mean()):.2f}")
+clear_share = float(clear.mean())
+print(f"clear share of all observations: {clear_share:.2f}")
 yearly = lames_cube.composite.yearly_composites(cube)
 print(yearly)
 
@@ -79,19 +84,20 @@ print(yearly)
 sectors = load_sectors()
 labels = yearly.reflectance.lames.rasterize(sectors[sectors.site_id == SITE], value=1)
 assert labels.odc.geobox == yearly.reflectance.odc.geobox
-print(f"labelled mining: {int(labels.sum()):,} px, "
-      f"{float(labels.lames.extent().area_km2.iloc[0]):.3f} km² of ground")
+label_km2 = float(labels.lames.extent().area_km2.iloc[0])
+print(f"labelled mining: {int(labels.sum()):,} px, {label_km2:.3f} km² of ground")
 
 # %%
 last = int(yearly.year.values[-1])
 rgb = to_rgb8(yearly.reflectance.sel(year=last)).transpose("y", "x", "band").values
+clear_count = yearly.clear_count.sel(year=last).compute()
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
 axes[0].imshow(rgb)
 axes[0].set_title(f"site {SITE}: {last} median composite")
 axes[1].imshow(rgb)
 axes[1].contour(labels.values, levels=[0.5], colors="yellow", linewidths=0.8)
 axes[1].set_title("LAMES sectors on the cube grid")
-axes[2].imshow(yearly.clear_count.sel(year=last), cmap="viridis")
+axes[2].imshow(clear_count, cmap="viridis")
 axes[2].set_title("clear looks per pixel")
 for ax in axes:
     ax.axis("off")
@@ -104,3 +110,32 @@ fig.savefig(FIGURES / "01_cube_and_labels.png", dpi=80, bbox_inches="tight")
 table = labels.lames.patch_table(size=256)
 print(len(table), "windows of 256 px")
 table.head()
+
+# %% [markdown]
+# ## The numbers behind the figure
+# Saved beside it: the world and grid they come from, the RGB sums of the composite, the
+# label pixels per value and their km², the share of clear observations and the pixels per
+# number of clear looks in the year shown.
+
+# %%
+def value_counts(a):
+    values, counts = np.unique(np.asarray(a), return_counts=True)
+    return {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
+
+
+figure_values = {
+    "world_spec": dataclasses.asdict(spec), "world_root": str(root), "site": SITE,
+    "year": last, "years": [int(y) for y in yearly.year.values],
+    "grid": {"crs": str(grid.crs), "shape": [int(n) for n in grid.shape],
+             "affine": [float(v) for v in tuple(grid.affine)[:6]]},
+    "n_items": len(items), "n_dates": int(cube.sizes["time"]),
+    "rgb_sum": [int(rgb[..., c].sum(dtype=np.int64)) for c in range(3)],
+    "rgb_nodata_px": int((rgb == 0).all(axis=-1).sum()),
+    "label_px": value_counts(labels.values),
+    "label_km2": label_km2,
+    "clear_share": clear_share,
+    "clear_count_px": value_counts(clear_count),
+    "n_windows": len(table),
+}
+(FIGURES / "01_cube_and_labels.json").write_text(json.dumps(figure_values, indent=1))
+{k: figure_values[k] for k in ("label_px", "label_km2", "clear_count_px")}

@@ -21,9 +21,12 @@
 # `LAMES_NB_SIZE=small` (default): the demo world's four sites, one epoch (a minute; the
 # scores mean little). `full`: every LAMES site, the demo's 4 epochs (`lames-cube demo`
 # runs the same experiment); `lames-cube train site-detection` is the full-size experiment.
+# Beside the figure the notebook saves the numbers drawn in it (`figures/02_macro_f1.json`);
+# `tests/test_notebooks.py` recomputes them with the library and compares.
 
 # %%
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -63,6 +66,27 @@ ax.set_xlabel("macro F1 (test)")
 ax.set_xlim(0, 1)
 ax.invert_yaxis()
 fig.savefig(FIGURES / "02_macro_f1.png", dpi=80, bbox_inches="tight")
+
+# %% [markdown]
+# The numbers behind the figure, saved beside it: each bar's macro F1 and, for this run's
+# models, the confusion matrix over the test pixels it comes from, the checkpoint or baseline
+# and the patch set they were scored on.
+
+# %%
+ours = {**results["variants"], **results["baselines"]}
+checkpoints = {f"U-Net {v}": str(OUT / f"model-{SIZE}" / v / "checkpoint.pt")
+               for v in recipe.variants}
+figure_values = {
+    "task": results["task"], "split": results["split"], "classes": results["classes"],
+    "n_samples": results["n_samples"], "patches": results["stores"]["sites"],
+    "bands": list(recipe.bands) if recipe.bands else None,
+    "baselines": list(recipe.baselines), "baseline_settings": dict(recipe.baseline),
+    "bars": {name: {"macro_f1": float(row["Macro F1"]), "source": row["source"],
+                    "checkpoint": checkpoints.get(name),
+                    "confusion_matrix": ours[name]["confusion_matrix"] if name in ours else None}
+             for name, row in table.iterrows()},
+}
+(FIGURES / "02_macro_f1.json").write_text(json.dumps(figure_values, indent=1))
 
 # %% [markdown]
 # The checkpoint for the next notebooks:

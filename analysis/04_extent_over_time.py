@@ -21,9 +21,13 @@
 # cannot show growth).
 #
 # `LAMES_NB_SIZE=small` (default): one site, two years, procedural scenes (no files);
-# `full`: the demo world's four sites and four years.
+# `full`: the demo world's four sites and four years. Beside the figures the notebook saves
+# the numbers drawn in them (`figures/04_extent.csv`, `figures/04_first_year.json`);
+# `tests/test_notebooks.py` recomputes them with the library and compares.
 
 # %%
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -92,6 +96,9 @@ for ax, (site_id, rows) in zip(axes[0], compared.groupby("site_id"), strict=True
     ax.set_xticks(rows.year.tolist())
     ax.legend(fontsize=8)
 fig.savefig(FIGURES / "04_extent.png", dpi=80, bbox_inches="tight")
+# the numbers drawn, saved beside the figure
+compared[["site_id", "year", "truth_km2", "area_km2", "low_km2", "high_km2",
+          "area_km2_labels"]].to_csv(FIGURES / "04_extent.csv", index=False)
 
 # %% [markdown]
 # ## Where mining is new: the first year of mining
@@ -106,4 +113,10 @@ first.where(first > 0).plot.imshow(ax=ax, cmap="viridis", vmin=years[0], vmax=ye
 ax.set_title(f"site {site_id}: first year of mining")
 ax.set_aspect("equal")
 fig.savefig(FIGURES / "04_first_year.png", dpi=80, bbox_inches="tight")
-pd.Series(first.values.ravel()).value_counts().sort_index()
+first_counts = pd.Series(first.values.ravel()).value_counts().sort_index()
+# the numbers drawn (pixels per first year, 0 = never), the world and the model, saved beside
+(FIGURES / "04_first_year.json").write_text(json.dumps({
+    "world_spec": dataclasses.asdict(world.spec), "checkpoint": str(CHECKPOINT),
+    "site_id": str(site_id), "years": years, "shape": [int(n) for n in first.shape],
+    "first_year_px": {str(int(y)): int(n) for y, n in first_counts.items()}}, indent=1))
+first_counts.to_frame("pixels")

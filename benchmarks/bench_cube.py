@@ -112,12 +112,12 @@ class CubeVsBareLoad:
     def setup(self, root):
         import odc.stac
 
-        from lames_cube.cube import _solar_day_key
+        from lames_cube.cube import solar_day_key
 
         self.items = search(root)
         self.cube = build_cube(self.items, bands=GRAPH_BANDS, chunks=512)
         self.bare = odc.stac.load(self.items, bands=GRAPH_BANDS, geobox=self.cube.odc.geobox,
-                                  chunks={"x": 512, "y": 512}, groupby=_solar_day_key)
+                                  chunks={"x": 512, "y": 512}, groupby=solar_day_key)
 
     def track_task_ratio(self, root):
         ours, bare = len(self.cube.__dask_graph__()), len(self.bare.__dask_graph__())

@@ -47,13 +47,15 @@ __all__ = [
     "raise_if_disk_full",
 ]
 
+# Test seams: each is the os function itself, under a name of this module that tests (and
+# lames_cube.testing.disk) replace to simulate a crash, a full disk or a read-only folder.
 #: The renaming step, one name so that tests can make it fail (a crash just before the rename).
-_replace = os.replace
+os_replace = os.replace
 #: The low-level write of :func:`atomic_write_bytes`, one name so that tests can fill the disk.
-_os_write = os.write
+os_write = os.write
 #: The creation of the probe file of :func:`check_writable`, one name so that tests can refuse it
 #: (as root, which the permission bits do not stop).
-_probe_open = os.open
+probe_open = os.open
 
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
@@ -157,7 +159,7 @@ def _probe(folder: Path) -> OSError | None:
     unnamed = getattr(os, "O_TMPFILE", 0)
     if unnamed:
         try:
-            fd = _probe_open(folder, unnamed | os.O_WRONLY, 0o600)
+            fd = probe_open(folder, unnamed | os.O_WRONLY, 0o600)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 return exc  # else: no unnamed files here, try a named one
@@ -166,7 +168,7 @@ def _probe(folder: Path) -> OSError | None:
             return None
     probe = folder / f".lames-write-probe-{uuid.uuid4().hex[:12]}"
     try:
-        fd = _probe_open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = probe_open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         return exc
     os.close(fd)
@@ -322,7 +324,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _temporary_name(path, "tmp")
     try:
         yield tmp
-        _replace(tmp, path)
+        os_replace(tmp, path)
     except BaseException as exc:
         _remove(tmp)
         _raise_typed(exc, path)
@@ -332,7 +334,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[_os_write(fd, view):]
+        view = view[os_write(fd, view):]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -436,7 +438,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             path.rename(trash)
         try:
-            _replace(tmp, path)
+            os_replace(tmp, path)
         except BaseException:
             if trash.exists() and not path.exists():
                 trash.rename(path)  # put the old tree back

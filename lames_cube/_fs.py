@@ -130,3 +130,13 @@ def append_bytes(path: UrlPath, data: bytes) -> None:
     """Append to a remote file (read and rewrite: object stores have no append)."""
     old = path.read_bytes() if path.exists() else b""
     path.write_bytes(old + data)
+
+
+def is_empty_dir(path: StorePath) -> bool:
+    """An existing folder with nothing in it (local or remote)."""
+    return path.is_dir() and not any(path.iterdir())
+
+
+def returned_path(path: StorePath) -> Path | str:
+    """What the public writers return for a store: the local path, or the URL of a remote one."""
+    return str(path) if isinstance(path, UrlPath) else path

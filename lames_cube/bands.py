@@ -1,18 +1,29 @@
-"""The Sentinel-2 band table: one canonical name per band, and each provider's asset keys.
+"""The Sentinel-2 band table (one canonical name per band, and each provider's asset keys) and
+the harmonisation of digital numbers across processing baselines.
 
 lames_cube names bands by their Sentinel-2 band id (``B04``, ``B8A``, ``SCL``), which is
 unambiguous, unlike common names (Earth Search's ``nir`` is B08 while ``nir08`` is B8A).
 Every provider's asset key maps onto these names through :data:`ASSET_KEY_TO_BAND`.
+
+From processing baseline 04.00 on, L2A products add :data:`BASELINE_DN_OFFSET` to the digital
+numbers of reflectance bands (:func:`baseline_dn_offset`); :func:`harmonise_values` removes an
+offset, so that cubes hold reflectance × 10 000 whatever the baseline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from lames_cube.errors import UnknownBandError
 
 #: The digital number of saturated (defective) pixels, in every processing baseline.
 SATURATED_DN = 65_535
+#: The offset in the reflectance digital numbers of products of baseline 04.00 and later
+#: (reflectance = (DN - 1000) / 10 000); none before.
+BASELINE_DN_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -124,3 +135,60 @@ def canonical_band(key: str) -> str:
 def is_band_key(key: str) -> bool:
     """Return True when ``key`` is an asset key that names a Sentinel-2 band."""
     return key in ASSET_KEY_TO_BAND
+
+
+# --------------------------------------------------------------------------- DN harmonisation
+def baseline_dn_offset(baseline: str | float) -> int:
+    """The offset a processing baseline adds to reflectance digital numbers.
+
+    Parameters
+    ----------
+    baseline
+        The product's processing baseline (``s2:processing_baseline``), e.g. ``"02.14"`` or
+        ``"05.11"``.
+
+    Returns
+    -------
+    int
+        :data:`BASELINE_DN_OFFSET` (1000) from baseline 04.00 on, 0 before. (A provider may
+        have removed it already: see :func:`lames_cube.items.normalize_item`.)
+
+    Examples
+    --------
+    >>> baseline_dn_offset("02.14"), baseline_dn_offset("04.00"), baseline_dn_offset("05.11")
+    (0, 1000, 1000)
+    """
+    return BASELINE_DN_OFFSET if float(baseline) >= 4.0 else 0
+
+
+def harmonise_values(dn: Any, offset: Any) -> Any:
+    """Remove a digital-number offset from a numpy or dask array (dask stays lazy).
+
+    0 stays nodata, 65 535 (:data:`SATURATED_DN`) stays saturated, and valid pixels stay at
+    ≥ 1: values at or below the offset (negative reflectance) clamp to 1.
+
+    Parameters
+    ----------
+    dn
+        uint16 digital numbers, numpy or dask.
+    offset
+        An int, or an array that broadcasts against ``dn`` (one offset per item and band; 0
+        leaves a pixel as it is).
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        uint16 harmonised values; ``dn`` itself when every offset is 0.
+
+    Examples
+    --------
+    >>> dn = np.array([0, 500, 1000, 1001, 3000, 65535], "uint16")
+    >>> harmonise_values(dn, 1000).tolist()
+    [0, 1, 1, 1, 2000, 65535]
+    """
+    offset = np.asarray(offset, dtype=np.uint16)
+    if not offset.any():
+        return dn
+    floor = offset + np.uint16(1)
+    keep = (dn == 0) | (dn == SATURATED_DN)
+    return np.where(keep, dn, np.maximum(dn, floor) - offset).astype(np.uint16)

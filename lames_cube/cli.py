@@ -87,16 +87,14 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_cube_build(args: argparse.Namespace) -> None:
-    import dataclasses  # local: fast --help
-
-    from lames_cube.recipes.cubes import load_recipe  # local: fast --help
+    from lames_cube.recipes.cubes import load_recipe, replace_recipe  # local: fast --help
     from lames_cube.recipes.pipeline import run_recipe  # local: fast --help
 
     recipe = load_recipe(args.recipe)
     if args.catalog:
         here = Path(args.catalog).expanduser()
         catalog = str(here.absolute()) if "://" not in args.catalog and here.exists() else args.catalog
-        recipe = dataclasses.replace(recipe, catalog=catalog)
+        recipe = replace_recipe(recipe, where="--catalog", catalog=catalog)
     tiles = [t for part in args.tiles for t in part.split(",") if t] if args.tiles else None
     for store in run_recipe(recipe, data_dir=args.data_dir, output=args.output,
                             overwrite=args.overwrite, progress=not args.quiet, tiles=tiles):

@@ -16,8 +16,8 @@ import os
 import re
 import tempfile
 import uuid
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import shapely
 import shapely.geometry
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.geo.roi import roi_is_empty
 from odc.loader import RioDriver, RioReader
 
 # odc-stac's STAC metadata parser is not exported; pinned in pyproject (odc-stac 0.5.3).
@@ -35,7 +36,8 @@ from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 
-from lames_cube.bands import BAND_BY_NAME, SATURATED_DN, WORLD_BANDS, canonical_band
+from lames_cube._quiet import drop_log_records, ignore_warnings
+from lames_cube.bands import BAND_BY_NAME, WORLD_BANDS, canonical_band, harmonise_values
 from lames_cube.errors import (
     AssetReadError,
     EmptyCubeError,
@@ -47,12 +49,6 @@ from lames_cube.errors import (
     exception_chain,
 )
 from lames_cube.retry import RetryPolicy, check_policy, gdal_retry_env, retry_call
-
-# odc-loader reprojects numpy windows with rasterio.warp when a grid is not pixel-aligned with an
-# asset (e.g. 20 m bands on a 10 m grid offset by one pixel); rasterio then warns that the
-# in-memory array has no geotransform although the transforms are passed. Values are right
-# (tests/test_cube.py); the warning is noise for users.
-warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
 
 #: Default y/x chunk (px): a multiple of the 256-px patch size.
 DEFAULT_CHUNK = 1024
@@ -256,7 +252,35 @@ def footprint_in(crs: Any, footprint, *, name: str | None = None):
     return local if local.is_valid else shapely.make_valid(local)
 
 
-def _check_chunks(chunks: int | Mapping[str, int] | None, geobox: GeoBox) -> dict[str, int]:
+def check_chunks(chunks: int | Mapping[str, int] | None, geobox: GeoBox) -> dict[str, int]:
+    """The y/x chunk sizes of a cube on ``geobox``: ``build_cube``'s ``chunks=`` checked.
+
+    Parameters
+    ----------
+    chunks
+        None (:data:`DEFAULT_CHUNK` both ways), one size for y and x, or ``{"y": .., "x": ..}``
+        (a missing dim takes the default). Each a positive multiple of :data:`PATCH_SIZE`, or
+        at least the grid's size along that dim (one chunk).
+    geobox
+        The cube's grid.
+
+    Returns
+    -------
+    dict
+        ``{"y": int, "x": int}``.
+
+    Raises
+    ------
+    InvalidGridError
+        A size that is not positive, or not a multiple of the patch size and smaller than the
+        grid.
+
+    Examples
+    --------
+    >>> g = GeoBox.from_bbox((0, 0, 5120, 2560), "EPSG:32719", resolution=10)  # 256 x 512 px
+    >>> check_chunks(None, g), check_chunks({"x": 256}, g), check_chunks(600, g)  # 600: one chunk
+    ({'y': 1024, 'x': 1024}, {'y': 1024, 'x': 256}, {'y': 600, 'x': 600})
+    """
     if chunks is None:
         size = {"y": DEFAULT_CHUNK, "x": DEFAULT_CHUNK}
     elif isinstance(chunks, int):
@@ -279,28 +303,6 @@ def solar_day(item: pystac.Item) -> dt.date:
     return dt.date.fromisoformat(item.properties["lames:solar_day"])
 
 
-def harmonise_values(dn, offset):
-    """Remove a digital-number offset from a numpy or dask array (dask stays lazy), keeping 0
-    as nodata, 65 535 as saturated and valid pixels at ≥ 1: values at or below the offset
-    (negative reflectance) clamp to 1.
-
-    ``offset`` is an int or an array that broadcasts against ``dn`` (one offset per item and
-    band; 0 leaves a pixel as it is).
-
-    Examples
-    --------
-    >>> dn = np.array([0, 500, 1000, 1001, 3000, 65535], "uint16")
-    >>> harmonise_values(dn, 1000).tolist()
-    [0, 1, 1, 1, 2000, 65535]
-    """
-    offset = np.asarray(offset, dtype=np.uint16)
-    if not offset.any():
-        return dn
-    floor = offset + np.uint16(1)
-    keep = (dn == 0) | (dn == SATURATED_DN)
-    return np.where(keep, dn, np.maximum(dn, floor) - offset).astype(np.uint16)
-
-
 def fuse_first(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     """Per pixel, ``a`` where it has data (non-zero), else ``b`` (lazy)."""
     return xr.where(a != 0, a, b).astype(a.dtype)
@@ -310,8 +312,29 @@ def fuse_first(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
 _STAC_CFG = {"*": {"assets": {"*": {"nodata": 0, "data_type": "uint16"}}}}
 
 
-def _solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
-    """odc-stac group key: our ``lames:solar_day`` (odc's own uses the grid's longitude)."""
+def solar_day_key(item: pystac.Item, parsed: Any, idx: int) -> str:
+    """odc-stac's ``groupby`` callable that groups items as :func:`build_cube` does: by our
+    ``lames:solar_day`` (odc's own ``"solar_day"`` uses the grid's longitude).
+
+    Parameters
+    ----------
+    item
+        A normalised item (:func:`prepare_items`).
+    parsed, idx
+        What odc-stac passes too (its parsed item, the item's position); unused.
+
+    Returns
+    -------
+    str
+        The item's solar day, ``"YYYY-MM-DD"``.
+
+    Examples
+    --------
+    >>> item = pystac.Item("x", None, None, dt.datetime(2021, 1, 18, 14, 40),
+    ...                    {"lames:solar_day": "2021-01-18"})
+    >>> solar_day_key(item, None, 0)
+    '2021-01-18'
+    """
     return item.properties["lames:solar_day"]
 
 
@@ -349,15 +372,21 @@ _NON_CACHED = "/vsicurl/:/vsis3/:/vsigs/:/vsiaz/"
 _READ_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError, OSError)
 
 
-class _QuietFailures(logging.Filter):
-    """Drop odc-loader's "Failed to load" errors: the reader below retries such reads and
-    reports the ones that stay broken itself (typed error, or the skip log)."""
+@contextmanager
+def _quiet_read() -> Iterator[None]:
+    """Around one odc-loader read, in the thread (or worker process) that reads, silence:
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to load")
-
-
-logging.getLogger("odc.loader._rio").addFilter(_QuietFailures())
+    * odc-loader's "Failed to load" errors: the reader below retries such reads and reports
+      the ones that stay broken itself (typed error, or the skip log);
+    * rasterio's NotGeoreferencedWarning from ``rasterio.warp``: odc-loader reprojects numpy
+      windows with it when a grid is not pixel-aligned with an asset (e.g. 20 m bands on a 10 m
+      grid offset by one pixel), and rasterio may then warn that the array has no geotransform
+      although the transforms are passed (its own silencing of that warning races between
+      threads). Values are right (tests/test_cube.py); the warning is noise for users.
+    """
+    with drop_log_records("odc.loader._rio", "Failed to load"), \
+            ignore_warnings(NotGeoreferencedWarning, "rasterio.warp"):
+        yield
 
 
 def _chain(exc: BaseException) -> str:
@@ -401,7 +430,7 @@ class _HarmonisingReader(RioReader):
 
         def attempt():
             try:
-                with rasterio.Env(**env):
+                with _quiet_read(), rasterio.Env(**env):
                     return super(_HarmonisingReader, self).read(cfg, dst_geobox, dst=dst,
                                                                 selection=selection)
             except AssertionError as exc:
@@ -582,6 +611,84 @@ def _stack_bands(*blocks: np.ndarray) -> np.ndarray:
     return np.stack(blocks, axis=1)
 
 
+def _read_chunk(gbt, iyx, rdr, env, load_state, parts) -> np.ndarray:
+    """One ``(time, band, y, x)`` chunk of every band, read in one task under one GDAL
+    environment: each band's first item of a day is read straight into its slice of the
+    block, the day's later items fused in where the block is still nodata (odc's rule, first
+    valid pixel). ``parts``: per band, ``(load params, readers per time step, selection)``,
+    as odc's own chunk task would get them."""
+    gbox = gbt[tuple(iyx)]
+    out = np.zeros((len(parts[0][1]), len(parts), *gbox.shape.yx), dtype=np.uint16)
+    with rdr.restore_env(env, load_state):
+        for b, (cfg, layers, selection) in enumerate(parts):
+            fill = cfg.fill_value or 0
+            for t, readers in enumerate(layers):
+                dst = out[t, b]
+                if fill:
+                    dst[...] = fill
+                for k, reader in enumerate(readers):
+                    if k == 0:
+                        roi, _ = reader.read(cfg, gbox, dst=dst, selection=selection)
+                        if roi_is_empty(roi):  # skipped (on_error="nodata"): no partial pixels
+                            dst[...] = fill
+                    else:
+                        roi, pix = reader.read(cfg, gbox, selection=selection)
+                        view = dst[roi]
+                        np.copyto(view, pix, where=view == fill)
+    return out
+
+
+def _gather_bands(ds: xr.Dataset, bands: Sequence[str]):
+    """The bands of odc's lazy load as one ``(time, band, y, x)`` dask array with one task per
+    (time, y, x) chunk (:func:`_read_chunk`) in place of odc's per-band tasks: no block per
+    band to allocate, fill, fuse and stack again, one GDAL environment per chunk. odc's
+    sources and load parameters are kept as they are (the tasks' names, made from them, too).
+    None when odc's graph is not the one this expects (odc-loader 0.6.5, "mem" mode)."""
+    import dask.array as da
+    from dask import _task_spec as task_spec
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+    from odc.loader._builder import _dask_loader_tyx
+
+    arrays = [ds[b].data for b in bands]
+    if any(a.dtype != np.uint16 or a.ndim != 3 or a.chunks != arrays[0].chunks for a in arrays):
+        return None
+    name = f"reflectance-{tokenize(*(a.name for a in arrays))}"
+    layers: dict[str, Any] = {}
+    deps: dict[str, set] = {}
+    tasks: dict[Any, Any] = {}
+    parts: dict[tuple, list] = {}
+    shared: dict[tuple, tuple] = {}
+    for a in arrays:
+        graph = a.dask
+        for layer_name, layer in graph.layers.items():
+            if layer_name != a.name:  # odc's load parameters and its readers of each source
+                layers[layer_name] = layer
+                deps[layer_name] = set(graph.dependencies[layer_name])
+        band_layer = graph.layers.get(a.name, {})
+        if len(band_layer) != a.npartitions:
+            return None
+        for key, task in band_layer.items():
+            if not (isinstance(task, task_spec.Task) and task.func is _dask_loader_tyx
+                    and len(task.args) == 10 and task.args[3] == () and task.args[4] == ()):
+                return None
+            srcs, gbt, iyx, _, _, cfg, rdr, env, load_state, selection = task.args
+            if shared.setdefault(key[1:], (gbt, iyx, rdr, env, load_state))[1] != iyx:
+                return None
+            parts.setdefault(key[1:], []).append(task_spec.List([cfg, srcs, selection]))
+    for (t, y, x), band_parts in parts.items():
+        if len(band_parts) != len(arrays):
+            return None
+        key = (name, t, 0, y, x)
+        tasks[key] = task_spec.Task(key, _read_chunk, *shared[(t, y, x)],
+                                    task_spec.List(band_parts), _data_producer=True)
+    layers[name] = tasks
+    deps[name] = set(layers) - {name}
+    first = arrays[0]
+    return da.Array(HighLevelGraph(layers, deps), name,
+                    (first.chunks[0], (len(arrays),), *first.chunks[1:]), dtype=np.uint16)
+
+
 def _load_odc(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
     """One odc-stac load of every item, harmonised per item by the reader, fused per solar day
     by odc (first valid pixel in (time, id) order); ``(time, band, y, x)`` uint16."""
@@ -590,13 +697,17 @@ def _load_odc(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
 
     ds = odc.stac.load(
         items, bands=bands, geobox=geobox, chunks={"x": chunks["x"], "y": chunks["y"]},
-        groupby=_solar_day_key, resampling={"SCL": "nearest", "*": resampling},
+        groupby=solar_day_key, resampling={"SCL": "nearest", "*": resampling},
         fail_on_error=True, driver=driver,
     )
     first = ds[bands[0]]
-    # One task per (time, y, x) chunk gathers the bands: a plain stack would add one per band.
-    data = da.blockwise(_stack_bands, "tbyx", *[a for b in bands for a in (ds[b].data, "tyx")],
-                        new_axes={"b": len(bands)}, dtype=np.uint16)
+    # One task per (time, y, x) chunk reads every band into one block; should odc's graph
+    # differ from the one expected, one task per chunk stacks odc's per-band blocks.
+    data = _gather_bands(ds, bands)
+    if data is None:
+        data = da.blockwise(_stack_bands, "tbyx",
+                            *[a for b in bands for a in (ds[b].data, "tyx")],
+                            new_axes={"b": len(bands)}, dtype=np.uint16)
     return xr.DataArray(data, dims=("time", "band", *first.dims[1:]),
                         coords={k: v for k, v in first.coords.items() if k != "time"})
 
@@ -766,7 +877,7 @@ def build_cube(
     items = _sign_items(prepare_items(items, band_map=band_map), sign)
     names = _check_bands(items, bands)
     gbox = cube_geobox(items, crs=crs, resolution=resolution, geobox=geobox, bbox=bbox)
-    size = _check_chunks(chunks, gbox)
+    size = check_chunks(chunks, gbox)
     items = [i for i in items if overlaps(gbox, shapely.geometry.shape(i.geometry), name=i.id)]
     # (time, id): odc-stac's order within a group, so both engines fuse a day alike.
     items.sort(key=lambda i: (i.datetime, i.id))

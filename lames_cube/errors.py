@@ -9,6 +9,9 @@ the value given, what was expected and how to fix it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
+
+_NOT_GIVEN: Any = object()  # RecipeMistake: no value passed
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:
@@ -297,6 +300,30 @@ class InferenceRunError(LamesCubeError, ValueError):
 
 # ---------------------------------------------------------------- recipes.cubes
 
+class RecipeMistake(ValueError):
+    """One mistake in a recipe, raised by a schema validator and turned into a line of the
+    recipe's error (:func:`lames_cube.recipes.schema.validate`): ``what`` is wrong, what is
+    ``allowed``, the ``fix`` (by default the field's documentation).
+
+    ``key`` replaces the last part of the key path (a sibling: ``start`` for ``period.end``,
+    or ``chunks.y`` for ``chunks``), ``value`` the value shown (``value_given`` is False when
+    none was passed: the field's own value is shown; :data:`lames_cube.recipes.schema.NO_VALUE`
+    shows none); ``parts`` are several mistakes of one value, ``lines`` finished texts put after
+    the key path (the problems of another check). Not a :class:`LamesCubeError`: users see the
+    recipe's error, never this.
+    """
+
+    def __init__(self, what: str = "", allowed: str = "", fix: str = "", *, key: str | None = None,
+                 value: Any = _NOT_GIVEN,
+                 parts: tuple[RecipeMistake, ...] | list[RecipeMistake] = (),
+                 lines: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(what or "; ".join([*lines, *map(str, parts)]))
+        self.what, self.allowed, self.fix = what, allowed, fix
+        self.value_given = value is not _NOT_GIVEN
+        self.key, self.value = key, value if self.value_given else None
+        self.parts, self.lines = tuple(parts), tuple(lines)
+
+
 class RecipeError(LamesCubeError, ValueError):
     """A cube recipe that cannot be read or does not validate."""
 
@@ -372,6 +399,14 @@ class TableMismatchError(GridMismatchError):
 
 class BrowserError(LamesCubeError, RuntimeError):
     """Chromium is missing, or did not start or load the page."""
+
+
+# ---------------------------------------------------------------- testing.crash
+
+class SimulatedCrash(RuntimeError):
+    """A crash a test asked for (:func:`lames_cube.testing.crash.crash_after`): a resumable
+    writer stopped between two recorded units (regions, blocks, tiles). Not a
+    :class:`LamesCubeError`: nothing was wrong with the input."""
 
 
 # ---------------------------------------------------------------- testing.faults

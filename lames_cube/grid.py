@@ -35,6 +35,10 @@ the 256 px patch); only the tiles that touch the region are ``active``.
 :func:`utm_epsg` is the package's one rule from lon/lat to a UTM zone (the synthetic world's tiles,
 ``crs: utm`` recipes and the benchmark catalogues all use it).
 
+:func:`geobox_of` is the package's one way to take a grid argument (a GeoBox, or a cube that has
+one), and :func:`geobox_attrs` its one way to keep a grid in JSON-safe attributes (patch tables,
+patch sets).
+
 :func:`geodesic_area` is the package's one area rule: true ground area on the WGS84 ellipsoid of
 polygons in any CRS (annotations, prediction polygons, item footprints) or of every pixel of a
 GeoBox (:func:`lames_cube.timeseries.pixel_area`).
@@ -59,8 +63,10 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers .odc on xarray objects: geobox_of reads it)
 import pandas as pd
 import shapely
+import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from pyproj import CRS, Geod, Transformer
@@ -585,11 +591,7 @@ def geobox_of(like: Any, what: str = "like") -> GeoBox:
     """
     if isinstance(like, GeoBox):
         return like
-    import xarray as xr
-
     if isinstance(like, xr.DataArray | xr.Dataset):
-        import odc.geo.xr  # noqa: F401  (registers .odc)
-
         gbox = like.odc.geobox
         if isinstance(gbox, GeoBox):
             return gbox

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -39,6 +38,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import wrap_xr, xr_coords
 from rasterio.errors import NotGeoreferencedWarning
 
+from lames_cube._quiet import ignore_warnings
 from lames_cube.errors import (
     AnnotationError,
     GridMismatchError,
@@ -46,11 +46,6 @@ from lames_cube.errors import (
     InvalidQueryError,
     NoOverlapError,
 )
-
-# rasterio.features.rasterize, called from several threads at once (the lazy path under dask's
-# threaded scheduler), warns that its in-memory dataset "has no geotransform" although the
-# transform is passed and used (the pixels equal a single-threaded burn). Silence that warning only.
-warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -491,6 +486,18 @@ def _fmt_bounds(b) -> str:
 # the two paths
 
 
+def _quiet_burn():
+    """Around a burn: ignore rasterio's NotGeoreferencedWarning from ``rasterio.features``.
+
+    rasterio.features.rasterize, called from several threads at once (the lazy path under
+    dask's threaded scheduler), may warn that its in-memory dataset "has no geotransform"
+    although the transform is passed and used (the pixels equal a single-threaded burn;
+    rasterio's own silencing of the warning races between threads).
+    Only that warning, only while a burn runs (:func:`lames_cube._quiet.ignore_warnings`).
+    """
+    return ignore_warnings(NotGeoreferencedWarning, "rasterio.features")
+
+
 def _eager(burn: gpd.GeoDataFrame, gbox: GeoBox, all_touched: bool) -> np.ndarray:
     from functools import partial
 
@@ -499,13 +506,14 @@ def _eager(burn: gpd.GeoDataFrame, gbox: GeoBox, all_touched: bool) -> np.ndarra
 
     # geocube reads the grid from like.odc.geobox: a coords-only Dataset holds no pixels.
     like = xr.Dataset(coords=xr_coords(gbox))
-    ds = make_geocube(
-        burn[[_BURN, "geometry"]],
-        measurements=[_BURN],
-        like=like,
-        fill=0,
-        rasterize_function=partial(rasterize_image, all_touched=all_touched),
-    )
+    with _quiet_burn():
+        ds = make_geocube(
+            burn[[_BURN, "geometry"]],
+            measurements=[_BURN],
+            like=like,
+            fill=0,
+            rasterize_function=partial(rasterize_image, all_touched=all_touched),
+        )
     out = ds[_BURN]
     height, width = out.rio.shape
     got = GeoBox((height, width), out.rio.transform(), CRS(out.rio.crs.to_wkt()))
@@ -525,14 +533,15 @@ class _BlockBurner:
             return np.zeros((h, w), dtype=np.uint8)
         geoms, vals = burn
         # The same call geocube's rasterize_image makes, on the chunk's translated transform.
-        return rasterio.features.rasterize(
-            zip(geoms[idx], vals[idx], strict=True),
-            out_shape=(h, w),
-            transform=self.affine @ self.affine.translation(x0, y0),
-            fill=0,
-            all_touched=self.all_touched,
-            dtype="uint8",
-        )
+        with _quiet_burn():  # in the task: the thread (or worker process) that burns
+            return rasterio.features.rasterize(
+                zip(geoms[idx], vals[idx], strict=True),
+                out_shape=(h, w),
+                transform=self.affine @ self.affine.translation(x0, y0),
+                fill=0,
+                all_touched=self.all_touched,
+                dtype="uint8",
+            )
 
 
 def _identity(x):

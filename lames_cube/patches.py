@@ -28,35 +28,15 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from lames_cube import _kernels
+from lames_cube._checks import check_positive_int
 from lames_cube.errors import InvalidGridError, InvalidQueryError
+from lames_cube.grid import geobox_attrs, geobox_of
 
 EDGES = ("drop", "pad", "shift")
 BLENDS = ("mean", "hann")
 
 
 # --------------------------------------------------------------------------- grids
-def _geobox(like: Any, what: str = "like") -> GeoBox:
-    if isinstance(like, GeoBox):
-        return like
-    if isinstance(like, xr.DataArray | xr.Dataset):
-        import odc.geo.xr  # noqa: F401  (registers .odc)
-
-        gbox = like.odc.geobox
-        if isinstance(gbox, GeoBox):
-            return gbox
-    raise InvalidGridError(
-        f"{what} is a {type(like).__name__} without a GeoBox; pass an odc.geo GeoBox or a "
-        "cube with a CRS (e.g. from build_cube or cube.odc.assign_crs('EPSG:32719'))."
-    )
-
-
-def _grid_attrs(gbox: GeoBox) -> dict:
-    """The grid as JSON-safe attrs (what a table saved to GeoParquet keeps)."""
-    crs = gbox.crs
-    return {"crs": f"EPSG:{crs.epsg}" if crs.epsg is not None else crs.to_wkt(),
-            "shape": [int(v) for v in gbox.shape], "affine": [float(v) for v in gbox.affine[:6]]}
-
-
 def table_geobox(table: gpd.GeoDataFrame) -> GeoBox:
     """The grid a patch table was cut from (from its ``attrs["grid"]``)."""
     from affine import Affine
@@ -70,13 +50,6 @@ def table_geobox(table: gpd.GeoDataFrame) -> GeoBox:
     if isinstance(grid, str):
         grid = json.loads(grid)
     return GeoBox(tuple(grid["shape"]), Affine(*grid["affine"]), grid["crs"])
-
-
-def _positive(value: Any, what: str, example: int = 256) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidQueryError(f"{what}={value!r} must be a positive integer number of pixels, "
-                                f"e.g. {what}={example}.")
-    return int(value)
 
 
 def _offsets(length: int, size: int, stride: int, edge: str) -> np.ndarray:
@@ -140,9 +113,9 @@ def patch_table(
     >>> sorted(set(t.row)), sorted(set(t.col))
     ([0, 16, 18], [0, 16, 28])
     """
-    gbox = _geobox(like)
-    size = _positive(size, "size")
-    stride = size if stride is None else _positive(stride, "stride")
+    gbox = geobox_of(like)
+    size = check_positive_int(size, "size")
+    stride = size if stride is None else check_positive_int(stride, "stride")
     if edge not in EDGES:
         raise InvalidQueryError(f"edge={edge!r} is not one of {EDGES}; pick one of them.")
     height, width = (int(v) for v in gbox.shape)
@@ -174,7 +147,7 @@ def window_table(gbox: GeoBox, rows: np.ndarray, cols: np.ndarray,
     table = gpd.GeoDataFrame({"row": rr, "col": cc}, geometry=boxes,
                              crs=gbox.crs.to_wkt() if gbox.crs.epsg is None
                              else f"EPSG:{gbox.crs.epsg}")
-    table.attrs = {"size": int(size), "grid": _grid_attrs(gbox)}
+    table.attrs = {"size": int(size), "grid": geobox_attrs(gbox)}
     return table
 
 
@@ -196,7 +169,7 @@ def lames_patch_table(region: Any = "chile", *, size: int = 256) -> gpd.GeoDataF
     """
     from lames_cube.grid import lames_tiles
 
-    size = _positive(size, "size")
+    size = check_positive_int(size, "size")
     tiles = lames_tiles(region)
     parts = []
     for name, width, height, transform in zip(tiles["name"], tiles["width"], tiles["height"],
@@ -229,7 +202,38 @@ def _touching(table: gpd.GeoDataFrame, region: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- extraction
-def _check_table(table: gpd.GeoDataFrame, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray, int]:
+def check_table(table: gpd.GeoDataFrame, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check that a window table belongs to a grid, and return its windows.
+
+    Parameters
+    ----------
+    table
+        Windows from :func:`patch_table`, :func:`window_table` or a sampler: ``row`` and
+        ``col`` columns and ``attrs`` ``size`` and ``grid``.
+    gbox
+        The grid the windows are to be read from (e.g. the cube's).
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        int64 top-left pixel offsets of the windows, in table order.
+    size : int
+        The window side in pixels.
+
+    Raises
+    ------
+    InvalidQueryError
+        Not a GeoDataFrame with ``row``/``col`` columns, or no ``attrs["grid"]``.
+    InvalidGridError
+        The table was cut from another grid.
+
+    Examples
+    --------
+    >>> g = GeoBox.from_bbox((0, 0, 640, 640), "EPSG:32719", resolution=10)
+    >>> rows, cols, size = check_table(patch_table(g, size=32), g)
+    >>> rows.tolist(), cols.tolist(), size
+    ([0, 0, 32, 32], [0, 32, 0, 32], 32)
+    """
     if not isinstance(table, gpd.GeoDataFrame) or not {"row", "col"} <= set(table.columns):
         raise InvalidQueryError(
             f"table must be a GeoDataFrame with row and col columns (from patch_table); got "
@@ -245,7 +249,34 @@ def _check_table(table: gpd.GeoDataFrame, gbox: GeoBox) -> tuple[np.ndarray, np.
             int(table.attrs["size"]))
 
 
-def _as_bands(data: xr.DataArray, what: str) -> xr.DataArray:
+def as_bands(data: xr.DataArray, what: str) -> xr.DataArray:
+    """A ``(band, y, x)`` view of a ``(band, y, x)`` or ``(y, x)`` raster, for extraction.
+
+    Parameters
+    ----------
+    data
+        A raster with an odc GeoBox: ``(band, y, x)`` is returned as it is, ``(y, x)`` gets a
+        ``band`` dimension of length one labelled ``what``.
+    what
+        The raster's name (``"cube"``, ``"labels"``), for the band label and error messages.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(band, *spatial dims)``; lazy stays lazy.
+
+    Raises
+    ------
+    InvalidQueryError
+        Any other layout (e.g. a ``(time, band, y, x)`` cube: select a time step first).
+
+    Examples
+    --------
+    >>> from odc.geo.xr import xr_zeros
+    >>> g = GeoBox.from_bbox((0, 0, 640, 640), "EPSG:32719", resolution=10)
+    >>> as_bands(xr_zeros(g, dtype="uint8"), "labels").dims
+    ('band', 'y', 'x')
+    """
     spatial = tuple(str(d) for d in data.odc.spatial_dims)
     if data.ndim == 2:
         return data.expand_dims(band=[what]).transpose("band", *spatial)
@@ -264,9 +295,35 @@ def _gather_numpy(src: np.ndarray, rows, cols, size: int, fill, parallel: bool =
     return out
 
 
-def _gather(data, rows, cols, size: int, fill):
-    """Windows of a NumPy or dask ``(B, H, W)`` array; with dask, windows are grouped by the
-    chunk holding their top-left corner and each group reads only its bounding region."""
+def gather_windows(data: Any, rows: np.ndarray, cols: np.ndarray, size: int, fill: Any) -> Any:
+    """The pixels of square windows of a NumPy or dask ``(B, H, W)`` array.
+
+    With dask, windows are grouped by the chunk holding their top-left corner and each group
+    reads only its bounding region (lazy: one task per group).
+
+    Parameters
+    ----------
+    data
+        ``(B, H, W)`` NumPy or dask array.
+    rows, cols
+        int64 top-left offsets of the windows (as :func:`check_table` returns them); windows
+        may reach past the array's edges.
+    size
+        Window side in pixels.
+    fill
+        The value of pixels outside the array.
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        ``(n_windows, B, size, size)`` of ``data``'s dtype, in the order of ``rows``.
+
+    Examples
+    --------
+    >>> data = np.arange(16, dtype="uint16").reshape(1, 4, 4)
+    >>> gather_windows(data, np.array([0, 3]), np.array([0, 3]), 2, 0)[:, 0].tolist()
+    [[[0, 1], [4, 5]], [[15, 0], [0, 0]]]
+    """
     if not hasattr(data, "chunks") or data.chunks is None or isinstance(data, np.ndarray):
         return _gather_numpy(np.asarray(data), rows, cols, size, fill)
     import dask.array as da
@@ -335,22 +392,22 @@ def extract_patches(cube: xr.DataArray, table: gpd.GeoDataFrame, *,
     """
     import odc.geo.xr  # noqa: F401
 
-    gbox = _geobox(cube, "cube")
-    rows, cols, size = _check_table(table, gbox)
-    image = _as_bands(cube, "cube")
+    gbox = geobox_of(cube, "cube")
+    rows, cols, size = check_table(table, gbox)
+    image = as_bands(cube, "cube")
     fill = cube.attrs.get("nodata", 0) or 0
     columns = {str(c): ("sample", table[c].to_numpy()) for c in table.columns
                if c != table.geometry.name}
     out = xr.Dataset(coords={"band": image.band.values, **columns})
-    out["image"] = (("sample", "band", "py", "px"), _gather(image.data, rows, cols, size, fill))
+    out["image"] = (("sample", "band", "py", "px"), gather_windows(image.data, rows, cols, size, fill))
     out["image"].attrs = dict(cube.attrs)
     if labels is not None:
-        if _geobox(labels, "labels") != gbox:
+        if geobox_of(labels, "labels") != gbox:
             raise InvalidGridError(
                 "the labels are not on the cube's grid; rasterize them with like=cube "
                 "(lames_cube.rasterize(gdf, like=cube))."
             )
-        mask = _gather(_as_bands(labels, "labels").data, rows, cols, size, 0)
+        mask = gather_windows(as_bands(labels, "labels").data, rows, cols, size, 0)
         out["mask"] = (("sample", "py", "px"), mask[:, 0])
     out.attrs = {k: v for k, v in table.attrs.items() if k != "grid"}
     out.attrs["grid"] = json.dumps(table.attrs["grid"])
@@ -390,8 +447,8 @@ def merge_patches(values: Any, table: gpd.GeoDataFrame, *, like: Any,
     >>> bool(np.allclose(m, 3.0)), bool((m.weight > 0).all())
     (True, True)
     """
-    gbox = _geobox(like)
-    rows, cols, size = _check_table(table, gbox)
+    gbox = geobox_of(like)
+    rows, cols, size = check_table(table, gbox)
     if blend not in BLENDS:
         raise InvalidQueryError(f"blend={blend!r} is not one of {BLENDS}; pick one of them.")
     data = np.asarray(values.values if isinstance(values, xr.DataArray) else values)

@@ -64,17 +64,30 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lames_cube import io
 from lames_cube._atomic import atomic_path, atomic_write_text
-from lames_cube._fs import StorePath, UrlPath, remove_tree
+from lames_cube._fs import StorePath, UrlPath, is_empty_dir, returned_path
 from lames_cube.errors import (
+    IncompleteStoreError,
     InvalidGridError,
     LamesCubeError,
     PatchSetError,
     PatchSetGridError,
     SourceMismatchError,
     StatsSplitError,
+    StoreError,
+    StoreNotFoundError,
+    TemplateMismatchError,
 )
+from lames_cube.io.ledger import LEDGER_NAME, Ledger, crash_point
+from lames_cube.io.paths import (
+    claim_folder,
+    clear_except_ledger,
+    restart_if_killed_before_begin,
+    store_path,
+    store_writer,
+)
+from lames_cube.io.stores import Mode
+from lames_cube.io.template import ZARR_KW, as_text_objects, hash_values, is_text, numpy_json
 
 __all__ = [
     "PatchSetError",
@@ -178,7 +191,7 @@ def _json_safe(value: Any) -> Any:
     """Attrs as JSON (NumPy scalars and arrays as numbers and lists, anything else as text)."""
     def default(obj: Any) -> Any:
         try:
-            return io._numpy_json(obj)
+            return numpy_json(obj)
         except TypeError:
             return str(obj)
 
@@ -234,15 +247,16 @@ def _check_source(src: PatchSource, index: int) -> _Source:
     """Validate one source with the checks of :mod:`lames_cube.patches` (errors name it)."""
     import odc.geo.xr  # noqa: F401  (registers .odc)
 
-    from lames_cube.patches import _as_bands, _check_table, _geobox, _grid_attrs
+    from lames_cube.grid import geobox_attrs, geobox_of
+    from lames_cube.patches import as_bands, check_table
 
     try:
         if not isinstance(src.cube, xr.DataArray):
             raise PatchSetError(f"the cube is a {type(src.cube).__name__}; pass an "
                                 f"xarray.DataArray (band, y, x) with a CRS.")
-        gbox = _geobox(src.cube, "cube")
-        rows, cols, _ = _check_table(src.table, gbox)
-        image = _as_bands(src.cube, "cube")
+        gbox = geobox_of(src.cube, "cube")
+        rows, cols, _ = check_table(src.table, gbox)
+        image = as_bands(src.cube, "cube")
         labels = src.labels
         if labels is not None:
             if not isinstance(labels, xr.DataArray) or labels.ndim != 2:
@@ -251,7 +265,7 @@ def _check_source(src: PatchSource, index: int) -> _Source:
                     f"{type(labels).__name__} with {getattr(labels, 'ndim', '?')} dims. Rasterize "
                     f"them with lames_cube.rasterize(gdf, like=cube)."
                 )
-            if _geobox(labels, "labels") != gbox:
+            if geobox_of(labels, "labels") != gbox:
                 raise PatchSetGridError(
                     f"the labels are not on the cube's grid (labels {labels.odc.geobox!r}, cube "
                     f"{gbox!r}); rasterize them with like=cube (lames_cube.rasterize(gdf, "
@@ -275,11 +289,11 @@ def _check_source(src: PatchSource, index: int) -> _Source:
         )
     fill = src.cube.attrs.get("nodata", 0) or 0
     return _Source(image=image, labels=labels, rows=rows, cols=cols, fill=fill,
-                   grid=_grid_attrs(gbox), table=src.table)
+                   grid=geobox_attrs(gbox), table=src.table)
 
 
 def _hash(values: np.ndarray) -> str:
-    return io._hash_values(np.asarray(values))
+    return hash_values(np.asarray(values))
 
 
 def _plan(sources: Any, block: Any, stats_split: str | None) -> _Plan:
@@ -435,7 +449,7 @@ def _layout(plan: _Plan, path: StorePath) -> None:
     import dask.array as dsa
 
     n, nb, s = plan.n, len(plan.bands), plan.size
-    coords: dict[str, Any] = {"band": ("band", io._as_text_objects(np.asarray(plan.bands)))}
+    coords: dict[str, Any] = {"band": ("band", as_text_objects(np.asarray(plan.bands)))}
     for name, values in plan.columns.items():
         coords[name] = ("sample", values)
     ds = xr.Dataset(coords=coords, attrs=plan.attrs)
@@ -446,7 +460,7 @@ def _layout(plan: _Plan, path: StorePath) -> None:
     ds["image"].encoding = {"chunks": (1, nb, s, s), "shards": (plan.block, nb, s, s)}
     ds["mask"].encoding = {"chunks": (1, s, s), "shards": (plan.block, s, s)}
     # mode="a": the directory already holds the ledger, which mode="w" would delete.
-    ds.to_zarr(str(path), mode="a", compute=False, **io._ZARR_KW)
+    ds.to_zarr(str(path), mode="a", compute=False, **ZARR_KW)
     _write_windows(plan, path)
 
 
@@ -457,7 +471,7 @@ def _layout(plan: _Plan, path: StorePath) -> None:
 def _block_pixels(plan: _Plan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     import dask
 
-    from lames_cube.patches import _gather
+    from lames_cube.patches import gather_windows
 
     images, masks = [], []
     for i, s in enumerate(plan.sources):
@@ -466,11 +480,11 @@ def _block_pixels(plan: _Plan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray
             continue
         rows = s.rows[a - plan.starts[i]:b - plan.starts[i]]
         cols = s.cols[a - plan.starts[i]:b - plan.starts[i]]
-        images.append(_gather(s.image.data, rows, cols, plan.size, s.fill))
+        images.append(gather_windows(s.image.data, rows, cols, plan.size, s.fill))
         if s.labels is None:
             masks.append(np.zeros((b - a, plan.size, plan.size), np.uint8))
         else:
-            masks.append(_gather(s.labels.data[None], rows, cols, plan.size, 0)[:, 0])
+            masks.append(gather_windows(s.labels.data[None], rows, cols, plan.size, 0)[:, 0])
     images, masks = dask.compute(images, masks)
     image = np.concatenate([np.asarray(x) for x in images]).astype(plan.dtype, copy=False)
     mask = np.concatenate([np.asarray(x) for x in masks])
@@ -534,11 +548,11 @@ def _block_records(records: list[dict[str, Any]], job: str) -> dict[int, dict[st
             if r.get("event") == "patchset_block" and r.get("job") == job}
 
 
-def _write_blocks(plan: _Plan, path: StorePath, done: Mapping[int, Any], *, progress: bool,
-                  fail_after: int | None) -> None:
+def _write_blocks(plan: _Plan, path: StorePath, done: Mapping[int, Any], *,
+                  progress: bool) -> None:
     import zarr
 
-    ledger = io._Ledger(path)
+    ledger = Ledger(path)
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     image_arr, mask_arr = group["image"], group["mask"]
     todo = [i for i in range(plan.nblocks) if i not in done]
@@ -551,8 +565,7 @@ def _write_blocks(plan: _Plan, path: StorePath, done: Mapping[int, Any], *, prog
     written = 0
     try:
         for i in todo:
-            if fail_after is not None and written >= fail_after:
-                raise io._SimulatedCrash(f"simulated crash after {written} blocks (_fail_after)")
+            crash_point(written, "blocks")
             lo, hi = plan.block_range(i)
             image, mask = _block_pixels(plan, lo, hi)
             image_arr[lo:hi] = image
@@ -572,11 +585,11 @@ def _finish(plan: _Plan, path: StorePath) -> None:
     """Statistics from the ledger's block records into the attrs, then the ``complete`` line."""
     import zarr
 
-    ledger = io._Ledger(path)
+    ledger = Ledger(path)
     blocks = _block_records(ledger.records(), plan.job)
     missing = [i for i in range(plan.nblocks) if i not in blocks]
     if missing:  # pragma: no cover - _write_blocks writes every block or raises
-        raise io.IncompleteStoreError(f"blocks {missing[:5]} of {str(path)!r} are not written.")
+        raise IncompleteStoreError(f"blocks {missing[:5]} of {str(path)!r} are not written.")
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     group.attrs.update(_final_stats(plan, blocks))
     ledger.append({"event": "patchset_complete", "job": plan.job})
@@ -604,7 +617,7 @@ class _State:
 
 
 def _state(path: StorePath) -> _State:
-    records = io._Ledger(path).records()
+    records = Ledger(path).records()
     begins = [r for r in records if r.get("event") == "patchset_begin"]
     if not begins:
         return _State(None, False, {}, False)
@@ -655,10 +668,10 @@ def _describe_incomplete(path: StorePath, state: _State) -> str:
 # Public API
 
 
-@io._store_writer
+@store_writer
 def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | os.PathLike[str],
-                    *, mode: io.Mode = "w-", block: int = 64, stats_split: str | None = "train",
-                    progress: bool = True, _fail_after: int | None = None) -> Path | str:
+                    *, mode: Mode = "w-", block: int = 64, stats_split: str | None = "train",
+                    progress: bool = True) -> Path | str:
     """Write the patches of window tables (pixels and masks) to one Zarr v3 store, resumably.
 
     Parameters
@@ -683,8 +696,6 @@ def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | o
         every sample.
     progress
         Show a tqdm bar over blocks.
-    _fail_after
-        Test hook: raise a simulated crash after writing this many blocks.
 
     Returns
     -------
@@ -729,74 +740,59 @@ def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | o
     ((16, 2, 16, 16), 100, [1.0, 3.0], "all samples (the tables have no 'split' column)")
     """
     if mode not in ("w-", "w", "resume"):
-        raise io.StoreError(f"mode must be one of ('w-', 'w', 'resume'); got {mode!r}.")
-    fail_after = io._check_fail_after(_fail_after)
+        raise StoreError(f"mode must be one of ('w-', 'w', 'resume'); got {mode!r}.")
     plan = _plan(sources, block, stats_split)
-    path = io._as_path(store)
-    ledger = io._Ledger(path)
-    if mode == "resume" and path.exists() and not io._is_empty_dir(path):
+    path = store_path(store)
+    ledger = Ledger(path)
+    restart_if_killed_before_begin(path, mode)  # killed before its job was recorded: start afresh
+    if mode == "resume" and path.exists() and not is_empty_dir(path):
         state = _state(path)
         if state.begin is None:
-            ledger_dir = io.LEDGER_NAME.split("/")[0]
-            if not ledger.records() and {c.name for c in path.iterdir()} <= {ledger_dir}:
-                remove_tree(path)  # killed before its job was recorded: start afresh
-                return write_patch_set(sources, store, mode="w-", block=block,
-                                       stats_split=stats_split, progress=progress,
-                                       _fail_after=_fail_after)
-            raise io.TemplateMismatchError(
+            raise TemplateMismatchError(
                 f"cannot resume {str(path)!r}: it is not a patch set written by write_patch_set "
                 f"(its ledger has no patchset_begin record). Replace it with mode='w' or pick "
                 f"another path."
             )
         if state.begin["job"] != plan.job:
-            raise io.TemplateMismatchError(
+            raise TemplateMismatchError(
                 f"cannot resume {str(path)!r} with these sources: the store was started with "
                 f"other ones ({_template_diff(state.begin['template'], plan.template)}). Resume "
                 f"with the same sources, or replace the store with mode='w'."
             )
         if state.complete:
-            return io._returned(path)
+            return returned_path(path)
         if not state.metadata:  # crashed while laying out: lay it out again
-            io._clear_except_ledger(path)
+            clear_except_ledger(path)
             _layout(plan, path)
             ledger.append({"event": "patchset_metadata", "job": plan.job})
             state = _state(path)
-        _write_blocks(plan, path, state.blocks, progress=progress, fail_after=fail_after)
+        _write_blocks(plan, path, state.blocks, progress=progress)
         _finish(plan, path)
-        return io._returned(path)
+        return returned_path(path)
 
-    if path.exists() and not io._is_empty_dir(path):
-        if mode == "w":
-            io._remove_store(path)
-        else:
-            raise io.StoreExistsError(
-                f"a store already exists at {str(path)!r}. Pass mode='w' to replace it, "
-                f"mode='resume' to finish an interrupted write of the same sources, or another "
-                f"path."
-            )
-    path.mkdir(parents=True, exist_ok=True)
+    claim_folder(path, mode, "the same sources")
     ledger.append({"event": "patchset_begin", "lames_ledger": PATCH_SET_VERSION, "job": plan.job,
                    "op": "patchset", "blocks": plan.nblocks, "template": plan.template})
     _layout(plan, path)
     ledger.append({"event": "patchset_metadata", "job": plan.job})
-    _write_blocks(plan, path, {}, progress=progress, fail_after=fail_after)
+    _write_blocks(plan, path, {}, progress=progress)
     _finish(plan, path)
-    return io._returned(path)
+    return returned_path(path)
 
 
 def _checked(store: str | os.PathLike[str], allow_incomplete: bool) -> tuple[StorePath, _State]:
-    path = io._as_path(store)
+    path = store_path(store)
     if not path.exists():
-        raise io.StoreNotFoundError(f"no patch set at {str(path)!r}; check the path, or write "
+        raise StoreNotFoundError(f"no patch set at {str(path)!r}; check the path, or write "
                                     f"one with write_patch_set(sources, {str(path)!r}).")
     state = _state(path)
     if state.begin is None:
-        if io._Ledger(path).exists() and not (path / "zarr.json").exists():
-            raise io.IncompleteStoreError(_describe_incomplete(path, state))
+        if Ledger(path).exists() and not (path / "zarr.json").exists():
+            raise IncompleteStoreError(_describe_incomplete(path, state))
         raise PatchSetError(f"{str(path)!r} is not a patch set (no patchset_begin record in "
-                            f"{io.LEDGER_NAME}); cube stores open with lames_cube.io.open_cube.")
+                            f"{LEDGER_NAME}); cube stores open with lames_cube.io.open_cube.")
     if not state.metadata or not (state.complete or allow_incomplete):
-        raise io.IncompleteStoreError(_describe_incomplete(path, state))
+        raise IncompleteStoreError(_describe_incomplete(path, state))
     return path, state
 
 
@@ -807,7 +803,7 @@ def _text_coords(ds: xr.Dataset) -> xr.Dataset:
         if c.ndim != 1:
             continue
         values = np.asarray(c.values)
-        if values.dtype.kind in "OT" and io._is_text(values):
+        if values.dtype.kind in "OT" and is_text(values):
             values = np.asarray([str(v) for v in values.tolist()], dtype=str)
         new[k] = c.copy(data=values)
     return ds.assign_coords(new) if new else ds
@@ -846,13 +842,13 @@ def open_patch_set(store: str | os.PathLike[str], *,
     >>> open_patch_set("no-such-patches.zarr")
     Traceback (most recent call last):
     ...
-    lames_cube.io.StoreNotFoundError: no patch set at 'no-such-patches.zarr'; check the path, or write one with write_patch_set(sources, 'no-such-patches.zarr').
+    lames_cube.errors.StoreNotFoundError: no patch set at 'no-such-patches.zarr'; check the path, or write one with write_patch_set(sources, 'no-such-patches.zarr').
     """
     path, _ = _checked(store, allow_incomplete)
     block = json.loads((path / "zarr.json").read_text())["attributes"]["block"]
     # chunks=None, then one dask chunk per shard (the stored chunk is one sample; asking
     # open_zarr for whole shards would warn about the coordinates' chunks).
-    ds = _text_coords(xr.open_zarr(str(path), chunks=None, **io._ZARR_KW))
+    ds = _text_coords(xr.open_zarr(str(path), chunks=None, **ZARR_KW))
     for name in ("image", "mask"):
         ds[name] = ds[name].chunk({"sample": block})
     return ds
@@ -893,7 +889,7 @@ def patch_set_windows(store: str | os.PathLike[str]) -> gpd.GeoDataFrame:
     path, _ = _checked(store, allow_incomplete=True)
     target = path / WINDOWS_NAME
     if not target.exists():  # pragma: no cover - written with the layout
-        raise io.IncompleteStoreError(f"the patch set {str(path)!r} has no {WINDOWS_NAME}; "
+        raise IncompleteStoreError(f"the patch set {str(path)!r} has no {WINDOWS_NAME}; "
                                       f"rewrite it with mode='w'.")
     if isinstance(target, UrlPath):
         frame = gpd.read_parquet(_stdio.BytesIO(target.read_bytes()))

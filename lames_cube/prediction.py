@@ -28,7 +28,15 @@ import xarray as xr
 
 from lames_cube._atomic import check_writable
 from lames_cube.errors import LamesCubeError, PredictionError, PredictionStoreMismatchError  # noqa: F401 (re-exported)
-from lames_cube.io import TemplateMismatchError
+from lames_cube.io import (
+    Ledger,
+    TemplateMismatchError,
+    init_cube_store,
+    open_store,
+    regions_written,
+    write_cube,
+)
+from lames_cube.io.ledger import crash_point
 
 __all__ = [
     "NODATA_CLASS",
@@ -105,8 +113,6 @@ def _nodata_part(pred: xr.Dataset, region: Mapping[str, slice]) -> xr.Dataset:
 def _layout(pred: xr.Dataset, store: Path, overwrite: bool, *, replace: bool = False) -> bool:
     """Lay the store out (or keep a store of this prediction; ``replace``: lay it out anew);
     True when a store of another prediction was replaced (``overwrite``)."""
-    from lames_cube.io import init_cube_store, open_store
-
     tile = int(pred.attrs.get("tile", pred.chunks["y"][0]))
     patch = int(np.gcd(tile, pred.chunks["y"][0]))
     try:
@@ -159,8 +165,7 @@ def _check_selection(store: Path, regions: list[tuple[dict[str, slice], bool]]) 
 def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: Any = None,
                      overwrite: bool = False, group: int | None = None,
                      progress: bool = True,
-                     on_tile: Callable[[dict[str, slice], float], None] | None = None,
-                     _fail_after: int | None = None) -> Path:
+                     on_tile: Callable[[dict[str, slice], float], None] | None = None) -> Path:
     """Compute a lazy prediction tile by tile into a Zarr store (resumable).
 
     Parameters
@@ -183,8 +188,6 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
         A progress bar with tiles, Mpx/s and the time left.
     on_tile
         Called with each written tile's region and its seconds (e.g. a log).
-    _fail_after
-        Test hook: raise after writing this many tiles (a simulated crash).
 
     Returns
     -------
@@ -220,7 +223,6 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     import dask
 
     from lames_cube.cluster import worker_threads
-    from lames_cube.io import regions_written, write_cube
 
     if not isinstance(pred, xr.Dataset) or "class" not in pred or pred.chunks is None:
         raise PredictionError("pred must be the lazy Dataset of lames_cube.ml.predict (class "
@@ -273,6 +275,7 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
                 computed = iter(results)
                 for region, scored in batch:
                     part = next(computed) if scored else _nodata_part(pred, region)
+                    crash_point(written, "tiles")
                     # written here (the tile is computed): never shipped back to a worker
                     write_cube(part, store, region=region, mode="resume", scheduler="sync")
                     written += 1
@@ -285,17 +288,13 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
                         bar.set_postfix_str(f"{rate:.2f} Mpx/s, {px / 1e6:,.0f}/"
                                             f"{scored_px / 1e6:,.0f} Mpx")
                         bar.update(1)
-                    if _fail_after is not None and written >= _fail_after:
-                        raise RuntimeError(f"simulated crash after {written} tiles")
     except (KeyboardInterrupt, SystemExit):  # stop now: do not finish the prefetched group
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
         if bar is not None:
             bar.close()
-    from lames_cube.io import _Ledger
-
-    _Ledger(store).mark_complete()
+    Ledger(store).mark_complete()
     return store
 
 
@@ -329,8 +328,6 @@ def open_prediction(store: str | os.PathLike[str], *, allow_incomplete: bool = F
         As :func:`lames_cube.io.open_store` (an unfinished run: resume it, or pass
         ``allow_incomplete=True``).
     """
-    from lames_cube.io import open_store
-
     ds = open_store(store, allow_incomplete=allow_incomplete)
     if "class" not in ds:
         raise PredictionError(f"{str(store)!r} is a store but not a prediction (variables "

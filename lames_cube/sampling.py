@@ -24,11 +24,12 @@ import numpy as np
 import shapely
 import xarray as xr
 
-from lames_cube._checks import check_seed
+from lames_cube._checks import check_positive_int, check_seed
 from lames_cube.errors import (
     InvalidQueryError,
     NotEnoughWindowsError,
 )
+from lames_cube.grid import geobox_of
 
 
 def _check_n(n: Any, available: int, what: str) -> int:
@@ -375,10 +376,8 @@ def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffe
     >>> index.count == 33 * 33 - 1, len(index.sample(5, seed=0))
     (True, 5)
     """
-    from lames_cube.patches import _geobox, _positive
-
-    gbox = _geobox(labels, "labels")
-    size = _positive(size, "size")
+    gbox = geobox_of(labels, "labels")
+    size = check_positive_int(size, "size")
     if not 0 <= float(max_invalid) <= 1:
         raise InvalidQueryError(f"max_invalid={max_invalid!r} must be a fraction from 0 to 1.")
     if buffer_m < 0:
@@ -390,7 +389,7 @@ def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffe
     lab = _mask(labels, "labels")
     inv = None
     if valid is not None:
-        if _geobox(valid, "valid") != gbox:
+        if geobox_of(valid, "valid") != gbox:
             raise InvalidQueryError("valid is not on the labels' grid; make it like the labels.")
         inv = _mask(valid, "valid")
     geom = None
@@ -616,18 +615,18 @@ def sample_positive(
     (8, True, [1008, 688, 444, 357])
     """
     from lames_cube import _kernels
-    from lames_cube.patches import _check_table, _geobox, _positive, window_table
+    from lames_cube.patches import check_table, window_table
 
-    gbox = _geobox(labels, "labels")
+    gbox = geobox_of(labels, "labels")
     seed = check_seed(seed)
-    size = _positive(size, "size")
+    size = check_positive_int(size, "size")
     if isinstance(min_fraction, bool) or not isinstance(min_fraction, int | float) or \
             not 0 < float(min_fraction) <= 1:
         raise InvalidQueryError(f"min_fraction={min_fraction!r} must be a fraction in (0, 1], "
                                 "e.g. 0.05 for windows that are at least 5 % mine.")
     if balance not in BALANCES:
         raise InvalidQueryError(f"balance={balance!r} is not one of {BALANCES}; pick one.")
-    bins = _positive(bins, "bins", 4)
+    bins = check_positive_int(bins, "bins", 4, unit=None)
     height, width = (int(v) for v in gbox.shape)
     if size > min(height, width):
         raise InvalidQueryError(f"size={size} px is larger than the grid ({height} x {width} "
@@ -635,7 +634,7 @@ def sample_positive(
     values = _mask(labels, "labels")
     values = np.asarray(values.compute() if hasattr(values, "dask") else values)
     if table is not None:
-        rows, cols, tsize = _check_table(table, gbox)
+        rows, cols, tsize = check_table(table, gbox)
         if tsize != size:
             raise InvalidQueryError(f"the table's windows are {tsize} px but size={size}; pass "
                                     f"size={tsize}.")

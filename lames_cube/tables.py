@@ -58,6 +58,7 @@ from lames_cube.errors import (  # noqa: F401 (re-exported)
     TableMismatchError,
     TableNotFoundError,
 )
+from lames_cube.grid import geobox_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -680,8 +681,6 @@ def plot_table(
         import odc.geo.xr  # noqa: F401  (registers .odc)
         from pyproj import CRS
 
-        from lames_cube.patches import _geobox
-
         if background is not None and (not isinstance(background, xr.DataArray)
                                        or background.ndim not in (2, 3, 4)):
             raise InvalidQueryError(
@@ -693,7 +692,7 @@ def plot_table(
                                     f"{type(labels).__name__} with "
                                     f"{getattr(labels, 'ndim', '?')} dims.")
         rasters = [r for r in (background, labels) if r is not None]
-        gbox = _geobox(rasters[0], "background" if background is not None else "labels")
+        gbox = geobox_of(rasters[0], "background" if background is not None else "labels")
         if background is not None:
             if background.ndim == 2:
                 images.append(_mask_overlay(background, gbox))
@@ -701,7 +700,7 @@ def plot_table(
                 rgba, extent, note = _quicklook(background, gbox)
                 images.append((rgba, extent))
         if labels is not None:
-            lbox = _geobox(labels, "labels")
+            lbox = geobox_of(labels, "labels")
             if lbox.crs != gbox.crs:
                 raise InvalidGridError(
                     f"the labels are in {lbox.crs} but the background in {gbox.crs}; rasterize "

@@ -40,7 +40,7 @@ def crash(monkeypatch):
         assert Path(src).exists(), "the writer wrote nothing under the temporary name"
         raise SimulatedCrash(f"simulated crash before renaming {src} to {dst}")
 
-    monkeypatch.setattr(_atomic, "_replace", fail)
+    monkeypatch.setattr(_atomic, "os_replace", fail)
 
 
 def _entries(folder: Path) -> list[str]:
@@ -157,9 +157,9 @@ def _ndjson(folder: Path) -> Path:
 
 
 def _ledger(folder: Path) -> Path:
-    from lames_cube.io import _Ledger
+    from lames_cube.io import Ledger
 
-    _Ledger(folder / "cube.zarr").append({"op": "test"})
+    Ledger(folder / "cube.zarr").append({"op": "test"})
     return folder / "cube.zarr" / ".lames" / "zarr.json"
 
 
@@ -171,7 +171,7 @@ WRITERS = {
     "synthetic.write._dump": _item_json,
     "synthetic.write.write_index": _index,
     "stac_server._write_ndjson": _ndjson,
-    "io._Ledger (its zarr.json)": _ledger,
+    "io.Ledger (its zarr.json)": _ledger,
 }
 
 
@@ -187,7 +187,7 @@ def test_every_writer_goes_through_the_atomic_helper(tmp_path, name, monkeypatch
     def fail(src, dst):
         raise SimulatedCrash(f"simulated crash before renaming {src} to {dst}")
 
-    monkeypatch.setattr(_atomic, "_replace", fail)
+    monkeypatch.setattr(_atomic, "os_replace", fail)
     with pytest.raises(SimulatedCrash, match="simulated crash before renaming"):
         write(folder)
     left = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
@@ -257,7 +257,7 @@ def test_every_writer_turns_a_full_disk_into_a_typed_error(tmp_path, name, monke
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(src))
 
-    monkeypatch.setattr(_atomic, "_replace", full)
+    monkeypatch.setattr(_atomic, "os_replace", full)
     with pytest.raises(DiskFullError, match=r"The disk is full: writing .* free on the disk"):
         WRITERS[name](tmp_path)
     left = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()]
@@ -289,7 +289,7 @@ def test_a_read_only_folder_is_refused_by_a_real_probe(tmp_path, monkeypatch):
     def read_only_mount(path, flags, mode=0o777):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(_atomic, "_probe_open", read_only_mount)
+    monkeypatch.setattr(_atomic, "probe_open", read_only_mount)
     with pytest.raises(OutputNotWritableError, match=r"is on a read-only file system.*remount"):
         check_writable(folder / "run", what="run folder")
 

@@ -16,8 +16,9 @@ from odc.geo.xr import xr_zeros
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from lames_cube import baselines
-from lames_cube.baselines import (
+from lames_cube.errors import LamesCubeError, UnknownBandError
+from lames_cube.metrics import confusion_matrix, scores
+from lames_cube.ml.baselines import (
     INDICES,
     BaselineError,
     IndexBaseline,
@@ -25,10 +26,11 @@ from lames_cube.baselines import (
     fit_index_threshold,
     fit_pixel_classifier,
     predict_split,
+    reading,
     threshold_f1,
 )
-from lames_cube.errors import LamesCubeError, UnknownBandError
-from lames_cube.metrics import confusion_matrix, scores
+from lames_cube.ml.baselines import index as index_baseline
+from lames_cube.ml.baselines import pixel as pixel_baseline
 from lames_cube.patches import patch_table
 from lames_cube.patchset import PatchSource, open_patch_set, write_patch_set
 
@@ -183,7 +185,7 @@ def test_validation_f1_reproduced_by_prediction(ndbi_set):
         keep = ds.split.values == "validation"
         image = ds.image.values[keep]
         v = INDICES[b.index].compute({bd: image[:, BANDS.index(bd)] for bd in b.bands}).ravel()
-        t = baselines._candidate_thresholds(v, b.n_thresholds)
+        t = index_baseline._candidate_thresholds(v, b.n_thresholds)
         slow = slow_f1(v, ds.mask.values[keep].ravel(), t, b.direction)
         assert slow.max() == pytest.approx(b.macro_f1, abs=1e-12)
 
@@ -274,7 +276,7 @@ def test_pixel_classifier_is_deterministic_and_batch_independent(classes_set, mo
     a = fit_pixel_classifier(classes_set, n_pixels=600, estimator=Recorder(random_state=0))
     b = fit_pixel_classifier(classes_set, n_pixels=600, estimator=Recorder(random_state=0))
     np.testing.assert_array_equal(a.estimator.seen_[0], b.estimator.seen_[0])
-    monkeypatch.setattr(baselines, "_BATCH", 3)
+    monkeypatch.setattr(reading, "BATCH", 3)
     c = fit_pixel_classifier(classes_set, n_pixels=600, estimator=Recorder(random_state=0))
     np.testing.assert_array_equal(a.estimator.seen_[0], c.estimator.seen_[0])
     monkeypatch.undo()
@@ -354,13 +356,13 @@ def test_fits_never_read_the_test_split(tmp_path, monkeypatch, blind_set):
         predict_split(index, store, split="test")
     # and which samples the fits read
     seen: list[int] = []
-    real = baselines._read_samples
+    real = reading.PatchSetSamples.read
 
-    def spy(array, samples):
+    def spy(self, name, samples):
         seen.extend(np.asarray(samples).tolist())
-        return real(array, samples)
+        return real(self, name, samples)
 
-    monkeypatch.setattr(baselines, "_read_samples", spy)
+    monkeypatch.setattr(reading.PatchSetSamples, "read", spy)
     fit_pixel_classifier([store, blind_set], n_pixels=500)
     split = open_patch_set(store).split.values
     train = np.flatnonzero(split == "train").tolist()
@@ -469,8 +471,8 @@ def test_bottom_k_is_the_k_smallest_keys():
     rng = np.random.default_rng(3)
     keys = rng.random(5000)
     items = np.arange(5000)[:, None]
-    keep = baselines._BottomK(300, 1, items.dtype)
+    keep = pixel_baseline._BottomK(300, 1, items.dtype)
     for lo in range(0, 5000, 97):
         keep.add(keys[lo:lo + 97], items[lo:lo + 97])
     np.testing.assert_array_equal(keep.smallest(120)[:, 0], np.argsort(keys)[:120])
-    assert baselines._quotas({0: 10, 1: 0, 2: 5}, 100) == {0: 10, 2: 5}
+    assert pixel_baseline._quotas({0: 10, 1: 0, 2: 5}, 100) == {0: 10, 2: 5}

@@ -30,6 +30,7 @@ Run with ``pytest -m slow tests/test_crash_safety.py -s`` to see each trial's li
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from lames_cube.errors import SimulatedCrash
 from lames_cube.io import (
     LEDGER_NAME,
     IncompleteStoreError,
@@ -50,6 +52,9 @@ from lames_cube.io import (
     open_store,
     write_cube,
 )
+from lames_cube.io.ledger import LEDGER_GROUP
+from lames_cube.patchset import write_patch_set
+from lames_cube.prediction import write_prediction
 from lames_cube.testing import crash
 
 #: The seed of the kill delays.
@@ -327,8 +332,6 @@ def test_resume_after_a_kill_before_the_job_was_recorded(tmp_path, left):
     line was whole left a store that ``mode="resume"`` refused (no ledger, or no matching job)
     and that only ``mode="w"`` could replace: it is now started anew, like
     ``init_cube_store(mode="resume")`` does."""
-    from lames_cube.io import _LEDGER_GROUP
-
     cube = crash.demo_cube(ny=128, nx=128)
     clean = write_cube(cube, tmp_path / "clean.zarr", patch_size=64)
     for name, writer in (("cube", lambda p: write_cube(cube, p, mode="resume", patch_size=64)),
@@ -337,7 +340,7 @@ def test_resume_after_a_kill_before_the_job_was_recorded(tmp_path, left):
         path = tmp_path / f"{name}.zarr"
         (path / ".lames").mkdir(parents=True)
         if left != "ledger folder":
-            (path / ".lames" / "zarr.json").write_text(json.dumps(_LEDGER_GROUP, indent=2))
+            (path / ".lames" / "zarr.json").write_text(json.dumps(LEDGER_GROUP, indent=2))
         if left == "empty ledger":
             (path / LEDGER_NAME).write_bytes(b"")
         if left == "torn ledger":
@@ -358,3 +361,31 @@ def test_resume_after_a_kill_before_the_job_was_recorded(tmp_path, left):
     with pytest.raises(Exception, match="cannot resume"):
         write_cube(cube, other, mode="resume", patch_size=64)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------------
+# The in-process crash point (crash.crash_after)
+
+
+def test_crash_after_stops_a_write_between_two_ledger_lines(tmp_path):
+    """``crash.crash_after(n)`` -- the hook of the in-process crash tests; the public writers
+    take no test keyword -- stops a write after ``n`` whole, recorded regions; it holds only
+    inside its block, and the resume gives the clean run's bytes."""
+    for writer in (write_cube, init_cube_store, write_patch_set, write_prediction):
+        hidden = [p for p in inspect.signature(writer).parameters if p.startswith("_")]
+        assert hidden == [], f"{writer.__name__} has test keywords {hidden}"
+    cube = crash.demo_cube(ny=128, nx=192)  # 2 x 3 regions of 64 px
+    clean = write_cube(cube, tmp_path / "clean.zarr", patch_size=64)
+    path = tmp_path / "crashed.zarr"
+    for n, done in ((0, 0), (2, 2), (1, 3)):  # a crash, then crashes during resumes
+        with pytest.raises(SimulatedCrash, match=f"after {n} regions"), crash.crash_after(n):
+            write_cube(cube, path, mode="resume", patch_size=64)
+        state = crash.store_state(path)
+        assert (state["phase"], state["done"], state["total"]) == ("regions", done, 6), state
+        with pytest.raises(IncompleteStoreError):
+            open_cube(path)
+    write_cube(cube, path, mode="resume", patch_size=64)  # outside the block: no crash
+    assert crash.store_state(path)["phase"] == "complete"
+    assert_same_store(path, snapshot(clean))
+    with pytest.raises(ValueError, match="integer number of units"), crash.crash_after(-1):
+        pass

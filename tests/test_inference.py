@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 
 from lames_cube.cluster import SchedulerUnreachableError, dask_scheduler
-from lames_cube.errors import BandMismatchError, PatchSizeError
+from lames_cube.errors import BandMismatchError, PatchSizeError, SimulatedCrash
 from lames_cube.ml import inference
 from lames_cube.ml.checkpoint import load_model
 from lames_cube.ml.inference import (
@@ -37,7 +37,7 @@ from lames_cube.prediction import (
     open_prediction,
     write_prediction,
 )
-from lames_cube.testing.crash import demo_image
+from lames_cube.testing.crash import crash_after, demo_image
 from lames_cube.testing.ml_sets import BANDS, pointwise_checkpoint, random_checkpoint
 from lames_cube.testing.schedulers import CountingScheduler
 
@@ -284,8 +284,8 @@ def test_write_prediction_resumes_after_a_crash_with_the_same_bytes(ckpts, tmp_p
     monkeypatch.setattr(inference, "predict_array",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     crashed = tmp_path / "crashed.zarr"
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        write_prediction(pred, crashed, progress=False, group=1, _fail_after=2)
+    with pytest.raises(SimulatedCrash, match="simulated crash"), crash_after(2):
+        write_prediction(pred, crashed, progress=False, group=1)
     with pytest.raises(Exception, match="incomplete"):
         open_prediction(crashed)
     calls.clear()
@@ -353,6 +353,7 @@ def _ledger_done(store: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if '"event":"done"' in line)
 
 
+@pytest.mark.slow  # kill trial
 def test_kill_minus_9_then_rerun_gives_the_same_store(ckpts, tmp_path):
     cube = make_cube(height=384, width=576)
     reference = write_prediction(predict(cube, ckpts["unet"], tile=192, patch=64),
@@ -382,6 +383,7 @@ def test_kill_minus_9_then_rerun_gives_the_same_store(ckpts, tmp_path):
     assert _store_bytes(store) == _store_bytes(reference)
 
 
+@pytest.mark.slow  # starts a LocalCluster
 def test_local_cluster_equals_threads(ckpts, tmp_path):
     cube = make_cube(height=384, width=384)
     pred = predict(cube, ckpts["unet"], tile=192, patch=64)

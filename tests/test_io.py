@@ -24,7 +24,12 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from lames_cube.errors import DiskFullError, LamesCubeError, OutputNotWritableError
+from lames_cube.errors import (
+    DiskFullError,
+    LamesCubeError,
+    OutputNotWritableError,
+    SimulatedCrash,
+)
 from lames_cube.io import (
     LEDGER_NAME,
     ChunkError,
@@ -40,6 +45,7 @@ from lames_cube.io import (
     store_status,
     write_cube,
 )
+from lames_cube.testing.crash import crash_after
 from lames_cube.testing.disk import FullDisk, make_read_only
 
 RES = 10
@@ -326,8 +332,8 @@ def test_a_full_disk_leaves_a_resumable_store_and_no_partial_chunk(tmp_path, wri
 
 def test_killed_write_resumes_to_the_same_store(tmp_path, written, cube):
     path = tmp_path / "crash.zarr"
-    with pytest.raises(RuntimeError, match="simulated crash after 2 regions"):
-        write_cube(cube, path, _fail_after=2)
+    with pytest.raises(SimulatedCrash, match="simulated crash after 2 regions"), crash_after(2):
+        write_cube(cube, path)
     status = store_status(path)
     assert not status["complete"] and status["regions_done"] == 2
     with pytest.raises(IncompleteStoreError, match=r"2 of 6 regions.*mode='resume'"):
@@ -336,8 +342,8 @@ def test_killed_write_resumes_to_the_same_store(tmp_path, written, cube):
     assert (partial.isel(y=slice(256, None)) == 0).all()  # unwritten: nodata
     with pytest.raises(StoreExistsError, match="a store already exists"):
         write_cube(cube, path)  # "w-" never touches it
-    with pytest.raises(RuntimeError, match="simulated crash after 1 regions"):
-        write_cube(cube, path, mode="resume", _fail_after=1)
+    with pytest.raises(SimulatedCrash, match="simulated crash after 1 regions"), crash_after(1):
+        write_cube(cube, path, mode="resume")
     write_cube(cube, path, mode="resume")
     assert store_status(path)["complete"]
     assert store_files(path) == store_files(written)  # bytes of every chunk and zarr.json
@@ -353,8 +359,8 @@ def test_killed_write_resumes_to_the_same_store(tmp_path, written, cube):
 
 def test_resume_after_a_crash_while_writing_metadata(tmp_path, written, cube):
     path = tmp_path / "meta.zarr"
-    with pytest.raises(RuntimeError, match="simulated crash after 0 regions"):
-        write_cube(cube, path, _fail_after=0)
+    with pytest.raises(SimulatedCrash, match="simulated crash after 0 regions"), crash_after(0):
+        write_cube(cube, path)
     lines = (path / LEDGER_NAME).read_text().splitlines()
     (path / LEDGER_NAME).write_text(lines[0] + "\n" + '{"event": "meta')  # torn line
     for sub in ("time", "reflectance"):
@@ -368,8 +374,8 @@ def test_resume_after_a_crash_while_writing_metadata(tmp_path, written, cube):
 
 def test_resume_refuses_another_template(tmp_path, cube):
     path = tmp_path / "partial.zarr"
-    with pytest.raises(RuntimeError, match="simulated crash after 1 regions"):
-        write_cube(cube, path, _fail_after=1)
+    with pytest.raises(SimulatedCrash, match="simulated crash after 1 regions"), crash_after(1):
+        write_cube(cube, path)
     others = {
         "shape": make_cube(nt=2),
         "chunks": cube.chunk(y=512),
@@ -411,8 +417,8 @@ def test_append_killed_then_resumed(tmp_path, cube):
     ref = write_cube(cube, tmp_path / "ref.zarr")
     write_cube(later, ref, append_dim="time")
     path = write_cube(cube, tmp_path / "a.zarr")
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        write_cube(later, path, append_dim="time", _fail_after=3)
+    with pytest.raises(SimulatedCrash, match="simulated crash"), crash_after(3):
+        write_cube(later, path, append_dim="time")
     with pytest.raises(IncompleteStoreError, match="append_dim='time', mode='resume'"):
         open_cube(path)
     with pytest.raises(IncompleteStoreError, match=r"cannot append: .* 3 of 6 regions"):
@@ -431,8 +437,8 @@ def test_append_resumes_after_a_crash_while_resizing(tmp_path, cube):
     ref = write_cube(cube, tmp_path / "ref.zarr")
     write_cube(later, ref, append_dim="time")
     path = write_cube(cube, tmp_path / "a.zarr")
-    with pytest.raises(RuntimeError, match="simulated crash after 0 regions"):
-        write_cube(later, path, append_dim="time", _fail_after=0)
+    with pytest.raises(SimulatedCrash, match="simulated crash after 0 regions"), crash_after(0):
+        write_cube(later, path, append_dim="time")
     lines = (path / LEDGER_NAME).read_text().splitlines()
     assert json.loads(lines[-1])["event"] == "metadata"
     (path / LEDGER_NAME).write_text("\n".join(lines[:-1]) + "\n")  # no metadata line
@@ -523,8 +529,8 @@ def test_region_modes_and_resume(tmp_path, written, cube):
     path = init_cube_store(cube, tmp_path / "tiles.zarr")
     ys, xs = TILES[2]
     tile = cube.isel(y=ys, x=xs)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        write_cube(tile, path, region={"y": ys, "x": xs}, _fail_after=1)
+    with pytest.raises(SimulatedCrash, match="simulated crash"), crash_after(1):
+        write_cube(tile, path, region={"y": ys, "x": xs})
     with pytest.raises(StoreError, match=r"1 of the 2 regions .* already written"):
         write_cube(tile, path, region={"y": ys, "x": xs})
     write_cube(tile, path, region={"y": ys, "x": xs}, mode="resume")
@@ -595,8 +601,8 @@ def test_a_dataset_round_trips_and_resumes_to_the_same_bytes(tmp_path):
     assert np.allclose(scaled["reflectance"].values, ds.reflectance.values * 1e-4)
 
     path = tmp_path / "crash.zarr"
-    with pytest.raises(RuntimeError, match="simulated crash after 2 regions"):
-        write_cube(ds, path, _fail_after=2)
+    with pytest.raises(SimulatedCrash, match="simulated crash after 2 regions"), crash_after(2):
+        write_cube(ds, path)
     with pytest.raises(IncompleteStoreError, match="resume"):
         open_store(path)
     write_cube(ds, path, mode="resume")
@@ -627,8 +633,8 @@ def test_stores_take_fsspec_urls(tmp_path, cube, written):
     url = f"memory://lames-test-{uuid.uuid4().hex}/cube.zarr"
     fs = fsspec.filesystem("memory")
     try:
-        with pytest.raises(RuntimeError, match="simulated crash after 2 regions"):
-            write_cube(cube, url, _fail_after=2)
+        with pytest.raises(SimulatedCrash, match="simulated crash after 2 regions"), crash_after(2):
+            write_cube(cube, url)
         assert not store_status(url)["complete"]
         with pytest.raises(IncompleteStoreError, match="mode='resume'"):
             open_cube(url)

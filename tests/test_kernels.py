@@ -82,7 +82,7 @@ def _render(world, gbox, date, **kw):
 
 
 def test_harmonised_render_equals_harmonise_values_of_the_product(mine_window):
-    from lames_cube.cube import harmonise_values
+    from lames_cube.bands import harmonise_values
 
     world, gbox, date = mine_window
     for noise in (None, (123, 1.003)):
@@ -96,7 +96,7 @@ def test_harmonised_render_equals_harmonise_values_of_the_product(mine_window):
 def test_sensor_row_harmonised_clamps_below_the_offset_and_keeps_saturation(noise):
     """The output step alone, on reflectance below 0 (over-corrected water), at 0 and above,
     and a saturated pixel: harmonised output = harmonise_values of the product's numbers."""
-    from lames_cube.cube import harmonise_values
+    from lames_cube.bands import harmonise_values
 
     rng = np.random.default_rng(4)
     w = 40

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib
 import pkgutil
 from pathlib import Path
@@ -239,8 +240,7 @@ def test_one_error_tree():
             and obj.__module__ == "lames_cube.errors"]
     assert len({c.__name__ for c in tree}) == len(tree)
     assert len(tree) >= 70
-    builtin = {c for c in vars(__builtins__ if isinstance(__builtins__, dict)
-                               else __builtins__.__dict__).values()
+    builtin = {c for c in vars(builtins).values()
                if isinstance(c, type) and issubclass(c, BaseException)}
     for cls in tree:
         if any(other is not cls and issubclass(other, cls) for other in tree):

@@ -15,7 +15,7 @@ from odc.geo.xr import xr_zeros
 from torch.utils.data import DataLoader
 
 from lames_cube import io
-from lames_cube.errors import InvalidGridError, UnknownBandError
+from lames_cube.errors import InvalidGridError, SimulatedCrash, UnknownBandError
 from lames_cube.ml import (
     CubeWindowDataset,
     DatasetSelectionError,
@@ -25,6 +25,7 @@ from lames_cube.ml import (
 )
 from lames_cube.patches import patch_table
 from lames_cube.patchset import PatchSource, open_patch_set, write_patch_set
+from lames_cube.testing.crash import crash_after
 
 BANDS = ["B02", "B03", "B04", "B08"]
 
@@ -201,9 +202,9 @@ def test_dataloader_with_two_workers_yields_what_one_process_yields(patch_set):
 def test_incomplete_patch_set_is_refused(tmp_path):
     g = grid(32, 32)
     store = tmp_path / "p.zarr"
-    with pytest.raises(io._SimulatedCrash):
+    with pytest.raises(SimulatedCrash), crash_after(1):
         write_patch_set(PatchSource(make_cube(g), patch_table(g, size=16)), store, block=2,
-                        progress=False, _fail_after=1)
+                        progress=False)
     with pytest.raises(io.IncompleteStoreError, match="1 of 2 blocks are missing"):
         PatchDataset(store)
 

@@ -128,8 +128,9 @@ def test_editable_install_reads_the_recipes_in_the_checkout():
     import lames_cube
     from lames_cube.recipes.cubes import CUBES_DIR, list_recipes
 
-    if not Path(lames_cube.__file__).resolve().is_relative_to(ROOT):
-        pytest.skip("lames_cube is not the editable install of this checkout")
+    assert Path(lames_cube.__file__).resolve().is_relative_to(ROOT), (
+        f"lames_cube is imported from {lames_cube.__file__}, not from this checkout ({ROOT}): "
+        "run the tests with the editable install of this checkout (pip install -e .)")
     assert CUBES_DIR.resolve() == ROOT / "cubes"
     assert list_recipes() == _shipped_recipes()
 

@@ -15,7 +15,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 
 from lames_cube import io
-from lames_cube.errors import InvalidGridError, InvalidQueryError
+from lames_cube.errors import InvalidGridError, InvalidQueryError, SimulatedCrash
 from lames_cube.patches import extract_patches, patch_table
 from lames_cube.patchset import (
     PatchSetError,
@@ -28,6 +28,7 @@ from lames_cube.patchset import (
     write_patch_set,
 )
 from lames_cube.sampling import sample_blind
+from lames_cube.testing.crash import crash_after
 
 BANDS = ["B02", "B03", "B04"]
 
@@ -72,7 +73,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def block_records(store: Path) -> list[dict]:
-    return [r for r in io._Ledger(store).records() if r["event"] == "patchset_block"]
+    return [r for r in io.Ledger(store).records() if r["event"] == "patchset_block"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,8 +159,8 @@ def test_resume_after_a_crash_is_byte_identical_and_writes_only_missing_blocks(t
     whole = write_patch_set(sources, tmp_path / "whole.zarr", block=8, progress=False)
 
     store = tmp_path / "crashed.zarr"
-    with pytest.raises(io._SimulatedCrash):
-        write_patch_set(sources, store, block=8, progress=False, _fail_after=2)
+    with pytest.raises(SimulatedCrash), crash_after(2):
+        write_patch_set(sources, store, block=8, progress=False)
     with pytest.raises(io.IncompleteStoreError, match=r"4 of 6 blocks are missing .*mode='resume'"):
         open_patch_set(store)
     partial = open_patch_set(store, allow_incomplete=True)
@@ -167,8 +168,8 @@ def test_resume_after_a_crash_is_byte_identical_and_writes_only_missing_blocks(t
     first = {p: os.stat(p).st_mtime_ns for p in (store / "image" / "c").rglob("*") if p.is_file()}
     assert sorted(Path(p).parts[-4] for p in first) == ["0", "1"]
 
-    with pytest.raises(io._SimulatedCrash):  # a second crash during the resume
-        write_patch_set(sources, store, mode="resume", block=8, progress=False, _fail_after=1)
+    with pytest.raises(SimulatedCrash), crash_after(1):  # a second crash during the resume
+        write_patch_set(sources, store, mode="resume", block=8, progress=False)
     write_patch_set(sources, store, mode="resume", block=8, progress=False)
 
     blocks = [r["block"] for r in block_records(store)]
@@ -187,8 +188,8 @@ def test_resume_before_any_block_and_of_a_missing_store(tmp_path):
     sources = [PatchSource(make_cube(g), patch_table(g, size=16))]
     whole = write_patch_set(sources, tmp_path / "whole.zarr", block=4, progress=False)
     store = tmp_path / "p.zarr"
-    with pytest.raises(io._SimulatedCrash):
-        write_patch_set(sources, store, block=4, progress=False, _fail_after=0)
+    with pytest.raises(SimulatedCrash), crash_after(0):
+        write_patch_set(sources, store, block=4, progress=False)
     with pytest.raises(io.IncompleteStoreError, match="4 of 4 blocks are missing"):
         open_patch_set(store)
     write_patch_set(sources, store, mode="resume", block=4, progress=False)
@@ -202,8 +203,8 @@ def test_resume_with_other_sources_is_refused(tmp_path):
     g = grid(64, 64)
     cube, table = make_cube(g), with_split(patch_table(g, size=16))
     store = tmp_path / "p.zarr"
-    with pytest.raises(io._SimulatedCrash):
-        write_patch_set(PatchSource(cube, table), store, block=4, progress=False, _fail_after=1)
+    with pytest.raises(SimulatedCrash), crash_after(1):
+        write_patch_set(PatchSource(cube, table), store, block=4, progress=False)
     other = table.copy()
     other["split"] = "train"
     with pytest.raises(io.TemplateMismatchError, match="source 0: table column values differ"):
@@ -388,8 +389,8 @@ def test_resume_with_pixels_of_another_origin_is_refused(tmp_path):
     new = PatchSource((xr_zeros(g, dtype="uint16") + 500).expand_dims(band=["B04"]), table,
                       origin="a.zarr year=2022")
     store = tmp_path / "p.zarr"
-    with pytest.raises(Exception, match="simulated"):
-        write_patch_set([old], store, block=4, progress=False, _fail_after=2)
+    with pytest.raises(SimulatedCrash, match="simulated"), crash_after(2):
+        write_patch_set([old], store, block=4, progress=False)
     with pytest.raises(TemplateMismatchError, match="origin"):
         write_patch_set([new], store, mode="resume", block=4, progress=False)
     write_patch_set([old], store, mode="resume", block=4, progress=False)

@@ -226,7 +226,9 @@ def test_world_items_are_written_as_the_provider_writes_them(stac_dir, worlds, s
 def test_world_and_real_items_normalise_alike(stac_dir, worlds, style):
     """Same provider, canonical bands, CRS fields and offset rule for world and real items."""
     world = worlds[style]
-    for scene, raw in _world_items(world, style):
+    items = _world_items(world, style)
+    assert items, "precondition: the world has scenes"
+    for scene, raw in items:
         side = bool(scene.dn_offset)
         real = _real(stac_dir, REAL_SIDES[style][side])
         msg = f"{style}: {raw['id']} vs {real['id']}"

@@ -94,7 +94,7 @@ def test_search_sites(world, lames_dir):
 def test_results_are_normalised(world, world_pc):
     es = search(world, datetime="2022-01-01/2022-12-31")
     pc = search(world_pc, datetime="2022-01-01/2022-12-31")
-    assert len(es) == len(pc)
+    assert len(es) == len(pc) > 0
 
     def acquisition(item):  # PC's datetime is the datatake start: match on tile and solar day
         return item.properties["s2:mgrs_tile"], item.properties["lames:solar_day"]

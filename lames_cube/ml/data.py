@@ -293,7 +293,7 @@ class PatchDataset(_WindowDataset):
         from lames_cube.patchset import open_patch_set
 
         ds = open_patch_set(store)
-        path = io._as_path(store)
+        path = io.store_path(store)
         self.store = str(path)
         available = [str(b) for b in ds.band.values]
         self.bands, self._band_index = _band_index(bands, available, f"the patch set {self.store!r}")
@@ -473,10 +473,11 @@ class CubeWindowDataset(_WindowDataset):
         import xarray as xr
 
         from lames_cube.errors import InvalidGridError
-        from lames_cube.patches import _check_table, _geobox
+        from lames_cube.grid import geobox_of
+        from lames_cube.patches import check_table
 
         ds = io.open_store(cube_store)
-        path = io._as_path(cube_store)
+        path = io.store_path(cube_store)
         names = [str(n) for n in ds.data_vars]
         if variable is None:
             variable = names[0] if len(names) == 1 else "reflectance" if "reflectance" in names \
@@ -496,7 +497,7 @@ class CubeWindowDataset(_WindowDataset):
                 f"reads (band, y, x) or (time, band, y, x) cubes."
             )
         gbox = cube.odc.geobox
-        self.rows, self.cols, self.size = _check_table(table, gbox)
+        self.rows, self.cols, self.size = check_table(table, gbox)
         available = [str(b) for b in cube.band.values]
         self.bands, band_index = _band_index(bands, available, f"the store {str(path)!r}")
         step = np.diff(band_index)
@@ -536,7 +537,7 @@ class CubeWindowDataset(_WindowDataset):
             if not isinstance(labels, xr.DataArray) or labels.ndim != 2:
                 raise DatasetSelectionError("labels must be a (y, x) DataArray on the store's "
                                             "grid (lames_cube.rasterize(gdf, like=cube)).")
-            if _geobox(labels, "labels") != gbox:
+            if geobox_of(labels, "labels") != gbox:
                 raise InvalidGridError(
                     "the labels are not on the store's grid; rasterize them with like="
                     "io.open_cube(store) (lames_cube.rasterize(gdf, like=cube))."

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lames_cube.errors import NoPositivePixelsError
+from lames_cube.ml.baselines import predict_split
 
 __all__ = ["evaluate", "jsonable_scores", "predict_patches"]
 
@@ -55,7 +56,7 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
     from lames_cube.ml.checkpoint import check_bands, load_model
     from lames_cube.ml.data import PatchDataset
     from lames_cube.ml.models import ModelSpec, check_patch_size
-    from lames_cube.ml.training import _deterministic, resolve_device
+    from lames_cube.ml.training import deterministic, resolve_device
     from lames_cube.patchset import open_patch_set
 
     dev = resolve_device(device)
@@ -68,7 +69,7 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
                         stats=(meta["band_mean"], meta["band_std"]))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
     preds, probs, truths = [], [], []
-    with _deterministic(dev, threads), torch.no_grad():
+    with deterministic(dev, threads), torch.no_grad():
         for image, mask in tqdm(loader, desc=f"predict {split}", unit="batch",
                                 disable=not progress, leave=False):
             with torch.autocast(dev.type, enabled=dev.type == "cuda"):
@@ -109,7 +110,7 @@ def evaluate(checkpoint: str | os.PathLike[str], patches: str | os.PathLike[str]
     split
         The split to score (``"test"``; ``"validation"`` while developing).
     baselines
-        Name → a fitted baseline of :mod:`lames_cube.baselines` (scored on the same pixels).
+        Name → a fitted baseline of :mod:`lames_cube.ml.baselines` (scored on the same pixels).
     name
         The model's name in tables (default: ``U-Net (<encoder>)``).
     output
@@ -160,8 +161,6 @@ def evaluate(checkpoint: str | os.PathLike[str], patches: str | os.PathLike[str]
     name = name or f"U-Net ({meta['model']['encoder']})"
     predictions = {name: out["pred"]}
     for label, baseline in (baselines or {}).items():
-        from lames_cube.baselines import predict_split
-
         pred, truth = predict_split(baseline, patches, split=split)
         if not np.array_equal(truth, out["truth"]):  # pragma: no cover - same samples, same order
             raise RuntimeError("baseline truth differs from the model's truth")

@@ -283,7 +283,12 @@ def warm_up(checkpoint: str | os.PathLike[str], device: str = "auto",
 # --------------------------------------------------------------------------- one block
 def _valid(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """``(y, x)``: pixels with data (a band not nodata; in float cubes no band NaN)."""
-    valid = np.ones(block.shape[1:], bool) if nodata is None else (block != nodata).any(axis=0)
+    if nodata is None:
+        valid = np.ones(block.shape[1:], bool)
+    else:  # band by band: no (band, y, x) mask to reduce
+        valid = block[0] != nodata
+        for plane in block[1:]:
+            valid |= plane != nodata
     if np.issubdtype(block.dtype, np.floating):  # NaN in any band: no data, whatever nodata
         valid &= ~np.isnan(block).any(axis=0)
     return valid
@@ -291,11 +296,17 @@ def _valid(block: np.ndarray, nodata: float | None) -> np.ndarray:
 
 def _standardise_into(out: np.ndarray, block: np.ndarray, valid: np.ndarray, mean: np.ndarray,
                       std: np.ndarray) -> None:
-    """Write ``block`` ``(band, y, x)`` standardised into ``out`` ``(y, x, band)`` float32 in
-    one pass (channels last, as the model takes it); 0 (the band mean) where there is no data."""
-    np.subtract(block.transpose(1, 2, 0), mean, out=out, casting="unsafe")
-    out *= 1.0 / std
-    out *= valid[..., None]
+    """Write ``block`` ``(band, y, x)`` standardised into ``out`` ``(y, x, band)`` float32
+    (channels last, as the model takes it); 0 (the band mean) where there is no data. One pass
+    per band over its contiguous plane (a transposed read of the whole block was about 3x
+    slower)."""
+    scale = (1.0 / std).astype(np.float32)
+    for b in range(block.shape[0]):
+        plane = out[..., b]
+        np.subtract(block[b], mean[b], out=plane, casting="unsafe")
+        plane *= scale[b]
+    if not valid.all():
+        out *= valid[..., None]
     if np.issubdtype(block.dtype, np.floating):
         np.nan_to_num(out, copy=False)
 
@@ -419,8 +430,18 @@ def predict_array(block: np.ndarray, handle: ModelHandle, layout: WindowLayout, 
         mean_p = (total / weight.clamp_min(1e-12)).cpu().numpy()
         weight = weight.cpu().numpy()
     ok = core & (weight > 0)
-    cls[ok] = np.argmax(mean_p, axis=0).astype(np.uint8)[ok]
-    prob[ok] = np.clip(1.0 - mean_p[0], 0.0, 1.0)[ok]
+    # argmax over the few classes class by class (first maximum, as np.argmax): numpy's
+    # argmax along the leading axis of (class, y, x) was the slowest step after the model
+    cls[...] = 0
+    best = mean_p[0].copy()
+    for k in range(1, n_classes):
+        np.copyto(cls, np.uint8(k), where=mean_p[k] > best)
+        np.maximum(best, mean_p[k], out=best)
+    np.subtract(np.float32(1.0), mean_p[0], out=prob)
+    np.clip(prob, 0.0, 1.0, out=prob)
+    if not ok.all():
+        cls[~ok] = NODATA_CLASS
+        prob[~ok] = np.nan
     return cls, prob
 
 

@@ -45,8 +45,9 @@ from lames_cube._checks import check_seed
 from lames_cube.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
 from lames_cube.ml.jitter import JitterError, parse_jitter
 
-__all__ = ["DEFAULT_SEED", "check_settings", "class_counts", "lames_class_weights",
-           "make_scheduler", "require_every_class", "resolve_device", "task_classes", "train"]
+__all__ = ["DEFAULT_SEED", "check_settings", "class_counts", "deterministic",
+           "lames_class_weights", "make_scheduler", "require_every_class", "resolve_device",
+           "task_classes", "train"]
 
 #: The LAMES seed.
 DEFAULT_SEED = 1117
@@ -99,7 +100,7 @@ def class_counts(stores: Any, n_classes: int, *, split: str | Sequence[str] | No
     counts = np.zeros(n_classes, np.int64)
     for store in [stores] if isinstance(stores, str | os.PathLike) else list(stores):
         index = _selected(store, split)
-        masks = zarr.open_group(str(io._as_path(store)), mode="r", zarr_format=3)["mask"]
+        masks = zarr.open_group(str(io.store_path(store)), mode="r", zarr_format=3)["mask"]
         for start in range(0, index.size, block):
             part = np.asarray(masks.get_orthogonal_selection((index[start:start + block],)))
             c = np.bincount(part.ravel(), minlength=n_classes)
@@ -215,11 +216,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @contextlib.contextmanager
-def _deterministic(device: torch.device, threads: int | None) -> Iterator[None]:
-    """On the CPU: deterministic kernels and a fixed thread count; the caller's RNG state,
+def deterministic(device: torch.device, threads: int | None) -> Iterator[None]:
+    """A block of reproducible torch computation (training, evaluation).
+
+    On the CPU: deterministic kernels and a fixed thread count; the caller's RNG state,
     kernel mode and thread count are restored afterwards. On CUDA only the RNG is forked:
     deterministic mode would refuse ``nll_loss2d`` there (and mixed precision is not bitwise
-    reproducible anyway)."""
+    reproducible anyway).
+
+    Parameters
+    ----------
+    device
+        The device the block computes on (:func:`resolve_device`).
+    threads
+        CPU threads for the block (None: torch's current setting).
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with deterministic(torch.device("cpu"), 1):
+    ...     torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    (True, 1)
+    >>> torch.get_num_threads() == before
+    True
+    """
     was_det = torch.are_deterministic_algorithms_enabled()
     was_threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
@@ -554,7 +574,7 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
                 "n_validation": len(val_data), "train_pixels_per_class": counts.tolist(),
                 "weights": None if weights is None else str(weights)}
     start = time.perf_counter()
-    with _deterministic(dev, threads):
+    with deterministic(dev, threads):
         torch.manual_seed(seed)
         net = build_model(spec, weights=weights).to(dev)
         optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)

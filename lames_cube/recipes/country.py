@@ -74,12 +74,12 @@ def inference_source(recipe: Any, *, bands: Sequence[str], tile: int, halo: int,
     from shapely.ops import transform
 
     from lames_cube.ml.inference import halo_chunks
-    from lames_cube.recipes.pipeline import _area_geometry, tile_plan
+    from lames_cube.recipes.pipeline import area_geometry, tile_plan
 
     gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
     if str(source) == "world":
         world = _world(recipe, data_dir)
-        area = _area_geometry(recipe, data_dir)
+        area = area_geometry(recipe, data_dir)
         to_grid = Transformer.from_crs(4326, gbox.crs.to_wkt(), always_xy=True).transform
         region = transform(to_grid, area).buffer(buffer_m)
         active = shapely.union_all(table.geometry[table.active].values)

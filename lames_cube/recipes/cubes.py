@@ -44,20 +44,32 @@ Examples
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import difflib
-import math
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import field
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lames_cube._atomic import atomic_write_text
+from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, SCL_CLASSES
 from lames_cube.errors import (  # noqa: F401 (re-exported)
     InvalidBBoxError,
     InvalidQueryError,
@@ -65,6 +77,26 @@ from lames_cube.errors import (  # noqa: F401 (re-exported)
     RecipeError,
     RecipeNotFoundError,
     VectorFileError,
+)
+from lames_cube.recipes.schema import (
+    NO_VALUE,
+    Doc,
+    Ge,
+    Gt,
+    Int,
+    Le,
+    MinLen,
+    Mistake,
+    Number,
+    Section,
+    SiteId,
+    Text,
+    Written,
+    mistake_line,
+    read_yaml,
+    report,
+    settings,
+    validate,
 )
 
 if TYPE_CHECKING:
@@ -75,10 +107,14 @@ if TYPE_CHECKING:
 CUBES_DIR = Path(files("lames_cube.cubes"))
 
 AREA_KINDS = ("sites", "split", "bbox", "country", "geojson")
-SPLITS = ("all", "train", "test")
-COMPOSITE_METHODS = ("none", "median", "least_cloudy")
-COMPOSITE_PERIODS = ("all", "year")
-ENGINES = ("odc", "stackstac")
+Split = Literal["all", "train", "test"]
+CompositeMethod = Literal["none", "median", "least_cloudy"]
+CompositePeriod = Literal["all", "year"]
+Engine = Literal["odc", "stackstac"]
+#: Resampling of reflectance bands when the cube's grid differs from the assets'.
+Resampling = Literal["nearest", "bilinear", "cubic", "average"]
+SPLITS, COMPOSITE_METHODS, COMPOSITE_PERIODS, ENGINES, RESAMPLING = (
+    typing.get_args(t) for t in (Split, CompositeMethod, CompositePeriod, Engine, Resampling))
 #: Synthetic worlds a recipe can name as ``catalog: world:<name>``.
 WORLDS = ("demo",)
 DEFAULT_COLLECTIONS = ("sentinel-2-l2a",)
@@ -92,17 +128,31 @@ DEFAULT_BUFFER_M = 60.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: A date as written in a recipe (``YYYY-MM`` or ``YYYY-MM-DD``, maybe followed by a time).
 _DATE_RE = re.compile(r"^(\d{4})-(\d{1,2})(?:-(\d{1,2}))?(?:[T ].*)?$")
-_NO_VALUE = object()
 
 
-#: Resampling of reflectance bands when the cube's grid differs from the assets'.
-RESAMPLING = ("nearest", "bilinear", "cubic", "average")
+# --------------------------------------------------------------------------- the schema
+# Every section is a frozen pydantic dataclass (lames_cube.recipes.schema): pydantic checks the
+# types, ranges, choices and keys; the validators below check what it cannot know.
+def _listed(value: Any) -> Any:
+    """One item may be written without brackets (``sites: 817``)."""
+    return [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
 
 
+def _base_dir(info: ValidationInfo) -> Path:
+    """The folder of relative input paths: the recipe file's (or the current directory)."""
+    return Path((info.context or {}).get("base_dir") or Path.cwd())
 
-# --------------------------------------------------------------------------- dataclasses
-@dataclass(frozen=True)
-class Area:
+
+def _multiple(value: int, patch: int, key: str) -> Mistake:
+    lower, upper = value // patch * patch, (value // patch + 1) * patch
+    return Mistake(f"is not a multiple of grid.patch_size={patch}",
+                   f"a multiple of {patch} (patches must tile it exactly)",
+                   f"use {f'{lower} or {upper}' if lower else upper}, or change grid.patch_size",
+                   key=key, value=value)
+
+
+@settings
+class Area(Section):
     """Where to search: one kind of area and its value.
 
     ``kind`` is one of :data:`AREA_KINDS`; ``value`` is a tuple of site ids (``sites``), a split
@@ -114,13 +164,94 @@ class Area:
     value: Any
 
 
-@dataclass(frozen=True)
-class Period:
+_AREA_EXAMPLE = "{split: all}, {sites: ['817']}, {bbox: [w, s, e, n]}, {country: Chile}"
+
+
+@settings
+class _AreaKeys(Section):
+    """An area as a recipe writes it (``area: {bbox: [w, s, e, n]}``): one of these keys."""
+
+    sites: Annotated[tuple[SiteId, ...], MinLen(1), BeforeValidator(_listed),
+                     Doc("['817', '2203']")] | None = None
+    split: Split | None = None
+    bbox: Any = None
+    country: Annotated[Text, Doc("Chile")] | None = None
+    geojson: Annotated[Text, Doc("outline.geojson")] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _AreaKeys:
+        given = {k: getattr(self, k) for k in AREA_KINDS if getattr(self, k) is not None}
+        if len(given) != 1:
+            raise Mistake(f"gives {len(given)} kinds of area at once ({', '.join(given)})"
+                          if given else "gives no area", f"exactly one of {', '.join(AREA_KINDS)}",
+                          "keep one of them" if given else f"add one, e.g. {_AREA_EXAMPLE}",
+                          value=given)
+        return self
+
+    def area(self) -> Area:
+        """The :class:`Area` of the one key given."""
+        return next(Area(k, getattr(self, k)) for k in AREA_KINDS if getattr(self, k) is not None)
+
+    @staticmethod
+    def written(area: Any) -> Any:
+        """An :class:`Area` as a recipe writes it (``{kind: value}``)."""
+        return {area.kind: area.value} if isinstance(area, Area) else area
+
+    @field_validator("sites")
+    @classmethod
+    def _once(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(ids)) != len(ids):
+            raise Mistake(f"repeats site ids {sorted({s for s in ids if ids.count(s) > 1})}",
+                          "each site once", "remove the repeats")
+        return ids
+
+    @field_validator("bbox")
+    @classmethod
+    def _box(cls, value: Any) -> tuple[float, float, float, float]:
+        from lames_cube.search import check_bbox
+
+        try:
+            return check_bbox(value)
+        except InvalidBBoxError as exc:
+            raise Mistake("is not a valid box", "[west, south, east, north] in degrees, west < "
+                          "east, south < north", str(exc).rstrip(".")) from None
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, name: str) -> str:
+        names = country_names()
+        if (names is not None and name.casefold() not in {n.casefold() for n in names}
+                and name.casefold() not in _iso_codes()):
+            raise _unknown_country(name, names)
+        return name
+
+    @field_validator("geojson")
+    @classmethod
+    def _geojson(cls, text: str, info: ValidationInfo) -> str:
+        from lames_cube._vector import DEFAULT_FIX, geojson_problem
+
+        path = _base_dir(info) / Path(text).expanduser()
+        if not path.is_file():
+            raise Mistake(f"does not exist (looked for {path.resolve()})", "a GeoJSON file; "
+                          "relative paths are relative to the recipe's folder",
+                          "fix the path or create the file")
+        problem = geojson_problem(path)
+        if problem:
+            raise Mistake(f"is not a readable GeoJSON file ({path.resolve()}): {problem}",
+                          "a GeoJSON FeatureCollection of polygons", DEFAULT_FIX)
+        return str(path.resolve())
+
+
+_DATES = "a date YYYY-MM-DD, YYYY-MM or a year"
+
+
+@settings
+class Period(Section):
     """The period: ``start`` and ``end``, or one ``datetime`` interval (strings as written)."""
 
-    start: str | None = None
-    end: str | None = None
-    datetime: str | None = None
+    start: Annotated[str, Doc("2021-01-01", allowed=_DATES)] | None = None
+    end: Annotated[str, Doc("2022-12-31", allowed=_DATES)] | None = None
+    datetime: Annotated[Text, Doc("'2021-01-01/2022-12-31'")] | None = None
 
     @property
     def interval(self) -> str:
@@ -131,17 +262,88 @@ class Period:
             return check_datetime(self.datetime)
         return check_datetime((self.start, self.end))
 
+    @field_validator("start", "end", "datetime", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dt.date | int) and not isinstance(value, bool):
+            return value.isoformat() if isinstance(value, dt.date) else str(value)
+        if info.field_name == "datetime" or (isinstance(value, str) and value.strip()):
+            return value
+        raise Mistake("is not a date", fix=f"write e.g. {info.field_name}: 2021-01-01")
 
-@dataclass(frozen=True)
-class Grid:
+    @field_validator("start", "end")
+    @classmethod
+    def _date(cls, text: str, info: ValidationInfo) -> str:
+        from lames_cube.search import check_datetime
+
+        text, key = text.strip(), info.field_name
+        impossible = _calendar_problem(text)
+        if impossible:
+            raise Mistake(f"is not a calendar date: {impossible[0]}",
+                          "a real date YYYY-MM-DD, YYYY-MM or a year",
+                          f"write e.g. {key}: {impossible[1]}", value=text)
+        try:
+            check_datetime(text)
+        except InvalidQueryError:
+            raise Mistake("is not a date", fix=f"write e.g. {key}: 2021-01-01") from None
+        start = info.data.get("start")
+        if key == "end" and start is not None and _bound(start, 0) > _bound(text, 1):
+            raise Mistake(f"is after period.end={text!r}: the period starts after it ends",
+                          "start <= end", "swap period.start and period.end", key="start",
+                          value=start)
+        return text
+
+    @field_validator("datetime")
+    @classmethod
+    def _interval(cls, text: str) -> str:
+        from lames_cube.search import check_datetime
+
+        parts = text.split("/")
+        impossible = {part: found for part in parts if (found := _calendar_problem(part))}
+        if impossible:
+            fixed = "/".join(impossible[p][1] if p in impossible else p for p in parts)
+            raise Mistake("is not a calendar period: " + "; ".join(
+                f"{part}: {why}" for part, (why, _) in impossible.items()),
+                "real dates 'YYYY-MM-DD', 'YYYY-MM' or 'YYYY', as 'start/end'",
+                f"write e.g. datetime: '{fixed}'")
+        try:
+            check_datetime(text)
+        except InvalidQueryError as exc:
+            raise Mistake("is not a valid period", "'YYYY', 'YYYY-MM', 'YYYY-MM-DD' or "
+                          "'start/end' (RFC 3339)", str(exc).rstrip(".")) from None
+        return text
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Period:
+        example = "add it, e.g. period: {start: 2021-01-01, end: 2022-12-31}"
+        if self.datetime is not None and (self.start, self.end) != (None, None):
+            raise Mistake("gives both datetime and start/end", "either start and end, or "
+                          "datetime", "keep one form", value=dataclasses.asdict(self))
+        for key in ("start", "end") if self.datetime is None else ():
+            if getattr(self, key) is None:
+                raise Mistake("is missing (required)", "start and end dates, or datetime",
+                              example, key=f"period.{key}", value=NO_VALUE)
+        return self
+
+
+def _bound(text: str, end: int) -> str:
+    from lames_cube.search import check_datetime
+
+    return check_datetime(text).split("/")[end]
+
+
+@settings
+class Grid(Section):
     """The output grid: CRS (or ``"utm"``), pixel size, reflectance resampling, tile and patch
     sizes."""
 
-    crs: str
-    resolution: float
-    resampling: str = "bilinear"
-    tile_size: int = 2304
-    patch_size: int = 256
+    crs: Annotated[Text, Doc("EPSG:32719")]
+    resolution: Annotated[Number, Gt(0), Doc(10, unit="m")]
+    resampling: Annotated[Resampling, Doc(
+        noun="resampling method",
+        fix="write e.g. resampling: bilinear (SCL is always resampled nearest)")] = "bilinear"
+    tile_size: Annotated[Int, Ge(1), Doc(2304)] = 2304
+    patch_size: Annotated[Int, Ge(1), Doc(256)] = 256
 
     @property
     def is_utm(self) -> bool:
@@ -164,17 +366,55 @@ class Grid:
 
         return f"EPSG:{utm_epsg(lon, lat)}"
 
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, crs: str) -> str:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
 
-@dataclass(frozen=True)
-class Clouds:
+        if crs.lower() == "utm":
+            return "utm"
+        try:
+            parsed = CRS.from_user_input(crs)
+        except CRSError:
+            raise Mistake("is not a CRS that pyproj knows", "'utm' or a projected CRS such as "
+                          "'EPSG:32719'", "write e.g. crs: EPSG:32719") from None
+        if not parsed.is_projected or not {a.unit_name for a in parsed.axis_info} <= {"metre",
+                                                                                       "meter"}:
+            raise Mistake("is not a projected CRS in metres", "'utm' or a projected CRS in "
+                          "metres such as 'EPSG:32719'",
+                          "use 'utm' (the UTM zone of each area) or an EPSG code in metres")
+        return crs
+
+    @field_validator("patch_size")
+    @classmethod
+    def _tiles_whole(cls, patch: int, info: ValidationInfo) -> int:
+        tile = info.data.get("tile_size")
+        if tile is not None and tile % patch:
+            raise _multiple(tile, patch, "tile_size")
+        return patch
+
+
+def _scl_class(value: int) -> int:
+    if value not in SCL_CLASSES:
+        raise Mistake("is not an SCL class")
+    return value
+
+
+@settings
+class Clouds(Section):
     """Scene-level limits and the per-pixel SCL mask."""
 
-    max_cloud: float | None = None
-    max_nodata: float | None = None
-    mask: tuple[int, ...] = DEFAULT_MASK
-    snow: bool = False
-    saturated: bool = True
-    buffer_m: float = DEFAULT_BUFFER_M
+    max_cloud: Annotated[Number, Ge(0), Le(100), Doc(20, unit="%")] | None = None
+    max_nodata: Annotated[Number, Ge(0), Le(100), Doc(20, unit="%")] | None = None
+    mask: Annotated[tuple[Annotated[Int, AfterValidator(_scl_class), Doc(
+        allowed=", ".join(f"{k} {v}" for k, v in SCL_CLASSES.items()),
+        fix="use SCL class numbers, e.g. [3, 8, 9, 10]")], ...],
+        AfterValidator(lambda mask: tuple(sorted(set(mask)))),
+        Doc("[3, 8, 9, 10]", allowed="a list of SCL classes (may be empty)")] = DEFAULT_MASK
+    snow: Annotated[bool, Strict()] = False
+    saturated: Annotated[bool, Strict()] = True
+    buffer_m: Annotated[Number, Ge(0), Doc(int(DEFAULT_BUFFER_M), unit="m")] = DEFAULT_BUFFER_M
 
     @property
     def mask_classes(self) -> tuple[int, ...]:
@@ -183,49 +423,126 @@ class Clouds:
         return tuple(sorted({*self.mask, *extra}))
 
 
-@dataclass(frozen=True)
-class Composite:
+@settings
+class Composite(Section):
     """How scenes are combined: ``method`` over each ``period``."""
 
-    method: str = "none"
-    period: str = "all"
+    method: CompositeMethod = "none"
+    period: CompositePeriod = "all"
+
+    @field_validator("period")
+    @classmethod
+    def _needs_method(cls, period: str, info: ValidationInfo) -> str:
+        if info.data.get("method") == "none" and period != "all":
+            raise Mistake("needs a composite method (method is none: every scene is kept)",
+                          "period: all with method: none",
+                          "set composite.method to median or least_cloudy, or drop period")
+        return period
 
 
-@dataclass(frozen=True)
-class Chunks:
+@settings
+class Chunks(Section):
     """Dask/Zarr chunk sizes: ``y`` and ``x`` in pixels, ``time`` in scenes (or composites)."""
 
-    y: int
-    x: int
-    time: int = 1
+    y: Annotated[Int, Ge(1), Doc(512)]
+    x: Annotated[Int, Ge(1), Doc(512)]
+    time: Annotated[Int, Ge(1), Doc(1)] = 1
 
     def as_dict(self) -> dict[str, int]:
         """``{"time": ..., "y": ..., "x": ...}`` for xarray/dask."""
         return {"time": self.time, "y": self.y, "x": self.x}
 
 
-@dataclass(frozen=True)
-class Recipe:
+def _band(band: str) -> str:
+    if band not in BAND_BY_NAME:
+        alias = ASSET_KEY_TO_BAND.get(band) or ASSET_KEY_TO_BAND.get(band.lower())
+        close = difflib.get_close_matches(band.upper(), list(BAND_BY_NAME), n=1)
+        raise Mistake("is an unknown band", fix=(
+            f"write the canonical name {alias!r} (provider key {band!r})" if alias in BAND_BY_NAME
+            else f"did you mean {close[0]!r}?" if close else "use canonical Sentinel-2 band names"))
+    return band
+
+
+@settings
+class Recipe(Section):
     """A validated cube recipe (see the module docstring for the schema).
 
     Build one with :func:`load_recipe` (a file) or :meth:`from_dict` (a mapping); both validate.
     ``source`` is the file it came from and takes no part in comparisons.
     """
 
-    name: str
-    catalog: str
-    area: Area
-    period: Period
-    bands: tuple[str, ...]
-    grid: Grid
-    description: str = ""
-    collections: tuple[str, ...] = DEFAULT_COLLECTIONS
-    clouds: Clouds = field(default_factory=Clouds)
-    composite: Composite = field(default_factory=Composite)
-    chunks: Chunks | None = None
-    output: str | None = None
-    engine: str = "odc"
+    _INTERNAL: ClassVar[tuple[str, ...]] = ("source",)
+
+    name: Annotated[Text, Doc("my-cube")]
+    catalog: Annotated[Text, Doc("https://earth-search.aws.element84.com/v1")]
+    area: Annotated[Area, Written(_AreaKeys, _AreaKeys.area, _AreaKeys.written),
+                    Doc(_AREA_EXAMPLE)]
+    period: Annotated[Period, Doc("{start: 2021-01-01, end: 2022-12-31}")]
+    bands: Annotated[tuple[Annotated[Text, AfterValidator(_band), Doc(
+        allowed=", ".join(BAND_BY_NAME), fix="quote band names as strings, e.g. B04")], ...],
+        MinLen(1), Doc("[B04, B03, B02, SCL]")]
+    grid: Annotated[Grid, Doc("{crs: utm, resolution: 10}")]
+    description: Annotated[str, Strict()] = ""
+    collections: Annotated[tuple[Annotated[Text, Doc("sentinel-2-l2a")], ...], MinLen(1),
+                           BeforeValidator(_listed), Doc("[sentinel-2-l2a]")] = DEFAULT_COLLECTIONS
+    clouds: Annotated[Clouds, Doc("{max_cloud: 15}")] = field(default_factory=Clouds)
+    composite: Annotated[Composite, Doc("{method: median, period: year}")] = field(
+        default_factory=Composite)
+    chunks: Annotated[Chunks | None, Doc("512 or {y: 512, x: 512}")] = Field(
+        default=None, validate_default=True)
+    output: Annotated[Text, Doc("cubes-out/my-cube.zarr")] | None = None
+    engine: Engine = "odc"
     source: Path | None = field(default=None, compare=False, repr=False)
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise Mistake("has characters that do not fit a file name", "letters, digits, '.', "
+                          "'_' and '-', starting with a letter or digit", "use e.g. "
+                          f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-._') or 'my-cube'!r}")
+        return name
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog(cls, text: str, info: ValidationInfo) -> str:
+        kind = _catalog_kind(text)
+        if kind == "world" and text.split(":", 1)[1] not in WORLDS:
+            raise Mistake("names an unknown synthetic world",
+                          ", ".join(f"world:{w}" for w in WORLDS),
+                          "use world:demo, a STAC API URL or the path of a world directory")
+        if kind == "path":
+            path = Path(text).expanduser()
+            return str(path if path.is_absolute() else (_base_dir(info) / path).resolve())
+        return text.rstrip("/") if kind == "api" else text
+
+    @field_validator("bands")
+    @classmethod
+    def _once(cls, bands: tuple[str, ...]) -> tuple[str, ...]:
+        for i, band in enumerate(bands):
+            if band in bands[:i]:
+                raise Mistake("is listed twice", "each band once", "remove the repeat",
+                              key=f"bands[{i}]", value=band)
+        return bands
+
+    @field_validator("chunks", mode="wrap")
+    @classmethod
+    def _chunks(cls, value: Any, handler: Any, info: ValidationInfo) -> Chunks:
+        """Default ``4 * patch_size``; an integer means ``y = x``; ``y`` and ``x`` are
+        multiples of ``grid.patch_size``."""
+        patch = info.data["grid"].patch_size if "grid" in info.data else None
+        shorthand = type(value) is int and value >= 1
+        value = {"y": value, "x": value} if shorthand else {} if value is None else value
+        if isinstance(value, Mapping):
+            default = 4 * (patch or Grid.__dataclass_fields__["patch_size"].default)
+            value = {"y": default, "x": default,
+                     **{k: v for k, v in value.items() if v is not None}}
+        chunks = handler(value)
+        for key in ("y", "x") if patch else ():
+            if getattr(chunks, key) % patch:
+                raise _multiple(getattr(chunks, key), patch,
+                                "chunks" if shorthand else f"chunks.{key}")
+        return chunks
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -246,11 +563,12 @@ class Recipe:
         Raises
         ------
         RecipeError
-            Any key, type, range or consistency problem.
+            Every key, type, range or consistency problem, all in one message.
         """
         src = Path(source) if source is not None else None
         base = src.parent if src is not None else Path(base_dir or Path.cwd())
-        return _Validator(src, base.resolve()).recipe(data)
+        return validate(cls, data, error=RecipeError, where=str(src or "recipe"),
+                        context={"base_dir": base.resolve(), "source": src})
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict:
@@ -410,36 +728,6 @@ def _catalog_kind(catalog: str) -> str:
 
 
 # --------------------------------------------------------------------------- loading
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode):
-    """A YAML date, or the text as written when it names no calendar day (``2021-02-30``): PyYAML
-    would raise a bare ``ValueError``; the validator reports it with the key and a fix."""
-    try:
-        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
-    except ValueError:
-        return loader.construct_scalar(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
-
-
 def _calendar_problem(text: str) -> tuple[str, str] | None:
     """``(what is wrong, a real date to write instead)`` when ``text`` looks like a date
     (``YYYY-MM[-DD]``) but names no calendar month or day; None otherwise.
@@ -511,6 +799,30 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     )
 
 
+def replace_recipe(recipe: Recipe, *, where: str = "the changed recipe", **changes: Any) -> Recipe:
+    """A copy of ``recipe`` with ``changes`` (top-level keys), checked like a recipe file.
+
+    Raises
+    ------
+    RecipeError
+        A changed value that a recipe file could not hold; ``where`` starts the message
+        (e.g. ``"--catalog"``).
+
+    Examples
+    --------
+    >>> replace_recipe(load_recipe("demo"), catalog="world:demo").catalog
+    'world:demo'
+    >>> replace_recipe(load_recipe("demo"), where="--catalog", catalog="world:moon")
+    Traceback (most recent call last):
+    ...
+    lames_cube.errors.RecipeError: --catalog: catalog='world:moon' names an unknown synthetic world. ...
+    """
+    try:
+        return dataclasses.replace(recipe, **changes)
+    except ValidationError as exc:
+        raise RecipeError(report(exc, Recipe, where)) from None
+
+
 def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     """Read and validate a cube recipe.
 
@@ -538,13 +850,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     (Area(kind='split', value='all'), ('B04', 'B03', 'B02', 'SCL'))
     """
     path = recipe_path(name_or_path)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise RecipeError(
-            f"{path}: not valid YAML: {exc}. Fix: correct the syntax at the line shown."
-        ) from None
-    return Recipe.from_dict(data, source=path.resolve())
+    return Recipe.from_dict(read_yaml(path, RecipeError), source=path.resolve())
 
 
 def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
@@ -637,18 +943,17 @@ def country_geometry(name: str, *, where: str = "country") -> dict:
     rows = table[(table["name"].str.casefold() == wanted)
                  | (table.get("iso_a3", table["name"]).astype(str).str.casefold() == wanted)]
     if rows.empty:
-        raise RecipeError(_unknown_country(where, name, list(table["name"])))
+        raise RecipeError(mistake_line(_unknown_country(name, list(table["name"])), where, name))
     return shapely.geometry.mapping(shapely.union_all(rows.geometry.values))
 
 
-def _unknown_country(where: str, name: str, names: list[str]) -> str:
+def _unknown_country(name: str, names: list[str]) -> Mistake:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     close += [n for n in names if n.casefold().startswith(name.casefold()[:3])][:3]
     hint = f"did you mean {', '.join(repr(c) for c in dict.fromkeys(close))}?" if close else (
         "use a name as Natural Earth spells it (e.g. 'Chile', 'Ghana') or an ISO A3 code.")
-    return (f"{where}={name!r} is not a country of the Natural Earth 1:110m outlines. Allowed: one "
-            f"of {len(names)} names such as {', '.join(sorted(names)[:5])}, or an ISO A3 code. "
-            f"Fix: {hint}")
+    return Mistake("is not a country of the Natural Earth 1:110m outlines", f"one of {len(names)} "
+                   f"names such as {', '.join(sorted(names)[:5])}, or an ISO A3 code", hint)
 
 
 def _geojson_geometry(path: str, *, where: str) -> dict:
@@ -672,453 +977,6 @@ def _geojson_geometry(path: str, *, where: str) -> dict:
     if geom is None or geom.is_empty:
         raise RecipeError(f"{where}={path!r} holds no geometry. Fix: give a file with polygons.")
     return shapely.geometry.mapping(geom)
-
-
-# --------------------------------------------------------------------------- validation
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-class _Validator:
-    """Checks a recipe mapping key by key; every failure names file, key, value and fix."""
-
-    def __init__(self, source: Path | None, base_dir: Path) -> None:
-        self.source = source
-        self.where = str(source) if source is not None else "recipe"
-        self.base_dir = base_dir
-
-    # ---------------------------------------------------------------- primitives
-    @staticmethod
-    def problem(key: str, value: Any, problem: str, allowed: str, fix: str) -> str:
-        """One mistake: key, value, what is wrong, what is allowed and the fix."""
-        shown = "" if value is _NO_VALUE else f"={_show(value)}"
-        end = "" if fix.endswith((".", "?", "!")) else "."
-        return f"{key}{shown} {problem}. Allowed: {allowed}. Fix: {fix}{end}"
-
-    def fail(self, key: str, value: Any, problem: str, allowed: str, fix: str) -> RecipeError:
-        return RecipeError(f"{self.where}: {self.problem(key, value, problem, allowed, fix)}")
-
-    def fail_all(self, section: str, problems: list[str]) -> RecipeError:
-        """Every mistake of one section at once (one mistake reads as :meth:`fail`)."""
-        if len(problems) == 1:
-            return RecipeError(f"{self.where}: {problems[0]}")
-        return RecipeError(f"{self.where}: {section} has {len(problems)} problem(s):\n  - "
-                           + "\n  - ".join(problems))
-
-    def mapping(self, value: Any, key: str, known: Iterable[str], required: Iterable[str] = (),
-                example: str = "") -> dict:
-        label = key or "the recipe"
-        if not isinstance(value, Mapping):
-            raise self.fail(key or "(top level)", value, f"is a {type(value).__name__}, not a mapping",
-                            f"a mapping with keys {', '.join(known)}",
-                            f"write {label} as 'key: value' lines" + (f", e.g. {example}" if example else ""))
-        known = list(known)
-        for k in value:
-            if not isinstance(k, str) or k not in known:
-                path = f"{key}.{k}" if key else str(k)
-                close = difflib.get_close_matches(str(k), known, n=1)
-                fix = (f"did you mean '{(key + '.') if key else ''}{close[0]}'?" if close
-                       else "remove it or rename it to a known key")
-                raise self.fail(path, value[k], "is an unknown key",
-                                f"keys in {label}: {', '.join(known)}", fix)
-        for k in required:
-            if k not in value or value[k] is None:
-                path = f"{key}.{k}" if key else k
-                raise self.fail(path, _NO_VALUE, "is missing (required)",
-                                f"keys in {label}: {', '.join(known)}",
-                                f"add '{path}'" + (f", e.g. {example}" if example else ""))
-        return dict(value)
-
-    def string(self, value: Any, key: str, example: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, value, f"is a {type(value).__name__}, not a non-empty string",
-                            "a string", f"write e.g. {key.rsplit('.', 1)[-1]}: {example}")
-        return value.strip()
-
-    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
-        if not isinstance(value, str) or value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            fix = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
-            raise self.fail(key, value, "is not a known choice", " | ".join(choices), fix)
-        return value
-
-    def boolean(self, value: Any, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(key, value, f"is a {type(value).__name__}, not a boolean",
-                            "true or false", f"write {key.rsplit('.', 1)[-1]}: true or false")
-        return value
-
-    def number(self, value: Any, key: str, *, low: float | None = None, high: float | None = None,
-               low_open: bool = False, unit: str = "", example: Any = 10) -> float:
-        rng = _range_text(low, high, low_open, unit)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(key, value, f"is a {type(value).__name__}, not a finite number",
-                            rng, f"write e.g. {key.rsplit('.', 1)[-1]}: {example}")
-        if ((low is not None and (value < low or (low_open and value == low)))
-                or (high is not None and value > high)):
-            raise self.fail(key, value, "is out of range", rng,
-                            f"set {key} within that range, e.g. {example}")
-        return value
-
-    def integer(self, value: Any, key: str, *, low: int = 1, example: int = 256) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, value, f"is a {type(value).__name__}, not an integer",
-                            f"an integer >= {low}", f"write e.g. {key.rsplit('.', 1)[-1]}: {example}")
-        if value < low:
-            raise self.fail(key, value, "is out of range", f"an integer >= {low}",
-                            f"set {key} to e.g. {example}")
-        return value
-
-    def sequence(self, value: Any, key: str, example: str, *, allow_scalar: bool = False) -> list:
-        if allow_scalar and isinstance(value, (str, int)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, value, "is not a non-empty list", "a YAML list",
-                            f"write e.g. {key.rsplit('.', 1)[-1]}: {example}")
-        return value
-
-    def multiple(self, value: int, key: str, patch: int) -> None:
-        if value % patch:
-            lower, upper = value // patch * patch, (value // patch + 1) * patch
-            near = f"{lower} or {upper}" if lower else str(upper)
-            raise self.fail(key, value, f"is not a multiple of grid.patch_size={patch}",
-                            f"a multiple of {patch} (patches must tile it exactly)",
-                            f"use {near}, or change grid.patch_size")
-
-    # ---------------------------------------------------------------- sections
-    def recipe(self, data: Any) -> Recipe:
-        known = ("name", "description", "catalog", "collections", "area", "period", "bands",
-                 "grid", "clouds", "composite", "chunks", "output", "engine")
-        data = self.mapping(data, "", known, ("name", "catalog", "area", "period", "bands", "grid"),
-                            example="see cubes/demo.yaml")
-        name = self.string(data["name"], "name", "my-cube")
-        if not _NAME_RE.match(name):
-            raise self.fail("name", name, "has characters that do not fit a file name",
-                            "letters, digits, '.', '_' and '-', starting with a letter or digit",
-                            f"use e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-._') or 'my-cube'!r}")
-        description = data.get("description")
-        description = "" if description is None else self.string(description, "description", "'...'")
-        grid = self.grid(data["grid"])
-        collections = data.get("collections")
-        if collections is None:
-            collections = DEFAULT_COLLECTIONS
-        else:
-            items = self.sequence(collections, "collections", "[sentinel-2-l2a]", allow_scalar=True)
-            collections = tuple(self.string(c, f"collections[{i}]", "sentinel-2-l2a")
-                                for i, c in enumerate(items))
-        engine = data.get("engine")
-        return Recipe(
-            name=name,
-            description=description,
-            catalog=self.catalog(data["catalog"]),
-            collections=collections,
-            area=self.area(data["area"]),
-            period=self.period(data["period"]),
-            bands=self.bands(data["bands"]),
-            grid=grid,
-            clouds=self.clouds(data.get("clouds")),
-            composite=self.composite(data.get("composite")),
-            chunks=self.chunks(data.get("chunks"), grid.patch_size),
-            output=(None if data.get("output") is None
-                    else self.string(data["output"], "output", "cubes-out/my-cube.zarr")),
-            engine="odc" if engine is None else self.choice(engine, "engine", ENGINES),
-            source=self.source,
-        )
-
-    def catalog(self, value: Any) -> str:
-        text = self.string(value, "catalog", "https://earth-search.aws.element84.com/v1")
-        kind = _catalog_kind(text)
-        if kind == "world":
-            world = text.split(":", 1)[1]
-            if world not in WORLDS:
-                raise self.fail("catalog", text, "names an unknown synthetic world",
-                                ", ".join(f"world:{w}" for w in WORLDS),
-                                "use world:demo, a STAC API URL or the path of a world directory")
-            return text
-        if kind == "api":
-            return text.rstrip("/")
-        path = Path(text).expanduser()
-        return str(path if path.is_absolute() else (self.base_dir / path).resolve())
-
-    def area(self, value: Any) -> Area:
-        example = "{split: all}, {sites: ['817']}, {bbox: [w, s, e, n]}, {country: Chile}"
-        data = self.mapping(value, "area", AREA_KINDS, example=example)
-        given = [k for k in AREA_KINDS if k in data]
-        if len(given) != 1:
-            problem = ("gives no area" if not given
-                       else f"gives {len(given)} kinds of area at once ({', '.join(given)})")
-            raise self.fail("area", value, problem, f"exactly one of {', '.join(AREA_KINDS)}",
-                            "keep one of them" if given else f"add one, e.g. {example}")
-        kind = given[0]
-        key = f"area.{kind}"
-        raw = data[kind]
-        if kind == "sites":
-            ids = self.sequence(raw, key, "['817', '2203']", allow_scalar=True)
-            out = []
-            for i, s in enumerate(ids):
-                if isinstance(s, bool) or not isinstance(s, (str, int)) or not str(s).strip():
-                    raise self.fail(f"{key}[{i}]", s, "is not a site id", "LAMES site ids as "
-                                    "strings or integers", "write e.g. sites: ['817', '2203']")
-                out.append(str(s).strip())
-            if len(set(out)) != len(out):
-                dup = sorted({s for s in out if out.count(s) > 1})
-                raise self.fail(key, raw, f"repeats site ids {dup}", "each site once",
-                                "remove the repeats")
-            return Area("sites", tuple(out))
-        if kind == "split":
-            return Area("split", self.choice(raw, key, SPLITS))
-        if kind == "bbox":
-            from lames_cube.search import check_bbox
-
-            try:
-                return Area("bbox", check_bbox(raw))
-            except InvalidBBoxError as exc:
-                raise self.fail(key, raw, "is not a valid box", "[west, south, east, north] in "
-                                "degrees, west < east, south < north", str(exc).rstrip(".")) from None
-        if kind == "country":
-            name = self.string(raw, key, "Chile")
-            names = country_names()
-            if names is not None and name.casefold() not in {n.casefold() for n in names}:
-                codes = _iso_codes()
-                if name.casefold() not in codes:
-                    raise RecipeError(_unknown_country(f"{self.where}: {key}", name, names))
-            return Area("country", name)
-        text = self.string(raw, key, "outline.geojson")
-        path = Path(text).expanduser()
-        path = path if path.is_absolute() else self.base_dir / path
-        if not path.is_file():
-            raise self.fail(key, text, f"does not exist (looked for {path.resolve()})",
-                            "a GeoJSON file; relative paths are relative to the recipe's folder",
-                            "fix the path or create the file")
-        from lames_cube._vector import DEFAULT_FIX, geojson_problem
-
-        problem = geojson_problem(path)
-        if problem:
-            raise self.fail(key, text, f"is not a readable GeoJSON file ({path.resolve()}): "
-                            f"{problem}", "a GeoJSON FeatureCollection of polygons", DEFAULT_FIX)
-        return Area("geojson", str(path.resolve()))
-
-    def period(self, value: Any) -> Period:
-        example = "{start: 2021-01-01, end: 2022-12-31}"
-        data = self.mapping(value, "period", ("start", "end", "datetime"), example=example)
-        from lames_cube.search import check_datetime
-
-        if "datetime" in data:
-            if "start" in data or "end" in data:
-                raise self.fail("period", value, "gives both datetime and start/end",
-                                "either start and end, or datetime", "keep one form")
-            text = data["datetime"]
-            if isinstance(text, (dt.date, int)) and not isinstance(text, bool):
-                text = str(text)
-            text = self.string(text, "period.datetime", "'2021-01-01/2022-12-31'")
-            impossible = [(part, *found) for part in text.split("/")
-                          if (found := _calendar_problem(part))]
-            if impossible:
-                what = "; ".join(f"{part}: {why}" for part, why, _ in impossible)
-                fixed = "/".join(next((ok for part, _, ok in impossible if part == p), p)
-                                 for p in text.split("/"))
-                raise self.fail("period.datetime", text, f"is not a calendar period: {what}",
-                                "real dates 'YYYY-MM-DD', 'YYYY-MM' or 'YYYY', as 'start/end'",
-                                f"write e.g. datetime: '{fixed}'")
-            try:
-                check_datetime(text)
-            except InvalidQueryError as exc:
-                raise self.fail("period.datetime", text, "is not a valid period",
-                                "'YYYY', 'YYYY-MM', 'YYYY-MM-DD' or 'start/end' (RFC 3339)",
-                                str(exc).rstrip(".")) from None
-            return Period(datetime=text)
-        for k in ("start", "end"):
-            if data.get(k) is None:
-                raise self.fail(f"period.{k}", _NO_VALUE, "is missing (required)",
-                                "start and end dates, or datetime", f"add it, e.g. period: {example}")
-        # every mistake of the period is reported at once (both ends, then their order)
-        problems: list[str] = []
-        ends = {}
-        for k in ("start", "end"):
-            raw = data[k]
-            if isinstance(raw, dt.datetime):
-                text = raw.isoformat()
-            elif isinstance(raw, (dt.date, int)) and not isinstance(raw, bool):
-                text = str(raw) if not isinstance(raw, dt.date) else raw.isoformat()
-            elif isinstance(raw, str) and raw.strip():
-                text = raw.strip()
-            else:
-                problems.append(self.problem(f"period.{k}", raw, "is not a date", "a date "
-                                             "YYYY-MM-DD, YYYY-MM or a year",
-                                             f"write e.g. {k}: 2021-01-01"))
-                continue
-            impossible = _calendar_problem(text)
-            if impossible:
-                why, example = impossible
-                problems.append(self.problem(f"period.{k}", text, f"is not a calendar date: "
-                                             f"{why}", "a real date YYYY-MM-DD, YYYY-MM or a "
-                                             "year", f"write e.g. {k}: {example}"))
-                continue
-            try:
-                bound = check_datetime(text).split("/")[0 if k == "start" else 1]
-            except InvalidQueryError:
-                problems.append(self.problem(f"period.{k}", raw, "is not a date", "a date "
-                                             "YYYY-MM-DD, YYYY-MM or a year",
-                                             f"write e.g. {k}: 2021-01-01"))
-                continue
-            ends[k] = (text, bound)
-        if len(ends) == 2 and ends["start"][1] > ends["end"][1]:
-            problems.append(self.problem("period.start", ends["start"][0], f"is after period."
-                                         f"end={ends['end'][0]!r}: the period starts after it "
-                                         "ends", "start <= end",
-                                         "swap period.start and period.end"))
-        if problems:
-            raise self.fail_all("period", problems)
-        return Period(start=ends["start"][0], end=ends["end"][0])
-
-    def bands(self, value: Any) -> tuple[str, ...]:
-        from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME
-
-        items = self.sequence(value, "bands", "[B04, B03, B02, SCL]")
-        known = list(BAND_BY_NAME)
-        out = []
-        for i, band in enumerate(items):
-            key = f"bands[{i}]"
-            if not isinstance(band, str):
-                raise self.fail(key, band, "is not a band name", ", ".join(known),
-                                "quote band names as strings, e.g. B04")
-            if band not in BAND_BY_NAME:
-                alias = ASSET_KEY_TO_BAND.get(band) or ASSET_KEY_TO_BAND.get(band.lower())
-                close = difflib.get_close_matches(band.upper(), known, n=1)
-                if alias in BAND_BY_NAME:
-                    fix = f"write the canonical name {alias!r} (provider key {band!r})"
-                elif close:
-                    fix = f"did you mean {close[0]!r}?"
-                else:
-                    fix = "use canonical Sentinel-2 band names"
-                raise self.fail(key, band, "is an unknown band", ", ".join(known), fix)
-            if band in out:
-                raise self.fail(key, band, "is listed twice", "each band once",
-                                "remove the repeat")
-            out.append(band)
-        return tuple(out)
-
-    def grid(self, value: Any) -> Grid:
-        known = ("crs", "resolution", "resampling", "tile_size", "patch_size")
-        data = self.mapping(value, "grid", known, ("crs", "resolution"),
-                            example="{crs: utm, resolution: 10}")
-        crs = self.string(data["crs"], "grid.crs", "EPSG:32719")
-        if crs.lower() == "utm":
-            crs = "utm"
-        else:
-            self._check_crs(crs)
-        resolution = self.number(data["resolution"], "grid.resolution", low=0, low_open=True,
-                                 unit="m", example=10)
-        resampling = data.get("resampling")
-        if resampling is None:
-            resampling = "bilinear"
-        elif resampling not in RESAMPLING:
-            raise self.fail("grid.resampling", resampling, "is not a resampling method",
-                            f"one of {list(RESAMPLING)}",
-                            "write e.g. resampling: bilinear (SCL is always resampled nearest)")
-        patch = data.get("patch_size")
-        patch = 256 if patch is None else self.integer(patch, "grid.patch_size", example=256)
-        tile = data.get("tile_size")
-        tile = 2304 if tile is None else self.integer(tile, "grid.tile_size", example=2304)
-        self.multiple(tile, "grid.tile_size", patch)
-        return Grid(crs=crs, resolution=resolution, resampling=resampling, tile_size=tile,
-                    patch_size=patch)
-
-    def _check_crs(self, crs: str) -> None:
-        from pyproj import CRS
-        from pyproj.exceptions import CRSError
-
-        try:
-            parsed = CRS.from_user_input(crs)
-        except CRSError:
-            raise self.fail("grid.crs", crs, "is not a CRS that pyproj knows",
-                            "'utm' or a projected CRS such as 'EPSG:32719'",
-                            "write e.g. crs: EPSG:32719") from None
-        units = {a.unit_name for a in parsed.axis_info}
-        if not parsed.is_projected or not units <= {"metre", "meter"}:
-            raise self.fail("grid.crs", crs, "is not a projected CRS in metres",
-                            "'utm' or a projected CRS in metres such as 'EPSG:32719'",
-                            "use 'utm' (the UTM zone of each area) or an EPSG code in metres")
-
-    def clouds(self, value: Any) -> Clouds:
-        if value is None:
-            return Clouds()
-        known = ("max_cloud", "max_nodata", "mask", "snow", "saturated", "buffer_m")
-        data = self.mapping(value, "clouds", known, example="{max_cloud: 15}")
-        limits = {}
-        for k in ("max_cloud", "max_nodata"):
-            v = data.get(k)
-            limits[k] = None if v is None else self.number(v, f"clouds.{k}", low=0, high=100,
-                                                           unit="%", example=20)
-        mask = data.get("mask")
-        if mask is None:
-            mask = DEFAULT_MASK
-        else:
-            from lames_cube.bands import SCL_CLASSES
-
-            if not isinstance(mask, list):
-                raise self.fail("clouds.mask", mask, "is not a list", "a list of SCL classes "
-                                "(may be empty)", "write e.g. mask: [3, 8, 9, 10]")
-            allowed = ", ".join(f"{k} {v}" for k, v in SCL_CLASSES.items())
-            for i, c in enumerate(mask):
-                if isinstance(c, bool) or not isinstance(c, int) or c not in SCL_CLASSES:
-                    raise self.fail(f"clouds.mask[{i}]", c, "is not an SCL class", allowed,
-                                    "use SCL class numbers, e.g. [3, 8, 9, 10]")
-            mask = tuple(sorted(set(mask)))
-        snow = data.get("snow")
-        saturated = data.get("saturated")
-        buffer_m = data.get("buffer_m")
-        buffer_m = DEFAULT_BUFFER_M if buffer_m is None else self.number(
-            buffer_m, "clouds.buffer_m", low=0, unit="m", example=int(DEFAULT_BUFFER_M))
-        return Clouds(
-            max_cloud=limits["max_cloud"], max_nodata=limits["max_nodata"], mask=mask,
-            snow=False if snow is None else self.boolean(snow, "clouds.snow"),
-            saturated=True if saturated is None else self.boolean(saturated, "clouds.saturated"),
-            buffer_m=buffer_m,
-        )
-
-    def composite(self, value: Any) -> Composite:
-        if value is None:
-            return Composite()
-        data = self.mapping(value, "composite", ("method", "period"),
-                            example="{method: median, period: year}")
-        method = data.get("method")
-        method = "none" if method is None else self.choice(method, "composite.method",
-                                                           COMPOSITE_METHODS)
-        period = data.get("period")
-        period = "all" if period is None else self.choice(period, "composite.period",
-                                                          COMPOSITE_PERIODS)
-        if method == "none" and period != "all":
-            raise self.fail("composite.period", period, "needs a composite method (method is "
-                            "none: every scene is kept)", "period: all with method: none",
-                            "set composite.method to median or least_cloudy, or drop period")
-        return Composite(method=method, period=period)
-
-    def chunks(self, value: Any, patch: int) -> Chunks:
-        if value is None:
-            return _default_chunks(patch)
-        shorthand = isinstance(value, int) and not isinstance(value, bool)
-        if shorthand:
-            value = {"y": value, "x": value}
-        data = self.mapping(value, "chunks", ("y", "x", "time"), example="512 or {y: 512, x: 512}")
-        default = 4 * patch
-        key_y, key_x = ("chunks", "chunks") if shorthand else ("chunks.y", "chunks.x")
-        y = default if data.get("y") is None else self.integer(data["y"], key_y, example=512)
-        x = default if data.get("x") is None else self.integer(data["x"], key_x, example=512)
-        time = 1 if data.get("time") is None else self.integer(data["time"], "chunks.time", example=1)
-        self.multiple(y, key_y, patch)
-        self.multiple(x, key_x, patch)
-        return Chunks(y=y, x=x, time=time)
-
-
-def _range_text(low, high, low_open, unit) -> str:
-    unit = f" {unit}" if unit else ""
-    if low is not None and high is not None:
-        return f"a number from {low} to {high}{unit}"
-    if low is not None:
-        return f"a number {'>' if low_open else '>='} {low}{unit}"
-    return "a number"
 
 
 def _iso_codes() -> set[str]:

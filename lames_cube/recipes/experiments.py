@@ -40,15 +40,19 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
+import typing
 from collections.abc import Mapping
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
+import pydantic
+import typing_extensions
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
 from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import (
@@ -58,45 +62,125 @@ from lames_cube.errors import (
     RunExistsError,
 )
 from lames_cube.recipes.cubes import CUBES_DIR
+from lames_cube.recipes.schema import (
+    Doc,
+    MinLen,
+    Mistake,
+    Section,
+    Text,
+    Written,
+    keys,
+    read_yaml,
+    settings,
+    validate,
+)
 
 __all__ = ["ExperimentRecipe", "ExperimentRecipeError", "RunExistsError", "list_experiments",
            "load_experiment", "parse_experiment", "run_experiment"]
 
 #: Where the shipped experiment recipes are.
 EXPERIMENTS_DIR = CUBES_DIR / "experiments"
-BASELINES = ("pixel", "index")
-_KEYS = ("kind", "name", "description", "patches", "patches_output", "task", "bands", "model",
-         "train", "variants", "baselines", "baseline", "evaluate", "notes", "output")
+Baseline = Literal["pixel", "index"]
+BASELINES = typing.get_args(Baseline)
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_range", "step_size",
                "class_weights", "seed", "augment", "jitter", "patience", "extra_per_epoch",
                "device", "threads", "num_workers", "weights")
-_EVAL_KEYS = ("split", "samples", "batch_size")
-_BASELINE_KEYS = ("n_pixels", "seed")
 
 
 
-@dataclasses.dataclass(frozen=True)
-class ExperimentRecipe:
-    """A validated experiment recipe (keys: the module docstring)."""
+def _check_train(settings: dict[str, Any]) -> dict[str, Any]:
+    """Training settings as :func:`lames_cube.ml.train` checks them (before anything runs)."""
+    from lames_cube.ml.training import check_settings
 
-    name: str
-    patches: str
-    task: str = "site"
-    bands: tuple[str, ...] | None = None
+    problems = check_settings(**settings)
+    if problems:
+        raise Mistake(lines=[f".{p}" for p in problems])
+    return settings
+
+
+#: ``train`` (and a variant's ``train``): keyword arguments of :func:`lames_cube.ml.train`.
+TrainSettings = Annotated[keys("train", _TRAIN_KEYS), AfterValidator(_check_train),
+                          Doc("{epochs: 10, batch_size: 8}")]
+
+
+@pydantic.with_config(ConfigDict(extra="forbid"))
+class _Variant(typing_extensions.TypedDict, total=False):
+    """One variant: its extra sets (by rule) and its own training settings."""
+
+    extra: Annotated[tuple[Text, ...], Doc("[blind]", allowed="rules of the patch recipe")]
+    train: TrainSettings
+
+
+def _variant_written(value: Any) -> Any:
+    return {"extra": value} if isinstance(value, tuple) else {} if value is None else value
+
+
+@settings
+class ExperimentRecipe(Section):
+    """A validated experiment recipe (keys: the module docstring). ``variants`` maps each
+    variant to its extra sets' rules, ``variant_train`` to its own training settings;
+    ``source`` is the file it came from and takes no part in comparisons."""
+
+    _INTERNAL: ClassVar[tuple[str, ...]] = ("source", "variant_train")
+
+    kind: Annotated[Literal["experiment"], Doc("experiment")]
+    name: Annotated[Text, Doc("site-detection")]
+    patches: Annotated[Text, Doc("lames-world-site-patches", allowed="a patch recipe name or path")]
+    task: Literal["site", "sector"] = "site"
+    bands: Annotated[tuple[Text, ...], MinLen(1), Doc("[B02, B03, B04]")] | None = None
     model: Any = "small"
-    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    variants: Mapping[str, tuple[str, ...]] = dataclasses.field(
+    train: TrainSettings = field(default_factory=dict)
+    variants: Annotated[dict[str, Annotated[tuple[str, ...], Written(
+        _Variant, lambda v: tuple(v.get("extra", ())), _variant_written)]], MinLen(1),
+        Doc("{none: {extra: []}, checked: {extra: [checked]}}")] = field(
         default_factory=lambda: {"none": ()})
     #: Per-variant training settings on top of ``train`` (e.g. ``{jitter: false}``).
-    variant_train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    baselines: tuple[str, ...] = BASELINES
-    baseline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    evaluate: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-    output: str = "runs/experiment"
-    patches_output: str | None = None
-    description: str = ""
-    source: Path | None = None
+    variant_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baselines: tuple[Baseline, ...] = BASELINES
+    baseline: Annotated[keys("baseline", ("n_pixels", "seed")), Doc("{n_pixels: 20000}")] = field(
+        default_factory=dict)
+    evaluate: Annotated[keys("evaluate", ("split", "samples", "batch_size")), Doc(
+        "{split: test, samples: 6}")] = field(default_factory=dict)
+    notes: Annotated[tuple[Annotated[str, Strict()], ...], Doc("['a line for the report']")] = ()
+    output: Annotated[Text, Doc("runs/site-detection")] = Field(None, validate_default=True)
+    patches_output: Annotated[Text, Doc("patch-sets/site-detection")] | None = None
+    description: Annotated[str, Strict()] = ""
+    source: Path | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def _shape(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A variant's ``train`` (``variants: {v: {extra: [...], train: {...}}}``) is kept in
+        ``variant_train``."""
+        variants = data.get("variants")
+        if isinstance(variants, Mapping):
+            data["variant_train"] = {str(k): dict(v["train"]) for k, v in variants.items()
+                                     if isinstance(v, Mapping) and isinstance(v.get("train"),
+                                                                              Mapping)}
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: Any) -> Any:
+        from lames_cube.ml.models import model_spec
+
+        try:
+            model_spec(model)
+        except LamesCubeError as err:
+            raise Mistake(lines=[f": {err}"]) from None
+        return model
+
+    @field_validator("baselines")
+    @classmethod
+    def _binary(cls, baselines: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("task") == "sector" and "index" in baselines:
+            raise Mistake("lists 'index', but 'index' is a binary threshold", "[pixel] for the "
+                          "sector task", "remove 'index'")
+        return baselines
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _output(cls, output: Any, info: ValidationInfo) -> Any:
+        return f"runs/{info.data.get('name', 'experiment')}" if output is None else output
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as YAML-able values (``config.yaml`` of a run)."""
@@ -126,19 +210,8 @@ def list_experiments() -> list[str]:
         if EXPERIMENTS_DIR.is_dir() else []
 
 
-def _mapping(problems: list[str], data: Mapping[str, Any], key: str,
-             keys: tuple[str, ...]) -> dict[str, Any]:
-    value = data.get(key) or {}
-    if not isinstance(value, Mapping):
-        problems.append(f"{key}: must be a mapping with keys among {list(keys)}")
-        return {}
-    unknown = sorted(set(map(str, value)) - set(keys))
-    if unknown:
-        problems.append(f"{key}: unknown keys {unknown}; the keys are {list(keys)}")
-    return {str(k): v for k, v in value.items() if k in keys}
-
-
-def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> ExperimentRecipe:
+def parse_experiment(data: Any, *, where: str = "the experiment recipe",
+                     source: Path | None = None) -> ExperimentRecipe:
     """Validate an experiment recipe (a mapping, as read from YAML), reporting every mistake
     at once.
 
@@ -151,97 +224,16 @@ def parse_experiment(data: Any, *, where: str = "the experiment recipe") -> Expe
     --------
     >>> parse_experiment({"kind": "experiment", "name": "x", "patches": "demo-patches"}).variants
     {'none': ()}
-    >>> parse_experiment({"kind": "experiment", "name": "x", "patches": 3, "task": "y"})
-    Traceback (most recent call last):
-    ...
-    lames_cube.recipes.experiments.ExperimentRecipeError: the experiment recipe has 2 problem(s):
-      - patches: 3 must be a non-empty string (a patch recipe name or path)
-      - task: 'y' is not one of ['site', 'sector']
+    >>> try:
+    ...     parse_experiment({"kind": "experiment", "name": "x", "patches": 3, "task": "sitte"})
+    ... except ExperimentRecipeError as err:
+    ...     print(err)
+    the experiment recipe has 2 problem(s):
+      - patches=3 is a int, not a non-empty string. Allowed: a patch recipe name or path. Fix: write e.g. patches: lames-world-site-patches.
+      - task='sitte' is not a known choice. Allowed: site | sector. Fix: did you mean 'site'?
     """
-    from lames_cube.ml.models import model_spec
-    from lames_cube.ml.training import TASKS
-
-    if not isinstance(data, Mapping):
-        raise ExperimentRecipeError(f"{where} must be a YAML mapping; got "
-                                    f"{type(data).__name__}.")
-    problems: list[str] = []
-    unknown = sorted(set(map(str, data)) - set(_KEYS))
-    if unknown:
-        problems.append(f"unknown keys {unknown}; the keys are {list(_KEYS)}")
-    if data.get("kind") != "experiment":
-        problems.append(f"kind: {data.get('kind')!r} must be 'experiment'")
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        problems.append(f"name: {name!r} must be a non-empty string")
-    patches = data.get("patches")
-    if not isinstance(patches, str) or not patches:
-        problems.append(f"patches: {patches!r} must be a non-empty string (a patch recipe name "
-                        f"or path)")
-    task = data.get("task", "site")
-    if task not in TASKS:
-        problems.append(f"task: {task!r} is not one of {list(TASKS)}")
-    bands = data.get("bands")
-    if bands is not None and (not isinstance(bands, list) or not bands
-                              or not all(isinstance(b, str) for b in bands)):
-        problems.append(f"bands: {bands!r} must be a non-empty list of band names or null")
-    model = data.get("model", "small")
-    try:
-        model_spec(model)
-    except LamesCubeError as err:
-        problems.append(f"model: {err}")
-    train = _mapping(problems, data, "train", _TRAIN_KEYS)
-    from lames_cube.ml.training import check_settings
-
-    problems += [f"train.{msg}" for msg in check_settings(**train)]
-    evaluate = _mapping(problems, data, "evaluate", _EVAL_KEYS)
-    baseline = _mapping(problems, data, "baseline", _BASELINE_KEYS)
-    variants_raw = data.get("variants", {"none": {"extra": []}})
-    variants: dict[str, tuple[str, ...]] = {}
-    variant_train: dict[str, dict[str, Any]] = {}
-    if not isinstance(variants_raw, Mapping) or not variants_raw:
-        problems.append("variants: must be a non-empty mapping name -> {extra: [rules]}")
-    else:
-        for key, value in variants_raw.items():
-            extra = (value or {}).get("extra", []) if isinstance(value, Mapping) else None
-            if (not isinstance(value, Mapping | type(None))
-                    or set(value or {}) - {"extra", "train"}
-                    or not isinstance(extra, list)
-                    or not all(isinstance(e, str) for e in extra)):
-                problems.append(f"variants.{key}: {value!r} must be a mapping {{extra: [rules], "
-                                f"train: {{settings}}}}")
-                continue
-            variants[str(key)] = tuple(extra)
-            section = f"variants.{key}.train"
-            own = _mapping(problems, {section: (value or {}).get("train")}, section, _TRAIN_KEYS)
-            problems += [f"{section}.{msg}" for msg in check_settings(**own)]
-            if own:
-                variant_train[str(key)] = own
-    baselines = data.get("baselines", list(BASELINES))
-    if not isinstance(baselines, list) or any(b not in BASELINES for b in baselines):
-        problems.append(f"baselines: {baselines!r} must be a list of {list(BASELINES)}")
-        baselines = []
-    elif task == "sector" and "index" in baselines:
-        problems.append("baselines: 'index' is a binary threshold; the sector task takes "
-                        "['pixel']")
-    notes = data.get("notes") or []
-    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-        problems.append(f"notes: {notes!r} must be a list of strings")
-        notes = []
-    output = data.get("output", f"runs/{name}")
-    if not isinstance(output, str) or not output:
-        problems.append(f"output: {output!r} must be a folder path")
-    patches_output = data.get("patches_output")
-    if patches_output is not None and not isinstance(patches_output, str):
-        problems.append(f"patches_output: {patches_output!r} must be a folder path or null")
-    if problems:
-        raise ExperimentRecipeError(f"{where} has {len(problems)} problem(s):\n  - "
-                                    + "\n  - ".join(problems))
-    return ExperimentRecipe(
-        name=name, patches=patches, task=task, bands=None if bands is None else tuple(bands),
-        model=model, train=train, variants=variants, variant_train=variant_train,
-        baselines=tuple(baselines),
-        baseline=baseline, evaluate=evaluate, notes=tuple(notes), output=output,
-        patches_output=patches_output, description=str(data.get("description", "")))
+    return validate(ExperimentRecipe, data, error=ExperimentRecipeError, where=where,
+                    context={"source": source})
 
 
 def load_experiment(name_or_path: str | os.PathLike[str]) -> ExperimentRecipe:
@@ -260,12 +252,8 @@ def load_experiment(name_or_path: str | os.PathLike[str]) -> ExperimentRecipe:
     if not path.is_file():
         raise ExperimentNotFoundError(f"no experiment recipe {text!r}; the shipped ones are "
                                       f"{list_experiments()}, or pass a path to a .yaml file.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ExperimentRecipeError(f"{str(path)!r} is not valid YAML: {err}") from None
-    recipe = parse_experiment(data, where=f"the experiment recipe {str(path)!r}")
-    return dataclasses.replace(recipe, source=path)
+    return parse_experiment(read_yaml(path, ExperimentRecipeError), source=path,
+                            where=f"the experiment recipe {str(path)!r}")
 
 
 def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict[str, Path]:
@@ -369,10 +357,10 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
 
     recipe = recipe if isinstance(recipe, ExperimentRecipe) else load_experiment(recipe)
     if model is not None or train_overrides:
-        recipe = dataclasses.replace(
-            recipe, model=recipe.model if model is None else model,
-            train={**recipe.train, **dict(train_overrides or {})})
-        recipe = parse_experiment(recipe.to_dict(), where="the recipe with overrides")
+        recipe = parse_experiment(
+            {**recipe.to_dict(), "model": recipe.model if model is None else model,
+             "train": {**recipe.train, **dict(train_overrides or {})}},
+            where="the recipe with overrides", source=recipe.source)
     chosen = list(recipe.variants) if variants is None else list(variants)
     unknown = [v for v in chosen if v not in recipe.variants]
     if unknown or not chosen:
@@ -494,7 +482,10 @@ def _merge_other_variants(out: Path, recipe: ExperimentRecipe, chosen: list[str]
 
 def _fit_baselines(recipe: ExperimentRecipe, sites: Path, timings: dict[str, float],
                    progress: bool) -> dict[str, Any]:
-    from lames_cube.baselines import fit_index_threshold, fit_pixel_classifier
+    from lames_cube.ml.baselines import (  # local: ml needs optional torch
+        fit_index_threshold,
+        fit_pixel_classifier,
+    )
 
     fitted: dict[str, Any] = {}
     kw = dict(recipe.baseline)

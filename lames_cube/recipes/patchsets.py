@@ -55,34 +55,51 @@ windows always have the site windows' bands.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+import typing
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
-import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, field_validator
 
 from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import LamesCubeError, PatchRecipeError, PatchRecipeNotFoundError
 from lames_cube.recipes.cubes import CUBES_DIR
+from lames_cube.recipes.schema import (
+    Doc,
+    Ge,
+    Gt,
+    Int,
+    Lt,
+    MinLen,
+    Mistake,
+    Number,
+    Section,
+    SiteId,
+    Text,
+    read_yaml,
+    settings,
+    validate,
+)
 from lames_cube.synthetic.clear import SKY
 
 #: Where the shipped patch recipes are.
 PATCHES_DIR = CUBES_DIR / "patches"
-TASKS = ("site", "sector")
-RULES = ("blind", "checked")
+Task = Literal["site", "sector"]
+Rule = Literal["blind", "checked"]
 #: Where the site windows' pixels come from: per-site cube composites, or the synthetic world.
-SITES_FROM = ("cubes", "world")
+SitesFrom = Literal["cubes", "world"]
+TASKS, RULES, SITES_FROM = (typing.get_args(t) for t in (Task, Rule, SitesFrom))
 #: The bands the synthetic world renders (uint16 reflectance x 1e4), the ``bands`` default of
 #: ``sites_from: world``.
 WORLD_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
-_KEYS = ("kind", "name", "description", "cubes", "sites_from", "sites", "task", "size",
-         "stride", "year", "bands", "split", "extra", "output")
 
 
 
@@ -98,36 +115,71 @@ def list_patch_recipes() -> list[str]:
     return sorted(p.stem for p in PATCHES_DIR.glob("*.yaml")) if PATCHES_DIR.is_dir() else []
 
 
-@dataclass(frozen=True)
-class Extra:
-    """No-mine windows added to the training split."""
+@settings
+class Split(Section):
+    """How the training sites are split: a ``validation`` fraction of them, drawn with
+    ``seed`` (the test sites are the LAMES test sites)."""
 
-    n: int = 0
-    rules: tuple[str, ...] = RULES
-    buffer_m: float = 500.0
-    seed: int = 1117
-    source: str | None = None
+    validation: Annotated[Number, Gt(0), Lt(1), Doc(0.2)] = 0.2
+    seed: Annotated[Int, Ge(0), Doc(1117)] = 1117
 
 
-@dataclass(frozen=True)
-class PatchRecipe:
-    """A validated patch recipe (see the module docstring for its keys)."""
+@settings
+class Extra(Section):
+    """No-mine windows added to the training split (``seed``: None means the split's)."""
 
-    name: str
-    cubes: str
-    task: str = "site"
-    size: int = 256
-    stride: int = 256
-    year: int | None = None
-    validation: float = 0.2
-    seed: int = 1117
-    extra: Extra = field(default_factory=Extra)
-    output: str = "patches"
-    description: str = ""
-    source: Path | None = None
-    sites_from: str = "cubes"
-    bands: tuple[str, ...] | None = None
-    sites: tuple[str, ...] | None = None
+    n: Annotated[Int, Ge(0), Doc(10000)] = 0
+    rules: Annotated[tuple[Rule, ...], MinLen(1), AfterValidator(lambda r: tuple(dict.fromkeys(r))),
+                     Doc("[blind, checked]")] = RULES
+    buffer_m: Annotated[Number, Ge(0), Doc(500, unit="m")] = 500.0
+    seed: Annotated[Int, Ge(0), Doc(1117)] | None = None
+    source: Annotated[Text, Doc("chile-mosaic.zarr", allowed="the path of a country cube store")
+                      ] | None = None
+
+
+def _all_sites(value: Any) -> Any:
+    return None if value == "all" else value
+
+
+@settings
+class PatchRecipe(Section):
+    """A validated patch recipe (see the module docstring for its keys).
+
+    Build one with :func:`load_patch_recipe` (a file) or :func:`parse_patch_recipe` (a
+    mapping); ``source`` is the file it came from and takes no part in comparisons.
+    """
+
+    _INTERNAL: ClassVar[tuple[str, ...]] = ("source",)
+
+    kind: Annotated[Literal["patches"], Doc("patches")]
+    name: Annotated[Text, Doc("lames-site-detection")]
+    cubes: Annotated[Text, Doc("chile-sites", allowed="a cube recipe name or path")]
+    description: Annotated[str, Strict()] = ""
+    sites_from: Annotated[SitesFrom, Doc(fix="use cubes (cut the cube recipe's per-site "
+                                         "composites) or world (render the LAMES site boxes "
+                                         "from its synthetic world)")] = "cubes"
+    sites: Annotated[Annotated[tuple[SiteId, ...], MinLen(1)] | None, BeforeValidator(_all_sites),
+                     Doc("['2203', '2355']", allowed="all, or a list of LAMES site ids")] = None
+    task: Task = "site"
+    size: Annotated[Int, Ge(1), Doc(256)] = 256
+    stride: Annotated[Int, Ge(1), Doc(256)] = Field(None, validate_default=True)
+    year: Annotated[Int, Ge(1), Doc(2022)] | None = None
+    bands: Annotated[tuple[Text, ...], MinLen(1), Doc(f"[{', '.join(WORLD_BANDS)}]")] | None = None
+    split: Annotated[Split, Doc("{validation: 0.2, seed: 1117}")] = field(default_factory=Split)
+    extra: Annotated[Extra, Doc("{n: 10000, rules: [blind, checked], buffer_m: 500}")] = Field(
+        default_factory=Extra, validate_default=True)
+    output: Annotated[Text, Doc("lames-site-patches")] = Field(None, validate_default=True)
+    source: Path | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def validation(self) -> float:
+        """The fraction of the training sites held out for validation."""
+        return self.split.validation
+
+    @property
+    def seed(self) -> int:
+        """The seed of the validation split."""
+        return self.split.seed
 
     @property
     def output_path(self) -> Path:
@@ -142,54 +194,47 @@ class PatchRecipe:
             return list(self.bands)
         return list(WORLD_BANDS) if self.sites_from == "world" else None
 
+    @field_validator("stride", "output", mode="before")
+    @classmethod
+    def _defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        """``stride`` defaults to ``size``, ``output`` to ``name``."""
+        source, fallback = {"stride": ("size", 256), "output": ("name", "patches")}[info.field_name]
+        return info.data.get(source, fallback) if value is None else value
 
-def _int(problems: list[str], data: dict, key: str, default: Any, low: int = 1) -> Any:
-    value = data.get(key, default)
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        return value
-    problems.append(f"{key}: {value!r} is not an integer >= {low}")
-    return default
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, sites: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        if sites is not None and info.data.get("sites_from") != "world":
+            raise Mistake("needs sites_from: world (with cubes the cube recipe's area chooses "
+                          "the sites)", "all", "remove it or set sites_from: world")
+        return None if sites is None else tuple(dict.fromkeys(sites))
 
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, bands: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        repeated = sorted({b for b in bands if bands.count(b) > 1})
+        unknown = [b for b in bands if b not in WORLD_BANDS]
+        world = info.data.get("sites_from") == "world"
+        mistakes = [Mistake(f"lists {repeated} more than once", "each band once",
+                            "list each band once")] * bool(repeated) + [
+            Mistake(f"lists {unknown}, which the synthetic world does not render (sites_from: "
+                    f"world)", f"bands among {list(WORLD_BANDS)}",
+                    "use canonical ids, not common names such as 'red'")] * bool(world and unknown)
+        if mistakes:
+            raise Mistake(parts=mistakes)
+        return bands
 
-def _bands(problems: list[str], value: Any, *, world: bool) -> tuple[str, ...] | None:
-    """``bands``: None, or a non-empty list of distinct band ids (the world's, with world)."""
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or \
-            not all(isinstance(b, str) and b for b in value):
-        problems.append(f"bands: {value!r} must be a non-empty list of Sentinel-2 band ids, e.g. "
-                        f"{list(WORLD_BANDS)}")
-        return None
-    repeated = sorted({b for b in value if value.count(b) > 1})
-    if repeated:
-        problems.append(f"bands: {repeated} are listed more than once; list each band once")
-    unknown = [b for b in value if b not in WORLD_BANDS]
-    if world and unknown:
-        problems.append(f"bands: {unknown} are not rendered by the synthetic world "
-                        f"(sites_from: world); pick from {list(WORLD_BANDS)} (canonical ids, "
-                        "not common names such as 'red')")
-    return tuple(dict.fromkeys(value))
-
-
-def _sites(problems: list[str], value: Any, *, world: bool) -> tuple[str, ...] | None:
-    """``sites``: ``all`` (None) or a non-empty list of site ids (text; integers are read as
-    text), only with ``sites_from: world``."""
-    if value == "all":
-        return None
-    ok = isinstance(value, list) and value and all(
-        (isinstance(v, str) and v) or (isinstance(v, int) and not isinstance(v, bool))
-        for v in value)
-    if not ok:
-        problems.append(f"sites: {value!r} must be 'all' or a non-empty list of LAMES site ids, "
-                        "e.g. ['2203', '2355']")
-        return None
-    if not world:
-        problems.append("sites: a list of sites needs sites_from: world (with cubes the cube "
-                        "recipe's area chooses the sites); remove it or set sites_from: world")
-    return tuple(dict.fromkeys(str(v) for v in value))
+    @field_validator("extra")
+    @classmethod
+    def _extra_seed(cls, extra: Extra, info: ValidationInfo) -> Extra:
+        """``extra.seed`` defaults to ``split.seed``."""
+        if extra.seed is None and "split" in info.data:
+            return dataclasses.replace(extra, seed=info.data["split"].seed)
+        return extra
 
 
-def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRecipe:
+def parse_patch_recipe(data: Any, *, where: str = "the patch recipe",
+                       source: Path | None = None) -> PatchRecipe:
     """Validate a patch recipe's mapping; every mistake is reported at once.
 
     Raises
@@ -208,70 +253,8 @@ def parse_patch_recipe(data: Any, *, where: str = "the patch recipe") -> PatchRe
     >>> w.sites, w.band_list
     (('2203', '2355'), ['B02', 'B03', 'B04', 'B08', 'B11', 'B12'])
     """
-    if not isinstance(data, dict):
-        raise PatchRecipeError(f"{where} must be a YAML mapping; got {type(data).__name__}.")
-    problems: list[str] = []
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        problems.append(f"unknown keys {unknown}; the keys are {list(_KEYS)}")
-    if data.get("kind") != "patches":
-        problems.append(f"kind: {data.get('kind')!r} must be 'patches'")
-    for key in ("name", "cubes"):
-        if not isinstance(data.get(key), str) or not data.get(key):
-            problems.append(f"{key}: {data.get(key)!r} must be a non-empty string")
-    task = data.get("task", "site")
-    if task not in TASKS:
-        problems.append(f"task: {task!r} is not one of {list(TASKS)}")
-    size = _int(problems, data, "size", 256)
-    stride = _int(problems, data, "stride", size)
-    year = _int(problems, data, "year", None, low=1)
-    split = data.get("split") or {}
-    extra = data.get("extra") or {}
-    for key, value, keys in (("split", split, ("validation", "seed")),
-                             ("extra", extra, ("n", "rules", "buffer_m", "seed", "source"))):
-        if not isinstance(value, dict):
-            problems.append(f"{key}: must be a mapping with keys {list(keys)}")
-        elif set(value) - set(keys):
-            problems.append(f"{key}: unknown keys {sorted(set(value) - set(keys))}; the keys are "
-                            f"{list(keys)}")
-    split = split if isinstance(split, dict) else {}
-    extra = extra if isinstance(extra, dict) else {}
-    validation = split.get("validation", 0.2)
-    if isinstance(validation, bool) or not isinstance(validation, int | float) or \
-            not 0 < validation < 1:
-        problems.append(f"split.validation: {validation!r} must be a fraction in (0, 1)")
-    seed = _int(problems, {"split.seed": split.get("seed", 1117)}, "split.seed", 1117, low=0)
-    n = _int(problems, {"extra.n": extra.get("n", 0)}, "extra.n", 0, low=0)
-    rules = extra.get("rules", list(RULES))
-    if not isinstance(rules, list) or not rules or set(rules) - set(RULES):
-        problems.append(f"extra.rules: {rules!r} must be a non-empty list of {list(RULES)}")
-        rules = list(RULES)
-    buffer_m = extra.get("buffer_m", 500)
-    if isinstance(buffer_m, bool) or not isinstance(buffer_m, int | float) or buffer_m < 0:
-        problems.append(f"extra.buffer_m: {buffer_m!r} must be a number of metres >= 0")
-        buffer_m = 0
-    extra_seed = _int(problems, {"extra.seed": extra.get("seed", seed)}, "extra.seed", seed,
-                      low=0)
-    source = extra.get("source")
-    if source is not None and not isinstance(source, str):
-        problems.append(f"extra.source: {source!r} must be the path of a country cube store")
-    sites_from = data.get("sites_from", "cubes")
-    if sites_from not in SITES_FROM:
-        problems.append(f"sites_from: {sites_from!r} is not one of {list(SITES_FROM)} (cubes: "
-                        "cut the cube recipe's per-site composites; world: render the LAMES "
-                        "site boxes from its synthetic world)")
-    bands = _bands(problems, data.get("bands"), world=sites_from == "world")
-    sites = _sites(problems, data.get("sites", "all"), world=sites_from == "world")
-    if problems:
-        raise PatchRecipeError(f"{where} has {len(problems)} problem(s):\n  - "
-                               + "\n  - ".join(problems))
-    return PatchRecipe(
-        name=data["name"], cubes=data["cubes"], task=task, size=size, stride=stride, year=year,
-        validation=float(validation), seed=seed,
-        extra=Extra(n=n, rules=tuple(dict.fromkeys(rules)), buffer_m=float(buffer_m),
-                    seed=extra_seed, source=source),
-        output=str(data.get("output") or data["name"]), description=data.get("description", ""),
-        sites_from=sites_from, bands=bands, sites=sites)
+    return validate(PatchRecipe, data, error=PatchRecipeError, where=where,
+                    context={"source": source})
 
 
 def load_patch_recipe(name_or_path: str | os.PathLike) -> PatchRecipe:
@@ -291,9 +274,7 @@ def load_patch_recipe(name_or_path: str | os.PathLike) -> PatchRecipe:
             f"No patch recipe {text!r}: {path} does not exist. Shipped patch recipes: "
             f"{', '.join(names) or '(none)'}; give one of these names or the path of a .yaml "
             f"file (cube recipes live in {CUBES_DIR}).")
-    data = yaml.safe_load(path.read_text())
-    recipe = parse_patch_recipe(data, where=str(path))
-    return PatchRecipe(**{**recipe.__dict__, "source": path})
+    return parse_patch_recipe(read_yaml(path, PatchRecipeError), where=str(path), source=path)
 
 
 # --------------------------------------------------------------------------------- building
@@ -322,9 +303,9 @@ def _labels(recipe: PatchRecipe, layers: dict[str, gpd.GeoDataFrame], cube: Any,
     except NoOverlapError:  # e.g. a sector-less site box: its mask is all background
         from odc.geo.xr import xr_zeros
 
-        from lames_cube.patches import _geobox
+        from lames_cube.grid import geobox_of
 
-        return xr_zeros(_geobox(cube, "cube"), dtype="uint8")
+        return xr_zeros(geobox_of(cube, "cube"), dtype="uint8")
 
 
 def _composite(store: Any, year: int | None, cubes: str) -> tuple[xr.DataArray, int | None]:

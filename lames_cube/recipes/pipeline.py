@@ -195,7 +195,7 @@ def tile_plan(recipe: Recipe, *, data_dir: str | os.PathLike | None = None,
 
     if per_site(recipe):
         raise RecipeError(f"recipe {recipe.name!r} makes one cube per site; it has no mosaic grid.")
-    area = _area_geometry(recipe, data_dir)
+    area = area_geometry(recipe, data_dir)
     lon, lat = area.centroid.coords[0]
     crs = recipe.grid.crs_for(lon, lat)
     args = (area, crs, recipe.grid.resolution, recipe.grid.tile_size)
@@ -231,7 +231,22 @@ def tile_plan(recipe: Recipe, *, data_dir: str | os.PathLike | None = None,
     return gbox, table.reset_index(drop=True)
 
 
-def _area_geometry(recipe: Recipe, data_dir) -> shapely.Geometry:
+def area_geometry(recipe: Recipe, data_dir: str | os.PathLike | None = None) -> shapely.Geometry:
+    """The area a single-area recipe covers, in lon/lat (EPSG:4326): what its search asks for.
+
+    Parameters
+    ----------
+    recipe
+        A single-area recipe: its ``area`` a ``bbox``, a ``country`` or a ``geojson`` file
+        (:meth:`Recipe.search_kwargs` turns it into ``bbox`` or ``intersects``).
+    data_dir
+        The LAMES data directory, passed on to :meth:`Recipe.search_kwargs`.
+
+    Returns
+    -------
+    shapely.Geometry
+        The search's ``bbox`` as a box, or its ``intersects`` geometry.
+    """
     kwargs = recipe.search_kwargs(data_dir=data_dir)
     if "bbox" in kwargs:
         return shapely.box(*kwargs["bbox"])

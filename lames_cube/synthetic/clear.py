@@ -28,9 +28,11 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import geometry_mask
 from rasterio.warp import reproject
 
+from lames_cube._quiet import ignore_warnings
 from lames_cube.bands import BAND_BY_NAME
 from lames_cube.errors import WorldError
 
@@ -88,9 +90,12 @@ def sensor_20m(render, part: GeoBox, anchor: tuple[float, float],
         src = layers[b].astype(np.float32)
         src = src.reshape(src.shape[0] // 2, 2, src.shape[1] // 2, 2).mean(axis=(1, 3))
         dst = np.zeros(part.shape, np.float32)
-        reproject(src, dst, src_transform=g20.affine, src_crs=part.crs.to_wkt(),
-                  dst_transform=part.affine, dst_crs=part.crs.to_wkt(),
-                  resampling=Resampling.bilinear)
+        # rasterio may warn that the arrays have no geotransform although the transforms are
+        # passed and used (its own silencing of it races between threads): noise
+        with ignore_warnings(NotGeoreferencedWarning, "rasterio.warp"):
+            reproject(src, dst, src_transform=g20.affine, src_crs=part.crs.to_wkt(),
+                      dst_transform=part.affine, dst_crs=part.crs.to_wkt(),
+                      resampling=Resampling.bilinear)
         out[b] = np.clip(np.rint(dst), 1, 65535).astype(layers[b].dtype)
     return out
 

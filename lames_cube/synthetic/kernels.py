@@ -510,7 +510,7 @@ def compose(
         values are then interpolated along y once per row.
     harmonised
         Write harmonised reflectance x 10 000 (the offset removed as
-        :func:`lames_cube.cube.harmonise_values` removes it) instead of the product's
+        :func:`lames_cube.bands.harmonise_values` removes it) instead of the product's
         digital numbers.
     noise_key, noise
         The uint64 key and (gain, sigma_abs, sigma_rel) of a scene's own gain and noise, applied

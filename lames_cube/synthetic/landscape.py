@@ -742,7 +742,7 @@ class Landscape:
         The reflectance is blurred by the sensor's point spread function (:data:`PSF`) on
         grids of about 10 m. ``noise`` ``(key, gain)`` applies a scene's own gain and noise in
         the same pass, bit for bit as :func:`scene_pixels` would afterwards; ``harmonised``
-        returns the digital numbers as :func:`lames_cube.cube.harmonise_values` would make
+        returns the digital numbers as :func:`lames_cube.bands.harmonise_values` would make
         them (reflectance x 10 000, at least 1, 65 535 saturated)."""
         hp, wp = canvas.xx.shape
         dn = np.empty((6, hp - 2, wp - 2), np.uint16)

@@ -498,14 +498,14 @@ def world_cube(
     from dask.highlevelgraph import HighLevelGraph
     from odc.geo.xr import assign_crs, xr_coords
 
-    from lames_cube.cube import _check_chunks
+    from lames_cube.cube import check_chunks
 
     gbox = check_grid(geobox)
     names = check_world_bands(bands)
     days = select_dates(world, dates)
     if footprints not in (True, False):
         raise InvalidQueryError(f"footprints={footprints!r} must be True or False.")
-    size = _check_chunks(chunks, gbox)
+    size = check_chunks(chunks, gbox)
     ny, nx = gbox.shape
     ychunks, xchunks = _splits(ny, min(size["y"], ny)), _splits(nx, min(size["x"], nx))
 

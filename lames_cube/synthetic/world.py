@@ -26,8 +26,7 @@ from odc.geo.geom import Geometry
 from pyproj import Transformer
 
 from lames_cube.annotations import load_footprints, load_sectors, load_sites, select_sites
-from lames_cube.bands import SATURATED_DN, WORLD_BANDS
-from lames_cube.cube import harmonise_values
+from lames_cube.bands import SATURATED_DN, WORLD_BANDS, baseline_dn_offset, harmonise_values
 from lames_cube.errors import WorldError
 from lames_cube.grid import utm_epsg
 from lames_cube.synthetic.acquisitions import (
@@ -274,7 +273,7 @@ class Scene:
     @property
     def dn_offset(self) -> int:
         """Offset in the scene's digital numbers (1000 from baseline 04.00 on)."""
-        return 1000 if float(self.baseline) >= 4.0 else 0
+        return baseline_dn_offset(self.baseline)
 
     @property
     def short_platform(self) -> str:

@@ -15,36 +15,68 @@ hold the same bytes as a store written in one go. :func:`store_files` and
 :func:`store_arrays` read what is compared, :func:`store_state` says how far a killed write got
 (from its ledger), and :func:`kill_after` / :func:`run_writer` start the writers.
 
+In-process crashes come from :func:`crash_after`: inside its block every resumable writer
+(:func:`~lames_cube.io.write_cube`, :func:`~lames_cube.io.init_cube_store`'s region writes,
+:func:`~lames_cube.patchset.write_patch_set`, :func:`~lames_cube.prediction.write_prediction`)
+raises :class:`~lames_cube.errors.SimulatedCrash` after writing that many units (regions,
+blocks, tiles), each of them whole and in the ledger -- a crash between two ledger lines. The
+public writers take no test keyword: the hook is the context variable
+:data:`lames_cube.io.ledger.CRASH_AFTER`, which only this module sets.
+
 Examples
 --------
 >>> import tempfile
->>> from lames_cube.io import write_cube
+>>> from lames_cube.errors import SimulatedCrash
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     path = write_cube(demo_cube(ny=128, nx=128), f"{tmp}/c.zarr", patch_size=64)
 ...     state = store_state(path)
 ...     arrays = store_arrays(path)
+...     try:
+...         with crash_after(1):
+...             write_cube(demo_cube(ny=128, nx=128), f"{tmp}/k.zarr", patch_size=64)
+...     except SimulatedCrash as err:
+...         print(err)
+...     killed = store_state(f"{tmp}/k.zarr")
+simulated crash after 1 regions (crash_after(1))
 >>> state["phase"], state["done"], state["total"], arrays["reflectance"][0]
 ('complete', 4, 4, 'uint16')
+>>> killed["phase"], killed["done"]
+('regions', 1)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.array as dsa
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers .odc; imported before "ready": the kills land in the write)
+import pandas as pd
+import rioxarray  # noqa: F401  (registers .rio; imported before "ready")
+import xarray as xr
+import zarr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from lames_cube.io import LEDGER_NAME, Ledger, write_cube
+from lames_cube.io.ledger import CRASH_AFTER
+from lames_cube.prediction import write_prediction
+from lames_cube.testing.ml_sets import BANDS
 
 __all__ = [
     "KillResult",
+    "crash_after",
     "demo_cube",
     "demo_image",
     "demo_prediction",
@@ -61,6 +93,52 @@ __all__ = [
 #: Origin and pixel size of the demo grids (EPSG:32719).
 X0, Y0, RES = 300_000, 7_000_000, 10
 CUBE_BANDS = ("B04", "SCL")
+
+
+# --------------------------------------------------------------------------------------------
+# In-process crashes
+
+
+@contextlib.contextmanager
+def crash_after(units: int) -> Iterator[None]:
+    """Within the block, resumable writers stop after writing ``units`` regions (cube stores),
+    blocks (patch sets) or tiles (predictions), raising
+    :class:`~lames_cube.errors.SimulatedCrash`: every unit before is whole and recorded in the
+    ledger, nothing of the next one is written. ``units=0`` stops a write once its layout is
+    recorded, before any pixel.
+
+    Parameters
+    ----------
+    units : int
+        Units each writer call writes before it stops (>= 0). A writer that calls another
+        (a prediction writes each tile through ``write_cube``) counts its own units.
+
+    Raises
+    ------
+    ValueError
+        ``units`` is not an integer >= 0.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from lames_cube.errors import SimulatedCrash
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     try:
+    ...         with crash_after(0):
+    ...             write_cube(demo_cube(ny=64, nx=64), f"{tmp}/c.zarr", patch_size=64)
+    ...     except SimulatedCrash as err:
+    ...         print(err)
+    ...     print(store_state(f"{tmp}/c.zarr")["text"])
+    simulated crash after 0 regions (crash_after(0))
+    0/1 regions recorded
+    """
+    if isinstance(units, bool) or not isinstance(units, int | np.integer) or units < 0:
+        raise ValueError(f"crash_after needs an integer number of units >= 0; got {units!r}.")
+    token = CRASH_AFTER.set(int(units))
+    try:
+        yield
+    finally:
+        CRASH_AFTER.reset(token)
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,12 +165,6 @@ def demo_cube(*, nt: int = 2, ny: int = 256, nx: int = 384, chunk: int = 64, see
     regions of :func:`lames_cube.io.write_cube`, written with ``patch_size=chunk``). ``delay``
     seconds are slept in every block (to stretch a write in time; the pixels are the same).
     """
-    import dask.array as dsa
-    import pandas as pd
-    import xarray as xr
-    from odc.geo.geobox import GeoBox
-    from odc.geo.xr import xr_coords
-
     gbox = GeoBox.from_bbox((X0, Y0, X0 + nx * RES, Y0 + ny * RES), crs="EPSG:32719",
                             resolution=RES)
     data = dsa.map_blocks(
@@ -115,12 +187,6 @@ def demo_cube(*, nt: int = 2, ny: int = 256, nx: int = 384, chunk: int = 64, see
 def demo_image(*, height: int = 384, width: int = 512, seed: int = 0,
                bands: Sequence[str] | None = None, crs: str = "EPSG:32719") -> Any:
     """A smooth-plus-noise uint16 image ``(band, y, x)`` (in memory) for inference tests."""
-    import xarray as xr
-    from odc.geo.geobox import GeoBox
-    from odc.geo.xr import xr_coords
-
-    from lames_cube.testing.ml_sets import BANDS
-
     bands = list(bands or BANDS)
     gbox = GeoBox.from_bbox((X0, Y0, X0 + RES * width, Y0 + RES * height), crs,
                             resolution=RES)
@@ -137,7 +203,7 @@ def demo_image(*, height: int = 384, width: int = 512, seed: int = 0,
 def demo_prediction(checkpoint: str | os.PathLike[str], *, height: int = 384, width: int = 512,
                     tile: int = 128, patch: int = 64, seed: int = 0) -> Any:
     """The lazy prediction of ``checkpoint`` over :func:`demo_image` (one chunk per tile)."""
-    from lames_cube.ml import predict
+    from lames_cube.ml import predict  # local: ml needs optional torch
 
     return predict(demo_image(height=height, width=width, seed=seed), checkpoint, tile=tile,
                    patch=patch)
@@ -168,8 +234,6 @@ def store_files(store: str | os.PathLike[str]) -> dict[str, bytes]:
     ``zarr.json`` and a prediction's ``tiles.json`` -- by relative path, except the ledger
     (its lines record the history of the write, which a resume lengthens) and the temporaries
     of :func:`leftover_temporaries`."""
-    from lames_cube.io import LEDGER_NAME
-
     root = Path(store)
     return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*"))
             if f.is_file() and f != root / LEDGER_NAME and not _is_temporary(f.relative_to(root))}
@@ -178,8 +242,6 @@ def store_files(store: str | os.PathLike[str]) -> dict[str, bytes]:
 def store_arrays(store: str | os.PathLike[str]) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
     """Every Zarr array of a store (read by zarr, not through the ledger) as ``(dtype,
     attributes, values)`` by path, and the root group's attributes under ``""``."""
-    import zarr
-
     group = zarr.open_group(str(store), mode="r", zarr_format=3)
     out: dict[str, Any] = {"": ("group", dict(group.attrs), np.zeros(0))}
     for path, arr in group.arrays():
@@ -195,19 +257,17 @@ def store_state(store: str | os.PathLike[str]) -> dict[str, Any]:
     under way) or ``"complete"`` (every job complete, by the ledger) --, ``done`` and ``total``
     regions (over all jobs), ``marked`` (the ledger's ``complete`` line is there) and ``text``.
     """
-    from lames_cube.io import _Ledger
-
     path = Path(store)
     if not path.exists():
         return {"phase": "absent", "done": 0, "total": 0, "marked": False, "text": "no store"}
-    state = _Ledger(path).read()
+    state = Ledger(path).read()
     total = sum(len(state.regions(j)) for j in state.jobs)
     done = sum(len(state.regions(j)) - len(state.missing(j)) for j in state.metadata
                if j in state.jobs)
     marked = bool(state.jobs) and set(state.jobs) <= state.complete
     if not state.jobs:
         phase = "empty"
-        text = "store folder without a job" + (" (ledger file)" if _Ledger(path).exists() else "")
+        text = "store folder without a job" + (" (ledger file)" if Ledger(path).exists() else "")
     elif not set(state.jobs) <= state.metadata:
         phase, text = "begun", "job recorded, metadata not"
     elif state.incomplete_jobs():
@@ -330,14 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", type=int, default=None)
     args = parser.parse_args(argv)
 
-    import odc.geo.xr  # noqa: F401  (imported before "ready": the kills land in the write)
-    import rioxarray  # noqa: F401
-    import zarr  # noqa: F401
-
     written = [0]
     if args.kind == "cube":
-        from lames_cube.io import write_cube
-
         cube = demo_cube(nt=args.nt, ny=args.ny, nx=args.nx, chunk=args.chunk, seed=args.seed,
                          delay=args.delay)
 
@@ -348,8 +402,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not args.checkpoint:
             parser.error("a prediction needs --checkpoint")
-        from lames_cube.prediction import write_prediction
-
         pred = demo_prediction(args.checkpoint, height=args.height, width=args.width,
                                tile=args.tile, patch=args.patch, seed=args.seed)
 
@@ -367,12 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _done_lines(store: str | os.PathLike[str]) -> int:
     """Regions recorded in a store's ledger, counting every rewrite."""
-    from lames_cube.io import _Ledger
-
     path = Path(store)
     if not path.is_dir():
         return 0
-    return sum(r.get("event") == "done" for r in _Ledger(path).records())
+    return sum(r.get("event") == "done" for r in Ledger(path).records())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 :class:`FullDisk` gives the writers of lames_cube a byte budget: the low-level writes that put
 bytes on disk -- Zarr's local store (``zarr.storage._local._put``, which writes a
-``.partial`` temporary and renames it) and :mod:`lames_cube._atomic`'s ``_os_write`` -- count
+``.partial`` temporary and renames it) and :mod:`lames_cube._atomic`'s ``os_write`` -- count
 what they write, and the write that would go past the budget writes what still fits and then
 fails with ``OSError(ENOSPC)``, as a real full disk does (a partial file is on disk when the
 error is raised). :func:`make_read_only` makes a folder read-only for the writability probe of
@@ -72,7 +72,7 @@ class FullDisk:
         """Patch the low-level writes with ``monkeypatch`` (undone when it is)."""
 
 
-        real_write = _atomic._os_write
+        real_write = _atomic.os_write
 
         def os_write(fd: int, data: Any) -> int:
             data = bytes(data)
@@ -94,7 +94,7 @@ class FullDisk:
                 raise self._full(path)
 
         real_put = zarr_local._put
-        monkeypatch.setattr(_atomic, "_os_write", os_write)
+        monkeypatch.setattr(_atomic, "os_write", os_write)
         monkeypatch.setattr(zarr_local, "_put", put)
         return self
 
@@ -117,7 +117,7 @@ def make_read_only(folder: str | os.PathLike, monkeypatch: Any) -> bool:
     folder.chmod(0o555)
     if os.name != "posix" or os.geteuid() != 0:
         return False
-    real_open = _atomic._probe_open
+    real_open = _atomic.probe_open
 
     def open_as_a_user(path: Any, flags: int, mode: int = 0o777) -> int:
         unnamed = getattr(os, "O_TMPFILE", 0)
@@ -126,5 +126,5 @@ def make_read_only(folder: str | os.PathLike, monkeypatch: Any) -> bool:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(_atomic, "_probe_open", open_as_a_user)
+    monkeypatch.setattr(_atomic, "probe_open", open_as_a_user)
     return True

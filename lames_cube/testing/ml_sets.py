@@ -3,6 +3,7 @@
 :func:`planted_patch_set` writes a patch set whose masks are known exactly: square "mines"
 (class 1, or sector classes 1..K-1) drawn on a textured background; mine pixels are brighter
 in the SWIR bands and rougher, so a model can learn them in a few steps.
+:func:`baseline_patch_set` writes the smaller, cleaner set of the baselines' examples.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 
@@ -86,6 +88,35 @@ def planted_patch_set(store: str | os.PathLike[str], *, size: int = 32, rows: in
     table["kind"] = "site"
     out = write_patch_set(PatchSource(cube, table, labels), store, progress=False, block=4)
     return Path(out), mask, table
+
+
+def baseline_patch_set(path: str | os.PathLike[str], *, block: int = 4, seed: int = 0,
+                       classes: int = 1) -> Path | str:
+    """A 64 x 64 px patch set of 16 patches of 16 px (bands B02, B03, B04, B08, B11, B12) with
+    planted mines, for the examples of :mod:`lames_cube.ml.baselines`: 8 x 8 px blocks where
+    ``(row // 8 + col // 8) % 3 == 0``, bright in B11 and dark in B08 (NDBI > 0, NDVI < 0.2)
+    against vegetated ground (NDBI < 0, NDVI > 0.2). Splits cycle train, train, validation,
+    test over the patches. ``classes`` > 1 labels the mines 1..classes by column block (a
+    sector-like task). Returns the store."""
+    g = GeoBox.from_bbox((300_000, 7_000_000, 300_640, 7_000_640), "EPSG:32719", resolution=10)
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices(g.shape)
+    mine = (rows // 8 + cols // 8) % 3 == 0
+    ground = {"B02": 500, "B03": 800, "B04": 700, "B08": 3000, "B11": 2000, "B12": 1200}
+    pit = {"B02": 1500, "B03": 1600, "B04": 1700, "B08": 1800, "B11": 3200, "B12": 2600}
+    layers = []
+    for b in ground:
+        values = np.where(mine, pit[b], ground[b]) + rng.integers(0, 200, g.shape)
+        layers.append(xr_zeros(g, dtype="uint16").copy(data=values.astype(np.uint16)))
+    cube = xr.concat(layers, "band").assign_coords(band=list(ground))
+    labels = mine.astype(np.uint8)
+    if classes > 1:
+        labels = np.where(mine, 1 + (cols // 8) % classes, 0).astype(np.uint8)
+    table = patch_table(g, size=16)
+    table["split"] = np.array(["train", "train", "validation", "test"])[np.arange(len(table)) % 4]
+    table["kind"] = "site"
+    return write_patch_set(PatchSource(cube, table, xr_zeros(g, dtype="uint8").copy(data=labels)),
+                           path, block=block, progress=False)
 
 
 def random_checkpoint(path: str | os.PathLike[str], *, bands: Sequence[str] = BANDS,
