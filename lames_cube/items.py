@@ -38,6 +38,7 @@ from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, BANDS, baseline_dn_offset
 from lames_cube.errors import InvalidItemError
+from lames_cube.grid import geodesic_area
 
 __all__ = [
     "PROVIDERS",
@@ -356,7 +357,6 @@ def drop_covered(items: Iterable[pystac.Item], *, tolerance: float = 0.99) -> li
             "99 % covered by others."
         )
 
-    from lames_cube.grid import geodesic_area
 
     items = list(items)
     groups: dict[tuple, list[int]] = {}

@@ -34,14 +34,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dask.array as da
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+from rasterio.features import geometry_mask
 
 from lames_cube.errors import (
     ExtentError,
-    )
+)
 from lames_cube.grid import geodesic_area
 
 __all__ = ["ExtentError", "compare_with_truth", "extent_over_time", "first_mining_year",
@@ -89,7 +93,6 @@ def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
     >>> round(float(a.mean()), 1)         # ~ 100 m² x cos²(lat)
     82.6
     """
-    from odc.geo.xr import xr_coords
 
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ExtentError(f"step={step!r} must be a positive number of pixels, e.g. 16.")
@@ -99,7 +102,6 @@ def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
     data = getattr(like, "data", None) if not isinstance(like, GeoBox) else None
     chunks = getattr(data, "chunks", None)
     if chunks is not None and isinstance(like, xr.DataArray):
-        import dask.array as da
 
         ychunks = chunks[like.get_axis_num(ydim)]
         xchunks = chunks[like.get_axis_num(xdim)]
@@ -151,8 +153,6 @@ def _site_masks(like: xr.DataArray, sites: Any, id_column: str,
     """Per site: the window of the grid around its polygons (buffered by ``buffer_m``) as
     ``isel`` slices, and the boolean mask of the polygons in that window (never a whole
     country-sized mask per site)."""
-    import geopandas as gpd
-    from rasterio.features import geometry_mask
 
     if not isinstance(sites, gpd.GeoDataFrame) or id_column not in sites:
         raise ExtentError(f"sites must be a GeoDataFrame with a {id_column!r} column (e.g. "

@@ -47,6 +47,7 @@ import calendar
 import dataclasses
 import datetime as dt
 import difflib
+import importlib.util
 import os
 import re
 import typing
@@ -56,6 +57,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+import geopandas as gpd
+import pyogrio
+import shapely
+import shapely.geometry
 import yaml
 from pydantic import (
     AfterValidator,
@@ -67,8 +72,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from lames_cube._atomic import atomic_write_text
+from lames_cube._fs import as_store_path
+from lames_cube._vector import DEFAULT_FIX, geojson_problem, read_vector
+from lames_cube.annotations import load_sites
 from lames_cube.bands import ASSET_KEY_TO_BAND, BAND_BY_NAME, SCL_CLASSES
 from lames_cube.errors import (  # noqa: F401 (re-exported)
     InvalidBBoxError,
@@ -78,6 +88,7 @@ from lames_cube.errors import (  # noqa: F401 (re-exported)
     RecipeNotFoundError,
     VectorFileError,
 )
+from lames_cube.grid import known_regions, region_polygon, utm_epsg
 from lames_cube.recipes.schema import (
     NO_VALUE,
     Doc,
@@ -98,6 +109,8 @@ from lames_cube.recipes.schema import (
     settings,
     validate,
 )
+from lames_cube.search import check_bbox, check_datetime, search
+from lames_cube.synthetic import World, demo_spec, demo_world_dir, write_world
 
 if TYPE_CHECKING:
     from lames_cube._fs import UrlPath
@@ -208,7 +221,6 @@ class _AreaKeys(Section):
     @field_validator("bbox")
     @classmethod
     def _box(cls, value: Any) -> tuple[float, float, float, float]:
-        from lames_cube.search import check_bbox
 
         try:
             return check_bbox(value)
@@ -228,7 +240,6 @@ class _AreaKeys(Section):
     @field_validator("geojson")
     @classmethod
     def _geojson(cls, text: str, info: ValidationInfo) -> str:
-        from lames_cube._vector import DEFAULT_FIX, geojson_problem
 
         path = _base_dir(info) / Path(text).expanduser()
         if not path.is_file():
@@ -256,7 +267,6 @@ class Period(Section):
     @property
     def interval(self) -> str:
         """The RFC 3339 interval that :func:`lames_cube.search.search` receives."""
-        from lames_cube.search import check_datetime
 
         if self.datetime is not None:
             return check_datetime(self.datetime)
@@ -274,7 +284,6 @@ class Period(Section):
     @field_validator("start", "end")
     @classmethod
     def _date(cls, text: str, info: ValidationInfo) -> str:
-        from lames_cube.search import check_datetime
 
         text, key = text.strip(), info.field_name
         impossible = _calendar_problem(text)
@@ -296,7 +305,6 @@ class Period(Section):
     @field_validator("datetime")
     @classmethod
     def _interval(cls, text: str) -> str:
-        from lames_cube.search import check_datetime
 
         parts = text.split("/")
         impossible = {part: found for part in parts if (found := _calendar_problem(part))}
@@ -327,7 +335,6 @@ class Period(Section):
 
 
 def _bound(text: str, end: int) -> str:
-    from lames_cube.search import check_datetime
 
     return check_datetime(text).split("/")[end]
 
@@ -362,15 +369,12 @@ class Grid(Section):
         """
         if not self.is_utm:
             return self.crs
-        from lames_cube.grid import utm_epsg
 
         return f"EPSG:{utm_epsg(lon, lat)}"
 
     @field_validator("crs")
     @classmethod
     def _crs(cls, crs: str) -> str:
-        from pyproj import CRS
-        from pyproj.exceptions import CRSError
 
         if crs.lower() == "utm":
             return "utm"
@@ -618,7 +622,6 @@ class Recipe(Section):
     def output_path(self) -> Path | UrlPath:
         """The output Zarr store: an fsspec URL as given (``s3://…``), else a path resolved
         against the current directory unless absolute."""
-        from lames_cube._fs import as_store_path
 
         if "://" in self.output_name:
             return as_store_path(self.output_name)
@@ -660,7 +663,6 @@ class Recipe(Section):
         if kind == "sites":
             kw["sites"] = list(value)
         elif kind == "split":
-            from lames_cube.annotations import load_sites
 
             kw["sites"] = load_sites(value, data_dir=data_dir)["site_id"].tolist()
         elif kind == "bbox":
@@ -691,7 +693,6 @@ class Recipe(Section):
             return self.catalog
         if kind == "path":
             return Path(self.catalog)
-        from lames_cube.synthetic import World, demo_spec, demo_world_dir, write_world
 
         world = World(demo_spec(data_dir), data_dir=data_dir)
         root = demo_world_dir(world)
@@ -702,7 +703,6 @@ class Recipe(Section):
 
         ``overrides`` replace or add search keyword arguments (e.g. ``max_items=10``).
         """
-        from lames_cube.search import search
 
         kwargs = self.search_kwargs(data_dir=data_dir)
         if {"bbox", "sites", "intersects"} & set(overrides):
@@ -882,7 +882,6 @@ def _relative(target: str, folder: Path) -> str:
 # --------------------------------------------------------------------------- areas
 def _outlines_path() -> Path | None:
     """Natural Earth 1:110m countries: package data if shipped, else the pyogrio test fixture."""
-    import importlib.util
 
     here = Path(__file__).resolve().parents[1] / "data"
     for pattern in ("naturalearth_lowres*.shp", "*countries*.geojson", "*countries*.parquet",
@@ -903,7 +902,6 @@ def country_names() -> list[str] | None:
     path = _outlines_path()
     if path is None:
         return None
-    import pyogrio
 
     table = pyogrio.read_dataframe(path, columns=["name"], read_geometry=False)
     return [str(n) for n in table["name"]]
@@ -922,10 +920,7 @@ def country_geometry(name: str, *, where: str = "country") -> dict:
     >>> country_geometry("Chile")["type"]
     'MultiPolygon'
     """
-    import shapely
-    import shapely.geometry
 
-    from lames_cube.grid import known_regions, region_polygon
 
     if name.strip().casefold() in known_regions():  # the outline shipped in lames_cube/data
         return shapely.geometry.mapping(region_polygon(name))
@@ -936,7 +931,6 @@ def country_geometry(name: str, *, where: str = "country") -> dict:
             "in lames_cube/data and in the pyogrio package's tests/fixtures/naturalearth_lowres). "
             "Fix: install the pinned pyogrio wheel, or use area.geojson with an outline file."
         )
-    import geopandas as gpd
 
     table = gpd.read_file(path).to_crs("EPSG:4326")
     wanted = name.strip().casefold()
@@ -957,10 +951,7 @@ def _unknown_country(name: str, names: list[str]) -> Mistake:
 
 
 def _geojson_geometry(path: str, *, where: str) -> dict:
-    import shapely
-    import shapely.geometry
 
-    from lames_cube._vector import read_vector
 
     try:
         gdf = read_vector(path)
@@ -983,7 +974,6 @@ def _iso_codes() -> set[str]:
     path = _outlines_path()
     if path is None:
         return set()
-    import pyogrio
 
     table = pyogrio.read_dataframe(path, columns=["iso_a3"], read_geometry=False)
     return {str(c).casefold() for c in table["iso_a3"]}

@@ -40,6 +40,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -54,14 +55,18 @@ import typing_extensions
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
+from lames_cube import __version__
 from lames_cube._atomic import atomic_write_text, check_writable
 from lames_cube.errors import (
+    CheckpointError,
     ExperimentNotFoundError,
     ExperimentRecipeError,
     LamesCubeError,
     RunExistsError,
 )
+from lames_cube.patchset import open_patch_set
 from lames_cube.recipes.cubes import CUBES_DIR
+from lames_cube.recipes.patchsets import build_patch_sets, load_patch_recipe
 from lames_cube.recipes.schema import (
     Doc,
     MinLen,
@@ -74,6 +79,7 @@ from lames_cube.recipes.schema import (
     settings,
     validate,
 )
+from lames_cube.synthetic.clear import SKY
 
 __all__ = ["ExperimentRecipe", "ExperimentRecipeError", "RunExistsError", "list_experiments",
            "load_experiment", "parse_experiment", "run_experiment"]
@@ -90,7 +96,7 @@ _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_range", "step_s
 
 def _check_train(settings: dict[str, Any]) -> dict[str, Any]:
     """Training settings as :func:`lames_cube.ml.train` checks them (before anything runs)."""
-    from lames_cube.ml.training import check_settings
+    from lames_cube.ml.training import check_settings  # local: ml needs optional torch
 
     problems = check_settings(**settings)
     if problems:
@@ -161,7 +167,7 @@ class ExperimentRecipe(Section):
     @field_validator("model")
     @classmethod
     def _model(cls, model: Any) -> Any:
-        from lames_cube.ml.models import model_spec
+        from lames_cube.ml.models import model_spec  # local: ml needs optional torch
 
         try:
             model_spec(model)
@@ -258,7 +264,6 @@ def load_experiment(name_or_path: str | os.PathLike[str]) -> ExperimentRecipe:
 
 def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict[str, Path]:
     """The patch recipe's stores, built (or resumed) when its summary is missing."""
-    from lames_cube.recipes.patchsets import build_patch_sets, load_patch_recipe
 
     patch_recipe = load_patch_recipe(recipe.patches)
     if patch_recipe.task != recipe.task:
@@ -266,7 +271,6 @@ def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict
                                     f"recipe {patch_recipe.name!r} makes {patch_recipe.task!r} "
                                     f"masks; name a {recipe.task} patch recipe.")
     out = Path(recipe.patches_output) if recipe.patches_output else patch_recipe.output_path
-    from lames_cube.synthetic.clear import SKY
 
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
@@ -297,9 +301,7 @@ def _patch_sets(recipe: ExperimentRecipe, data_dir: Any, progress: bool) -> dict
 def _fingerprint(store: Path) -> str:
     """A digest of a patch set's attributes (its grids, counts, statistics): a set rebuilt at
     the same path with other content has another fingerprint."""
-    import hashlib
 
-    from lames_cube.patchset import open_patch_set
 
     attrs = json.dumps(dict(open_patch_set(store).attrs), sort_keys=True, default=str)
     return hashlib.sha256(attrs.encode()).hexdigest()[:16]
@@ -307,8 +309,7 @@ def _fingerprint(store: Path) -> str:
 
 def _previous(checkpoint: Path) -> dict[str, Any] | None:
     """The checkpoint's values, or None when there is none (a corrupt file counts as none)."""
-    from lames_cube.errors import CheckpointError
-    from lames_cube.ml.checkpoint import load_checkpoint
+    from lames_cube.ml.checkpoint import load_checkpoint  # local: ml needs optional torch
 
     if not checkpoint.exists():
         return None
@@ -350,10 +351,10 @@ def run_experiment(recipe: ExperimentRecipe | str | os.PathLike[str], *,
     dict
         The content of ``metrics.json``: per model the test scores, plus timings and paths.
     """
-    from lames_cube.ml.checkpoint import load_checkpoint
-    from lames_cube.ml.evaluation import evaluate
-    from lames_cube.ml.run_report import write_experiment_report
-    from lames_cube.ml.training import train
+    from lames_cube.ml.checkpoint import load_checkpoint  # local: ml needs optional torch
+    from lames_cube.ml.evaluation import evaluate  # local: ml needs optional torch
+    from lames_cube.ml.run_report import write_experiment_report  # local: ml needs optional torch
+    from lames_cube.ml.training import train  # local: ml needs optional torch
 
     recipe = recipe if isinstance(recipe, ExperimentRecipe) else load_experiment(recipe)
     if model is not None or train_overrides:
@@ -440,9 +441,8 @@ def _variant_train(recipe: ExperimentRecipe, variant: str) -> dict[str, Any]:
 def _run_settings(recipe: ExperimentRecipe, sites: Path, extra: list[Path],
                   variant: str) -> dict[str, Any]:
     """What a variant's checkpoint depends on: a rerun with the same values reuses it."""
-    from lames_cube import __version__
-    from lames_cube.ml.jitter import parse_jitter
-    from lames_cube.ml.models import model_spec
+    from lames_cube.ml.jitter import parse_jitter  # local: ml needs optional torch
+    from lames_cube.ml.models import model_spec  # local: ml needs optional torch
 
     train = _variant_train(recipe, variant)
     # the jitter actually applied (train's default included), so that a checkpoint trained

@@ -10,6 +10,7 @@ import numpy as np
 
 from lames_cube.errors import DataDirError
 from lames_cube.synthetic import World, WorldSpec, write_world
+from lames_cube.synthetic.landscape import pixel_centres
 
 #: Two real LAMES sites (one test, one train), two years across the 04.00 baseline change,
 #: 3 km tiles of 330 px: 5 tiles, 24 scenes (two orbits), written in a few seconds.
@@ -63,9 +64,6 @@ class FixedBaselineWorld(World):
 def scene_coverage(scene, gbox) -> np.ndarray:
     """Where a world scene has data on ``gbox`` (a grid in the tile's CRS): inside its tile
     and on the data side of its swath or datastrip edge."""
-    from lames_cube.synthetic.landscape import pixel_centres
-    from lames_cube.synthetic.world import World
-
     xs, ys = pixel_centres(gbox)
     b = scene.tile.geobox(10).boundingbox
     inside = (xs > b.left) & (xs < b.right) & (ys > b.bottom) & (ys < b.top)
