@@ -184,6 +184,7 @@ def test_the_comparison_lists_every_mismatch():
 # ---------------------------------------------------------------------- 01 cube and labels
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+@pytest.mark.filterwarnings("ignore:.*impossible date")  # load_sectors' known repairs
 def test_notebook_01_cube_and_labels(run_notebook):
     """The composite, the label contour and the clear looks drawn are the library's."""
     import lames_cube
@@ -233,10 +234,7 @@ def test_notebook_01_cube_and_labels(run_notebook):
 def _expected_02(saved: dict) -> tuple[dict, np.ndarray]:
     """Each bar's macro F1 from a confusion matrix made here: the checkpoints' predictions
     and the baselines (fitted again) over the test split; the paper's bars from the paper."""
-    try:  # the baselines moved into lames_cube.ml
-        from lames_cube.ml.baselines import fit_index_threshold, fit_pixel_classifier, predict_split
-    except ImportError:  # pragma: no cover - before the move
-        from lames_cube.baselines import fit_index_threshold, fit_pixel_classifier, predict_split
+    from lames_cube.ml.baselines import fit_index_threshold, fit_pixel_classifier, predict_split
     from lames_cube.metrics import confusion_matrix, scores
     from lames_cube.ml.evaluation import predict_patches
     from lames_cube.patchset import open_patch_set
