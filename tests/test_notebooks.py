@@ -234,8 +234,8 @@ def test_notebook_01_cube_and_labels(run_notebook):
 def _expected_02(saved: dict) -> tuple[dict, np.ndarray]:
     """Each bar's macro F1 from a confusion matrix made here: the checkpoints' predictions
     and the baselines (fitted again) over the test split; the paper's bars from the paper."""
-    from lames_cube.ml.baselines import fit_index_threshold, fit_pixel_classifier, predict_split
     from lames_cube.metrics import confusion_matrix, scores
+    from lames_cube.ml.baselines import fit_index_threshold, fit_pixel_classifier, predict_split
     from lames_cube.ml.evaluation import predict_patches
     from lames_cube.patchset import open_patch_set
     from lames_cube.report import PAPER
