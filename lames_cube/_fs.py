@@ -31,7 +31,6 @@ class UrlPath:
     """A location on an fsspec filesystem, with the pathlib operations the store code uses."""
 
     def __init__(self, url: str, *, _fs: Any = None, _root: str | None = None) -> None:
-
         self.url = url.rstrip("/")
         if _fs is None:
             _fs, _root = fsspec.core.url_to_fs(self.url)

@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["drop_log_records", "ignore_warnings"]
@@ -39,10 +39,31 @@ __all__ = ["drop_log_records", "ignore_warnings"]
 _LOCK = threading.Lock()
 #: (category, module) -> the category of the filter that ignores it inside blocks
 _IN_BLOCKS: dict[tuple[type[Warning], str], type] = {}
-#: (category, module) -> open blocks
-_WARNING_BLOCKS: dict[tuple[type[Warning], str], int] = {}
-#: (logger, prefix) -> [open blocks, the logging.Filter installed]
-_LOG_BLOCKS: dict[tuple[str, str], list] = {}
+#: ("warning", category, module) or ("log", logger, prefix) -> open blocks
+_OPEN: dict[tuple, int] = {}
+#: (logger, prefix) -> the logging.Filter installed while a block is open
+_LOG_FILTERS: dict[tuple[str, str], logging.Filter] = {}
+
+
+@contextmanager
+def _counted(key: tuple, install: Callable[[], threading.local],
+             remove: Callable[[], None]) -> Iterator[None]:
+    """A block of ``key``: ``install()`` (idempotent; it returns the thread-local whose
+    ``depth`` marks this thread as inside) runs as the block opens, ``remove()`` as the last
+    open block of ``key`` closes; both under the module's lock."""
+    with _LOCK:
+        _OPEN[key] = _OPEN.get(key, 0) + 1
+        inside = install()
+    inside.depth = getattr(inside, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        inside.depth -= 1
+        with _LOCK:
+            _OPEN[key] -= 1
+            if not _OPEN[key]:
+                del _OPEN[key]
+                remove()
 
 
 class _InBlocks(type):
@@ -94,24 +115,20 @@ def ignore_warnings(category: type[Warning], module: str) -> Iterator[None]:
     >>> warnings.filters == before
     True
     """
-    key = (category, module)
     cls = _in_blocks(category, module)
     entry = ("ignore", None, cls, re.compile(module), 0)
-    with _LOCK:
-        _WARNING_BLOCKS[key] = _WARNING_BLOCKS.get(key, 0) + 1
+
+    def install() -> threading.local:
         if entry not in warnings.filters:  # the first block, or a racing catch_warnings dropped it
             warnings.filterwarnings("ignore", category=cls, module=module)
-    cls.inside.depth = getattr(cls.inside, "depth", 0) + 1
-    try:
+        return cls.inside
+
+    def remove() -> None:
+        while entry in warnings.filters:
+            warnings.filters.remove(entry)
+
+    with _counted(("warning", category, module), install, remove):
         yield
-    finally:
-        cls.inside.depth -= 1
-        with _LOCK:
-            _WARNING_BLOCKS[key] -= 1
-            if not _WARNING_BLOCKS[key]:
-                del _WARNING_BLOCKS[key]
-                while entry in warnings.filters:
-                    warnings.filters.remove(entry)
 
 
 class _DropInBlocks(logging.Filter):
@@ -159,21 +176,14 @@ def drop_log_records(logger: str, prefix: str) -> Iterator[None]:
     []
     """
     key = (logger, prefix)
-    with _LOCK:
-        block = _LOG_BLOCKS.get(key)
-        if block is None:
-            drop = _DropInBlocks(prefix)
-            logging.getLogger(logger).addFilter(drop)
-            block = _LOG_BLOCKS[key] = [0, drop]
-        block[0] += 1
-    drop = block[1]
-    drop.inside.depth = getattr(drop.inside, "depth", 0) + 1
-    try:
+
+    def install() -> threading.local:
+        drop = _LOG_FILTERS.setdefault(key, _DropInBlocks(prefix))
+        logging.getLogger(logger).addFilter(drop)  # a no-op when it is attached already
+        return drop.inside
+
+    def remove() -> None:
+        logging.getLogger(logger).removeFilter(_LOG_FILTERS.pop(key))
+
+    with _counted(("log", *key), install, remove):
         yield
-    finally:
-        drop.inside.depth -= 1
-        with _LOCK:
-            block[0] -= 1
-            if block[0] == 0:
-                del _LOG_BLOCKS[key]
-                logging.getLogger(logger).removeFilter(drop)

@@ -31,7 +31,6 @@ __all__ = ["SchedulerError", "SchedulerUnreachableError", "dask_scheduler", "wor
 
 
 def _without_malloc_trim() -> None:
-
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
     dask.config.set({"distributed.nanny.pre-spawn-environ": env})
@@ -40,7 +39,6 @@ def _without_malloc_trim() -> None:
 def worker_threads(client: Any | None) -> int:
     """How many tasks run at once: the cluster's threads, or the threaded scheduler's."""
     if client is None:
-
         return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     return max(1, sum(client.nthreads().values()))
 

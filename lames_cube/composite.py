@@ -220,7 +220,6 @@ def _grow(state: xr.DataArray, buffer_m: float, opening_px: int) -> xr.DataArray
     rx = 2 * opening_px + (dilation.shape[1] // 2 if dilation is not None else 0)
     data = ordered.data
     if dask.is_dask_collection(data):
-
         depth = {i: 0 for i in range(data.ndim - 2)}
         depth.update({data.ndim - 2: min(ry, data.shape[-2]), data.ndim - 1: min(rx, data.shape[-1])})
         grown = da.map_overlap(_grow_block, data, depth=depth, boundary="none", dtype=bool,

@@ -21,15 +21,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
+import odc.stac
 import pystac
 import rasterio
+import rasterio.enums
 import shapely
 import shapely.geometry
+import stackstac
 import xarray as xr
+from dask import _task_spec as task_spec
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from odc.geo.roi import roi_is_empty
+from odc.geo.xr import assign_crs
 from odc.loader import RioDriver, RioReader
+from odc.loader._builder import _dask_loader_tyx
+from odc.loader._rio import GDAL_CLOUD_DEFAULTS
 
 # odc-stac's STAC metadata parser is not exported; pinned in pyproject (odc-stac 0.5.3).
 from odc.stac._mdtools import StacAuxReader, StacMDParser
@@ -48,6 +59,7 @@ from lames_cube.errors import (
     UnknownBandError,
     exception_chain,
 )
+from lames_cube.items import normalize_item, unsupported_reason
 from lames_cube.retry import RetryPolicy, check_policy, gdal_retry_env, retry_call
 
 #: Default y/x chunk (px): a multiple of the 256-px patch size.
@@ -80,7 +92,6 @@ def prepare_items(
     InvalidItemError
         A single-collection set of items that cannot be read.
     """
-    from lames_cube.items import normalize_item, unsupported_reason
 
     items = list(items)
     if not band_map and items and all(
@@ -155,7 +166,6 @@ def cube_geobox(
     EmptyCubeError
         The grid does not overlap any item.
     """
-    from odc.geo.geom import Geometry
 
     footprints = [shapely.geometry.shape(i.geometry) for i in items]
     if geobox is None:
@@ -231,7 +241,6 @@ def footprint_in(crs: Any, footprint, *, name: str | None = None):
     >>> footprint_in("EPSG:32719", shapely.box(-69.01, -24.01, -69.0, -24.0)).area > 1e6
     True
     """
-    from odc.geo.geom import Geometry
 
     what = f"item {name!r}" if name else "an item"
     try:
@@ -502,7 +511,6 @@ class HarmonisingDriver(RioDriver):
     def capture_env(self) -> dict[str, Any]:
         """The caller's GDAL settings over our retry settings (the caller's win), or our
         retry settings over odc's cloud defaults when the caller set none."""
-        from odc.loader._rio import GDAL_CLOUD_DEFAULTS
 
         env = super().capture_env()
         if env == GDAL_CLOUD_DEFAULTS:  # nothing configured: odc's defaults (10 retries ...)
@@ -583,7 +591,7 @@ def _sign_items(items: list[pystac.Item], sign: Callable | str | None) -> list[p
                 "sign='planetary-computer' (needs `pip install planetary-computer`)."
             )
         try:
-            import planetary_computer
+            import planetary_computer  # local: optional, guarded
         except ImportError as exc:
             raise InvalidQueryError(
                 "sign='planetary-computer' needs the planetary-computer package; install it "
@@ -644,11 +652,6 @@ def _gather_bands(ds: xr.Dataset, bands: Sequence[str]):
     band to allocate, fill, fuse and stack again, one GDAL environment per chunk. odc's
     sources and load parameters are kept as they are (the tasks' names, made from them, too).
     None when odc's graph is not the one this expects (odc-loader 0.6.5, "mem" mode)."""
-    import dask.array as da
-    from dask import _task_spec as task_spec
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
-    from odc.loader._builder import _dask_loader_tyx
 
     arrays = [ds[b].data for b in bands]
     if any(a.dtype != np.uint16 or a.ndim != 3 or a.chunks != arrays[0].chunks for a in arrays):
@@ -692,8 +695,6 @@ def _gather_bands(ds: xr.Dataset, bands: Sequence[str]):
 def _load_odc(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
     """One odc-stac load of every item, harmonised per item by the reader, fused per solar day
     by odc (first valid pixel in (time, id) order); ``(time, band, y, x)`` uint16."""
-    import dask.array as da
-    import odc.stac
 
     ds = odc.stac.load(
         items, bands=bands, geobox=geobox, chunks={"x": chunks["x"], "y": chunks["y"]},
@@ -715,9 +716,6 @@ def _load_odc(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
 def _load_stackstac(items, bands, geobox, chunks, resampling, driver) -> xr.DataArray:
     """One stackstac stack of every item, harmonised per item (one elementwise layer) and
     fused per solar day in (time, id) order; ``(time, band, y, x)`` uint16."""
-    import rasterio.enums
-    import stackstac
-
     epsg = geobox.crs.epsg
     dicts = []
     for item in items:
@@ -919,6 +917,5 @@ def build_cube(
         stacked.attrs["skipped_log"] = log_path
         stacked.attrs["skipped_run"] = run
     stacked.name = "reflectance"
-    from odc.geo.xr import assign_crs
 
     return assign_crs(stacked, gbox.crs)

@@ -109,7 +109,6 @@ class _Stages:
 
 # ------------------------------------------------------------------------------- stages
 def _world_and_search(world, root: Path, workers, data_dir) -> list:
-
     print(f"  sites  {', '.join(f'{r.site_id} ({r.split})' for r in world.sites.itertuples())}")
     print(f"  tiles  {len(world.tiles)}: {', '.join(t.tile_id for t in world.tiles)}")
     print(f"  dates  {len(world.dates)} from {world.dates[0]} to {world.dates[-1]}")
@@ -119,7 +118,6 @@ def _world_and_search(world, root: Path, workers, data_dir) -> list:
 
 
 def _describe_search(root: Path, world, everything) -> None:
-
     table = pd.DataFrame([{
         "id": i.id, "date": i.datetime.date(), "cloud %": i.properties["eo:cloud_cover"],
         "baseline": i.properties["s2:processing_baseline"],
@@ -133,7 +131,6 @@ def _describe_search(root: Path, world, everything) -> None:
 
 
 def _cubes(world, root: Path, everything, data_dir) -> list[Path]:
-
     recipe = demo_recipe(world, root)
     try:
         stores = run_recipe(recipe, items=everything, data_dir=data_dir, progress=False)
@@ -175,8 +172,6 @@ def _labels(world, stores: list[Path]) -> dict[str, dict[str, Any]]:
 
 
 def _train(run: Path, data_dir, epochs: int | None, progress: bool) -> dict[str, Any]:
-
-
     recipe = load_experiment(DEMO_EXPERIMENT)
     recipe = dataclasses.replace(recipe, patches_output=str(run / "patches"))
     overrides = {"epochs": epochs} if epochs is not None else None
@@ -212,7 +207,6 @@ def _infer(run: Path, sites: dict[str, dict[str, Any]], checkpoint: Path) -> dic
 
 
 def _map_metrics(sites: dict[str, dict[str, Any]], preds: dict[str, Any]) -> pd.DataFrame:
-
     rows = []
     total = np.zeros((2, 2), np.int64)
     for site_id, data in sites.items():
@@ -237,7 +231,6 @@ def _map_metrics(sites: dict[str, dict[str, Any]], preds: dict[str, Any]) -> pd.
 
 
 def _extent(world, sites: dict[str, dict[str, Any]], preds: dict[str, Any]):
-
     polygons = world.sites[["site_id", "geometry"]]
     years = [int(y) for y in next(iter(sites.values()))["truth"].year.values]
     model = extent_over_time(preds, sites=polygons, buffer_m=SITE_BUFFER_M)
@@ -324,7 +317,6 @@ def _area_figure(site_id: str, rows: pd.DataFrame) -> Any:
 
 def _report(run: Path, world, results, sites, preds, map_table, extent, compared, summary,
             timings, settings) -> Path:
-
     scored = {name: entry["scores"] for name, entry in
               {**results["variants"], **results["baselines"]}.items()}
     metrics = results_table(scored, task="site")

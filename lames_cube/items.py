@@ -651,7 +651,6 @@ def _crs_of(fields: Mapping[str, Any]) -> str | None:
         return f"EPSG:{int(epsg)}"
     for field in ("proj:wkt2", "proj:projjson"):
         if fields.get(field):
-
             found = CRS.from_user_input(fields[field]).to_epsg()
             if found:
                 return f"EPSG:{found}"
@@ -930,7 +929,6 @@ def _item_datetime(props: Mapping[str, Any], ident: Any = None) -> datetime:
 def _centroid_lon(d: Mapping[str, Any]) -> float:
     geometry = d.get("geometry")
     if geometry:
-
         shape = _unwrap_antimeridian({0: shapely.geometry.shape(geometry)})[0]
         lon = shape.centroid.x
         return (lon + 180.0) % 360.0 - 180.0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Hashable, Sequence
+from functools import partial
 from typing import Any
 
 import dask.array as da
@@ -33,6 +34,8 @@ import rasterio.features
 import shapely
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
+from geocube.api.core import make_geocube
+from geocube.rasterize import rasterize_image
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import wrap_xr, xr_coords
@@ -232,7 +235,7 @@ def _check_declared_crs(gdf: gpd.GeoDataFrame, gbox: GeoBox | None = None) -> No
     if aou is None:
         return
     try:
-        from pyproj import Transformer
+        from pyproj import Transformer  # local: optional, guarded
 
         tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         ax0, ay0, ax1, ay1 = tr.transform_bounds(aou.west, aou.south, aou.east, aou.north)
@@ -499,10 +502,7 @@ def _quiet_burn():
 
 
 def _eager(burn: gpd.GeoDataFrame, gbox: GeoBox, all_touched: bool) -> np.ndarray:
-    from functools import partial
 
-    from geocube.api.core import make_geocube
-    from geocube.rasterize import rasterize_image
 
     # geocube reads the grid from like.odc.geobox: a coords-only Dataset holds no pixels.
     like = xr.Dataset(coords=xr_coords(gbox))

@@ -59,7 +59,6 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
         )
     lazy = hasattr(p, "dask") or hasattr(t, "dask")
     if lazy:
-
         p, t = da.asarray(p).astype("int64"), da.asarray(t).astype("int64")
     else:
         p, t = p.astype(np.int64), t.astype(np.int64)
@@ -70,7 +69,6 @@ def confusion_matrix(pred: Any, truth: Any, n_classes: int, ignore: int | None =
     index = t * n_classes + p
     counts = (da if lazy else np).bincount(index.clip(0, n_classes**2 - 1), minlength=n_classes**2)
     if lazy:
-
         bad, counts = dask.compute(bad, counts)
     if int(bad):
         raise MetricsError(

@@ -21,16 +21,19 @@ import json
 from collections.abc import Hashable
 from typing import Any
 
+import dask.array as da
 import geopandas as gpd
 import numpy as np
 import shapely
 import xarray as xr
+from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
 from lames_cube import _kernels
 from lames_cube._checks import check_positive_int
 from lames_cube.errors import InvalidGridError, InvalidQueryError
-from lames_cube.grid import geobox_attrs, geobox_of
+from lames_cube.grid import geobox_attrs, geobox_of, lames_tiles
 
 EDGES = ("drop", "pad", "shift")
 BLENDS = ("mean", "hann")
@@ -39,7 +42,6 @@ BLENDS = ("mean", "hann")
 # --------------------------------------------------------------------------- grids
 def table_geobox(table: gpd.GeoDataFrame) -> GeoBox:
     """The grid a patch table was cut from (from its ``attrs["grid"]``)."""
-    from affine import Affine
 
     grid = table.attrs.get("grid")
     if not grid:
@@ -167,7 +169,6 @@ def lames_patch_table(region: Any = "chile", *, size: int = 256) -> gpd.GeoDataF
     >>> len(t), len(t) // t.tile.nunique(), t.crs.to_epsg()
     (148878, 81, 4326)
     """
-    from lames_cube.grid import lames_tiles
 
     size = check_positive_int(size, "size")
     tiles = lames_tiles(region)
@@ -326,7 +327,6 @@ def gather_windows(data: Any, rows: np.ndarray, cols: np.ndarray, size: int, fil
     """
     if not hasattr(data, "chunks") or data.chunks is None or isinstance(data, np.ndarray):
         return _gather_numpy(np.asarray(data), rows, cols, size, fill)
-    import dask.array as da
 
     ychunks, xchunks = (np.cumsum((0, *c)) for c in data.chunks[1:])
     gy = np.searchsorted(ychunks, np.clip(rows, 0, None), side="right") - 1
@@ -390,7 +390,6 @@ def extract_patches(cube: xr.DataArray, table: gpd.GeoDataFrame, *,
     >>> ds.image.shape, int(ds.image.sum())
     ((4, 1, 32, 32), 28672)
     """
-    import odc.geo.xr  # noqa: F401
 
     gbox = geobox_of(cube, "cube")
     rows, cols, size = check_table(table, gbox)
@@ -468,7 +467,6 @@ def merge_patches(values: Any, table: gpd.GeoDataFrame, *, like: Any,
                    weight)
     with np.errstate(invalid="ignore", divide="ignore"):
         merged = np.where(weight > 0, total / weight, np.nan)
-    from odc.geo.xr import xr_coords
 
     coords: dict[Hashable, Any] = dict(xr_coords(gbox, crs_coord_name="spatial_ref"))
     dims = ("y", "x") if squeeze else ("band", "y", "x")

@@ -59,10 +59,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as dsa
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
+from tqdm.auto import tqdm
 
 from lames_cube._atomic import atomic_path, atomic_write_text
 from lames_cube._fs import StorePath, UrlPath, is_empty_dir, returned_path
@@ -78,6 +82,7 @@ from lames_cube.errors import (
     StoreNotFoundError,
     TemplateMismatchError,
 )
+from lames_cube.grid import geobox_attrs, geobox_of
 from lames_cube.io.ledger import LEDGER_NAME, Ledger, crash_point
 from lames_cube.io.paths import (
     claim_folder,
@@ -88,6 +93,7 @@ from lames_cube.io.paths import (
 )
 from lames_cube.io.stores import Mode
 from lames_cube.io.template import ZARR_KW, as_text_objects, hash_values, is_text, numpy_json
+from lames_cube.patches import as_bands, check_table, gather_windows
 
 __all__ = [
     "PatchSetError",
@@ -245,10 +251,7 @@ def _sources_list(sources: Any) -> list[PatchSource]:
 
 def _check_source(src: PatchSource, index: int) -> _Source:
     """Validate one source with the checks of :mod:`lames_cube.patches` (errors name it)."""
-    import odc.geo.xr  # noqa: F401  (registers .odc)
 
-    from lames_cube.grid import geobox_attrs, geobox_of
-    from lames_cube.patches import as_bands, check_table
 
     try:
         if not isinstance(src.cube, xr.DataArray):
@@ -446,7 +449,6 @@ def _write_windows(plan: _Plan, path: StorePath) -> None:
 
 def _layout(plan: _Plan, path: StorePath) -> None:
     """Every array, coordinate and attribute (but the statistics), and the windows."""
-    import dask.array as dsa
 
     n, nb, s = plan.n, len(plan.bands), plan.size
     coords: dict[str, Any] = {"band": ("band", as_text_objects(np.asarray(plan.bands)))}
@@ -469,10 +471,6 @@ def _layout(plan: _Plan, path: StorePath) -> None:
 
 
 def _block_pixels(plan: _Plan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    import dask
-
-    from lames_cube.patches import gather_windows
-
     images, masks = [], []
     for i, s in enumerate(plan.sources):
         a, b = max(lo, int(plan.starts[i])), min(hi, int(plan.starts[i + 1]))
@@ -550,18 +548,12 @@ def _block_records(records: list[dict[str, Any]], job: str) -> dict[int, dict[st
 
 def _write_blocks(plan: _Plan, path: StorePath, done: Mapping[int, Any], *,
                   progress: bool) -> None:
-    import zarr
-
     ledger = Ledger(path)
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     image_arr, mask_arr = group["image"], group["mask"]
     todo = [i for i in range(plan.nblocks) if i not in done]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=plan.nblocks, initial=plan.nblocks - len(todo), unit="block",
-                   desc=f"write_patch_set {path.name}")
+    bar = tqdm(total=plan.nblocks, initial=plan.nblocks - len(todo), unit="block",
+               desc=f"write_patch_set {path.name}", disable=not progress)
     written = 0
     try:
         for i in todo:
@@ -574,16 +566,13 @@ def _write_blocks(plan: _Plan, path: StorePath, done: Mapping[int, Any], *,
                            "samples": [lo, hi],
                            "stats": _block_stats(image, plan.stats_pick[lo:hi])})
             written += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _finish(plan: _Plan, path: StorePath) -> None:
     """Statistics from the ledger's block records into the attrs, then the ``complete`` line."""
-    import zarr
 
     ledger = Ledger(path)
     blocks = _block_records(ledger.records(), plan.job)
@@ -683,10 +672,10 @@ def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | o
     store
         Path (or fsspec URL) of the store.
     mode
-        ``"w-"`` refuses an existing store (:class:`~lames_cube.io.StoreExistsError`); ``"w"``
+        ``"w-"`` refuses an existing store (:class:`~lames_cube.errors.StoreExistsError`); ``"w"``
         replaces it; ``"resume"`` finishes an interrupted write of the same sources, writing only
         the missing blocks (a no-op on a complete store, a plain write without a store), and
-        refuses a store of other sources (:class:`~lames_cube.io.TemplateMismatchError`).
+        refuses a store of other sources (:class:`~lames_cube.errors.TemplateMismatchError`).
     block
         Samples per Zarr shard (the unit written and recorded in the ledger). Inside a shard
         each sample is its own chunk, so a reader decodes one sample, not the whole block.
@@ -712,7 +701,7 @@ def write_patch_set(sources: PatchSource | Sequence[PatchSource], store: str | o
         No sample of ``stats_split``.
     PatchSetGridError
         A table or labels not on their cube's grid.
-    lames_cube.io.StoreExistsError, lames_cube.io.TemplateMismatchError
+    lames_cube.errors.StoreExistsError, lames_cube.errors.TemplateMismatchError
         As described under ``mode``.
     lames_cube.errors.OutputNotWritableError
         The store's folder cannot be written to (checked before any work).
@@ -830,9 +819,9 @@ def open_patch_set(store: str | os.PathLike[str], *,
 
     Raises
     ------
-    lames_cube.io.StoreNotFoundError
+    lames_cube.errors.StoreNotFoundError
         No store at ``store``.
-    lames_cube.io.IncompleteStoreError
+    lames_cube.errors.IncompleteStoreError
         An unfinished write; the message says how many blocks are missing and how to finish.
     PatchSetError
         A store that is not a patch set.

@@ -15,6 +15,9 @@ No torch here: the lazy prediction comes from :func:`lames_cube.ml.predict`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +26,20 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import dask
+import geopandas as gpd
 import numpy as np
+import rasterio.features
+import shapely
 import xarray as xr
+from odc.geo.geom import BoundingBox
+from scipy import ndimage
+from tqdm.auto import tqdm
 
-from lames_cube._atomic import check_writable
+from lames_cube._atomic import atomic_path, atomic_write_text, check_writable
+from lames_cube.cluster import worker_threads
 from lames_cube.errors import LamesCubeError, PredictionError, PredictionStoreMismatchError  # noqa: F401 (re-exported)
+from lames_cube.grid import geodesic_area
 from lames_cube.io import (
     Ledger,
     TemplateMismatchError,
@@ -141,10 +153,7 @@ def _layout(pred: xr.Dataset, store: Path, overwrite: bool, *, replace: bool = F
 def _check_selection(store: Path, regions: list[tuple[dict[str, slice], bool]]) -> None:
     """Record which tiles the store scores (``.lames/tiles.json``) and refuse to resume it
     with another selection: tiles written as nodata would silently stay so."""
-    import hashlib
-    import json
 
-    from lames_cube._atomic import atomic_write_text
 
     scored = sorted((r["y"].start, r["x"].start) for r, s in regions if s)
     digest = hashlib.sha256(json.dumps(scored).encode()).hexdigest()
@@ -220,9 +229,7 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     ...     open_prediction(path)["class"].shape
     (512, 512)
     """
-    import dask
 
-    from lames_cube.cluster import worker_threads
 
     if not isinstance(pred, xr.Dataset) or "class" not in pred or pred.chunks is None:
         raise PredictionError("pred must be the lazy Dataset of lames_cube.ml.predict (class "
@@ -242,19 +249,15 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
     done = regions_written(store, [r for r, _ in regions])
     todo = [(r, s) for (r, s), d in zip(regions, done, strict=True) if not d]
     try:
-        from distributed import get_client
+        from distributed import get_client  # local: optional, guarded
 
         client = get_client()
     except (ImportError, ValueError):
         client = None
     group = group or 4 * worker_threads(client)
     scored_px = sum(_pixels(r) for r, s in todo if s)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="tile",
-                   desc=f"predict {store.name}", smoothing=0.1)
+    bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="tile",
+               desc=f"predict {store.name}", smoothing=0.1, disable=not progress)
     start, px, written = time.perf_counter(), 0, 0
 
     def compute(batch: list[tuple[dict[str, slice], bool]]) -> tuple[tuple, float]:
@@ -283,17 +286,15 @@ def write_prediction(pred: xr.Dataset, store: str | os.PathLike[str], *, tiles: 
                         px += _pixels(region)
                     if on_tile is not None:
                         on_tile(region, took if scored else 0.0)
-                    if bar is not None:
-                        rate = px / 1e6 / max(1e-9, time.perf_counter() - start)
-                        bar.set_postfix_str(f"{rate:.2f} Mpx/s, {px / 1e6:,.0f}/"
-                                            f"{scored_px / 1e6:,.0f} Mpx")
-                        bar.update(1)
+                    rate = px / 1e6 / max(1e-9, time.perf_counter() - start)
+                    bar.set_postfix_str(f"{rate:.2f} Mpx/s, {px / 1e6:,.0f}/"
+                                        f"{scored_px / 1e6:,.0f} Mpx")
+                    bar.update(1)
     except (KeyboardInterrupt, SystemExit):  # stop now: do not finish the prefetched group
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     Ledger(store).mark_complete()
     return store
 
@@ -347,7 +348,6 @@ def bbox_roi(gbox: Any, bounds: Sequence[float]) -> tuple[slice, slice] | None:
     >>> bbox_roi(g, (95, 0, 205, 50)), bbox_roi(g, (2000, 0, 3000, 50))
     ((slice(95, 100, None), slice(9, 21, None)), None)
     """
-    import math
 
     a = gbox.affine  # axis-aligned grids (north-up or not)
     minx, miny, maxx, maxy = (float(v) for v in bounds)
@@ -366,7 +366,6 @@ def bbox_roi(gbox: Any, bounds: Sequence[float]) -> tuple[slice, slice] | None:
 def _region(ds: xr.Dataset, bbox: Sequence[float] | None, crs: Any) -> xr.Dataset:
     if bbox is None:
         return ds
-    from odc.geo.geom import BoundingBox
 
     gbox = ds.odc.geobox
     box = BoundingBox(*bbox, crs=crs or gbox.crs).to_crs(gbox.crs)
@@ -400,7 +399,6 @@ def export_cog(pred: xr.Dataset | str | os.PathLike[str], path: str | os.PathLik
     -----
     The region is computed in memory: for a country, pass a ``bbox``.
     """
-    from lames_cube._atomic import atomic_path
 
     ds = open_prediction(pred) if not isinstance(pred, xr.Dataset) else pred
     if variable not in ds:
@@ -447,9 +445,7 @@ def prediction_polygons(pred: xr.Dataset | str | os.PathLike[str], *, threshold:
         ``tile_id``, ``site_id``, ``footprint``, ``mean_probability``, geometry. Polygons that
         cross block edges are merged.
     """
-    import geopandas as gpd
 
-    from lames_cube.grid import geodesic_area
 
     ds = open_prediction(pred) if not isinstance(pred, xr.Dataset) else pred
     extra = [d for d in ds["probability"].dims if d not in ("y", "x")]
@@ -486,9 +482,6 @@ def _block_polygons(ds: xr.Dataset, ys: slice, xs: slice, cut: float, min_px: fl
                     gbox: Any) -> list[tuple[Any, float, int, bool]]:
     """Connected areas of mining in one block: (polygon, probability sum, pixels, at edge);
     areas smaller than ``min_px`` that do not touch the block's edge are dropped here."""
-    import rasterio.features
-    import shapely
-    from scipy import ndimage
 
     both = ds[["probability", "class"]].isel(y=ys, x=xs).compute()  # one read (or model run)
     part = both["probability"].values
@@ -522,8 +515,6 @@ def _block_polygons(ds: xr.Dataset, ys: slice, xs: slice, cut: float, min_px: fl
 def _merge_edges(rows: list[tuple[Any, float, int, bool]], crs: str) -> Any:
     """One polygon per connected area: pieces at block edges are merged with their
     neighbours; the probability sums and pixel counts add up."""
-    import geopandas as gpd
-    import shapely
 
     inner = [r for r in rows if not r[3]]
     pieces = [r for r in rows if r[3]]
@@ -577,7 +568,6 @@ def _plain(value: Any) -> Any:
 
 def write_polygons(gdf: Any, path: str | os.PathLike[str]) -> Path:
     """Write prediction polygons to GeoParquet atomically."""
-    from lames_cube._atomic import atomic_path
 
     with atomic_path(path) as tmp:
         gdf.to_parquet(tmp)

@@ -16,20 +16,26 @@ Examples
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from collections.abc import Sequence
 from typing import Any
 
+import dask
 import geopandas as gpd
 import numpy as np
 import shapely
 import xarray as xr
+from dask.diagnostics import ProgressBar
+from rasterio.features import rasterize
 
+from lames_cube import _kernels
 from lames_cube._checks import check_positive_int, check_seed
 from lames_cube.errors import (
     InvalidQueryError,
     NotEnoughWindowsError,
 )
 from lames_cube.grid import geobox_of
+from lames_cube.patches import check_table, window_table
 
 
 def _check_n(n: Any, available: int, what: str) -> int:
@@ -210,7 +216,6 @@ def _edges(length: int, chunks: Sequence[int] | None) -> list[int]:
 def _block_bits(labels: np.ndarray, invalid_src: np.ndarray | None, geom: Any,
                 affine: Any, size: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The clean-window map of one block (labels given with a trailing ``size - 1`` px halo)."""
-    from lames_cube import _kernels
 
     bad = (np.asarray(labels) > 0).view(np.uint8)
     if geom is not None:
@@ -219,8 +224,6 @@ def _block_bits(labels: np.ndarray, invalid_src: np.ndarray | None, geom: Any,
         x1, y0 = affine @ (width, height)
         clip = shapely.clip_by_rect(geom, min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
         if not clip.is_empty:
-            from rasterio.features import rasterize
-
             bad = bad | rasterize([clip], out_shape=(height, width), transform=affine,
                                   all_touched=True, dtype="uint8")
     invalid = None
@@ -239,15 +242,12 @@ def _row_starts(rows: np.ndarray) -> np.ndarray:
 
 
 def _summary(labels, invalid, geom, affine, size, limit, keep: bool):
-    from lames_cube import _kernels
-
     bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
     return int(rows.sum()), (_row_starts(rows), _kernels.pack_rows(bits)) if keep else None
 
 
 def _draw(labels, invalid, geom, affine, size, limit, local: np.ndarray) -> np.ndarray:
     """Positions (block-relative ``(k, 2)``) of the ``local``-th clean windows of a block."""
-    from lames_cube import _kernels
 
     bits, rows = _block_bits(labels, invalid, geom, affine, size, limit)
     return _kernels.locate_bits(_kernels.pack_rows(bits), _row_starts(rows), local,
@@ -304,7 +304,6 @@ class BackgroundIndex:
     def draw(self, n: int, *, seed: int) -> np.ndarray:
         """``n`` distinct clean windows drawn uniformly (without replacement): their top-left
         pixels as ``(n, 2)`` int64 (row, col), sorted; :meth:`sample` makes the table."""
-        from lames_cube import _kernels
 
         seed = check_seed(seed)
         n = _check_n(n, self.count, self.settings["what"])
@@ -315,7 +314,6 @@ class BackgroundIndex:
             found = _kernels.locate_bits(packed, row_starts, ranks)
             at = np.stack([row_y[found[:, 0]], row_x[found[:, 0]] + found[:, 1]], axis=1)
         else:  # lazy labels: read again the blocks the draw lands in
-            import dask
 
             block = np.searchsorted(starts, ranks, side="right") - 1
             hit, first = np.unique(block, return_index=True)
@@ -336,7 +334,6 @@ class BackgroundIndex:
         NotEnoughWindowsError
             Fewer clean windows exist than ``n`` (the message names both numbers).
         """
-        from lames_cube.patches import window_table
 
         seed = check_seed(seed)
         at = self.draw(n, seed=seed)
@@ -422,13 +419,10 @@ def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffe
     settings = {"size": size, "buffer_m": float(buffer_m), "max_invalid": float(max_invalid),
                 "geom": geom_raw, "what": what}
     if not lazy:
-        import concurrent.futures as cf
-
         with cf.ThreadPoolExecutor() as pool:  # the kernels release the GIL
             parts = list(pool.map(lambda b: _summary(*args(b), keep=True), range(len(blocks))))
         return BackgroundIndex(gbox, blocks, [p[0] for p in parts], _join(blocks, parts),
                                None, settings)
-    import dask
 
     shared = dask.delayed(geom) if geom is not None else None
 
@@ -439,8 +433,6 @@ def background_index(labels: Any, *, size: int = 256, exclude: Any = None, buffe
 
     summaries = [task(_summary, b, False) for b in range(len(blocks))]
     if progress:
-        from dask.diagnostics import ProgressBar
-
         with ProgressBar():
             parts = dask.compute(*summaries)
     else:
@@ -614,8 +606,6 @@ def sample_positive(
     >>> len(t), bool((t.fraction >= 0.25).all()), t.attrs["available"]
     (8, True, [1008, 688, 444, 357])
     """
-    from lames_cube import _kernels
-    from lames_cube.patches import check_table, window_table
 
     gbox = geobox_of(labels, "labels")
     seed = check_seed(seed)

@@ -100,7 +100,6 @@ def _degree_distances(boxes: np.ndarray) -> np.ndarray:
 
 
 def _geodesic_distances(boxes: np.ndarray, npts: int = 16) -> np.ndarray:
-
     geod = Geod(ellps="WGS84")
     n = len(boxes)
     env = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
@@ -453,7 +452,7 @@ def check_no_leakage(
     >>> check_no_leakage({"train": ["1", "2"], "test": ["2"]})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lames_cube.splits.SplitLeakageError: Site(s) in more than one split: '2' in ['train', 'test']. ...
+    lames_cube.errors.SplitLeakageError: Site(s) in more than one split: '2' in ['train', 'test']. ...
     """
     owner: dict[str, list[str]] = {}
     for name, ids in splits.items():

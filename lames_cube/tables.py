@@ -45,8 +45,11 @@ from typing import TYPE_CHECKING, Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import shapely
 import xarray as xr
+from pyproj import CRS
 
 from lames_cube._atomic import atomic_path
 from lames_cube.errors import (  # noqa: F401 (re-exported)
@@ -236,7 +239,6 @@ def save_table(table: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
     >>> read_table(p).attrs == t.attrs
     True
     """
-    import pyarrow.parquet as pq
 
     table = _check_frame(table)
     path = Path(path)
@@ -281,10 +283,8 @@ def read_table(path: str | os.PathLike) -> gpd.GeoDataFrame:
     >>> read_table("no/such/table.parquet")
     Traceback (most recent call last):
     ...
-    lames_cube.tables.TableNotFoundError: no table at no/such/table.parquet: ...
+    lames_cube.errors.TableNotFoundError: no table at no/such/table.parquet: ...
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.exists():
@@ -358,7 +358,7 @@ def concat_tables(tables: Sequence[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     >>> concat_tables([windows, patch_table(g, size=32)])
     Traceback (most recent call last):
     ...
-    lames_cube.tables.TableMismatchError: table 0 has windows of 16 px but table 1 has windows ...
+    lames_cube.errors.TableMismatchError: table 0 has windows of 16 px but table 1 has windows ...
     """
     if isinstance(tables, gpd.GeoDataFrame) or not isinstance(tables, Sequence) or not tables:
         raise InvalidQueryError(
@@ -562,7 +562,7 @@ def _quicklook(cube: xr.DataArray, gbox: Any) -> tuple[np.ndarray, tuple, str]:
 def _mask_overlay(labels: xr.DataArray, gbox: Any) -> tuple[np.ndarray, tuple]:
     """An RGBA image of ``labels > 0`` in :data:`MASK_COLOR` (block maximum when decimated, so
     small objects stay visible)."""
-    from matplotlib.colors import to_rgb
+    from matplotlib.colors import to_rgb  # local: heavy matplotlib
 
     ydim, xdim = (str(d) for d in labels.odc.spatial_dims)
     step = max(1, math.ceil(max(labels.sizes[ydim], labels.sizes[xdim]) / QUICKLOOK_PX))
@@ -660,11 +660,11 @@ def plot_table(
     >>> fig.axes[0].get_title()
     'blind, seed 1: 5 windows of 16 px'
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # local: heavy matplotlib
+    from matplotlib.collections import LineCollection  # local: heavy matplotlib
+    from matplotlib.figure import Figure  # local: heavy matplotlib
+    from matplotlib.lines import Line2D  # local: heavy matplotlib
+    from matplotlib.patches import Patch  # local: heavy matplotlib
 
     if not isinstance(table, gpd.GeoDataFrame):
         raise NotAWindowTableError(f"table is a {type(table).__name__}; pass a window table "
@@ -678,9 +678,6 @@ def plot_table(
     images: list[tuple[np.ndarray, tuple]] = []
     note = None
     if background is not None or labels is not None:
-        import odc.geo.xr  # noqa: F401  (registers .odc)
-        from pyproj import CRS
-
         if background is not None and (not isinstance(background, xr.DataArray)
                                        or background.ndim not in (2, 3, 4)):
             raise InvalidQueryError(

@@ -102,7 +102,6 @@ def pixel_area(like: Any, *, step: int = 16) -> xr.DataArray:
     data = getattr(like, "data", None) if not isinstance(like, GeoBox) else None
     chunks = getattr(data, "chunks", None)
     if chunks is not None and isinstance(like, xr.DataArray):
-
         ychunks = chunks[like.get_axis_num(ydim)]
         xchunks = chunks[like.get_axis_num(xdim)]
 

@@ -57,7 +57,6 @@ def test_three_class_orientation_by_hand():
 def test_evaluate_scores_truth_against_prediction(monkeypatch):
     """``lames_cube.ml.evaluate`` on a model (and a baseline) whose predictions are fixed:
     the per-class precision/recall it reports are the hand values, not swapped."""
-    import lames_cube.ml.checkpoint as checkpoint
     import lames_cube.ml.evaluation as evaluation
 
     truth = np.stack([TRUTH.reshape(5, 8)] * 2)          # 2 samples of 5 x 8 px
@@ -66,7 +65,7 @@ def test_evaluate_scores_truth_against_prediction(monkeypatch):
     base_pred = truth.copy()
     base_pred[:, 0, :5] = 1                                # 5 background px per sample -> 1
     meta = {"classes": ["no mine", "mine site"], "model": {"encoder": "fake"}}
-    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: meta)
+    monkeypatch.setattr(evaluation, "load_checkpoint", lambda path: meta)
     monkeypatch.setattr(evaluation, "predict_patches", lambda *a, **k: {
         "pred": pred, "prob": pred * 255, "truth": truth, "sample": np.arange(2)})
     monkeypatch.setattr(evaluation, "predict_split", lambda *a, **k: (base_pred, truth))

@@ -355,18 +355,16 @@ def test_bad_grids_and_options(lames):
 
 
 def test_a_backend_grid_that_differs_is_reported(lames, monkeypatch):
-    import geocube.api.core as core
-
     _, sites = lames
     site = sites[sites.site_id == SMALL_SPEC.site_ids[0]]
     gbox = _utm_grid(site)
-    real = core.make_geocube
+    real = labels.make_geocube
 
     def shifted(*args, **kwargs):
         ds = real(*args, **kwargs)
         return ds.isel(x=slice(1, None))  # one column short: shape and transform differ
 
-    monkeypatch.setattr(core, "make_geocube", shifted)
+    monkeypatch.setattr(labels, "make_geocube", shifted)
     # expected: _utm_grid(site) (119 x 101 px from x = 367250); got: one column less, from + 10 m
     with pytest.raises(GridMismatchError, match=r"(?s)geocube's output is not on like's grid.*"
                                                 r"got: +shape \(119, 100\).*367260.*expected: +shape \(119, 101\), CRS 32719.*367250"):

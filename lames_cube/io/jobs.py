@@ -74,10 +74,8 @@ def write_regions(prep: Prepared, path: StorePath, regions: list[Region], *,
     sizes = {d: n for name in prep.names for d, n in prep.ds[name].sizes.items()}
     ydim, xdim = prep.spatial
     todo = [r for r in regions if skip is None or not skip.is_done(r, t)]
-    bar = None
-    if progress:
-        bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="region",
-                   desc=f"write_cube {path.name}")
+    bar = tqdm(total=len(regions), initial=len(regions) - len(todo), unit="region",
+               desc=f"write_cube {path.name}", disable=not progress)
     written = 0
     try:
         for y0, y1, x0, x1 in todo:
@@ -96,11 +94,9 @@ def write_regions(prep: Prepared, path: StorePath, regions: list[Region], *,
                              **ZARR_KW).compute(scheduler=scheduler)
             ledger.append({"event": "done", "t": list(t), "y": [y0, y1], "x": [x0, x1]})
             written += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     ledger.mark_complete()
 
 

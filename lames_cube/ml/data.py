@@ -30,16 +30,22 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
+import zarr
 from torch.utils.data import Dataset
 
 from lames_cube import io
 from lames_cube._checks import check_seed
 from lames_cube.errors import (
     DatasetSelectionError,
+    InvalidGridError,
     UnknownBandError,
 )
+from lames_cube.grid import geobox_of
 from lames_cube.ml.jitter import Jitter, check_jitter_input, parse_jitter
 from lames_cube.ml.jitter import jitter as apply_jitter
+from lames_cube.patches import check_table
+from lames_cube.patchset import open_patch_set
 
 __all__ = ["CubeWindowDataset", "DatasetSelectionError", "PatchDataset", "dihedral",
            "dihedral_index"]
@@ -263,7 +269,7 @@ class PatchDataset(_WindowDataset):
         A split/kind column the set lacks, values it does not hold, or missing statistics.
     lames_cube.errors.UnknownBandError
         A band the set does not hold (the message lists its bands).
-    lames_cube.io.IncompleteStoreError
+    lames_cube.errors.IncompleteStoreError
         An unfinished patch set.
 
     Examples
@@ -290,8 +296,6 @@ class PatchDataset(_WindowDataset):
                  kinds: str | Sequence[str] | None = None, bands: Sequence[str] | None = None,
                  normalise: bool = True, stats: Any = None, augment: bool = False,
                  jitter: Any = None, seed: int = 0) -> None:
-        from lames_cube.patchset import open_patch_set
-
         ds = open_patch_set(store)
         path = io.store_path(store)
         self.store = str(path)
@@ -351,8 +355,6 @@ class PatchDataset(_WindowDataset):
     def _arrays(self) -> tuple[Any, Any]:
         """The Zarr arrays, opened once per process (never pickled to workers)."""
         if self._handles is None or self._pid != os.getpid():
-            import zarr
-
             group = zarr.open_group(self.store, mode="r", zarr_format=3)
             self._handles, self._pid = (group["image"], group["mask"]), os.getpid()
         return self._handles
@@ -377,8 +379,6 @@ def _stats(stats: Any, bands: list[str]) -> tuple[np.ndarray | None, np.ndarray 
         return None, None
     where = "stats"
     if isinstance(stats, str | os.PathLike):
-        from lames_cube.patchset import open_patch_set
-
         where = f"the patch set {str(stats)!r}"
         stats = dict(open_patch_set(stats).attrs)
     if isinstance(stats, Mapping):
@@ -469,13 +469,6 @@ class CubeWindowDataset(_WindowDataset):
                  bands: Sequence[str] | None = None, stats: Any = None, augment: bool = False,
                  jitter: Any = None, seed: int = 0, time: Any = None,
                  variable: str | None = None) -> None:
-        import odc.geo.xr  # noqa: F401  (registers .odc)
-        import xarray as xr
-
-        from lames_cube.errors import InvalidGridError
-        from lames_cube.grid import geobox_of
-        from lames_cube.patches import check_table
-
         ds = io.open_store(cube_store)
         path = io.store_path(cube_store)
         names = [str(n) for n in ds.data_vars]
@@ -560,8 +553,6 @@ class CubeWindowDataset(_WindowDataset):
 
     def _array(self) -> Any:
         if self._handles is None or self._pid != os.getpid():
-            import zarr
-
             self._handles, self._pid = zarr.open_array(self.array_path, mode="r",
                                                        zarr_format=3), os.getpid()
         return self._handles

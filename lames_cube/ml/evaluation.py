@@ -16,9 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from lames_cube.errors import NoPositivePixelsError
+from lames_cube.metrics import confusion_matrix, scores
 from lames_cube.ml.baselines import predict_split
+from lames_cube.ml.checkpoint import check_bands, load_checkpoint, load_model
+from lames_cube.ml.data import PatchDataset
+from lames_cube.ml.models import ModelSpec, check_patch_size
+from lames_cube.ml.run_report import write_evaluation
+from lames_cube.ml.training import deterministic, resolve_device
+from lames_cube.patchset import open_patch_set
 
 __all__ = ["evaluate", "jsonable_scores", "predict_patches"]
 
@@ -51,13 +59,7 @@ def predict_patches(checkpoint: str | os.PathLike[str] | Mapping[str, Any],
     lames_cube.errors.CheckpointError
         A missing or corrupt checkpoint.
     """
-    from tqdm.auto import tqdm
 
-    from lames_cube.ml.checkpoint import check_bands, load_model
-    from lames_cube.ml.data import PatchDataset
-    from lames_cube.ml.models import ModelSpec, check_patch_size
-    from lames_cube.ml.training import deterministic, resolve_device
-    from lames_cube.patchset import open_patch_set
 
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, device=dev)
@@ -149,8 +151,6 @@ def evaluate(checkpoint: str | os.PathLike[str], patches: str | os.PathLike[str]
     >>> result["n_samples"], sorted(result["models"]["U-Net (tu-mobilenetv3_small_100)"]["scores"])[:3]
     (3, ['accuracy', 'f1', 'iou'])
     """
-    from lames_cube.metrics import confusion_matrix, scores
-    from lames_cube.ml.checkpoint import load_checkpoint
 
     meta = load_checkpoint(checkpoint)
     classes = list(meta["classes"])
@@ -174,8 +174,6 @@ def evaluate(checkpoint: str | os.PathLike[str], patches: str | os.PathLike[str]
         results["models"][label] = {"scores": jsonable_scores(scores(cm)),
                                     "confusion_matrix": cm.tolist()}
     if output is not None:
-        from lames_cube.ml.run_report import write_evaluation
-
         results["files"] = write_evaluation(Path(output), results, meta=meta, patches=patches,
                                             predictions=predictions, truth=out["truth"],
                                             sample_index=out["sample"], samples=samples)

@@ -38,7 +38,6 @@ def pick_samples(truth: np.ndarray, n: int) -> np.ndarray:
 
 
 def _sample_images(patches: Any, sample_index: np.ndarray, bands: Sequence[str]) -> np.ndarray:
-
     ds = open_patch_set(patches)
     return np.asarray(ds.image.isel(sample=np.asarray(sample_index)).sel(band=list(bands)))
 

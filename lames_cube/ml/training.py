@@ -38,12 +38,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 from torch.utils.data import ConcatDataset, DataLoader
+from tqdm.auto import tqdm
 
+from lames_cube import io
 from lames_cube._atomic import check_writable
 from lames_cube._checks import check_seed
-from lames_cube.errors import ClassWeightsError, NoPositivePixelsError, TrainingConfigError
+from lames_cube.classes import BINARY_CLASSES, SECTOR_CLASSES
+from lames_cube.errors import (
+    BandMismatchError,
+    CheckpointError,
+    ClassWeightsError,
+    NoPositivePixelsError,
+    TrainingConfigError,
+)
+from lames_cube.metrics import scores
+from lames_cube.ml.checkpoint import load_checkpoint, save_checkpoint
+from lames_cube.ml.data import PatchDataset
 from lames_cube.ml.jitter import JitterError, parse_jitter
+from lames_cube.ml.models import build_model, check_patch_size, model_spec
+from lames_cube.patchset import open_patch_set
 
 __all__ = ["DEFAULT_SEED", "check_settings", "class_counts", "deterministic",
            "lames_class_weights", "make_scheduler", "require_every_class", "resolve_device",
@@ -63,7 +78,6 @@ def task_classes(task: str) -> list[str]:
     >>> task_classes("site"), len(task_classes("sector"))
     (['no mine', 'mine site'], 8)
     """
-    from lames_cube.classes import BINARY_CLASSES, SECTOR_CLASSES
 
     if task == "site":
         return list(BINARY_CLASSES)
@@ -73,8 +87,6 @@ def task_classes(task: str) -> list[str]:
 
 
 def _selected(store: Any, split: str | Sequence[str] | None) -> np.ndarray:
-    from lames_cube.patchset import open_patch_set
-
     ds = open_patch_set(store)
     n = ds.sizes["sample"]
     if split is None:
@@ -93,9 +105,7 @@ def class_counts(stores: Any, n_classes: int, *, split: str | Sequence[str] | No
     ClassWeightsError
         A mask value outside ``0..n_classes-1``.
     """
-    import zarr
 
-    from lames_cube import io
 
     counts = np.zeros(n_classes, np.int64)
     for store in [stores] if isinstance(stores, str | os.PathLike) else list(stores):
@@ -317,8 +327,6 @@ def check_settings(**settings: Any) -> list[str]:
 
 def _check_start_weights(weights: Any, bands: Sequence[str], classes: Sequence[str]) -> None:
     """A lames_cube checkpoint to start from must have the run's bands and classes, in order."""
-    from lames_cube.errors import BandMismatchError, CheckpointError
-    from lames_cube.ml.checkpoint import load_checkpoint
 
     try:
         meta = load_checkpoint(weights)
@@ -359,7 +367,6 @@ def validate(model: torch.nn.Module, loader: DataLoader, *, n_classes: int,
     sum divided by the sum of the pixels' class weights) and the LAMES scores of one
     confusion matrix over all pixels, in eval mode under ``no_grad``; the model's mode is
     restored."""
-    from lames_cube.metrics import scores
 
     was_training = model.training
     model.eval()
@@ -477,7 +484,7 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
         A patch size the model cannot take.
     lames_cube.errors.TrainingConfigError
         Impossible settings (epochs, batch size, learning rates, device).
-    lames_cube.ml.data.DatasetSelectionError
+    lames_cube.errors.DatasetSelectionError
         A split the patch set does not have (e.g. no validation samples).
     lames_cube.errors.OutputNotWritableError
         The checkpoint's folder cannot be written to (checked before training).
@@ -495,12 +502,7 @@ def train(patches: str | os.PathLike[str], output: str | os.PathLike[str], *,
     >>> meta["task"], meta["patch_size"], [e["epoch"] for e in meta["curve"]]
     ('site', 32, [1, 2])
     """
-    from tqdm.auto import tqdm
 
-    from lames_cube.ml.checkpoint import save_checkpoint
-    from lames_cube.ml.data import PatchDataset
-    from lames_cube.ml.models import build_model, check_patch_size, model_spec
-    from lames_cube.patchset import open_patch_set
 
     problems = check_settings(epochs=epochs, batch_size=batch_size, num_workers=num_workers,
                               patience=patience, extra_per_epoch=extra_per_epoch,

@@ -23,6 +23,7 @@ catalogue (``lames-cube cube build chile-mosaic``; online), one composite (``yea
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import resource
@@ -31,13 +32,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
+import shapely
+from pyproj import Transformer
+from rasterio.features import rasterize
+from shapely.ops import transform
 
-from lames_cube._atomic import check_writable
+from lames_cube._atomic import atomic_path, check_writable
+from lames_cube.cluster import dask_scheduler, worker_threads
 from lames_cube.errors import (
     InferenceRunError,
     LamesCubeError,
 )
+from lames_cube.grid import region_polygon, site_boxes
+from lames_cube.io import open_cube, open_store
+from lames_cube.metrics import confusion_matrix, scores
+from lames_cube.prediction import (
+    NODATA_CLASS,
+    bbox_roi,
+    open_prediction,
+    prediction_polygons,
+    write_polygons,
+    write_prediction,
+)
+from lames_cube.recipes.cubes import Recipe, load_recipe
+from lames_cube.recipes.pipeline import area_geometry, tile_plan
+from lames_cube.synthetic import World, demo_spec
+from lames_cube.synthetic.clear import clear_sky_cube
+from lames_cube.timeseries import pixel_area
 
 __all__ = ["InferenceRunError", "evaluate_prediction", "inference_source", "plot_country_map",
            "run_inference"]
@@ -50,7 +74,6 @@ MINE_BUFFER_M = 500.0
 
 
 def _world(recipe: Any, data_dir: Any) -> Any:
-    from lames_cube.synthetic import World, demo_spec
 
     # The world the patch recipes render the site windows from, widened to every LAMES site
     # and hidden mine (patch_recipes._drawing_world): the training pixels' world.
@@ -69,12 +92,8 @@ def inference_source(recipe: Any, *, bands: Sequence[str], tile: int, halo: int,
     (cube, gbox, table, world)
         ``world`` is None for a store source.
     """
-    import shapely
-    from pyproj import Transformer
-    from shapely.ops import transform
 
-    from lames_cube.ml.inference import halo_chunks
-    from lames_cube.recipes.pipeline import area_geometry, tile_plan
+    from lames_cube.ml.inference import halo_chunks  # local: ml needs optional torch
 
     gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
     if str(source) == "world":
@@ -84,12 +103,10 @@ def inference_source(recipe: Any, *, bands: Sequence[str], tile: int, halo: int,
         region = transform(to_grid, area).buffer(buffer_m)
         active = shapely.union_all(table.geometry[table.active].values)
         region = region.intersection(active)
-        from lames_cube.synthetic.clear import clear_sky_cube
 
         chunks = (halo_chunks(gbox.shape[0], tile, halo), halo_chunks(gbox.shape[1], tile, halo))
         cube = clear_sky_cube(world, gbox, bands, chunks, region=region)
         return cube, gbox, table, world
-    from lames_cube.io import open_cube
 
     path = Path(source)
     if not path.exists():
@@ -115,7 +132,6 @@ def inference_source(recipe: Any, *, bands: Sequence[str], tile: int, halo: int,
             cube = cube.isel(time=-1 if year is None else int(np.nonzero(years == year)[0][-1]))
     store_gbox = cube.odc.geobox
     if store_gbox != gbox:  # a trial's tile block inside a whole-mosaic store: crop it
-        from lames_cube.prediction import bbox_roi
 
         roi = bbox_roi(store_gbox, tuple(gbox.boundingbox))
         cropped = cube.isel(y=roi[0], x=roi[1]) if roi is not None else None
@@ -171,15 +187,11 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
     dict
         The summary (also in ``summary.json``), with the evaluation when made.
     """
-    from lames_cube.cluster import dask_scheduler, worker_threads
-    from lames_cube.ml.inference import ModelHandle, predict, window_layout
-    from lames_cube.prediction import (
-        open_prediction,
-        prediction_polygons,
-        write_polygons,
-        write_prediction,
+    from lames_cube.ml.inference import (  # local: ml needs optional torch
+        ModelHandle,
+        predict,
+        window_layout,
     )
-    from lames_cube.recipes.cubes import Recipe, load_recipe
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(output)
@@ -255,7 +267,6 @@ def run_inference(recipe: Any, checkpoint: str | os.PathLike[str],
 
 def _replaced(store: Path, pred: Any) -> bool:
     """Whether writing ``pred`` with overwrite replaces the store (another model/settings)."""
-    from lames_cube.io import open_store
 
     if not store.exists():
         return False
@@ -271,8 +282,6 @@ def _areas(ds: Any, active: Any) -> tuple[float, float]:
     """Scored (class != 255) and predicted mining km² of true ground area over the active
     tiles (:func:`lames_cube.timeseries.pixel_area`: a 10 m pixel of the mosaic's UTM grid
     covers 100 m² divided by the square of the projection's scale there)."""
-    from lames_cube.prediction import NODATA_CLASS
-    from lames_cube.timeseries import pixel_area
 
     scored = mining = 0.0
     for _, t in active.iterrows():
@@ -287,7 +296,6 @@ def _areas(ds: Any, active: Any) -> tuple[float, float]:
 
 def _timing(log: Path, tile: int) -> dict[str, Any]:
     """Wall time and throughput over every sitting, from the tile log."""
-    import datetime as dt
 
     rows = []
     for line in log.read_text().splitlines():
@@ -327,13 +335,7 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
     dict
         The figures, and per mine its predicted fraction (``mines``).
     """
-    import geopandas as gpd
-    import pandas as pd
-    from rasterio.features import rasterize
 
-    from lames_cube.metrics import confusion_matrix, scores
-    from lames_cube.prediction import NODATA_CLASS
-    from lames_cube.timeseries import pixel_area
 
     gbox = ds.odc.geobox
     crs = gbox.crs.to_wkt()
@@ -400,11 +402,7 @@ def evaluate_prediction(ds: Any, world: Any, table: Any, *,
 
 def _site_box_metrics(ds: Any, world: Any, confusion_matrix: Any, scores: Any) -> dict[str, Any]:
     """LAMES metrics of the prediction inside the LAMES site boxes, truth = site polygons."""
-    import shapely
-    from rasterio.features import rasterize
 
-    from lames_cube.grid import site_boxes
-    from lames_cube.prediction import NODATA_CLASS, bbox_roi
 
     gbox = ds.odc.geobox
     crs = gbox.crs.to_wkt()
@@ -444,14 +442,12 @@ def plot_country_map(ds: Any, table: Any, path: str | os.PathLike[str], *, world
                      polygons: Any = None, evaluation: dict | None = None) -> Path:
     """A map of the country: predicted mining km² per tile, and the mines found and missed
     (by ``evaluation``, :func:`evaluate_prediction`'s result; without it none is marked)."""
-    import matplotlib
+    import matplotlib  # local: heavy matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
+    import matplotlib.pyplot as plt  # local: heavy matplotlib
+    from matplotlib.colors import LogNorm  # local: heavy matplotlib
 
-    from lames_cube._atomic import atomic_path
-    from lames_cube.grid import region_polygon
 
     crs = ds.odc.geobox.crs.to_wkt()
     tiles = table.copy()
@@ -469,15 +465,11 @@ def plot_country_map(ds: Any, table: Any, path: str | os.PathLike[str], *, world
                  vmax=max(hot.km2.max(), 0.02)), legend=True,
                  legend_kwds={"label": "predicted mining per tile (km²)", "shrink": 0.4})
     try:
-        import geopandas as gpd
-
         gpd.GeoSeries([region_polygon("chile")], crs=4326).to_crs(crs).boundary.plot(
             ax=ax, color="0.3", linewidth=0.6)
     except LamesCubeError:
         pass
     if world is not None:
-        from lames_cube.synthetic.world import World  # noqa: F401 - the type of world
-
         state = {m["site_id"]: m["found"] for m in (evaluation or {}).get("mines", [])
                  if m["fraction"] is not None}  # site id -> found; absent: not scored
         for layer, marker, label in ((world.sites, "o", "LAMES site"),

@@ -221,7 +221,6 @@ class _AreaKeys(Section):
     @field_validator("bbox")
     @classmethod
     def _box(cls, value: Any) -> tuple[float, float, float, float]:
-
         try:
             return check_bbox(value)
         except InvalidBBoxError as exc:
@@ -240,7 +239,6 @@ class _AreaKeys(Section):
     @field_validator("geojson")
     @classmethod
     def _geojson(cls, text: str, info: ValidationInfo) -> str:
-
         path = _base_dir(info) / Path(text).expanduser()
         if not path.is_file():
             raise Mistake(f"does not exist (looked for {path.resolve()})", "a GeoJSON file; "
@@ -284,7 +282,6 @@ class Period(Section):
     @field_validator("start", "end")
     @classmethod
     def _date(cls, text: str, info: ValidationInfo) -> str:
-
         text, key = text.strip(), info.field_name
         impossible = _calendar_problem(text)
         if impossible:
@@ -305,7 +302,6 @@ class Period(Section):
     @field_validator("datetime")
     @classmethod
     def _interval(cls, text: str) -> str:
-
         parts = text.split("/")
         impossible = {part: found for part in parts if (found := _calendar_problem(part))}
         if impossible:
@@ -335,7 +331,6 @@ class Period(Section):
 
 
 def _bound(text: str, end: int) -> str:
-
     return check_datetime(text).split("/")[end]
 
 
@@ -375,7 +370,6 @@ class Grid(Section):
     @field_validator("crs")
     @classmethod
     def _crs(cls, crs: str) -> str:
-
         if crs.lower() == "utm":
             return "utm"
         try:
@@ -663,7 +657,6 @@ class Recipe(Section):
         if kind == "sites":
             kw["sites"] = list(value)
         elif kind == "split":
-
             kw["sites"] = load_sites(value, data_dir=data_dir)["site_id"].tolist()
         elif kind == "bbox":
             kw["bbox"] = list(value)
@@ -951,8 +944,6 @@ def _unknown_country(name: str, names: list[str]) -> Mistake:
 
 
 def _geojson_geometry(path: str, *, where: str) -> dict:
-
-
     try:
         gdf = read_vector(path)
     except VectorFileError as exc:

@@ -57,8 +57,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
+import warnings
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -66,12 +68,31 @@ from typing import Annotated, Any, ClassVar, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, field_validator
+from tqdm.auto import tqdm
 
+from lames_cube import _kernels, rasterize
 from lames_cube._atomic import atomic_write_text, check_writable
-from lames_cube.errors import LamesCubeError, PatchRecipeError, PatchRecipeNotFoundError
-from lames_cube.recipes.cubes import CUBES_DIR
+from lames_cube.annotations import load_footprints, load_sectors, load_sites
+from lames_cube.classes import to_sector_index
+from lames_cube.config import find_data_dir
+from lames_cube.errors import (
+    LamesCubeError,
+    NoOverlapError,
+    PatchRecipeError,
+    PatchRecipeNotFoundError,
+)
+from lames_cube.grid import geobox_of, lames_geobox, lames_tiles, site_boxes
+from lames_cube.io import open_store
+from lames_cube.patches import lames_patch_table, patch_table, window_table
+from lames_cube.patchset import PatchSource, write_patch_set
+from lames_cube.recipes.cubes import CUBES_DIR, load_recipe
+from lames_cube.recipes.pipeline import per_site, run_recipe
 from lames_cube.recipes.schema import (
     Doc,
     Ge,
@@ -88,7 +109,13 @@ from lames_cube.recipes.schema import (
     settings,
     validate,
 )
-from lames_cube.synthetic.clear import SKY
+from lames_cube.sampling import sample_blind, sample_checked, touches
+from lames_cube.splits import validation_split
+from lames_cube.synthetic import World
+from lames_cube.synthetic.clear import SKY, clear_sky_cube
+from lames_cube.synthetic.mines import SECTOR_CLASSES
+from lames_cube.synthetic.realism import open_world
+from lames_cube.tables import save_table
 
 #: Where the shipped patch recipes are.
 PATCHES_DIR = CUBES_DIR / "patches"
@@ -284,14 +311,10 @@ def _labels(recipe: PatchRecipe, layers: dict[str, gpd.GeoDataFrame], cube: Any,
     the 8-class sector index; all 0 where no polygon reaches the grid. ``lazy=True`` burns with
     rasterio per chunk (the EPSG:3857 site boxes: geocube rounds their odd transforms) and
     returns NumPy."""
-    from lames_cube import rasterize
-    from lames_cube.errors import NoOverlapError
 
     if recipe.task == "site":
         polygons, value = layers["sites"], 1
     else:
-        from lames_cube.classes import to_sector_index
-
         polygons = layers["sectors"].copy()
         polygons["index"] = to_sector_index(polygons["class"].to_numpy(), unknown=0)
         value = "index"
@@ -301,16 +324,13 @@ def _labels(recipe: PatchRecipe, layers: dict[str, gpd.GeoDataFrame], cube: Any,
         labels = rasterize(polygons, like=cube, value=value, lazy=True, chunks=1024)
         return labels.copy(data=labels.data.compute())
     except NoOverlapError:  # e.g. a sector-less site box: its mask is all background
-        from odc.geo.xr import xr_zeros
 
-        from lames_cube.grid import geobox_of
 
         return xr_zeros(geobox_of(cube, "cube"), dtype="uint8")
 
 
 def _composite(store: Any, year: int | None, cubes: str) -> tuple[xr.DataArray, int | None]:
     """A composite store's ``(band, y, x)`` reflectance of ``year`` (default: the last)."""
-    from lames_cube.io import open_store
 
     refl = open_store(store).reflectance
     if "time" in refl.dims:
@@ -328,8 +348,6 @@ def _composite(store: Any, year: int | None, cubes: str) -> tuple[xr.DataArray, 
 def _site_table(recipe: PatchRecipe, like: Any, labels: xr.DataArray, site: str,
                 test_ids, val_ids) -> gpd.GeoDataFrame:
     """The windows of one site's grid, with ``site_id``, ``split``, ``kind``, ``mine_fraction``."""
-    from lames_cube import _kernels
-    from lames_cube.patches import patch_table
 
     table = patch_table(like, size=recipe.size, stride=recipe.stride)
     sums = _kernels.window_sums(_kernels.summed_area((labels.values > 0).view(np.uint8)),
@@ -355,8 +373,6 @@ def _select_bands(refl: xr.DataArray, bands: list[str] | None, store: Any) -> xr
 
 
 def _site_sources(recipe: PatchRecipe, stores: list, layers, test_ids, val_ids):
-    from lames_cube.patchset import PatchSource
-
     sources = []
     for store in stores:
         site = Path(str(store)).name.removesuffix(".zarr").removeprefix("site-")
@@ -374,7 +390,6 @@ def _window_cube(world, gbox, bands: list[str], chunk: int | None = None, *,
     """A lazy (band, y, x) cube of a grid, rendered by the world under a clear sky, one dask
     task per ``chunk``-px square (default: the whole grid in one task); see
     :func:`lames_cube.synthetic.clear.clear_sky_cube`."""
-    from lames_cube.synthetic.clear import clear_sky_cube
 
     return clear_sky_cube(world, gbox, bands, chunk, digest=digest)
 
@@ -396,12 +411,8 @@ def _drawing_world(world, boxes: gpd.GeoDataFrame, layers: dict[str, gpd.GeoData
                    data_dir):
     """``world`` when it draws every LAMES site whose sectors reach into ``boxes``; otherwise
     the same spec with ``area="lames"`` (every LAMES site and hidden mine)."""
-    import dataclasses
 
-    import shapely
 
-    from lames_cube.synthetic import World
-    from lames_cube.synthetic.mines import SECTOR_CLASSES
 
     sectors = layers["sectors"]
     drawable = sectors[sectors["class"].isin(SECTOR_CLASSES)]
@@ -424,10 +435,7 @@ def _world_site_sources(recipe: PatchRecipe, world, boxes: gpd.GeoDataFrame, lay
                         test_ids, val_ids, progress: bool):
     """One source per site box: the world's clear-sky render on the box's EPSG:3857 grid (lazy,
     one task per chunk of ``gcd(size, stride)`` px, at least 128), its mask and windows."""
-    import math
 
-    from lames_cube.grid import lames_geobox
-    from lames_cube.patchset import PatchSource
 
     bands = recipe.band_list
     chunk = math.gcd(recipe.size, recipe.stride)
@@ -437,8 +445,6 @@ def _world_site_sources(recipe: PatchRecipe, world, boxes: gpd.GeoDataFrame, lay
     layers = {k: v.to_crs("EPSG:3857") for k, v in layers.items() if k in ("sites", "sectors")}
     rows = boxes.itertuples(index=False)
     if progress:
-        from tqdm.auto import tqdm
-
         rows = tqdm(rows, total=len(boxes), unit="site", desc="site boxes (masks, windows)")
     sources = []
     for row in rows:
@@ -452,11 +458,6 @@ def _world_site_sources(recipe: PatchRecipe, world, boxes: gpd.GeoDataFrame, lay
 
 
 def _lames_window_geoboxes(table: gpd.GeoDataFrame, size: int) -> list:
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
-
-    from lames_cube.grid import lames_tiles
-
     tiles = lames_tiles("chile").set_index("name")
     out = []
     for tile, row, col in zip(table.tile, table.row, table.col, strict=True):
@@ -467,9 +468,6 @@ def _lames_window_geoboxes(table: gpd.GeoDataFrame, size: int) -> list:
 
 
 def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
-    from lames_cube.patches import window_table
-    from lames_cube.patchset import PatchSource
-
     digest = world.digest()  # once: tens of ms for a world of every LAMES site
     origin = f"world {digest} {SKY}"
     sources = []
@@ -483,8 +481,6 @@ def _extra_sources(table: gpd.GeoDataFrame, world, bands: list[str], size: int):
 
 
 def _store_sources(table: gpd.GeoDataFrame, refl: xr.DataArray, origin: str):
-    from lames_cube.patchset import PatchSource
-
     out = table.copy()
     out["split"] = "train"
     return [PatchSource(refl, out, None, origin=origin)]
@@ -492,13 +488,8 @@ def _store_sources(table: gpd.GeoDataFrame, refl: xr.DataArray, origin: str):
 
 def _layers(world, data_dir) -> dict[str, gpd.GeoDataFrame]:
     """Sites, sectors and Maus footprints: the LAMES files when present, else the world's."""
-    from lames_cube.config import find_data_dir
 
     if find_data_dir(data_dir, required=False) is not None:
-        import warnings
-
-        from lames_cube.annotations import load_footprints, load_sectors, load_sites
-
         with warnings.catch_warnings():  # the repairs are reported by load_* themselves
             warnings.simplefilter("ignore")
             return {"sites": load_sites("all", data_dir=data_dir),
@@ -511,8 +502,6 @@ def _layers(world, data_dir) -> dict[str, gpd.GeoDataFrame]:
 
 
 def _write(sources, store: Path, *, overwrite: bool, progress: bool) -> Path:
-    from lames_cube.patchset import write_patch_set
-
     mode = "w" if overwrite else ("resume" if store.exists() else "w-")
     return Path(write_patch_set(sources, store, mode=mode, progress=progress))
 
@@ -556,11 +545,6 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
         A cube recipe that is not per-site (cubes) or whose catalog is not a synthetic world
         (world), unknown ``sites`` or ``bands``, extra windows without pixels.
     """
-    from lames_cube.recipes.cubes import load_recipe
-    from lames_cube.recipes.pipeline import per_site, run_recipe
-    from lames_cube.sampling import sample_blind, sample_checked, touches
-    from lames_cube.splits import validation_split
-    from lames_cube.tables import save_table
 
     recipe = recipe if isinstance(recipe, PatchRecipe) else load_patch_recipe(recipe)
     cube_recipe = load_recipe(recipe.cubes)
@@ -574,8 +558,6 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
     out.mkdir(parents=True, exist_ok=True)
     world = None
     if cube_recipe.catalog_kind != "api":
-        from lames_cube.synthetic.realism import open_world
-
         try:
             world = open_world(cube_recipe.resolve_catalog(data_dir=data_dir))
         except LamesCubeError:
@@ -586,7 +568,6 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
                 f"sites_from: world needs a cube recipe whose catalog is a synthetic world; "
                 f"{recipe.cubes!r} has catalog {cube_recipe.catalog!r}. Name one such as 'demo' "
                 "(catalog world:demo) or a world directory, or use sites_from: cubes.")
-        from lames_cube.grid import site_boxes
 
         layers = _layers(world, data_dir)
         sites = layers["sites"]
@@ -627,9 +608,6 @@ def build_patch_sets(recipe: PatchRecipe | str | os.PathLike, *, data_dir=None,
         for split in ("train", "validation", "test")}
     n = recipe.extra.n if extra_n is None else int(extra_n)
     if n:
-        from lames_cube.grid import site_boxes
-        from lames_cube.patches import lames_patch_table, patch_table
-
         if recipe.extra.source is not None:
             refl, year = _composite(recipe.extra.source, recipe.year, recipe.cubes)
             origin = f"{Path(recipe.extra.source).resolve()} year={year}"

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 
+import dask.array as da
 import geopandas as gpd
 import numpy as np
 import pystac
@@ -24,19 +25,24 @@ import shapely
 import shapely.geometry
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from odc.geo.xr import xr_coords
+from tqdm.auto import tqdm
 
 from lames_cube._atomic import check_writable
 from lames_cube._fs import StorePath, as_store_path
 from lames_cube._names import safe_name
 from lames_cube.composite import composite, yearly_composites
-from lames_cube.cube import build_cube, overlaps
+from lames_cube.cube import build_cube, footprint_in, overlaps, solar_day
 from lames_cube.errors import EmptyCubeError
+from lames_cube.grid import mosaic_geobox, mosaic_tiles
+from lames_cube.io import init_cube_store, regions_written, write_cube
 from lames_cube.recipes.cubes import Recipe, RecipeError, load_recipe
+from lames_cube.search import site_table
 
 
 def _site_boxes(recipe: Recipe, data_dir) -> list[tuple[str, tuple[float, float, float, float]]]:
     """(site id, lon/lat bounds) of the recipe's sites."""
-    from lames_cube.search import site_table
 
     ids = [str(s) for s in recipe.search_kwargs(data_dir=data_dir)["sites"]]
     table = site_table(recipe.resolve_catalog(data_dir=data_dir), data_dir).set_index("site_id")
@@ -52,7 +58,6 @@ def site_geobox(bounds, crs: str, resolution: float, patch_size: int) -> GeoBox:
     >>> tuple(g.shape)
     (256, 256)
     """
-    from odc.geo.geom import Geometry
 
     local = Geometry(shapely.box(*bounds), "EPSG:4326").to_crs(crs).geom
     w, s, e, n = local.bounds
@@ -191,7 +196,6 @@ def tile_plan(recipe: Recipe, *, data_dir: str | os.PathLike | None = None,
         A per-site recipe, tile ids that are not active tiles of the grid, or chunks that do
         not divide the tile size.
     """
-    from lames_cube.grid import mosaic_geobox, mosaic_tiles
 
     if per_site(recipe):
         raise RecipeError(f"recipe {recipe.name!r} makes one cube per site; it has no mosaic grid.")
@@ -256,7 +260,6 @@ def area_geometry(recipe: Recipe, data_dir: str | os.PathLike | None = None) -> 
 def _steps(recipe: Recipe, items) -> xr.DataArray | None:
     """The store's time axis: every year of the period (yearly composites) or every solar day
     of the items (scenes); None for one composite over the period."""
-    from lames_cube.cube import solar_day
 
     if recipe.composite.method == "none":
         days = sorted({solar_day(i) for i in items})
@@ -310,8 +313,6 @@ class ItemIndex:
     """
 
     def __init__(self, items, crs) -> None:
-        from lames_cube.cube import footprint_in
-
         self.items = list(items)
         self.crs = crs
         self.tree = shapely.STRtree([footprint_in(crs, shapely.geometry.shape(i.geometry),
@@ -346,7 +347,6 @@ def tile_dataset(recipe: Recipe, items, gbox: GeoBox,
         return None
     data = store_dataset(recipe, _cube(recipe, mine, grown, whole=bool(halo)))
     if halo:
-        from odc.geo.xr import xr_coords
 
         # Cropped, with the tile's own coordinates (a crop of the grown grid's may differ in
         # the last bits on grids whose resolution is not a whole number).
@@ -369,8 +369,6 @@ def _halo_px(recipe: Recipe) -> int:
 
 def _template(example: xr.Dataset, gbox: GeoBox, recipe: Recipe) -> xr.Dataset:
     """The whole grid's Dataset, lazy constants (nodata), shaped like a tile's ``example``."""
-    import dask.array as da
-    from odc.geo.xr import xr_coords
 
     coords = xr_coords(gbox, crs_coord_name="spatial_ref")
     chunk = {"y": recipe.chunks.y, "x": recipe.chunks.x}
@@ -390,7 +388,6 @@ def _template(example: xr.Dataset, gbox: GeoBox, recipe: Recipe) -> xr.Dataset:
 def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite: bool,
                  progress: bool, tiles: Sequence[str] | None) -> StorePath:
     """Lay the store out over the whole mosaic grid, then fill it tile by tile (resumable)."""
-    from lames_cube.io import init_cube_store, regions_written, write_cube
 
     gbox, table = tile_plan(recipe, data_dir=data_dir, tiles=tiles)
     steps = _steps(recipe, items)
@@ -419,8 +416,6 @@ def _write_tiled(recipe: Recipe, items, store: StorePath, *, data_dir, overwrite
                     patch_size=recipe.grid.patch_size)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(table), unit="tile", desc=f"{recipe.name} tiles")
     regions = [dict(zip(("y", "x"), _tile_slices(tile), strict=True))
                for _, tile in table.iterrows()]
@@ -481,7 +476,6 @@ def run_recipe(
     list of pathlib.Path (or fsspec URL paths)
         The Zarr stores written; ``output`` may be an fsspec URL (``s3://...``).
     """
-    from lames_cube.io import write_cube
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     root = as_store_path(output) if output is not None else recipe.output_path

@@ -637,7 +637,7 @@ def server_host_status(*, venv_dir: str | os.PathLike | None = None) -> ServerHo
 
     Examples
     --------
-    >>> from lames_cube.services.stac_api import server_host_status
+    >>> from lames_cube.services.host import server_host_status
     >>> server_host_status().ready  # after `lames-cube stac install`
     True
     """
@@ -677,7 +677,7 @@ def check_server_env(*, venv_dir: str | os.PathLike | None = None) -> Path:
 
     Examples
     --------
-    >>> from lames_cube.services.stac_api import check_server_env
+    >>> from lames_cube.services.host import check_server_env
     >>> check_server_env().is_dir()  # after `lames-cube stac install`
     True
     """
@@ -728,7 +728,7 @@ def prepare_server_host(*, venv_dir: str | os.PathLike | None = None) -> list[st
 
     Examples
     --------
-    >>> from lames_cube.services.stac_api import prepare_server_host
+    >>> from lames_cube.services.host import prepare_server_host
     >>> prepare_server_host()  # a prepared host: nothing to do
     []
     """

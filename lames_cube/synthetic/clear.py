@@ -151,7 +151,6 @@ def clear_sky_cube(world: Any, gbox: GeoBox, bands: Sequence[str],
             layers = world.read(part, None)
         out = np.stack([layers[b] for b in bands])
         if region is not None and not region.contains(shapely.box(*part.boundingbox)):
-
             outside = geometry_mask([region], out_shape=tuple(part.shape), transform=part.affine)
             out[:, outside] = 0
         return out

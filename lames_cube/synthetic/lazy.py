@@ -58,13 +58,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import rasterio.features
 import xarray as xr
 from affine import Affine
+from dask.array import Array
+from dask.highlevelgraph import HighLevelGraph
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import assign_crs, xr_coords
+from pyproj import Transformer
 
 from lames_cube.bands import WORLD_BANDS, canonical_band
+from lames_cube.cube import check_chunks, overlaps
 from lames_cube.errors import InvalidQueryError, UnknownBandError, WorldError
+from lames_cube.search import check_datetime
 from lames_cube.synthetic.landscape import check_grid, fine_grid, pixel_centres
+from lames_cube.synthetic.stac import item_datetime, item_id
 
 if TYPE_CHECKING:
     from lames_cube.synthetic.world import Scene, World
@@ -156,8 +164,6 @@ def select_dates(world: World, dates: Any = None) -> list[dt.date]:
         return known
     shown = [d.isoformat() for d in known]
     if isinstance(dates, str):
-        from lames_cube.search import check_datetime
-
         start, end = check_datetime(dates).split("/")
         lo = dt.date.min if start == ".." else dt.date.fromisoformat(start[:10])
         hi = dt.date.max if end == ".." else dt.date.fromisoformat(end[:10])
@@ -223,7 +229,6 @@ def _renders_coarse(gbox: GeoBox) -> bool:
 
 def tile_bounds(tiles: Sequence, crs) -> np.ndarray:
     """Bounds ``(n, 4)`` of tiles in ``crs`` (exact in their own CRS, densified elsewhere)."""
-    from pyproj import Transformer
 
     out = np.full((len(tiles), 4), np.nan)
     epsg = crs.epsg
@@ -252,7 +257,6 @@ def tile_bounds(tiles: Sequence, crs) -> np.ndarray:
 def _scenes_on_grid(world: World, gbox: GeoBox, dates: Sequence[dt.date],
                     bounds: np.ndarray) -> dict[dt.date, list[Scene]]:
     """Per date, the scenes whose footprint overlaps the grid (as build_cube selects items)."""
-    from lames_cube.cube import overlaps
 
     index = {t.tile_id: k for k, t in enumerate(world.tiles)}
     left, bottom, right, top = gbox.boundingbox
@@ -385,7 +389,6 @@ class CubePlan:
 
     def _scene_coverage(self, scene, win, g20, rows20, cols20) -> tuple[np.ndarray, np.ndarray]:
         """Where one scene has data on ``win``: at its pixels and at its 20 m pixels."""
-        import rasterio.features
 
         tile = scene.tile
         if win.crs.epsg == tile.epsg:
@@ -427,7 +430,6 @@ def _crop(layer: dict, at: tuple[int, int], shape) -> dict:
 def fusion_key(world: World, scene: Scene) -> tuple:
     """The order in which :func:`lames_cube.build_cube` fuses a solar day's items: by item
     time, then id (odc-stac's order; each item is harmonised as it is read)."""
-    from lames_cube.synthetic.stac import item_datetime, item_id
 
     return (item_datetime(world, scene), item_id(world, scene))
 
@@ -494,11 +496,7 @@ def world_cube(
     ------
     UnknownBandError, InvalidQueryError, InvalidGridError, WorldError
     """
-    from dask.array import Array
-    from dask.highlevelgraph import HighLevelGraph
-    from odc.geo.xr import assign_crs, xr_coords
 
-    from lames_cube.cube import check_chunks
 
     gbox = check_grid(geobox)
     names = check_world_bands(bands)
@@ -518,7 +516,6 @@ def world_cube(
     everywhere: dict[dt.date, list] = {}
     for scene in world.scenes:
         everywhere.setdefault(scene.date, []).append(scene)
-    from lames_cube.synthetic.stac import item_datetime
 
     times = np.array([_ms(min(item_datetime(world, s) for s in (scenes[d] or everywhere[d])))
                       for d in days])

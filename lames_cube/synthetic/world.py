@@ -429,7 +429,6 @@ class World:
         if not spec.use_lames:
             sectors = fallback_sites(spec.n_sites, spec.seed)
             if spec.site_ids is not None:
-
                 keep = select_sites(
                     sectors.drop_duplicates("site_id")[["site_id", "geometry"]], spec.site_ids
                 )
