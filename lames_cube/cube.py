@@ -619,16 +619,17 @@ def _stack_bands(*blocks: np.ndarray) -> np.ndarray:
     return np.stack(blocks, axis=1)
 
 
-def _read_chunk(gbt, iyx, rdr, env, load_state, parts) -> np.ndarray:
+def _read_chunk(gbt, iyx, rdr, env, load_state, cfgs, sources, selections) -> np.ndarray:
     """One ``(time, band, y, x)`` chunk of every band, read in one task under one GDAL
     environment: each band's first item of a day is read straight into its slice of the
     block, the day's later items fused in where the block is still nodata (odc's rule, first
-    valid pixel). ``parts``: per band, ``(load params, readers per time step, selection)``,
+    valid pixel). Per band: its load parameters, its readers per time step and its selection,
     as odc's own chunk task would get them."""
     gbox = gbt[tuple(iyx)]
-    out = np.zeros((len(parts[0][1]), len(parts), *gbox.shape.yx), dtype=np.uint16)
+    out = np.zeros((len(sources[0]), len(sources), *gbox.shape.yx), dtype=np.uint16)
     with rdr.restore_env(env, load_state):
-        for b, (cfg, layers, selection) in enumerate(parts):
+        for b, (cfg, layers, selection) in enumerate(zip(cfgs, sources, selections,
+                                                         strict=True)):
             fill = cfg.fill_value or 0
             for t, readers in enumerate(layers):
                 dst = out[t, b]
@@ -654,14 +655,17 @@ def _gather_bands(ds: xr.Dataset, bands: Sequence[str]):
     None when odc's graph is not the one this expects (odc-loader 0.6.5, "mem" mode)."""
 
     arrays = [ds[b].data for b in bands]
-    if any(a.dtype != np.uint16 or a.ndim != 3 or a.chunks != arrays[0].chunks for a in arrays):
+    # uint8 bands (SCL of some catalogues) are read into the uint16 block as they are
+    if any(a.dtype not in (np.uint8, np.uint16) or a.ndim != 3 or a.chunks != arrays[0].chunks
+           for a in arrays):
         return None
     name = f"reflectance-{tokenize(*(a.name for a in arrays))}"
     layers: dict[str, Any] = {}
     deps: dict[str, set] = {}
-    tasks: dict[Any, Any] = {}
-    parts: dict[tuple, list] = {}
-    shared: dict[tuple, tuple] = {}
+    sources: dict[tuple, list] = {}
+    grid: dict[tuple, tuple] = {}
+    common = None  # the grid, driver, GDAL settings and load state: one odc load's
+    cfgs, selections = [], []
     for a in arrays:
         graph = a.dask
         for layer_name, layer in graph.layers.items():
@@ -671,20 +675,30 @@ def _gather_bands(ds: xr.Dataset, bands: Sequence[str]):
         band_layer = graph.layers.get(a.name, {})
         if len(band_layer) != a.npartitions:
             return None
+        band = None
         for key, task in band_layer.items():
             if not (isinstance(task, task_spec.Task) and task.func is _dask_loader_tyx
                     and len(task.args) == 10 and task.args[3] == () and task.args[4] == ()):
                 return None
             srcs, gbt, iyx, _, _, cfg, rdr, env, load_state, selection = task.args
-            if shared.setdefault(key[1:], (gbt, iyx, rdr, env, load_state))[1] != iyx:
+            common = common or (gbt, rdr, env, load_state)
+            band = band or (cfg, selection)
+            if (gbt, rdr, env, load_state) != common or (cfg, selection) != band \
+                    or grid.setdefault(key[1:], iyx) != iyx:
                 return None
-            parts.setdefault(key[1:], []).append(task_spec.List([cfg, srcs, selection]))
-    for (t, y, x), band_parts in parts.items():
-        if len(band_parts) != len(arrays):
-            return None
+            sources.setdefault(key[1:], []).append(srcs)
+        cfgs.append(band[0])
+        selections.append(band[1])
+    if common is None or any(len(srcs) != len(arrays) for srcs in sources.values()):
+        return None
+    gbt, rdr, env, load_state = common
+    cfgs = task_spec.List(cfgs)  # one node for every task
+    tasks = {}
+    for (t, y, x), srcs in sources.items():
         key = (name, t, 0, y, x)
-        tasks[key] = task_spec.Task(key, _read_chunk, *shared[(t, y, x)],
-                                    task_spec.List(band_parts), _data_producer=True)
+        tasks[key] = task_spec.Task(key, _read_chunk, gbt, grid[(t, y, x)], rdr, env,
+                                    load_state, cfgs, task_spec.List(srcs), tuple(selections),
+                                    _data_producer=True)
     layers[name] = tasks
     deps[name] = set(layers) - {name}
     first = arrays[0]

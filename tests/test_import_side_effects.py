@@ -149,7 +149,10 @@ def seen(caplog):
         warnings.simplefilter("always")
         filters = list(warnings.filters)
         yield caught, caplog
-        assert warnings.filters == filters, "a warning filter was left behind"
+        # rasterio's own catch_warnings, racing in dask's threads, may restore a list saved
+        # while one of our blocks was open: the copy it leaves is inert (its category matches
+        # only threads inside a block, and the next block removes it); anything else is a leak
+        assert _live(warnings.filters) == _live(filters), "a warning filter was left behind"
     assert odc.filters == odc_filters, "a log filter was left behind"
 
 
@@ -333,6 +336,11 @@ def test_warnings_of_threads_outside_a_block_pass():
         done.set()
         t.join()
     assert shown_inside == [[]]
+
+
+def _live(filters: list) -> list:
+    """The warning filters that can match anything (not an inert ``ignore_warnings`` copy)."""
+    return [f for f in filters if not isinstance(f[2], _InBlocks)]
 
 
 def _shown_without_always() -> list[str]:
