@@ -178,7 +178,7 @@ def drop_log_records(logger: str, prefix: str) -> Iterator[None]:
     key = (logger, prefix)
 
     def install() -> threading.local:
-        drop = _LOG_FILTERS.setdefault(key, _DropInBlocks(prefix))
+        drop = _LOG_FILTERS.get(key) or _LOG_FILTERS.setdefault(key, _DropInBlocks(prefix))
         logging.getLogger(logger).addFilter(drop)  # a no-op when it is attached already
         return drop.inside
 

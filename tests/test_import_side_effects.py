@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import shapely
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
+from lames_cube import _quiet as quiet
 from lames_cube._quiet import _InBlocks, drop_log_records, ignore_warnings
 from lames_cube.cube import build_cube, read_skipped
 from lames_cube.errors import AssetReadError
@@ -152,8 +154,17 @@ def seen(caplog):
         # rasterio's own catch_warnings, racing in dask's threads, may restore a list saved
         # while one of our blocks was open: the copy it leaves is inert (its category matches
         # only threads inside a block, and the next block removes it); anything else is a leak
+        _wait_for_open_blocks()
         assert _live(warnings.filters) == _live(filters), "a warning filter was left behind"
     assert odc.filters == odc_filters, "a log filter was left behind"
+
+
+def _wait_for_open_blocks(timeout: float = 10.0) -> None:
+    """Let dask's threads that still run a read (a failed compute returns before its other
+    tasks end) close their blocks before the filters are compared."""
+    deadline = time.monotonic() + timeout
+    while quiet._OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _noisy(seen_by: list):
